@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# Wallet & budget service image.
+#   docker build -t wallet-service:dev .
+#   docker run --rm -p 3003:3003 -e DATABASE_URL=... -e JWT_SECRET=... wallet-service:dev
+# SQL migrations are embedded in the binary at compile time (refinery embed_migrations!), so the runtime
+# image carries only the binary. Needs BuildKit (default since Docker 23) for the cache mounts.
+
+############################ builder ############################
+FROM rust:1.95-bookworm AS builder
+WORKDIR /build
+
+# Only what the build needs (see .dockerignore, which whitelists Cargo.toml, Cargo.lock, actors/, loadtest/
+# when present, src/, sql/, tests/, benches/): copying the whole context lets an optional member be absent.
+COPY . .
+
+# Registry and target caches persist between builds; the binary is copied out of the cached target dir.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/build/target \
+    cargo build --release --locked --bin wallet-service \
+ && install -D -m 0755 target/release/wallet-service /out/wallet-service
+
+############################ runtime ############################
+FROM debian:bookworm-slim AS runtime
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates tzdata \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 wallet \
+ && useradd --system --uid 10001 --gid wallet --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin wallet
+
+COPY --from=builder /out/wallet-service /usr/local/bin/wallet-service
+
+# Numeric user so that Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+ENV PORT=3003
+EXPOSE 3003
+# Liveness/readiness are Kubernetes probes on /health and /ready (see k8s/deployment.yaml).
+ENTRYPOINT ["/usr/local/bin/wallet-service"]

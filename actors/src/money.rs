@@ -1,0 +1,228 @@
+//! Money as the engine sees it: exact decimals with two minor digits, and the four currencies.
+//!
+//! Why a newtype: a bare `Decimal` can hold `1.005` or `10^20`, and Postgres `NUMERIC(15,2)` would round the
+//! first silently and fail on the second. Every amount that reaches the engine went through
+//! [`Amount::parse`] (or [`Amount::new`]), so the database never sees a value it would alter.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Minor digits of every supported currency (USD, EUR, INR, GBP all have 2).
+pub const MINOR_DIGITS: u32 = 2;
+
+/// The largest amount `DECIMAL(15,2)` holds: 9,999,999,999,999.99 (999_999_999_999_999 hundredths,
+/// split into the 32-bit words `from_parts` takes).
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(2_764_472_319, 232_830, 0, false, 2);
+
+/// Longest textual amount we even try to parse; anything longer is refused before parsing.
+const MAX_AMOUNT_TEXT_LEN: usize = 32;
+
+/// Why an amount was refused. Every variant is a caller error (400), never transient.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("is not a decimal number")]
+    NotANumber,
+    #[error("has more than {MINOR_DIGITS} decimal places")]
+    TooManyDecimals,
+    #[error("must be greater than zero")]
+    NotPositive,
+    #[error("must not be negative")]
+    Negative,
+    #[error("exceeds the maximum of 9999999999999.99")]
+    TooLarge,
+}
+
+/// A non-negative amount with at most two decimals and at most `MAX_AMOUNT`.
+///
+/// Positivity is not part of the type because balances and initial balances may be zero; use
+/// [`Amount::parse_positive`] where the contract asks for a positive amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Amount(Decimal);
+
+impl Amount {
+    pub const ZERO: Amount = Amount(Decimal::ZERO);
+
+    /// Validates a decimal already in hand (e.g. read back from Postgres).
+    pub fn new(value: Decimal) -> Result<Self, AmountError> {
+        if value.is_sign_negative() && !value.is_zero() {
+            return Err(AmountError::Negative);
+        }
+        if value.normalize().scale() > MINOR_DIGITS {
+            return Err(AmountError::TooManyDecimals);
+        }
+        if value > MAX_AMOUNT {
+            return Err(AmountError::TooLarge);
+        }
+        let mut v = value;
+        v.rescale(MINOR_DIGITS);
+        Ok(Amount(v))
+    }
+
+    /// Parses the exact text of a request value: no float, no exponent, at most two decimals.
+    ///
+    /// The text is what the client wrote (`"125.50"` or the digits of a JSON number), so `1.005` is
+    /// refused instead of being rounded.
+    pub fn parse(text: &str) -> Result<Self, AmountError> {
+        let text = text.trim();
+        if text.is_empty() || text.len() > MAX_AMOUNT_TEXT_LEN {
+            return Err(AmountError::NotANumber);
+        }
+        // Only plain decimal notation: optional sign, digits, optional fraction. No exponent, no '_'.
+        let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+        let (int, frac) = match body.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (body, None),
+        };
+        let digits_ok = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty() || !digits_ok(int) || frac.is_some_and(|f| f.is_empty() || !digits_ok(f)) {
+            return Err(AmountError::NotANumber);
+        }
+        if frac.is_some_and(|f| f.len() > MINOR_DIGITS as usize) {
+            return Err(AmountError::TooManyDecimals);
+        }
+        // Significant digits only: "0012.50" is 12.50, not too large.
+        if int.trim_start_matches('0').len() > 13 {
+            return Err(AmountError::TooLarge);
+        }
+        let value = Decimal::from_str_exact(text).map_err(|_| AmountError::NotANumber)?;
+        Self::new(value)
+    }
+
+    /// [`Amount::parse`], and the value must be greater than zero.
+    pub fn parse_positive(text: &str) -> Result<Self, AmountError> {
+        let a = Self::parse(text)?;
+        if a.is_zero() {
+            return Err(AmountError::NotPositive);
+        }
+        Ok(a)
+    }
+
+    pub fn value(self) -> Decimal {
+        self.0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0.is_zero()
+    }
+
+    /// Sum that stays within `MAX_AMOUNT`; `None` when it would not.
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        Amount::new(self.0.checked_add(other.0)?).ok()
+    }
+
+    /// Difference that stays non-negative; `None` when it would go below zero.
+    pub fn checked_sub(self, other: Amount) -> Option<Amount> {
+        if other.0 > self.0 {
+            return None;
+        }
+        Amount::new(self.0 - other.0).ok()
+    }
+}
+
+impl fmt::Display for Amount {
+    /// Always two decimals: `125.50`, `0.00`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut v = self.0;
+        v.rescale(MINOR_DIGITS);
+        write!(f, "{v}")
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    /// Accepts a string or a JSON number, parsed from its text. The service enables serde_json's
+    /// `arbitrary_precision`, so a number reaches us as its original digits, never through f64.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let text = match &v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return Err(serde::de::Error::custom("amount must be a decimal string or number")),
+        };
+        Amount::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Supported currencies. All have [`MINOR_DIGITS`] minor digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Currency {
+    Usd,
+    Eur,
+    Inr,
+    Gbp,
+}
+
+impl Currency {
+    pub const ALL: [Currency; 4] = [Currency::Usd, Currency::Eur, Currency::Inr, Currency::Gbp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Currency::Usd => "USD",
+            Currency::Eur => "EUR",
+            Currency::Inr => "INR",
+            Currency::Gbp => "GBP",
+        }
+    }
+}
+
+impl FromStr for Currency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Currency::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unsupported currency {s:?}; expected one of USD, EUR, INR, GBP"))
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_decimals_parse_and_format_back_exactly() {
+        assert_eq!(Amount::parse("125.5").unwrap().to_string(), "125.50");
+        assert_eq!(Amount::parse("0").unwrap().to_string(), "0.00");
+        assert_eq!(Amount::parse("9999999999999.99").unwrap().value(), MAX_AMOUNT);
+    }
+
+    #[test]
+    fn three_decimals_exponents_and_overflow_are_refused() {
+        assert_eq!(Amount::parse("1.005"), Err(AmountError::TooManyDecimals));
+        assert_eq!(Amount::parse("1.500"), Err(AmountError::TooManyDecimals));
+        assert_eq!(Amount::parse("1e3"), Err(AmountError::NotANumber));
+        assert_eq!(Amount::parse("10000000000000"), Err(AmountError::TooLarge));
+        assert_eq!(Amount::parse("-1"), Err(AmountError::Negative));
+        assert_eq!(Amount::parse_positive("0.00"), Err(AmountError::NotPositive));
+        assert_eq!(Amount::parse(""), Err(AmountError::NotANumber));
+        assert_eq!(Amount::parse("1."), Err(AmountError::NotANumber));
+        assert_eq!(Amount::parse(".5"), Err(AmountError::NotANumber));
+    }
+
+    #[test]
+    fn json_numbers_are_read_from_their_text_not_through_f64() {
+        let a: Amount = serde_json::from_str("0.1").unwrap();
+        assert_eq!(a.to_string(), "0.10");
+        let a: Amount = serde_json::from_str("\"9999999999999.99\"").unwrap();
+        assert_eq!(a.value(), MAX_AMOUNT);
+        // 9007199254740993 is not representable as f64; it must still be refused as too large, not rounded.
+        assert!(serde_json::from_str::<Amount>("9007199254740993").is_err());
+        assert!(serde_json::from_str::<Amount>("1.001").is_err());
+        assert!(serde_json::from_str::<Amount>("true").is_err());
+    }
+}

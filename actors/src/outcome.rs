@@ -1,0 +1,82 @@
+//! Why a command was not applied. One exhaustive enum, so every caller (HTTP, AMQP) must decide what each
+//! case means for it, and each case knows whether retrying can help.
+
+use uuid::Uuid;
+
+use crate::money::{Amount, Currency};
+use crate::state::WalletStatus;
+
+/// A command the engine did not apply. Business refusals are final; the rest are transient.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The wallet does not exist (or, for transfers, the destination does not).
+    #[error("wallet not found")]
+    WalletNotFound,
+    /// A debit larger than the balance. Nothing changed.
+    #[error("insufficient funds: balance {balance}, requested {requested}")]
+    InsufficientFunds { balance: Amount, requested: Amount },
+    /// The wallet (or the transfer's other wallet) is FROZEN or CLOSED.
+    #[error("wallet {wallet_id} is {status}")]
+    WalletNotActive { wallet_id: Uuid, status: WalletStatus },
+    /// A status change that is not allowed (CLOSED is final).
+    #[error("wallet is CLOSED; a closed wallet cannot change status")]
+    WalletClosed,
+    /// A transfer between wallets of different currencies.
+    #[error("currency mismatch: {from} to {to}")]
+    CurrencyMismatch { from: Currency, to: Currency },
+    /// A credit that would take the balance above what `DECIMAL(15,2)` holds.
+    #[error("balance would exceed the maximum amount")]
+    BalanceOverflow,
+    /// A transaction with the same wallet, reference type, reference id and type already exists: a booking
+    /// is debited once and refunded at most once. `existing_txn_id` is the one that took effect.
+    #[error("a transaction with this reference already exists ({existing_txn_id})")]
+    DuplicateReference { existing_txn_id: Uuid },
+    /// Too many commands are queued for this wallet; the caller should back off.
+    #[error("too many commands queued for this wallet")]
+    Overloaded,
+    /// The store could not be reached, or a commit's outcome is unknown. Safe to retry with the same
+    /// Idempotency-Key or reference.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl Rejection {
+    /// Whether the same command may succeed if simply retried later.
+    pub fn transient(&self) -> bool {
+        matches!(self, Rejection::Overloaded | Rejection::Unavailable(_))
+    }
+
+    /// The contract's stable error code for this rejection.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::WalletNotFound => "NOT_FOUND",
+            Rejection::InsufficientFunds { .. } => "INSUFFICIENT_FUNDS",
+            Rejection::WalletNotActive { .. } => "WALLET_NOT_ACTIVE",
+            Rejection::WalletClosed => "WALLET_NOT_ACTIVE",
+            Rejection::CurrencyMismatch { .. } => "CURRENCY_MISMATCH",
+            Rejection::BalanceOverflow => "VALIDATION_FAILED",
+            Rejection::DuplicateReference { .. } => "CONFLICT",
+            Rejection::Overloaded => "UNAVAILABLE",
+            Rejection::Unavailable(_) => "UNAVAILABLE",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_overload_and_unavailability_are_transient() {
+        assert!(Rejection::Overloaded.transient());
+        assert!(Rejection::Unavailable("db".into()).transient());
+        assert!(
+            !Rejection::InsufficientFunds {
+                balance: Amount::ZERO,
+                requested: Amount::ZERO
+            }
+            .transient()
+        );
+        assert!(!Rejection::WalletNotFound.transient());
+    }
+}

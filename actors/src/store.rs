@@ -1,0 +1,112 @@
+//! The trait through which the engine reaches the database. The service implements it over Postgres;
+//! [`crate::memory::MemoryStore`] implements it in memory for the engine's own tests.
+//!
+//! Every write is *guarded*: a batch names the wallet version it was planned against, and the store
+//! applies it only if the row still has that version. That is what keeps two processes (two actors for
+//! one wallet) from overdrawing or losing a write: the loser gets [`CommitError::VersionConflict`],
+//! reloads and plans again.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::outcome::Rejection;
+use crate::state::{Entry, Origin, WalletState, WalletStatus};
+
+/// Failure to reach or read the store. Always transient from the engine's point of view.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// A status change planned inside a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub from: WalletStatus,
+    pub to: WalletStatus,
+    pub reason: Option<String>,
+    pub origin: Origin,
+}
+
+/// A refused command, written to the audit log (and nothing else) with the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub action: &'static str,
+    pub origin: Origin,
+    pub rejection: Rejection,
+    /// Amount asked for, when the command moved money (for the audit trail).
+    pub amount: Option<crate::money::Amount>,
+}
+
+/// Commands of one wallet, validated in order against its state, to be committed in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub wallet_id: Uuid,
+    /// The version the batch was planned against; the write applies only if the row still has it. Checked
+    /// for a batch that only carries refusals too (`VersionConflict`, nothing written): a refusal judged on a
+    /// stale cache (another process credited or reactivated the wallet) must be re-planned, not answered.
+    pub expected_version: i64,
+    /// The wallet after the batch (balance, status, version = expected + 1). Unchanged when the batch only
+    /// carries refusals.
+    pub after: WalletState,
+    pub entries: Vec<Entry>,
+    pub status_changes: Vec<StatusChange>,
+    pub refusals: Vec<Refusal>,
+}
+
+impl Batch {
+    /// Whether the batch changes the wallet row (otherwise only the audit log is written).
+    pub fn changes_wallet(&self) -> bool {
+        !self.entries.is_empty() || !self.status_changes.is_empty()
+    }
+}
+
+/// Both legs of a transfer, planned by the source wallet's actor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferPlan {
+    pub expected_version: i64,
+    /// The source wallet after the debit leg.
+    pub source_after: WalletState,
+    /// The TRANSFER_OUT row (its `balance_after` is final).
+    pub out: Entry,
+    /// The TRANSFER_IN row; the store fills in `balance_after` from the destination's locked row.
+    pub incoming: Entry,
+}
+
+/// Why a commit did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The wallet row's version is not the expected one: someone else wrote it. Nothing was written.
+    #[error("wallet version changed under the batch")]
+    VersionConflict,
+    /// These entries (by index in `Batch::entries`) repeat a reference that already took effect, with the
+    /// transaction that did. Nothing was written.
+    #[error("duplicate references")]
+    DuplicateReferences(Vec<(usize, Uuid)>),
+    /// The store failed. When `outcome_unknown` the commit may or may not have happened (e.g. the
+    /// connection dropped during COMMIT): the engine must reload before trusting its state.
+    #[error("store unavailable: {reason}")]
+    Unavailable { reason: String, outcome_unknown: bool },
+}
+
+/// Why a transfer did not happen: refused on the destination's state, or not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Rejected(Rejection),
+    #[error(transparent)]
+    Commit(CommitError),
+}
+
+#[async_trait]
+pub trait WalletStore: Send + Sync + 'static {
+    /// The wallet as committed, or `None` if there is no such wallet.
+    async fn load(&self, wallet_id: Uuid) -> Result<Option<WalletState>, StoreError>;
+
+    /// Commits a batch in one transaction: the guarded wallet update, its transaction rows, their
+    /// reference keys, outbox events, idempotency completions, inbox rows and audit rows, or nothing.
+    async fn commit(&self, batch: &Batch) -> Result<(), CommitError>;
+
+    /// Commits both legs of a transfer in one transaction, locking the two wallets in a fixed order
+    /// (no deadlock). Returns the TRANSFER_IN entry with its `balance_after`. A refusal on the destination's
+    /// state (missing, not active, other currency) is written to the audit log.
+    async fn transfer(&self, plan: &TransferPlan) -> Result<Entry, TransferError>;
+}

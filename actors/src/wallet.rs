@@ -1,0 +1,539 @@
+//! `WalletActor`: one per active wallet. It serializes every command of its wallet, validates each against
+//! the committed state, and commits through the store before replying.
+//!
+//! # Group commit
+//! The actor never awaits a commit inside `handle`: it hands the batch to a task and keeps taking messages.
+//! Commands that arrive while a commit is in flight wait in `pending`; when the commit reports back, the
+//! waiting commands are validated *in order* against the new committed state and go out together as the
+//! next batch (at most [`Limits::max_batch`]). Each caller is answered only after the transaction holding
+//! its command has committed; a refused command is refused on its own and never fails its neighbours.
+//!
+//! # Two processes, one wallet
+//! The in-memory state is a cache of the row. Batches are guarded by the row's version in SQL; on a
+//! conflict the actor reloads and re-plans the same commands (bounded by
+//! [`Limits::max_conflict_retries`]), so a second process can slow us down but never make us overdraw.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{debug, warn};
+
+use crate::messages::{Applied, Command, Direction, QueueTicket, Reply, Request, WalletMsg};
+use crate::outcome::Rejection;
+use crate::state::{Entry, TxnType, WalletState, WalletStatus, new_txn_id};
+use crate::store::{Batch, CommitError, Refusal, StatusChange, TransferError, TransferPlan, WalletStore};
+use crate::supervisor::{Limits, RetireHandle};
+
+/// The actor itself carries no state; see [`WalletActorState`].
+pub struct WalletActor;
+
+/// What a wallet actor starts from: the state the engine just loaded, and its collaborators.
+pub struct WalletArgs {
+    pub state: WalletState,
+    pub store: Arc<dyn WalletStore>,
+    pub limits: Limits,
+    pub retire: RetireHandle,
+}
+
+struct Pending {
+    request: Request,
+    reply: Reply<Applied>,
+    _ticket: QueueTicket,
+}
+
+/// What one planned command became inside a batch.
+enum Planned {
+    Entry(usize),
+    Status,
+    Refused(Rejection),
+}
+
+enum Flight {
+    Batch {
+        batch: Arc<Batch>,
+        items: Vec<(Pending, Planned)>,
+        result: Result<(), CommitError>,
+    },
+    Transfer {
+        plan: Arc<TransferPlan>,
+        item: Pending,
+        result: Result<Entry, TransferError>,
+    },
+}
+
+/// The result of a commit, sent by the commit task back to its actor.
+pub struct CommitReport(Flight);
+
+pub struct WalletActorState {
+    wallet: WalletState,
+    /// Set when the row may have changed behind our back (transfer in, unknown commit outcome, conflict).
+    stale: bool,
+    pending: VecDeque<Pending>,
+    in_flight: bool,
+    conflict_retries: u32,
+    store: Arc<dyn WalletStore>,
+    limits: Limits,
+    retire: RetireHandle,
+}
+
+impl Actor for WalletActor {
+    type Msg = WalletMsg;
+    type State = WalletActorState;
+    type Arguments = WalletArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<WalletMsg>,
+        args: WalletArgs,
+    ) -> Result<WalletActorState, ActorProcessingErr> {
+        Ok(WalletActorState {
+            wallet: args.state,
+            stale: false,
+            pending: VecDeque::new(),
+            in_flight: false,
+            conflict_retries: 0,
+            store: args.store,
+            limits: args.limits,
+            retire: args.retire,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<WalletMsg>,
+        msg: WalletMsg,
+        state: &mut WalletActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WalletMsg::Execute(request, reply, ticket) => {
+                state.pending.push_back(Pending {
+                    request,
+                    reply,
+                    _ticket: ticket,
+                });
+                state.pump(&myself).await;
+            }
+            WalletMsg::Get(reply, _ticket) => {
+                if state.stale && !state.in_flight {
+                    state.reload().await;
+                }
+                let answer = if state.stale {
+                    Err(Rejection::Unavailable("wallet state could not be reloaded".into()))
+                } else {
+                    Ok(state.wallet.clone())
+                };
+                let _ = reply.send(answer);
+            }
+            WalletMsg::Invalidate => {
+                state.stale = true;
+            }
+            WalletMsg::IdleCheck => {
+                if !state.in_flight && state.pending.is_empty() && state.retire.try_retire() {
+                    debug!(wallet_id = %state.wallet.wallet_id, "idle wallet actor stops");
+                    myself.stop(Some("idle".into()));
+                }
+            }
+            WalletMsg::CommitDone(CommitReport(flight)) => {
+                state.in_flight = false;
+                state.settle(flight);
+                state.pump(&myself).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WalletActorState {
+    /// Re-reads the row. On failure the state stays stale and waiting commands are answered Unavailable.
+    async fn reload(&mut self) {
+        match self.store.load(self.wallet.wallet_id).await {
+            Ok(Some(w)) => {
+                self.wallet = w;
+                self.stale = false;
+            }
+            Ok(None) => {
+                // The row vanished (it is never deleted by this service); refuse what waits.
+                self.fail_pending(Rejection::WalletNotFound);
+            }
+            Err(e) => {
+                warn!(wallet_id = %self.wallet.wallet_id, error = %e, "reloading wallet failed");
+                self.fail_pending(Rejection::Unavailable(e.0));
+            }
+        }
+    }
+
+    fn fail_pending(&mut self, rejection: Rejection) {
+        for p in self.pending.drain(..) {
+            let _ = p.reply.send(Err(rejection.clone()));
+        }
+    }
+
+    /// Starts the next commit if none is in flight and commands are waiting.
+    async fn pump(&mut self, myself: &ActorRef<WalletMsg>) {
+        if self.in_flight || self.pending.is_empty() {
+            return;
+        }
+        if self.stale {
+            self.reload().await;
+            if self.stale {
+                return;
+            }
+        }
+        if let Some(flight) = self.plan() {
+            self.launch(myself.clone(), flight);
+        }
+    }
+
+    /// Validates waiting commands in order against a simulation of the committed state and packs them
+    /// into the next flight: a batch of posts/status changes/refusals, or one transfer on its own (it
+    /// locks a second wallet, so it is not mixed with others).
+    fn plan(&mut self) -> Option<Flight> {
+        debug_assert!(!self.stale && !self.in_flight);
+        let mut sim = self.wallet.clone();
+        let mut entries = Vec::new();
+        let mut status_changes = Vec::new();
+        let mut refusals = Vec::new();
+        let mut items: Vec<(Pending, Planned)> = Vec::new();
+        // References of the entries planned so far. The store only knows committed references, and two rows
+        // with one key in one transaction violate its unique key and fail the whole batch; so a repeat waits
+        // for the next batch, where the store reports it as a duplicate of the one that took effect.
+        let mut planned_refs: HashSet<(String, String, Direction)> = HashSet::new();
+
+        while items.len() < self.limits.max_batch {
+            let Some(front) = self.pending.front() else { break };
+            // A transfer that will go ahead flies alone; one that will be refused folds into this batch.
+            if let Command::TransferOut { amount, .. } = &front.request.command
+                && !items.is_empty()
+                && check_transfer(&sim, *amount).is_ok()
+            {
+                break;
+            }
+            if let Command::Post {
+                direction,
+                reference_id: Some(id),
+                reference_type: Some(ty),
+                ..
+            } = &front.request.command
+                && planned_refs.contains(&(ty.clone(), id.clone(), *direction))
+            {
+                break;
+            }
+            let Some(p) = self.pending.pop_front() else { break };
+            let origin = p.request.origin.clone();
+            let action = p.request.command.action();
+            match &p.request.command {
+                Command::Post {
+                    direction,
+                    amount,
+                    description,
+                    reference_id,
+                    reference_type,
+                    metadata,
+                } => match post(&mut sim, *direction, *amount) {
+                    Ok(balance_after) => {
+                        let (txn_id, created_at) = new_txn_id();
+                        entries.push(Entry {
+                            txn_id,
+                            wallet_id: sim.wallet_id,
+                            kind: match direction {
+                                Direction::Credit => TxnType::Credit,
+                                Direction::Debit => TxnType::Debit,
+                            },
+                            amount: *amount,
+                            description: description.clone(),
+                            reference_id: reference_id.clone(),
+                            reference_type: reference_type.clone(),
+                            metadata: metadata.clone(),
+                            balance_after,
+                            created_at,
+                            origin,
+                        });
+                        if let (Some(ty), Some(id)) = (reference_type, reference_id) {
+                            planned_refs.insert((ty.clone(), id.clone(), *direction));
+                        }
+                        items.push((p, Planned::Entry(entries.len() - 1)));
+                    }
+                    Err(rejection) => {
+                        refusals.push(Refusal {
+                            action,
+                            origin,
+                            rejection: rejection.clone(),
+                            amount: Some(*amount),
+                        });
+                        items.push((p, Planned::Refused(rejection)));
+                    }
+                },
+                Command::SetStatus { status, reason } => {
+                    if sim.status == WalletStatus::Closed {
+                        let rejection = Rejection::WalletClosed;
+                        refusals.push(Refusal {
+                            action,
+                            origin,
+                            rejection: rejection.clone(),
+                            amount: None,
+                        });
+                        items.push((p, Planned::Refused(rejection)));
+                    } else {
+                        status_changes.push(StatusChange {
+                            from: sim.status,
+                            to: *status,
+                            reason: reason.clone(),
+                            origin,
+                        });
+                        sim.status = *status;
+                        items.push((p, Planned::Status));
+                    }
+                }
+                Command::TransferOut {
+                    to_wallet_id,
+                    amount,
+                    description,
+                    reference_id,
+                } => {
+                    match check_transfer(&sim, *amount) {
+                        Err(rejection) => {
+                            refusals.push(Refusal {
+                                action,
+                                origin,
+                                rejection: rejection.clone(),
+                                amount: Some(*amount),
+                            });
+                            items.push((p, Planned::Refused(rejection)));
+                        }
+                        Ok(balance_after) => {
+                            debug_assert!(items.is_empty(), "a transfer always flies alone");
+                            let mut source_after = sim.clone();
+                            source_after.balance = balance_after;
+                            source_after.version += 1;
+                            source_after.updated_at = Utc::now();
+                            let (out_id, out_at) = new_txn_id();
+                            let (in_id, in_at) = new_txn_id();
+                            let reference_type = reference_id.as_ref().map(|_| "TRANSFER".to_string());
+                            let plan = TransferPlan {
+                                expected_version: sim.version,
+                                out: Entry {
+                                    txn_id: out_id,
+                                    wallet_id: sim.wallet_id,
+                                    kind: TxnType::TransferOut,
+                                    amount: *amount,
+                                    description: description.clone(),
+                                    reference_id: reference_id.clone(),
+                                    reference_type: reference_type.clone(),
+                                    metadata: None,
+                                    balance_after,
+                                    created_at: out_at,
+                                    origin: origin.clone(),
+                                },
+                                incoming: Entry {
+                                    txn_id: in_id,
+                                    wallet_id: *to_wallet_id,
+                                    kind: TxnType::TransferIn,
+                                    amount: *amount,
+                                    description: description.clone(),
+                                    reference_id: reference_id.clone(),
+                                    reference_type,
+                                    metadata: None,
+                                    // Filled in by the store from the destination's locked row.
+                                    balance_after: crate::money::Amount::ZERO,
+                                    created_at: in_at,
+                                    origin,
+                                },
+                                source_after,
+                            };
+                            return Some(Flight::Transfer {
+                                plan: Arc::new(plan),
+                                item: p,
+                                result: Err(TransferError::Commit(CommitError::VersionConflict)),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if items.is_empty() {
+            return None;
+        }
+        if !entries.is_empty() || !status_changes.is_empty() {
+            sim.version = self.wallet.version + 1;
+            sim.updated_at = Utc::now();
+        }
+        let batch = Batch {
+            wallet_id: self.wallet.wallet_id,
+            expected_version: self.wallet.version,
+            after: sim,
+            entries,
+            status_changes,
+            refusals,
+        };
+        Some(Flight::Batch {
+            batch: Arc::new(batch),
+            items,
+            result: Ok(()),
+        })
+    }
+
+    /// Runs the flight's commit on its own task and reports back as a message, so the mailbox keeps
+    /// filling the next batch meanwhile. A panic in the store is caught and reported as an unknown outcome
+    /// rather than leaving the actor waiting forever.
+    fn launch(&mut self, myself: ActorRef<WalletMsg>, flight: Flight) {
+        self.in_flight = true;
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let unknown = |e: tokio::task::JoinError| CommitError::Unavailable {
+                reason: format!("commit task failed: {e}"),
+                outcome_unknown: true,
+            };
+            let flight = match flight {
+                Flight::Batch { batch, items, .. } => {
+                    let (s, b) = (store.clone(), batch.clone());
+                    let result = tokio::spawn(async move { s.commit(&b).await })
+                        .await
+                        .unwrap_or_else(|e| Err(unknown(e)));
+                    Flight::Batch { batch, items, result }
+                }
+                Flight::Transfer { plan, item, .. } => {
+                    let (s, p) = (store.clone(), plan.clone());
+                    let result = tokio::spawn(async move { s.transfer(&p).await })
+                        .await
+                        .unwrap_or_else(|e| Err(TransferError::Commit(unknown(e))));
+                    Flight::Transfer { plan, item, result }
+                }
+            };
+            if myself
+                .send_message(WalletMsg::CommitDone(CommitReport(flight)))
+                .is_err()
+            {
+                // The actor is gone; dropping the report drops the reply ports, so callers learn the
+                // outcome is unknown instead of hanging.
+                warn!("wallet actor stopped while its commit was in flight");
+            }
+        });
+    }
+
+    /// Applies a finished flight: answer callers, or put commands back for another attempt.
+    fn settle(&mut self, flight: Flight) {
+        match flight {
+            Flight::Batch { batch, items, result } => match result {
+                Ok(()) => {
+                    self.conflict_retries = 0;
+                    if batch.changes_wallet() {
+                        self.wallet = batch.after.clone();
+                    }
+                    for (p, planned) in items {
+                        let answer = match planned {
+                            Planned::Entry(i) => Ok(Applied::Posted(batch.entries[i].clone())),
+                            Planned::Status => Ok(Applied::StatusChanged(batch.after.clone())),
+                            Planned::Refused(r) => Err(r),
+                        };
+                        let _ = p.reply.send(answer);
+                    }
+                }
+                Err(CommitError::VersionConflict) => {
+                    self.stale = true;
+                    self.retry_or_fail(items.into_iter().map(|(p, _)| p).collect());
+                }
+                Err(CommitError::DuplicateReferences(dups)) => {
+                    let mut again = Vec::with_capacity(items.len());
+                    for (p, planned) in items {
+                        let dup = match planned {
+                            Planned::Entry(i) => dups.iter().find(|(d, _)| *d == i).map(|(_, t)| *t),
+                            _ => None,
+                        };
+                        match dup {
+                            Some(existing_txn_id) => {
+                                let _ = p.reply.send(Err(Rejection::DuplicateReference { existing_txn_id }));
+                            }
+                            None => again.push(p),
+                        }
+                    }
+                    self.requeue(again);
+                }
+                Err(CommitError::Unavailable { reason, .. }) => {
+                    self.stale = true;
+                    for (p, _) in items {
+                        let _ = p.reply.send(Err(Rejection::Unavailable(reason.clone())));
+                    }
+                }
+            },
+            Flight::Transfer { plan, item, result } => match result {
+                Ok(incoming) => {
+                    self.conflict_retries = 0;
+                    self.wallet = plan.source_after.clone();
+                    let _ = item.reply.send(Ok(Applied::Transferred {
+                        out: plan.out.clone(),
+                        incoming,
+                    }));
+                }
+                Err(TransferError::Rejected(r)) => {
+                    let _ = item.reply.send(Err(r));
+                }
+                Err(TransferError::Commit(CommitError::VersionConflict)) => {
+                    self.stale = true;
+                    self.retry_or_fail(vec![item]);
+                }
+                Err(TransferError::Commit(CommitError::DuplicateReferences(d))) => {
+                    let existing_txn_id = d.first().map(|(_, t)| *t).unwrap_or_default();
+                    let _ = item.reply.send(Err(Rejection::DuplicateReference { existing_txn_id }));
+                }
+                Err(TransferError::Commit(CommitError::Unavailable { reason, .. })) => {
+                    self.stale = true;
+                    let _ = item.reply.send(Err(Rejection::Unavailable(reason)));
+                }
+            },
+        }
+    }
+
+    /// After a version conflict: plan the same commands again on fresh state, a bounded number of times.
+    fn retry_or_fail(&mut self, items: Vec<Pending>) {
+        self.conflict_retries += 1;
+        if self.conflict_retries > self.limits.max_conflict_retries {
+            self.conflict_retries = 0;
+            warn!(wallet_id = %self.wallet.wallet_id, "giving up after repeated version conflicts");
+            for p in items {
+                let _ = p
+                    .reply
+                    .send(Err(Rejection::Unavailable("wallet is contended; retry".into())));
+            }
+        } else {
+            self.requeue(items);
+        }
+    }
+
+    /// Puts commands back at the head of the queue, in their original order.
+    fn requeue(&mut self, items: Vec<Pending>) {
+        for p in items.into_iter().rev() {
+            self.pending.push_front(p);
+        }
+    }
+}
+
+/// Validates a credit or debit against the simulated state and applies it; returns the balance after.
+fn post(
+    sim: &mut WalletState,
+    direction: Direction,
+    amount: crate::money::Amount,
+) -> Result<crate::money::Amount, Rejection> {
+    if sim.status != WalletStatus::Active {
+        return Err(Rejection::WalletNotActive {
+            wallet_id: sim.wallet_id,
+            status: sim.status,
+        });
+    }
+    let after = match direction {
+        Direction::Credit => sim.balance.checked_add(amount).ok_or(Rejection::BalanceOverflow)?,
+        Direction::Debit => sim.balance.checked_sub(amount).ok_or(Rejection::InsufficientFunds {
+            balance: sim.balance,
+            requested: amount,
+        })?,
+    };
+    sim.balance = after;
+    Ok(after)
+}
+
+/// Validates the source leg of a transfer; returns the source balance after it.
+fn check_transfer(sim: &WalletState, amount: crate::money::Amount) -> Result<crate::money::Amount, Rejection> {
+    let mut s = sim.clone();
+    post(&mut s, Direction::Debit, amount)
+}

@@ -1,0 +1,220 @@
+//! Building the application from configuration and running it until shutdown.
+//!
+//! `App::build(config)` binds the listener (port 0 picks a free one, which tests use) and starts the
+//! engine; `App::run(shutdown)` serves until the future resolves, then drains in-flight requests and stops
+//! the engine. `main` passes SIGTERM/SIGINT; tests pass a oneshot.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use uuid::Uuid;
+use wallet_actors::{Currency, Engine, Limits};
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::crypto::PiiCipher;
+use crate::http::problem::ApiError;
+use crate::money::Ledger;
+use crate::store::PgStore;
+
+/// How long shutdown waits for wallet actors to finish their queues.
+pub const ENGINE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most user → wallet ids remembered (the mapping never changes, so entries never go stale).
+pub const MAX_CACHED_USER_WALLETS: usize = 1_000_000;
+
+/// What every handler needs.
+pub struct Ctx {
+    pub auth: Authenticator,
+    pub ledger: Ledger,
+    pub pii: PiiCipher,
+    pub default_currency: Currency,
+    /// user id → wallet id; a wallet's owner never changes.
+    pub user_wallets: DashMap<Uuid, Uuid>,
+    migrated: AtomicBool,
+    metrics: PrometheusHandle,
+}
+
+fn metrics_handle() -> PrometheusHandle {
+    // One recorder per process (tests build many apps in one process).
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                warn!("a metrics recorder was already installed; /metrics shows this one's view only");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Replaces ids in a path by `{id}` so metrics have one label per route, not per wallet.
+fn route_label(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if Uuid::parse_str(seg).is_ok() { "{id}" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+impl Ctx {
+    pub async fn readiness(&self) -> Result<(), String> {
+        if !self.migrated.load(Ordering::Acquire) {
+            return Err("migrations not applied".into());
+        }
+        crate::db::ping(&self.ledger.store.pool)
+            .await
+            .map_err(|e| format!("database: {e}"))
+    }
+
+    pub fn render_metrics(&self) -> String {
+        metrics::gauge!("wallet_live_actors").set(self.ledger.engine.live_actors() as f64);
+        metrics::gauge!("wallet_queued_commands").set(self.ledger.engine.queued_commands() as f64);
+        let status = self.ledger.store.pool.status();
+        metrics::gauge!("db_pool_in_use").set((status.size - status.available) as f64);
+        metrics::gauge!("db_pool_size").set(status.max_size as f64);
+        self.metrics.render()
+    }
+
+    pub fn observe(&self, info: warp::log::Info<'_>) {
+        let labels = [
+            ("method", info.method().to_string()),
+            ("route", route_label(info.path())),
+            ("status", info.status().as_u16().to_string()),
+        ];
+        metrics::histogram!("http_request_duration_seconds", &labels).record(info.elapsed().as_secs_f64());
+    }
+
+    /// The wallet id of a user, remembered once found.
+    pub async fn wallet_of_user(&self, user_id: Uuid) -> Result<Option<Uuid>, ApiError> {
+        if let Some(id) = self.user_wallets.get(&user_id) {
+            return Ok(Some(*id));
+        }
+        let found = self
+            .ledger
+            .store
+            .wallet_id_of_user(user_id)
+            .await
+            .map_err(|e| ApiError::unavailable(e.0))?;
+        if let Some(id) = found
+            && self.user_wallets.len() < MAX_CACHED_USER_WALLETS
+        {
+            self.user_wallets.insert(user_id, id);
+        }
+        Ok(found)
+    }
+}
+
+pub struct App {
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+}
+
+impl App {
+    /// Connects, migrates, starts the engine and binds the port.
+    pub async fn build(config: Config) -> Result<App, String> {
+        crate::auth::install_crypto_provider();
+        let auth = Authenticator::new(&config.auth)?;
+        let pii = match &config.pii_key_b64 {
+            Some(k) => PiiCipher::from_base64(k).map_err(|e| format!("PII_ENCRYPTION_KEY: {e}"))?,
+            None => {
+                warn!("PII_ENCRYPTION_KEY is not set: using the insecure development key");
+                PiiCipher::development()
+            }
+        };
+        if config.redis_url.is_some() {
+            info!(
+                "REDIS_URL is set; this build caches in process (wallet ids) and reads balances from the wallet actors"
+            );
+        }
+        if config.amqp_url.is_some() {
+            warn!(
+                "AMQP_URL is set, but this build does not consume or publish RabbitMQ events yet; events stay in the outbox"
+            );
+        }
+        crate::db::migrate(&config.database_url).await?;
+        let pool = crate::db::pool(&config.database_url, config.pool_size)?;
+        let read = match &config.database_read_url {
+            Some(url) => crate::db::pool(url, config.pool_size)?,
+            None => pool.clone(),
+        };
+        let store = PgStore {
+            pool: pool.clone(),
+            read,
+        };
+        crate::db::ensure_partitions(&pool)
+            .await
+            .map_err(|e| format!("partitions: {e}"))?;
+        let limits = Limits {
+            idle_timeout: config.actor_idle_timeout,
+            ..Limits::default()
+        };
+        let engine = Engine::start(Arc::new(store.clone()), limits).await?;
+        let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], config.port)))
+            .await
+            .map_err(|e| format!("cannot bind port {}: {e}", config.port))?;
+        let ctx = Arc::new(Ctx {
+            auth,
+            ledger: Ledger { engine, store },
+            pii,
+            default_currency: config.default_currency,
+            user_wallets: DashMap::new(),
+            migrated: AtomicBool::new(true),
+            metrics: metrics_handle(),
+        });
+        Ok(App { listener, ctx })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.ctx.clone()
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests finish, and stops
+    /// the engine.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let App { listener, ctx } = self;
+        info!(port = listener.local_addr().map(|a| a.port()).unwrap_or(0), "listening");
+        let upkeep = tokio::spawn(partition_upkeep(ctx.ledger.store.pool.clone()));
+        warp::serve(crate::http::routes(ctx.clone()))
+            .incoming(listener)
+            .graceful(shutdown)
+            .run()
+            .await;
+        upkeep.abort();
+        info!("HTTP drained; stopping the engine");
+        ctx.ledger.engine.shutdown(ENGINE_DRAIN_TIMEOUT).await;
+    }
+}
+
+/// Keeps monthly partitions created ahead of time.
+async fn partition_upkeep(pool: deadpool_postgres::Pool) {
+    let mut tick = tokio::time::interval(crate::db::PARTITION_UPKEEP_EVERY);
+    tick.tick().await; // the first tick is immediate; build already ran it
+    loop {
+        tick.tick().await;
+        match crate::db::ensure_partitions(&pool).await {
+            Ok(n) if n > 0 => info!(created = n, "transaction partitions created"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "partition upkeep failed; will retry"),
+        }
+    }
+}
+
+/// Engine limits from configuration, exposed for tests that need short idle times.
+pub fn default_limits(idle: Duration) -> Limits {
+    Limits {
+        idle_timeout: idle,
+        ..Limits::default()
+    }
+}

@@ -1,0 +1,113 @@
+//! Configuration from the environment, as the contract lists it, validated once at start.
+//!
+//! Layering: built-in defaults, then environment variables (env wins). Tests build a [`Config`] in code
+//! (see `tests/common`), so nothing here reads the environment except [`Config::from_env`].
+
+use std::time::Duration;
+
+use wallet_actors::Currency;
+
+use crate::auth::{AuthConfig, KeySource};
+
+/// Default HTTP port (the design's).
+pub const DEFAULT_PORT: u16 = 3003;
+/// Default connections per instance (design 8.2).
+pub const DEFAULT_POOL_SIZE: usize = 20;
+/// Largest pool we accept from configuration; more would exhaust a typical Postgres.
+pub const MAX_POOL_SIZE: usize = 500;
+/// Default idle time after which a wallet actor stops.
+pub const DEFAULT_ACTOR_IDLE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// 0 picks a free port; the bound one is logged.
+    pub port: u16,
+    pub database_url: String,
+    pub database_read_url: Option<String>,
+    pub pool_size: usize,
+    pub redis_url: Option<String>,
+    pub amqp_url: Option<String>,
+    pub auth: AuthConfig,
+    /// Base64 of 32 bytes; `None` means the development key (with a warning).
+    pub pii_key_b64: Option<String>,
+    pub log_format: LogFormat,
+    pub actor_idle_timeout: Duration,
+    /// Currency of wallets created from `UserCreated` events.
+    pub default_currency: Currency,
+}
+
+impl Config {
+    /// Reads the environment. `DATABASE_URL` and a JWT key are required (the README's run command sets
+    /// both for development).
+    pub fn from_env() -> Result<Config, String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let port = match var("PORT") {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| format!("PORT must be a port number, got {p:?}"))?,
+            None => DEFAULT_PORT,
+        };
+        let database_url = var("DATABASE_URL")
+            .ok_or("DATABASE_URL is required (the README's run command starts a local cluster and sets it)")?;
+        let pool_size = match var("DATABASE_POOL_SIZE") {
+            Some(s) => s
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_POOL_SIZE).contains(n))
+                .ok_or(format!("DATABASE_POOL_SIZE must be 1..={MAX_POOL_SIZE}, got {s:?}"))?,
+            None => DEFAULT_POOL_SIZE,
+        };
+        let issuer = var("JWT_ISSUER").unwrap_or_else(|| "user-management".into());
+        let audience = var("JWT_AUDIENCE").unwrap_or_else(|| "wallet-service".into());
+        let key = match (var("JWT_PUBLIC_KEY_FILE"), var("JWT_SECRET")) {
+            (Some(path), _) => {
+                let pem = std::fs::read(&path).map_err(|e| format!("JWT_PUBLIC_KEY_FILE {path}: {e}"))?;
+                let alg = match var("JWT_ALGORITHM").as_deref() {
+                    None | Some("RS256") => jsonwebtoken::Algorithm::RS256,
+                    Some("ES256") => jsonwebtoken::Algorithm::ES256,
+                    Some(other) => return Err(format!("JWT_ALGORITHM must be RS256 or ES256, got {other:?}")),
+                };
+                KeySource::PublicKeyPem { alg, pem }
+            }
+            (None, Some(secret)) => KeySource::Hs256Secret(secret.into_bytes()),
+            (None, None) => return Err("JWT_SECRET (HS256) or JWT_PUBLIC_KEY_FILE (RS256/ES256) is required".into()),
+        };
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            Some("json") => LogFormat::Json,
+            None | Some("text") => LogFormat::Text,
+            Some(other) => return Err(format!("LOG_FORMAT must be json or text, got {other:?}")),
+        };
+        let actor_idle_timeout = match var("ACTOR_IDLE_SECS") {
+            Some(s) => Duration::from_secs(
+                s.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(format!("ACTOR_IDLE_SECS must be a positive integer, got {s:?}"))?,
+            ),
+            None => DEFAULT_ACTOR_IDLE,
+        };
+        let default_currency = match var("DEFAULT_CURRENCY") {
+            Some(c) => c.parse::<Currency>()?,
+            None => Currency::Usd,
+        };
+        Ok(Config {
+            port,
+            database_url,
+            database_read_url: var("DATABASE_READ_URL"),
+            pool_size,
+            redis_url: var("REDIS_URL"),
+            amqp_url: var("AMQP_URL"),
+            auth: AuthConfig { key, issuer, audience },
+            pii_key_b64: var("PII_ENCRYPTION_KEY"),
+            log_format,
+            actor_idle_timeout,
+            default_currency,
+        })
+    }
+}

@@ -1,0 +1,85 @@
+//! Postgres: pools (primary and read), migrations under an advisory lock, partition upkeep, readiness.
+
+use std::time::Duration;
+
+use deadpool_postgres::{ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tracing::info;
+
+mod embedded {
+    refinery::embed_migrations!("sql");
+}
+
+/// Advisory lock key held while migrating, so several instances starting at once migrate once.
+const MIGRATION_LOCK_KEY: i64 = 0x5741_4c4c_4554; // "WALLET"
+/// How long a pool waits for a free connection before the request fails as unavailable.
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
+/// Months of transaction partitions kept created ahead of now.
+pub const PARTITION_MONTHS_AHEAD: i32 = 3;
+/// How often partitions are checked.
+pub const PARTITION_UPKEEP_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// Readiness probe's budget for `SELECT 1`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Builds a pool of at most `size` connections.
+pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
+    let mut cfg = deadpool_postgres::Config::new();
+    cfg.url = Some(url.to_string());
+    cfg.manager = Some(ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    });
+    let mut pc = PoolConfig::new(size);
+    pc.timeouts.wait = Some(POOL_WAIT);
+    pc.timeouts.create = Some(POOL_WAIT);
+    cfg.pool = Some(pc);
+    cfg.create_pool(Some(Runtime::Tokio1), NoTls)
+        .map_err(|e| format!("invalid database configuration: {e}"))
+}
+
+/// Applies `sql/` migrations, holding an advisory lock so that concurrent starts do it once.
+pub async fn migrate(url: &str) -> Result<(), String> {
+    let (mut client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| format!("connect for migrations: {e}"))?;
+    let conn_task = tokio::spawn(conn);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(|e| format!("migration lock: {e}"))?;
+    let result = embedded::migrations::runner().run_async(&mut client).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    drop(client);
+    conn_task.abort();
+    let report = result.map_err(|e| format!("migrations failed: {e}"))?;
+    for m in report.applied_migrations() {
+        info!(migration = %m.name(), version = m.version(), "migration applied");
+    }
+    Ok(())
+}
+
+/// Creates missing monthly partitions of `transactions` around now.
+pub async fn ensure_partitions(pool: &Pool) -> Result<i32, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let row = client
+        .query_one(
+            "SELECT ensure_transaction_partitions(1, $1)",
+            &[&PARTITION_MONTHS_AHEAD],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+/// Whether Postgres answers now (readiness).
+pub async fn ping(pool: &Pool) -> Result<(), String> {
+    let check = async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    };
+    tokio::time::timeout(READY_TIMEOUT, check)
+        .await
+        .map_err(|_| "database did not answer in time".to_string())?
+}

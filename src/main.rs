@@ -1,0 +1,120 @@
+//! The `wallet-service` binary: `serve` (default) or `dev-token`.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+use wallet_service::app::App;
+use wallet_service::auth::{Caller, Role, mint_hs256};
+use wallet_service::config::Config;
+
+#[derive(Parser)]
+#[command(name = "wallet-service", about = "Wallet & Budget service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve HTTP on PORT (default 3003) until SIGTERM/SIGINT.
+    Serve,
+    /// Print a development JWT signed with JWT_SECRET (HS256), for curl and tests.
+    DevToken {
+        #[arg(long, default_value = "admin")]
+        role: String,
+        #[arg(long)]
+        sub: Option<Uuid>,
+        #[arg(long)]
+        company: Option<Uuid>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Cmd::Serve) {
+        Cmd::DevToken {
+            role,
+            sub,
+            company,
+            ttl,
+        } => dev_token(&role, sub, company, ttl),
+        Cmd::Serve => serve(),
+    }
+}
+
+fn dev_token(role: &str, sub: Option<Uuid>, company: Option<Uuid>, ttl: u64) -> std::process::ExitCode {
+    let Ok(secret) = std::env::var("JWT_SECRET") else {
+        eprintln!("dev-token needs JWT_SECRET");
+        return std::process::ExitCode::FAILURE;
+    };
+    let role: Role = match role.parse() {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!("role must be user, manager, admin or service");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let issuer = std::env::var("JWT_ISSUER").unwrap_or_else(|_| "user-management".into());
+    let audience = std::env::var("JWT_AUDIENCE").unwrap_or_else(|_| "wallet-service".into());
+    let caller = Caller {
+        user_id: sub.unwrap_or_else(Uuid::new_v4),
+        role,
+        company_id: company.unwrap_or_else(Uuid::new_v4),
+    };
+    println!(
+        "{}",
+        mint_hs256(secret.as_bytes(), &issuer, &audience, &caller, Duration::from_secs(ttl))
+    );
+    std::process::ExitCode::SUCCESS
+}
+
+fn serve() -> std::process::ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    wallet_service::telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let app = match App::build(config).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "start-up failed");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        app.run(shutdown_signal()).await;
+        tracing::info!("stopped");
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop the service");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+    }
+}

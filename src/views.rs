@@ -1,0 +1,215 @@
+//! JSON shapes of the contract, shared by the HTTP replies, the idempotency records (which must replay a
+//! reply byte for byte) and the event payloads. Amounts are decimal strings, never floats.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+use wallet_actors::{Entry, WalletState};
+
+/// RFC 3339 with milliseconds and `Z`, the one timestamp format of every reply.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WalletView {
+    pub wallet_id: Uuid,
+    pub user_id: Uuid,
+    #[schema(value_type = String, example = "125.50")]
+    pub balance: String,
+    #[schema(example = "USD")]
+    pub currency: String,
+    #[schema(example = "ACTIVE")]
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&WalletState> for WalletView {
+    fn from(w: &WalletState) -> Self {
+        WalletView {
+            wallet_id: w.wallet_id,
+            user_id: w.user_id,
+            balance: w.balance.to_string(),
+            currency: w.currency.to_string(),
+            status: w.status.to_string(),
+            created_at: ts(w.created_at),
+            updated_at: ts(w.updated_at),
+        }
+    }
+}
+
+/// A transaction as `POST /wallets/{walletId}/transactions` answers it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionView {
+    pub txn_id: Uuid,
+    pub wallet_id: Uuid,
+    #[schema(value_type = String, example = "25.00")]
+    pub amount: String,
+    #[schema(example = "DEBIT")]
+    pub r#type: String,
+    #[schema(example = "COMPLETED")]
+    pub status: String,
+    #[schema(value_type = String, example = "100.50")]
+    pub balance_after: String,
+    pub description: Option<String>,
+    pub reference_id: Option<String>,
+    pub reference_type: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    pub created_at: String,
+}
+
+impl From<&Entry> for TransactionView {
+    fn from(e: &Entry) -> Self {
+        TransactionView {
+            txn_id: e.txn_id,
+            wallet_id: e.wallet_id,
+            amount: e.amount.to_string(),
+            r#type: e.kind.to_string(),
+            status: "COMPLETED".into(),
+            balance_after: e.balance_after.to_string(),
+            description: e.description.clone(),
+            reference_id: e.reference_id.clone(),
+            reference_type: e.reference_type.clone(),
+            metadata: e.metadata.clone(),
+            created_at: ts(e.created_at),
+        }
+    }
+}
+
+/// The reply to `POST /transfers`: both legs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferView {
+    pub from_wallet_id: Uuid,
+    pub to_wallet_id: Uuid,
+    #[schema(value_type = String, example = "30.00")]
+    pub amount: String,
+    pub status: String,
+    pub reference_id: Option<String>,
+    pub description: Option<String>,
+    /// The TRANSFER_OUT row, then the TRANSFER_IN row.
+    pub transactions: Vec<TransactionView>,
+    pub created_at: String,
+}
+
+impl TransferView {
+    pub fn new(out: &Entry, incoming: &Entry) -> Self {
+        TransferView {
+            from_wallet_id: out.wallet_id,
+            to_wallet_id: incoming.wallet_id,
+            amount: out.amount.to_string(),
+            status: "COMPLETED".into(),
+            reference_id: out.reference_id.clone(),
+            description: out.description.clone(),
+            transactions: vec![TransactionView::from(out), TransactionView::from(incoming)],
+            created_at: ts(out.created_at),
+        }
+    }
+}
+
+/// One row of `GET /wallets/{walletId}/transactions`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryItem {
+    pub txn_id: Uuid,
+    #[schema(value_type = String)]
+    pub amount: String,
+    pub r#type: String,
+    pub description: Option<String>,
+    pub reference_id: Option<String>,
+    pub reference_type: Option<String>,
+    pub status: String,
+    #[schema(value_type = String)]
+    pub balance_after: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Pagination {
+    pub page: u32,
+    pub limit: u32,
+    pub total: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryPage {
+    pub transactions: Vec<HistoryItem>,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub user_id: Uuid,
+    pub email: String,
+    pub company_id: Uuid,
+    pub role: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The body of every event: `{event_id, event_type, timestamp, data}`.
+#[derive(Debug, Serialize)]
+pub struct EventEnvelope<T: Serialize> {
+    pub event_id: Uuid,
+    pub event_type: &'static str,
+    pub timestamp: String,
+    pub data: T,
+}
+
+/// A row to write to the outbox in the same transaction as the change it reports.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub event_id: Uuid,
+    pub event_type: &'static str,
+    pub routing_key: &'static str,
+    pub aggregate_id: Uuid,
+    pub payload: serde_json::Value,
+}
+
+impl OutboxEvent {
+    pub fn new<T: Serialize>(event_type: &'static str, routing_key: &'static str, aggregate_id: Uuid, data: T) -> Self {
+        let event_id = Uuid::now_v7();
+        let envelope = EventEnvelope {
+            event_id,
+            event_type,
+            timestamp: ts(Utc::now()),
+            data,
+        };
+        // Serializing our own plain structs cannot fail; a failure would be a programmer error.
+        let payload = serde_json::to_value(&envelope).expect("event payloads serialize");
+        OutboxEvent {
+            event_id,
+            event_type,
+            routing_key,
+            aggregate_id,
+            payload,
+        }
+    }
+
+    /// `TransactionCompleted` for a committed entry.
+    pub fn transaction_completed(e: &Entry) -> Self {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            txn_id: Uuid,
+            wallet_id: Uuid,
+            amount: String,
+            r#type: &'static str,
+            reference_id: Option<&'a str>,
+            new_balance: String,
+        }
+        OutboxEvent::new(
+            "TransactionCompleted",
+            "transaction.completed",
+            e.wallet_id,
+            Data {
+                txn_id: e.txn_id,
+                wallet_id: e.wallet_id,
+                amount: e.amount.to_string(),
+                r#type: e.kind.as_str(),
+                reference_id: e.reference_id.as_deref(),
+                new_balance: e.balance_after.to_string(),
+            },
+        )
+    }
+}
