@@ -388,9 +388,14 @@ impl WalletActorState {
             let flight = match flight {
                 Flight::Batch { batch, items, .. } => {
                     let (s, b) = (store.clone(), batch.clone());
+                    let started = std::time::Instant::now();
                     let result = tokio::spawn(async move { s.commit(&b).await })
                         .await
                         .unwrap_or_else(|e| Err(unknown(e)));
+                    let outcome = if result.is_ok() { "ok" } else { "error" };
+                    metrics::histogram!("wallet_group_commit_batch_size").record(items.len() as f64);
+                    metrics::histogram!("wallet_commit_duration_seconds", "outcome" => outcome)
+                        .record(started.elapsed().as_secs_f64());
                     Flight::Batch { batch, items, result }
                 }
                 Flight::Transfer { plan, item, .. } => {

@@ -129,6 +129,8 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response {
+        let status = self.status.as_u16().to_string();
+        metrics::counter!("http_rejections_total", "code" => self.code, "status" => status).increment(1);
         let mut res = Response::new(self.body().into());
         *res.status_mut() = self.status;
         let h = res.headers_mut();
