@@ -1,0 +1,463 @@
+//! Sending the load: open loop at a fixed arrival rate, or closed loop with a fixed number of clients.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::books::{Acked, ClientLedger, Kind};
+use crate::sched::{RateSchedule, pick};
+use crate::setup::Fixture;
+use crate::stats::{Outcome, Recorder, RunStats};
+
+/// Longest a client waits for one answer (the engine answers within its 15 s reply timeout).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the harness waits for requests still in flight after the send window closed.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Shares of operations, in parts of the total (e.g. 70/10/20).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Mix {
+    pub debit: u32,
+    pub credit: u32,
+    pub read: u32,
+}
+
+impl Mix {
+    pub const DEBITS: Mix = Mix {
+        debit: 1,
+        credit: 0,
+        read: 0,
+    };
+    pub const READS: Mix = Mix {
+        debit: 0,
+        credit: 0,
+        read: 1,
+    };
+}
+
+/// One request to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Write { wallet: usize, cents: i64, kind: Kind },
+    Read { user: usize },
+}
+
+/// What to send: derived from the request's index and the seed only.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub mix: Mix,
+    pub seed: u64,
+    /// Amounts are 0.01 ..= max_cents/100.
+    pub max_cents: i64,
+    pub wallets: usize,
+}
+
+impl Workload {
+    pub fn op(&self, i: u64) -> Op {
+        let total = u64::from(self.mix.debit + self.mix.credit + self.mix.read).max(1);
+        let roll = pick(self.seed, i, 0, total);
+        let wallet = pick(self.seed, i, 1, self.wallets.max(1) as u64) as usize;
+        let cents = 1 + pick(self.seed, i, 2, self.max_cents.max(1) as u64) as i64;
+        if roll < u64::from(self.mix.debit) {
+            Op::Write {
+                wallet,
+                cents,
+                kind: Kind::Debit,
+            }
+        } else if roll < u64::from(self.mix.debit + self.mix.credit) {
+            Op::Write {
+                wallet,
+                cents,
+                kind: Kind::Credit,
+            }
+        } else {
+            Op::Read { user: wallet }
+        }
+    }
+}
+
+/// How requests are paced.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// Requests due at a fixed rate; latency from the intended send time.
+    Open { rate: f64 },
+    /// `concurrency` clients, each sending its next request when the previous one is answered.
+    Closed { concurrency: usize },
+}
+
+#[derive(Deserialize)]
+struct TxnReply {
+    txn_id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct ProblemReply {
+    code: Option<String>,
+}
+
+/// Sends requests of one run and records what came back.
+pub struct Driver {
+    pub http: reqwest::Client,
+    pub base: String,
+    /// "Bearer ..." of a service caller (writes) and an admin (reads).
+    pub write_auth: String,
+    pub read_auth: String,
+    pub fixture: Arc<Fixture>,
+    pub workload: Workload,
+    /// Send an Idempotency-Key with every write (adds the key's claim to each request's work).
+    pub idempotency_keys: bool,
+    pub run_tag: String,
+    rec: Mutex<Recorder>,
+    ledger: Mutex<ClientLedger>,
+    sent: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+pub fn http_client(max_idle: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(max_idle)
+        .tcp_nodelay(true)
+        .timeout(REQUEST_TIMEOUT)
+        .build()?)
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        http: reqwest::Client,
+        base: &str,
+        write_token: &str,
+        read_token: &str,
+        fixture: Arc<Fixture>,
+        workload: Workload,
+        idempotency_keys: bool,
+    ) -> Self {
+        Driver {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            write_auth: format!("Bearer {write_token}"),
+            read_auth: format!("Bearer {read_token}"),
+            fixture,
+            workload,
+            idempotency_keys,
+            run_tag: Uuid::new_v4().simple().to_string()[..12].to_string(),
+            rec: Mutex::new(Recorder::new(Instant::now())),
+            ledger: Mutex::new(ClientLedger::default()),
+            sent: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends request `i`; latency counts from `since` (its intended time in open loop).
+    async fn exec(&self, i: u64, since: Instant) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let op = self.workload.op(i);
+        let (kind_label, outcome, acked, unknown) = match op {
+            Op::Write { wallet, cents, kind } => {
+                let wallet_id = self.fixture.wallets[wallet];
+                let body = format!(
+                    r#"{{"amount":"{}","type":"{}"}}"#,
+                    crate::books::cents_text(cents),
+                    kind.as_db()
+                );
+                let mut req = self
+                    .http
+                    .post(format!("{}/wallets/{wallet_id}/transactions", self.base))
+                    .header("authorization", &self.write_auth)
+                    .header("content-type", "application/json")
+                    .body(body);
+                if self.idempotency_keys {
+                    req = req.header("idempotency-key", format!("lt-{}-{i}", self.run_tag));
+                }
+                let label = match kind {
+                    Kind::Debit => "debit",
+                    Kind::Credit => "credit",
+                };
+                match req.send().await {
+                    Ok(res) => {
+                        let status = res.status().as_u16();
+                        let bytes = res.bytes().await;
+                        match (status, bytes) {
+                            (201, Ok(b)) => match serde_json::from_slice::<TxnReply>(&b) {
+                                Ok(t) => (
+                                    label,
+                                    Outcome::Ok,
+                                    Some(Acked {
+                                        txn_id: t.txn_id,
+                                        wallet_id,
+                                        cents,
+                                        kind,
+                                    }),
+                                    None,
+                                ),
+                                Err(_) => (label, Outcome::Failed("201 unreadable".into()), None, Some(wallet_id)),
+                            },
+                            (s, Ok(b)) => {
+                                let code = problem_code(&b);
+                                // A 5xx may hide a commit (e.g. an unknown outcome): the books allow for it.
+                                let unknown = (s >= 500).then_some(wallet_id);
+                                (label, Outcome::Failed(format!("{s} {code}")), None, unknown)
+                            }
+                            (s, Err(e)) => (
+                                label,
+                                Outcome::Failed(format!("{s} body {}", transport_kind(&e))),
+                                None,
+                                Some(wallet_id),
+                            ),
+                        }
+                    }
+                    Err(e) => (
+                        label,
+                        Outcome::Failed(format!("transport {}", transport_kind(&e))),
+                        None,
+                        Some(wallet_id),
+                    ),
+                }
+            }
+            Op::Read { user } => {
+                let user_id = self.fixture.users[user];
+                let res = self
+                    .http
+                    .get(format!("{}/wallets/{user_id}", self.base))
+                    .header("authorization", &self.read_auth)
+                    .send()
+                    .await;
+                let outcome = match res {
+                    Ok(res) => {
+                        let status = res.status().as_u16();
+                        match res.bytes().await {
+                            Ok(_) if status == 200 => Outcome::Ok,
+                            Ok(b) => Outcome::Failed(format!("{status} {}", problem_code(&b))),
+                            Err(e) => Outcome::Failed(format!("{status} body {}", transport_kind(&e))),
+                        }
+                    }
+                    Err(e) => Outcome::Failed(format!("transport {}", transport_kind(&e))),
+                };
+                ("read", outcome, None, None)
+            }
+        };
+        let done = Instant::now();
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if acked.is_some() || unknown.is_some() {
+            let mut l = self.ledger.lock().expect("ledger lock");
+            if let Some(a) = acked {
+                l.acked.push(a);
+            }
+            if let Some(w) = unknown {
+                *l.unknown.entry(w).or_default() += 1;
+            }
+        }
+        self.rec.lock().expect("recorder lock").record(
+            kind_label,
+            done.saturating_duration_since(since),
+            done,
+            outcome,
+        );
+    }
+
+    fn status_line(&self, now: Instant) -> String {
+        let r = self.rec.lock().expect("recorder lock");
+        let secs = now.saturating_duration_since(r.started()).as_secs_f64().max(1e-3);
+        let p99 = r
+            .recent_p99_ms(now)
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
+        format!(
+            "sent {} ok {} failed {} | {:.0} ok/s | p99 last s {} | in flight {}",
+            self.sent.load(Ordering::Relaxed),
+            r.ok(),
+            r.failed(),
+            r.ok() as f64 / secs,
+            p99,
+            self.in_flight.load(Ordering::Relaxed)
+        )
+    }
+
+    /// Runs the load for `duration` and returns what was measured and what the clients were told.
+    pub async fn run(
+        self: &Arc<Self>,
+        mode: Mode,
+        duration: Duration,
+        max_in_flight: usize,
+        bar: &ProgressBar,
+        plain_progress: bool,
+    ) -> (RunStats, ClientLedger) {
+        let start = Instant::now();
+        *self.rec.lock().expect("recorder lock") = Recorder::new(start);
+        *self.ledger.lock().expect("ledger lock") = ClientLedger::default();
+        self.sent.store(0, Ordering::Relaxed);
+        bar.set_length(duration.as_millis() as u64);
+        bar.set_position(0);
+        let done = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (me, bar, done) = (self.clone(), bar.clone(), done.clone());
+            let plain = plain_progress && (bar.is_hidden() || !std::io::stderr().is_terminal());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                let mut n = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let now = Instant::now();
+                    let line = me.status_line(now);
+                    bar.set_position((now - start).as_millis().min(duration.as_millis()) as u64);
+                    bar.set_message(line.clone());
+                    n += 1;
+                    if plain && n.is_multiple_of(20) {
+                        eprintln!("  [{:>5.1}s] {line}", (now - start).as_secs_f64());
+                    }
+                }
+            })
+        };
+        let (offered, send_window) = match mode {
+            Mode::Open { rate } => {
+                let sched = RateSchedule::new(rate).expect("rate validated by the caller");
+                let total = sched.total_for(duration);
+                let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
+                let mut tasks = tokio::task::JoinSet::new();
+                for i in 0..total {
+                    let due = start + sched.offset(i);
+                    if due > Instant::now() {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    // Waiting for a permit delays the send but not the intended time: the wait is latency.
+                    let permit = permits.clone().acquire_owned().await.expect("semaphore never closed");
+                    let me = self.clone();
+                    tasks.spawn(async move {
+                        me.exec(i, due).await;
+                        drop(permit);
+                    });
+                    while tasks.try_join_next().is_some() {}
+                }
+                let window = start.elapsed();
+                bar.set_message(format!("draining {} in flight", tasks.len()));
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+                tasks.abort_all();
+                (Some(rate), window)
+            }
+            Mode::Closed { concurrency } => {
+                let next = Arc::new(AtomicU64::new(0));
+                let deadline = start + duration;
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..concurrency.max(1) {
+                    let (me, next) = (self.clone(), next.clone());
+                    tasks.spawn(async move {
+                        while Instant::now() < deadline {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            me.exec(i, Instant::now()).await;
+                        }
+                    });
+                }
+                while tasks.join_next().await.is_some() {}
+                (None, duration)
+            }
+        };
+        done.store(true, Ordering::Relaxed);
+        let _ = ticker.await;
+        bar.set_position(duration.as_millis() as u64);
+        let stats =
+            self.rec
+                .lock()
+                .expect("recorder lock")
+                .finish(self.sent.load(Ordering::Relaxed), offered, send_window);
+        let mut ledger = std::mem::take(&mut *self.ledger.lock().expect("ledger lock"));
+        // Requests abandoned after the drain timeout have an unknown outcome too.
+        let lost_in_flight = stats.sent.saturating_sub(stats.completed);
+        if lost_in_flight > 0 {
+            for w in &self.fixture.wallets {
+                *ledger.unknown.entry(*w).or_default() += lost_in_flight;
+            }
+        }
+        (stats, ledger)
+    }
+}
+
+fn problem_code(body: &[u8]) -> String {
+    serde_json::from_slice::<ProblemReply>(body)
+        .ok()
+        .and_then(|p| p.code)
+        .unwrap_or_else(|| "-".into())
+}
+
+fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else if e.is_request() {
+        "request"
+    } else {
+        "other"
+    }
+}
+
+/// Writes per wallet index in a workload's first `n` requests (used by tests).
+pub fn writes_per_wallet(w: &Workload, n: u64) -> HashMap<usize, u64> {
+    let mut m = HashMap::new();
+    for i in 0..n {
+        if let Op::Write { wallet, .. } = w.op(i) {
+            *m.entry(wallet).or_default() += 1;
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mix_is_honoured_and_amounts_stay_in_range() {
+        let w = Workload {
+            mix: Mix {
+                debit: 7,
+                credit: 1,
+                read: 2,
+            },
+            seed: 9,
+            max_cents: 100,
+            wallets: 50,
+        };
+        let (mut d, mut c, mut r) = (0, 0, 0);
+        for i in 0..100_000 {
+            match w.op(i) {
+                Op::Write {
+                    wallet,
+                    cents,
+                    kind: Kind::Debit,
+                } => {
+                    assert!(wallet < 50 && (1..=100).contains(&cents));
+                    d += 1;
+                }
+                Op::Write { kind: Kind::Credit, .. } => c += 1,
+                Op::Read { user } => {
+                    assert!(user < 50);
+                    r += 1;
+                }
+            }
+        }
+        assert!((68_000..72_000).contains(&d), "{d}");
+        assert!((9_000..11_000).contains(&c), "{c}");
+        assert!((18_000..22_000).contains(&r), "{r}");
+        assert_eq!(w.op(1234), w.op(1234), "deterministic");
+    }
+
+    #[test]
+    fn a_single_wallet_workload_always_hits_it() {
+        let w = Workload {
+            mix: Mix::DEBITS,
+            seed: 1,
+            max_cents: 100,
+            wallets: 1,
+        };
+        assert_eq!(writes_per_wallet(&w, 1000), HashMap::from([(0, 1000)]));
+    }
+}

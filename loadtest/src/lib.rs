@@ -1,0 +1,794 @@
+//! Load harness for the wallet service (issue 6).
+//!
+//! `loadtest <scenario> [--spawn | --url URL --database-url URL --jwt-secret S] [options]`
+//!
+//! - Scenarios: `http-debits` (N wallets), `http-hot` (one wallet), `http-reads` (`GET /wallets/{userId}`),
+//!   `mixed` (debits, credits and reads), `pgbench-baseline` (the same debit as raw SQL, spread and hot),
+//!   `compare` (the engine and the baseline back to back, with their ratio) and `amqp-bookings` (needs
+//!   the RabbitMQ events work; refused until it lands).
+//! - Pacing: open loop at `--rate` (latency from each request's *intended* send time, so queueing is not
+//!   hidden) or closed loop (`--closed --concurrency C`, max throughput).
+//! - Every run sets up its own users and wallets, then checks the books in SQL ([`books`]); a run whose
+//!   books do not balance exits with status 2. Results go to `result.json` and `report.html`.
+//!
+//! Modules: [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
+//! [`drive`] (sending), [`setup`] (fixtures, reading the books), [`pgbench`] (baseline), [`target`]
+//! (service at a URL or in process), [`report`] (JSON and HTML).
+
+pub mod books;
+pub mod drive;
+pub mod pgbench;
+pub mod report;
+pub mod sched;
+pub mod setup;
+pub mod stats;
+pub mod target;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use wallet_service::auth::Role;
+
+use crate::books::{ClientLedger, cents_text};
+use crate::drive::{Driver, Mix, Mode, Workload};
+use crate::pgbench::PgbenchOpts;
+use crate::report::{Comparison, EngineRun, Machine, RunResult, ServiceInfo, SetupInfo};
+use crate::setup::Fixture;
+use crate::target::{Target, TargetOpts};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    HttpDebits,
+    HttpHot,
+    HttpReads,
+    Mixed,
+    PgbenchBaseline,
+    AmqpBookings,
+    Compare,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::HttpDebits => "http-debits",
+            Scenario::HttpHot => "http-hot",
+            Scenario::HttpReads => "http-reads",
+            Scenario::Mixed => "mixed",
+            Scenario::PgbenchBaseline => "pgbench-baseline",
+            Scenario::AmqpBookings => "amqp-bookings",
+            Scenario::Compare => "compare",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SetupVia {
+    Http,
+    Sql,
+}
+
+/// Parses "20", "20s", "500ms" or "2m".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("unknown unit in {s:?} (use ms, s or m)")),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a money amount ("1000000.00") into cents.
+pub fn parse_cents(s: &str) -> Result<i64, String> {
+    let d: rust_decimal::Decimal = s.trim().parse().map_err(|_| format!("not an amount: {s:?}"))?;
+    if d.is_sign_negative() || d.normalize().scale() > 2 {
+        return Err(format!("amount must be ≥ 0 with at most 2 decimals: {s:?}"));
+    }
+    use rust_decimal::prelude::ToPrimitive;
+    (d * rust_decimal::Decimal::ONE_HUNDRED)
+        .to_i64()
+        .ok_or_else(|| format!("amount too large: {s:?}"))
+}
+
+fn parse_mix(s: &str) -> Result<Mix, String> {
+    let parts: Vec<u32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("--mix is DEBIT,CREDIT,READ weights, e.g. 70,10,20; got {s:?}"))?;
+    match parts[..] {
+        [debit, credit, read] if debit + credit + read > 0 => Ok(Mix { debit, credit, read }),
+        _ => Err(format!("--mix is DEBIT,CREDIT,READ weights, e.g. 70,10,20; got {s:?}")),
+    }
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "loadtest", about = "Load harness for the wallet service", version)]
+pub struct Args {
+    /// What to run.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+
+    /// Start the service in this process over a fresh database (created and dropped here).
+    #[arg(long)]
+    pub spawn: bool,
+    /// Base URL of a running service (instead of --spawn).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The running service's database: needed for the books check and pgbench in --url mode.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Where --spawn creates its database.
+    #[arg(
+        long,
+        env = "TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_database_url: String,
+    /// The service's HS256 secret (random for --spawn when not given).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    #[arg(long, env = "JWT_ISSUER", default_value = "user-management")]
+    pub jwt_issuer: String,
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "wallet-service")]
+    pub jwt_audience: String,
+    /// Connection pool of the in-process service.
+    #[arg(long, default_value_t = wallet_service::config::DEFAULT_POOL_SIZE)]
+    pub pool_size: usize,
+    /// Runtime worker threads of the in-process service (default: the CPUs).
+    #[arg(long)]
+    pub service_threads: Option<usize>,
+    /// Keep the --spawn database after the run.
+    #[arg(long)]
+    pub keep_db: bool,
+    /// Process id of a --url service, to report its memory (RSS) after the run.
+    #[arg(long)]
+    pub service_pid: Option<u32>,
+
+    /// Length of the measured run ("20s", "500ms", "2m").
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// An unmeasured run of this length first (warms actors and connections; its writes are still
+    /// checked in the books).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Open loop: requests per second (default 1000; `compare` runs closed loop unless given).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Closed loop at max throughput with --concurrency clients.
+    #[arg(long)]
+    pub closed: bool,
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Open loop: most requests in flight; beyond it sends wait (and that wait counts as latency).
+    #[arg(long, default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// Wallets of the run (http-hot always uses one).
+    #[arg(long, default_value_t = 10_000)]
+    pub wallets: usize,
+    /// How the wallets are created: through the API, or in bulk by SQL (for a million).
+    #[arg(long, value_enum, default_value = "http")]
+    pub setup: SetupVia,
+    #[arg(long, default_value_t = 32)]
+    pub setup_concurrency: usize,
+    /// Every wallet's initial balance.
+    #[arg(long, default_value = "1000000000.00", value_parser = parse_cents)]
+    pub initial_balance: i64,
+    /// Amounts are 0.01 to this many cents / 100.
+    #[arg(long, default_value_t = 100)]
+    pub max_amount_cents: i64,
+    /// `mixed`: weights of debits, credits and reads.
+    #[arg(long, default_value = "70,10,20", value_parser = parse_mix)]
+    pub mix: Mix,
+    /// Send an Idempotency-Key with every write.
+    #[arg(long)]
+    pub idempotency_keys: bool,
+    #[arg(long, default_value_t = 0x5EED)]
+    pub seed: u64,
+    /// Runtime worker threads of the load generator (default: the CPUs).
+    #[arg(long)]
+    pub client_threads: Option<usize>,
+
+    /// pgbench clients (connections).
+    #[arg(long, default_value_t = 16)]
+    pub pgbench_clients: usize,
+    #[arg(long, default_value_t = 2)]
+    pub pgbench_threads: usize,
+    /// pgbench run length (default: --duration).
+    #[arg(long, value_parser = parse_duration)]
+    pub pgbench_duration: Option<Duration>,
+    /// `pgbench-baseline`/`compare`: skip the one-wallet (hot) half.
+    #[arg(long)]
+    pub skip_hot: bool,
+    /// `pgbench-baseline`/`compare`: skip the N-wallet (spread) half.
+    #[arg(long)]
+    pub skip_spread: bool,
+
+    /// Skip the books check (e.g. --url without --database-url).
+    #[arg(long)]
+    pub no_books: bool,
+    /// Output directory (default loadtest-results/<scenario>-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What a run produced.
+pub struct Outcome {
+    pub result: RunResult,
+    pub result_json: PathBuf,
+    pub report_html: PathBuf,
+}
+
+fn progress_bar(quiet: bool, prefix: &str) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {elapsed_precise} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}
+
+fn mode_label(mode: Mode) -> String {
+    match mode {
+        Mode::Open { rate } => format!("open loop {rate:.0}/s"),
+        Mode::Closed { concurrency } => format!("closed loop, {concurrency} clients"),
+    }
+}
+
+/// Runs a scenario; the caller turns `passed == false` into a failing exit status.
+pub async fn run(args: Args, command_line: String) -> anyhow::Result<Outcome> {
+    if args.scenario == Scenario::AmqpBookings {
+        bail!(
+            "amqp-bookings needs the RabbitMQ events work (src/events/: consuming BookingCreated, publishing \
+             TransactionCompleted), which has not landed in this tree; the scenario refuses to run until it does"
+        );
+    }
+    if args.max_amount_cents < 1 {
+        bail!("--max-amount-cents must be at least 1");
+    }
+    if let Some(r) = args.rate {
+        sched::RateSchedule::new(r).map_err(|e| anyhow!("--rate: {e}"))?;
+    }
+    let started_at = chrono::Utc::now();
+    let machine = Machine::probe();
+    let out_dir = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("loadtest-results").join(format!(
+            "{}-{}",
+            args.scenario.name(),
+            started_at.format("%Y%m%dT%H%M%SZ")
+        ))
+    });
+    let cpus = machine.cpus;
+    let target = Target::start(&TargetOpts {
+        url: args.url.clone(),
+        database_url: args.database_url.clone(),
+        spawn: args.spawn,
+        admin_database_url: args.admin_database_url.clone(),
+        pool_size: args.pool_size,
+        service_threads: args.service_threads.unwrap_or(cpus),
+        keep_db: args.keep_db,
+        jwt_secret: args.jwt_secret.clone(),
+        jwt_issuer: args.jwt_issuer.clone(),
+        jwt_audience: args.jwt_audience.clone(),
+    })
+    .await?;
+    let result = run_on(&args, &target, &machine, started_at, command_line).await;
+    target.shutdown().await;
+    let result = result?;
+    let (result_json, report_html) = report::write(&result, &out_dir)?;
+    Ok(Outcome {
+        result,
+        result_json,
+        report_html,
+    })
+}
+
+async fn run_on(
+    args: &Args,
+    target: &Target,
+    machine: &Machine,
+    started_at: chrono::DateTime<chrono::Utc>,
+    command_line: String,
+) -> anyhow::Result<RunResult> {
+    let http = drive::http_client(args.max_in_flight.max(args.concurrency))?;
+    setup::wait_healthy(&http, &target.base_url, Duration::from_secs(30)).await?;
+    let mut result = RunResult {
+        scenario: args.scenario.name().into(),
+        started_at: started_at.to_rfc3339(),
+        command_line,
+        machine: machine.clone(),
+        target: target.description.clone(),
+        setup: None,
+        engine_runs: vec![],
+        pgbench_runs: vec![],
+        comparisons: vec![],
+        service: None,
+        notes: vec![],
+        passed: true,
+    };
+    let books_db = if args.no_books {
+        result.notes.push("books check skipped (--no-books)".into());
+        None
+    } else if let Some(db) = &target.database_url {
+        Some(db.clone())
+    } else {
+        bail!("the books check needs the service's database: give --database-url, or --no-books to skip it");
+    };
+    let default_mode = |compare: bool| match (args.rate, args.closed || (compare && args.rate.is_none())) {
+        (_, true) => Mode::Closed {
+            concurrency: args.concurrency,
+        },
+        (Some(rate), false) => Mode::Open { rate },
+        (None, false) => Mode::Open { rate: 1000.0 },
+    };
+    let pg_opts = PgbenchOpts {
+        clients: args.pgbench_clients,
+        threads: args.pgbench_threads,
+        duration: args.pgbench_duration.unwrap_or(args.duration),
+        max_cents: args.max_amount_cents,
+        initial_cents: args.initial_balance,
+    };
+    match args.scenario {
+        Scenario::HttpDebits | Scenario::HttpHot | Scenario::HttpReads | Scenario::Mixed => {
+            let (wallets, mix) = match args.scenario {
+                Scenario::HttpDebits => (args.wallets, Mix::DEBITS),
+                Scenario::HttpHot => (1, Mix::DEBITS),
+                Scenario::HttpReads => (args.wallets, Mix::READS),
+                _ => (args.wallets, args.mix),
+            };
+            let fixture = make_fixture(args, target, &http, wallets, books_db.as_deref()).await?;
+            result.setup = Some(setup_info(&fixture));
+            let run = engine_run(
+                args,
+                target,
+                &http,
+                &fixture,
+                mix,
+                default_mode(false),
+                args.scenario.name(),
+                books_db.as_deref(),
+            )
+            .await?;
+            result.engine_runs.push(run);
+        }
+        Scenario::PgbenchBaseline => {
+            let db = target
+                .database_url
+                .clone()
+                .context("pgbench-baseline needs the database: --spawn, or --url with --database-url")?;
+            if !args.skip_spread {
+                result
+                    .pgbench_runs
+                    .push(pg_run(&db, "spread", args.wallets, &pg_opts, args.quiet).await?);
+            }
+            if !args.skip_hot {
+                result
+                    .pgbench_runs
+                    .push(pg_run(&db, "hot", 1, &pg_opts, args.quiet).await?);
+            }
+        }
+        Scenario::Compare => {
+            let db = target
+                .database_url
+                .clone()
+                .context("compare needs the database: --spawn, or --url with --database-url")?;
+            let mode = default_mode(true);
+            let mut total_setup = None;
+            if !args.skip_spread {
+                let fixture = make_fixture(args, target, &http, args.wallets, books_db.as_deref()).await?;
+                total_setup = Some(setup_info(&fixture));
+                let e = engine_run(
+                    args,
+                    target,
+                    &http,
+                    &fixture,
+                    Mix::DEBITS,
+                    mode,
+                    "http-debits",
+                    books_db.as_deref(),
+                )
+                .await?;
+                let p = pg_run(&db, "spread", args.wallets, &pg_opts, args.quiet).await?;
+                result.comparisons.push(compare_row("spread", &e, &p));
+                result.engine_runs.push(e);
+                result.pgbench_runs.push(p);
+            }
+            if !args.skip_hot {
+                let fixture = make_fixture(args, target, &http, 1, books_db.as_deref()).await?;
+                total_setup.get_or_insert_with(|| setup_info(&fixture));
+                let e = engine_run(
+                    args,
+                    target,
+                    &http,
+                    &fixture,
+                    Mix::DEBITS,
+                    mode,
+                    "http-hot",
+                    books_db.as_deref(),
+                )
+                .await?;
+                let p = pg_run(&db, "hot", 1, &pg_opts, args.quiet).await?;
+                result.comparisons.push(compare_row("hot", &e, &p));
+                result.engine_runs.push(e);
+                result.pgbench_runs.push(p);
+            }
+            result.setup = total_setup;
+            result.notes.push(
+                "ratio = engine 201s per second ÷ pgbench tps, same database, run back to back; the engine's \
+                 commits also write outbox and audit rows, the baseline's do not"
+                    .into(),
+            );
+        }
+        Scenario::AmqpBookings => unreachable!("refused above"),
+    }
+    result.service = Some(service_info(args, target, &http).await);
+    result.passed = result.engine_runs.iter().all(|r| r.books.as_ref().is_none_or(|b| b.ok))
+        && result.pgbench_runs.iter().all(|p| p.books.ok);
+    Ok(result)
+}
+
+fn compare_row(name: &str, e: &EngineRun, p: &pgbench::PgbenchRun) -> Comparison {
+    Comparison {
+        name: name.into(),
+        engine_ok_per_s: e.stats.achieved_ok_per_s,
+        pgbench_tps: p.tps,
+        ratio: if p.tps > 0.0 {
+            e.stats.achieved_ok_per_s / p.tps
+        } else {
+            0.0
+        },
+        engine_p99_ms: e.stats.latency.p99_ms,
+        pgbench_p99_ms: p.latency.p99_ms,
+    }
+}
+
+fn setup_info(f: &Fixture) -> SetupInfo {
+    SetupInfo {
+        wallets: f.wallets.len(),
+        via: f.via.into(),
+        seconds: f.seconds,
+        initial_balance: cents_text(f.initial_cents),
+    }
+}
+
+async fn make_fixture(
+    args: &Args,
+    target: &Target,
+    http: &reqwest::Client,
+    n: usize,
+    db: Option<&str>,
+) -> anyhow::Result<Fixture> {
+    if n == 0 {
+        bail!("--wallets must be at least 1");
+    }
+    let bar = progress_bar(args.quiet, "setup");
+    bar.set_length(n as u64);
+    bar.set_message(format!("{n} wallets via {:?}", args.setup));
+    let f = match args.setup {
+        SetupVia::Http => {
+            setup::via_http(
+                http,
+                &target.base_url,
+                &target.auth.token(Role::Admin),
+                n,
+                args.initial_balance,
+                args.setup_concurrency,
+                &bar,
+            )
+            .await?
+        }
+        SetupVia::Sql => {
+            let db = db
+                .or(target.database_url.as_deref())
+                .context("--setup sql needs the database (--database-url)")?;
+            setup::via_sql(db, n, args.initial_balance, &bar).await?
+        }
+    };
+    bar.finish_and_clear();
+    if !args.quiet {
+        eprintln!("set up {n} wallet(s) via {} in {:.1} s", f.via, f.seconds);
+    }
+    Ok(f)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn engine_run(
+    args: &Args,
+    target: &Target,
+    http: &reqwest::Client,
+    fixture: &Fixture,
+    mix: Mix,
+    mode: Mode,
+    name: &str,
+    books_db: Option<&str>,
+) -> anyhow::Result<EngineRun> {
+    let fixture = Arc::new(fixture.clone());
+    let driver = Arc::new(Driver::new(
+        http.clone(),
+        &target.base_url,
+        &target.auth.token(Role::Service),
+        &target.auth.token(Role::Admin),
+        fixture.clone(),
+        Workload {
+            mix,
+            seed: args.seed,
+            max_cents: args.max_amount_cents,
+            wallets: fixture.wallets.len(),
+        },
+        args.idempotency_keys,
+    ));
+    let mut ledger = ClientLedger::default();
+    if !args.warmup.is_zero() {
+        let bar = progress_bar(args.quiet, "warm-up");
+        let (_, warm) = driver.run(mode, args.warmup, args.max_in_flight, &bar, false).await;
+        bar.finish_and_clear();
+        ledger = warm;
+    }
+    if !args.quiet {
+        eprintln!(
+            "{name}: {} for {:.0} s over {} wallet(s)",
+            mode_label(mode),
+            args.duration.as_secs_f64(),
+            fixture.wallets.len()
+        );
+    }
+    let bar = progress_bar(args.quiet, name);
+    let (stats, measured) = driver
+        .run(mode, args.duration, args.max_in_flight, &bar, !args.quiet)
+        .await;
+    bar.finish_and_clear();
+    ledger.acked.extend(measured.acked);
+    for (w, n) in measured.unknown {
+        *ledger.unknown.entry(w).or_default() += n;
+    }
+    let books = match books_db {
+        Some(db) => {
+            let (ws, rows) = setup::read_books(db, &fixture.wallets).await?;
+            Some(books::check(&ws, &rows, &ledger))
+        }
+        None => None,
+    };
+    Ok(EngineRun {
+        name: name.into(),
+        mode: mode_label(mode),
+        wallets: fixture.wallets.len(),
+        stats,
+        books,
+    })
+}
+
+async fn pg_run(
+    db: &str,
+    name: &str,
+    wallets: usize,
+    o: &PgbenchOpts,
+    quiet: bool,
+) -> anyhow::Result<pgbench::PgbenchRun> {
+    if !quiet {
+        eprintln!(
+            "pgbench {name}: {} wallet(s), {} clients, {:.0} s",
+            wallets,
+            o.clients,
+            o.duration.as_secs_f64()
+        );
+    }
+    let bar = progress_bar(quiet, &format!("pgbench {name}"));
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar.set_length(o.duration.as_secs());
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                bar.inc(1);
+            }
+        })
+    };
+    let r = pgbench::run(db, name, wallets, o).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    r
+}
+
+/// Engine figures from `/metrics` and the service's memory.
+async fn service_info(args: &Args, target: &Target, http: &reqwest::Client) -> ServiceInfo {
+    let mut info = ServiceInfo::default();
+    let pid = if args.spawn {
+        Some(std::process::id())
+    } else {
+        args.service_pid
+    };
+    if let Some(pid) = pid {
+        info.pid = Some(pid);
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            let kb = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            };
+            info.rss_kb = kb("VmRSS:");
+            info.peak_rss_kb = kb("VmHWM:");
+        }
+    }
+    if let Ok(res) = http.get(format!("{}/metrics", target.base_url)).send().await
+        && let Ok(text) = res.text().await
+    {
+        info.metrics = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                ["wallet_", "db_pool", "http_rejections"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
+            .take(80)
+            .map(str::to_string)
+            .collect();
+    }
+    info
+}
+
+/// The lines printed at the end of a run.
+pub fn summary_text(o: &Outcome) -> String {
+    let r = &o.result;
+    let mut s = String::new();
+    use std::fmt::Write as _;
+    for e in &r.engine_runs {
+        let l = &e.stats.latency;
+        let _ = writeln!(
+            s,
+            "{:<12} {:<26} {:>8.0} ok/s  ok {:>8}  failed {:>6}  p50 {:>7.2}  p90 {:>7.2}  p99 {:>7.2}  p99.9 {:>7.2}  max {:>8.2} ms",
+            e.name,
+            e.mode,
+            e.stats.achieved_ok_per_s,
+            e.stats.ok,
+            e.stats.failed,
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.max_ms
+        );
+        for (k, v) in &e.stats.outcomes {
+            let _ = writeln!(s, "{:<12}   failure {k}: {v}", "");
+        }
+        if let Some(b) = &e.books {
+            let _ = writeln!(
+                s,
+                "{:<12}   books {}: {} wallets, {} rows, {} × 201, {} unknown, {} lost, {} doubled",
+                "",
+                if b.ok { "balance" } else { "DO NOT BALANCE" },
+                b.wallets_checked,
+                b.rows_in_db,
+                b.acked_201,
+                b.unknown_outcomes,
+                b.lost,
+                b.doubled
+            );
+        }
+    }
+    for p in &r.pgbench_runs {
+        let _ = writeln!(
+            s,
+            "pgbench {:<6} {:>6} wallets, {:>3} clients {:>8.0} tps   p50 {:>7.2}  p99 {:>7.2}  max {:>8.2} ms   books {}",
+            p.name,
+            p.wallets,
+            p.clients,
+            p.tps,
+            p.latency.p50_ms,
+            p.latency.p99_ms,
+            p.latency.max_ms,
+            if p.books.ok { "balance" } else { "DO NOT BALANCE" }
+        );
+    }
+    for c in &r.comparisons {
+        let _ = writeln!(
+            s,
+            "RATIO {:<6} engine {:.0} ok/s ÷ pgbench {:.0} tps = {:.2}×",
+            c.name, c.engine_ok_per_s, c.pgbench_tps, c.ratio
+        );
+    }
+    if let Some(svc) = &r.service
+        && let (Some(rss), Some(peak)) = (svc.rss_kb, svc.peak_rss_kb)
+    {
+        let _ = writeln!(
+            s,
+            "memory: RSS {} MiB, peak {} MiB (pid {:?})",
+            rss / 1024,
+            peak / 1024,
+            svc.pid
+        );
+    }
+    if !r.passed {
+        let _ = writeln!(s, "\n*** THE BOOKS DO NOT BALANCE ***");
+        for e in &r.engine_runs {
+            if let Some(b) = e.books.as_ref().filter(|b| !b.ok) {
+                for v in &b.violations {
+                    let _ = writeln!(s, "  {}: {v}", e.name);
+                }
+            }
+        }
+        for p in r.pgbench_runs.iter().filter(|p| !p.books.ok) {
+            for v in &p.books.violations {
+                let _ = writeln!(s, "  pgbench {}: {v}", p.name);
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "result: {}\nreport: {}",
+        o.result_json.display(),
+        o.report_html.display()
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("20").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn amounts_and_mixes_parse() {
+        assert_eq!(parse_cents("1000.5").unwrap(), 100_050);
+        assert_eq!(parse_cents("0").unwrap(), 0);
+        assert!(parse_cents("1.001").is_err());
+        assert!(parse_cents("-1").is_err());
+        let m = parse_mix("70,10,20").unwrap();
+        assert_eq!((m.debit, m.credit, m.read), (70, 10, 20));
+        assert!(parse_mix("1,2").is_err());
+        assert!(parse_mix("0,0,0").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        let a = Args::try_parse_from([
+            "loadtest",
+            "http-debits",
+            "--spawn",
+            "--wallets",
+            "20",
+            "--rate",
+            "50",
+            "--duration",
+            "3s",
+        ])
+        .unwrap();
+        assert_eq!(a.scenario, Scenario::HttpDebits);
+        assert_eq!(a.wallets, 20);
+        assert_eq!(a.rate, Some(50.0));
+        assert!(Args::try_parse_from(["loadtest", "nope"]).is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! Short runs of the harness against an in-process service over a fresh database (created from
+//! `TEST_DATABASE_URL` and dropped afterwards). They assert behaviour — the books balance, every 201 is a
+//! row, the report files exist — never speed.
+
+use clap::Parser;
+use loadtest::{Args, run};
+
+fn args(extra: &[&str], out: &std::path::Path) -> Args {
+    let mut v = vec!["loadtest"];
+    v.extend_from_slice(extra);
+    v.extend_from_slice(&["--spawn", "--quiet", "--out", out.to_str().expect("utf-8 temp path")]);
+    Args::try_parse_from(v).expect("arguments parse")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_http_debits_run_balances_its_books_and_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(
+        &[
+            "http-debits",
+            "--wallets",
+            "8",
+            "--rate",
+            "40",
+            "--duration",
+            "3s",
+            "--pool-size",
+            "4",
+            "--service-threads",
+            "2",
+        ],
+        dir.path(),
+    );
+    let outcome = run(a, "loadtest http-debits (smoke test)".into())
+        .await
+        .expect("run completes");
+    let r = &outcome.result;
+    assert!(r.passed, "books: {:?}", r.engine_runs[0].books);
+    let e = &r.engine_runs[0];
+    assert_eq!(e.wallets, 8);
+    assert_eq!(
+        e.stats.sent, 120,
+        "3 s at 40/s is 120 requests, sent open loop whatever the latency"
+    );
+    assert_eq!(e.stats.completed, e.stats.sent);
+    let books = e.books.as_ref().expect("books checked");
+    assert!(books.ok, "{books:?}");
+    assert_eq!(books.wallets_checked, 8);
+    assert_eq!(
+        books.acked_201, e.stats.ok,
+        "every 201 was checked against the database"
+    );
+    assert_eq!(books.rows_in_db, books.acked_201 + books.rows_from_unknown_outcomes);
+    assert!(e.stats.ok > 0, "some debits succeeded: {:?}", e.stats.outcomes);
+    assert!(e.stats.latency.p50_ms > 0.0 && e.stats.latency.max_ms >= e.stats.latency.p99_ms);
+    assert!(!e.stats.timeline.is_empty());
+
+    // The engine's metrics are exported: group-commit batch sizes and commit latency.
+    let metrics = &r.service.as_ref().expect("service info").metrics;
+    assert!(
+        metrics.iter().any(|l| l.starts_with("wallet_group_commit_batch_size")),
+        "{metrics:?}"
+    );
+    assert!(
+        metrics.iter().any(|l| l.starts_with("wallet_commit_duration_seconds")),
+        "{metrics:?}"
+    );
+
+    assert!(outcome.result_json.exists() && outcome.report_html.exists());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&outcome.result_json).unwrap()).unwrap();
+    assert_eq!(json["scenario"], "http-debits");
+    assert_eq!(json["passed"], true);
+    assert!(json["engine_runs"][0]["stats"]["latency"]["p99_ms"].is_number());
+    let html = std::fs::read_to_string(&outcome.report_html).unwrap();
+    assert!(html.contains("<svg") && html.contains("Latency over time") && html.contains("balanced"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_run_with_credits_and_reads_balances_its_books() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(
+        &[
+            "mixed",
+            "--wallets",
+            "4",
+            "--closed",
+            "--concurrency",
+            "4",
+            "--duration",
+            "2s",
+            "--mix",
+            "5,3,2",
+            "--idempotency-keys",
+            "--initial-balance",
+            "1.00",
+            "--pool-size",
+            "4",
+        ],
+        dir.path(),
+    );
+    let outcome = run(a, "loadtest mixed (smoke test)".into())
+        .await
+        .expect("run completes");
+    let e = &outcome.result.engine_runs[0];
+    let books = e.books.as_ref().expect("books checked");
+    assert!(books.ok, "{books:?}");
+    assert!(outcome.result.passed);
+    assert!(e.stats.by_kind.contains_key("read") && e.stats.by_kind.contains_key("credit"));
+    // Tiny balances: some debits are refused, individually, and the books still balance.
+    assert!(
+        e.stats.outcomes.keys().all(|k| k == "422 INSUFFICIENT_FUNDS"),
+        "only refusals for funds expected: {:?}",
+        e.stats.outcomes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pgbench_baseline_writes_balanced_rows() {
+    if std::process::Command::new("pgbench").arg("--version").output().is_err() {
+        eprintln!("pgbench is not installed: skipping the baseline smoke run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(
+        &[
+            "pgbench-baseline",
+            "--wallets",
+            "10",
+            "--duration",
+            "1s",
+            "--pgbench-clients",
+            "2",
+        ],
+        dir.path(),
+    );
+    let outcome = run(a, "loadtest pgbench-baseline (smoke test)".into())
+        .await
+        .expect("run completes");
+    let runs = &outcome.result.pgbench_runs;
+    assert_eq!(runs.len(), 2, "spread and hot");
+    for p in runs {
+        assert!(p.books.ok, "{}: {:?}", p.name, p.books);
+        assert!(p.transactions > 0);
+        assert_eq!(p.books.rows_in_db, p.transactions - p.failed);
+    }
+    assert_eq!(runs[1].wallets, 1);
+    assert!(outcome.report_html.exists());
+}
+
+#[tokio::test]
+async fn amqp_bookings_says_what_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = run(args(&["amqp-bookings"], dir.path()), String::new())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("events"), "{err}");
+}
