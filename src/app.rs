@@ -1,8 +1,9 @@
 //! Building the application from configuration and running it until shutdown.
 //!
 //! `App::build(config)` binds the listener (port 0 picks a free one, which tests use) and starts the
-//! engine; `App::run(shutdown)` serves until the future resolves, then drains in-flight requests and stops
-//! the engine. `main` passes SIGTERM/SIGINT; tests pass a oneshot.
+//! engine; `App::run(shutdown)` starts the events (consumer and outbox relay, [`crate::events`]), serves
+//! until the future resolves, then drains in-flight requests and messages, stops the engine and flushes
+//! the outbox. `main` passes SIGTERM/SIGINT; tests pass a oneshot.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,8 +36,12 @@ pub struct Ctx {
     pub ledger: Ledger,
     pub pii: PiiCipher,
     pub default_currency: Currency,
+    /// Budgets set up for new users (`DEFAULT_BUDGETS`).
+    pub default_budgets: Vec<crate::budgets::DefaultBudget>,
     /// user id → wallet id; a wallet's owner never changes.
     pub user_wallets: DashMap<Uuid, Uuid>,
+    /// The event consumer's state (readiness) and the in-process bus.
+    pub events: Arc<crate::events::EventsState>,
     migrated: AtomicBool,
     metrics: PrometheusHandle,
 }
@@ -71,7 +76,8 @@ impl Ctx {
         }
         crate::db::ping(&self.ledger.store.pool)
             .await
-            .map_err(|e| format!("database: {e}"))
+            .map_err(|e| format!("database: {e}"))?;
+        self.events.readiness()
     }
 
     pub fn render_metrics(&self) -> String {
@@ -115,11 +121,17 @@ impl Ctx {
 pub struct App {
     listener: TcpListener,
     ctx: Arc<Ctx>,
+    events: crate::events::Setup,
 }
 
 impl App {
     /// Connects, migrates, starts the engine and binds the port.
     pub async fn build(config: Config) -> Result<App, String> {
+        Self::build_with_events(config, crate::events::EventsConfig::default()).await
+    }
+
+    /// [`App::build`] with the events' names, retries and intervals given (tests use their own).
+    pub async fn build_with_events(config: Config, events: crate::events::EventsConfig) -> Result<App, String> {
         crate::auth::install_crypto_provider();
         let auth = Authenticator::new(&config.auth)?;
         let pii = match &config.pii_key_b64 {
@@ -132,11 +144,6 @@ impl App {
         if config.redis_url.is_some() {
             info!(
                 "REDIS_URL is set; this build caches in process (wallet ids) and reads balances from the wallet actors"
-            );
-        }
-        if config.amqp_url.is_some() {
-            warn!(
-                "AMQP_URL is set, but this build does not consume or publish RabbitMQ events yet; events stay in the outbox"
             );
         }
         crate::db::migrate(&config.database_url).await?;
@@ -154,6 +161,7 @@ impl App {
             .map_err(|e| format!("partitions: {e}"))?;
         let limits = Limits {
             idle_timeout: config.actor_idle_timeout,
+            alert_thresholds: Arc::from(config.alert_thresholds.as_slice()),
             ..Limits::default()
         };
         let engine = Engine::start(Arc::new(store.clone()), limits).await?;
@@ -165,11 +173,17 @@ impl App {
             ledger: Ledger { engine, store },
             pii,
             default_currency: config.default_currency,
+            default_budgets: config.default_budgets.clone(),
             user_wallets: DashMap::new(),
+            events: Arc::new(crate::events::EventsState::new(config.amqp_url.is_some())),
             migrated: AtomicBool::new(true),
             metrics: metrics_handle(),
         });
-        Ok(App { listener, ctx })
+        let events = crate::events::Setup {
+            amqp_url: config.amqp_url.clone(),
+            config: events,
+        };
+        Ok(App { listener, ctx, events })
     }
 
     pub fn port(&self) -> u16 {
@@ -180,20 +194,35 @@ impl App {
         self.ctx.clone()
     }
 
-    /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests finish, and stops
-    /// the engine.
+    /// Serves until `shutdown` resolves; then stops accepting and consuming, lets in-flight requests and
+    /// messages finish, stops the engine and publishes what is left in the outbox.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let App { listener, ctx } = self;
+        let App { listener, ctx, events } = self;
         info!(port = listener.local_addr().map(|a| a.port()).unwrap_or(0), "listening");
         let upkeep = tokio::spawn(partition_upkeep(ctx.ledger.store.pool.clone()));
+        let sweep = tokio::spawn(budget_expiry(ctx.clone()));
+        // The consumer stops taking messages when shutdown is asked, alongside the HTTP drain.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut events = crate::events::start(ctx.clone(), events, stop.clone());
+        let signal = {
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                stop.cancel();
+            }
+        };
         warp::serve(crate::http::routes(ctx.clone()))
             .incoming(listener)
-            .graceful(shutdown)
+            .graceful(signal)
             .run()
             .await;
         upkeep.abort();
-        info!("HTTP drained; stopping the engine");
+        sweep.abort();
+        stop.cancel();
+        events.consumer_stopped().await;
+        info!("HTTP and events drained; stopping the engine");
         ctx.ledger.engine.shutdown(ENGINE_DRAIN_TIMEOUT).await;
+        events.finish().await;
     }
 }
 
@@ -207,6 +236,19 @@ async fn partition_upkeep(pool: deadpool_postgres::Pool) {
             Ok(n) if n > 0 => info!(created = n, "transaction partitions created"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "partition upkeep failed; will retry"),
+        }
+    }
+}
+
+/// Marks budgets past their end EXPIRED, periodically (the actor also checks dates at use).
+async fn budget_expiry(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(crate::budgets::EXPIRY_SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        match crate::budgets::sweep_expired(&ctx.ledger.store.pool, &ctx.ledger.engine).await {
+            Ok(n) if n > 0 => info!(expired = n, "budgets expired"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "budget expiry sweep failed; will retry"),
         }
     }
 }

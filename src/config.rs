@@ -40,6 +40,28 @@ pub struct Config {
     pub actor_idle_timeout: Duration,
     /// Currency of wallets created from `UserCreated` events.
     pub default_currency: Currency,
+    /// `DEFAULT_BUDGETS`: budgets set up for new users by role (e.g. `user:MONTHLY:1000.00`); none by default.
+    pub default_budgets: Vec<crate::budgets::DefaultBudget>,
+    /// `BUDGET_ALERT_THRESHOLDS`: percentages announced once each with `BudgetExceeded` (default `80,100`).
+    pub alert_thresholds: Vec<u8>,
+}
+
+/// Parses `BUDGET_ALERT_THRESHOLDS` (`80,100`): distinct percentages 1..=100, sorted.
+pub fn parse_thresholds(spec: &str) -> Result<Vec<u8>, String> {
+    let mut out = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u8>()
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .ok_or(format!("BUDGET_ALERT_THRESHOLDS: {s:?} is not a percentage 1..=100"))
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 impl Config {
@@ -96,6 +118,11 @@ impl Config {
             Some(c) => c.parse::<Currency>()?,
             None => Currency::Usd,
         };
+        let default_budgets = crate::budgets::parse_defaults(&var("DEFAULT_BUDGETS").unwrap_or_default())?;
+        let alert_thresholds = match var("BUDGET_ALERT_THRESHOLDS") {
+            Some(s) => parse_thresholds(&s)?,
+            None => wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
+        };
         Ok(Config {
             port,
             database_url,
@@ -108,6 +135,8 @@ impl Config {
             log_format,
             actor_idle_timeout,
             default_currency,
+            default_budgets,
+            alert_thresholds,
         })
     }
 }

@@ -7,7 +7,10 @@
 //! - [`telemetry`]: tracing subscriber (text or JSON).
 //! - [`auth`]: JWT validation (pinned algorithm, exp/iss/aud/nbf) and who-may-see-what rules.
 //! - [`crypto`]: AES-256-GCM for PII (e-mails) and the keyed look-up hash.
+//! - [`budgets`]: budget SQL written in the wallet's batch, the expiry sweep, default budgets, views.
 //! - [`money`]: `Ledger`, the one path to money for HTTP and events.
+//! - [`events`]: RabbitMQ in (bookings, users → ledger, with an inbox) and out (outbox relay with
+//!   publisher confirms), or an in-process bus without `AMQP_URL`.
 //! - [`users`]: recording users (HTTP now, `UserCreated` later).
 //! - [`store`]: Postgres: the engine's `WalletStore` (guarded batch commits, transfers) and HTTP reads.
 //! - [`db`]: pools, migrations (`sql/`, under an advisory lock), partition upkeep, readiness ping.
@@ -22,9 +25,11 @@
 
 pub mod app;
 pub mod auth;
+pub mod budgets;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod events;
 pub mod http;
 pub mod money;
 pub mod store;

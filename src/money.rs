@@ -1,9 +1,11 @@
 //! The one path to money. HTTP handlers and the event consumer both call [`Ledger`]; nothing else
 //! moves a balance. Every method returns after the change is committed in Postgres (or refused).
 
+use chrono::NaiveDate;
 use uuid::Uuid;
 use wallet_actors::{
-    Amount, Applied, Command, Direction, Engine, Entry, Origin, Rejection, Request, WalletState, WalletStatus,
+    Amount, Applied, Budget, BudgetStatus, Command, Direction, Engine, Entry, Origin, PeriodType, Rejection, Request,
+    WalletState, WalletStatus,
 };
 
 use crate::store::PgStore;
@@ -85,6 +87,51 @@ impl Ledger {
         match self.engine.execute(wallet_id, Request { command, origin }).await? {
             Applied::StatusChanged(w) => Ok(w),
             _ => Err(unexpected("a status change")),
+        }
+    }
+
+    /// Creates a budget on a wallet, through its actor (so its checks see it at once).
+    pub async fn create_budget(
+        &self,
+        wallet_id: Uuid,
+        total: Amount,
+        period: PeriodType,
+        start_date: NaiveDate,
+        end_date: NaiveDate,
+        origin: Origin,
+    ) -> Result<Budget, Rejection> {
+        let command = Command::CreateBudget {
+            budget_id: Uuid::now_v7(),
+            total,
+            period,
+            start_date,
+            end_date,
+        };
+        match self.engine.execute(wallet_id, Request { command, origin }).await? {
+            Applied::BudgetChanged(b) => Ok(b),
+            _ => Err(unexpected("a budget creation")),
+        }
+    }
+
+    /// Changes a budget's total and/or status, through its wallet's actor, with a history row.
+    pub async fn update_budget(
+        &self,
+        wallet_id: Uuid,
+        budget_id: Uuid,
+        total: Option<Amount>,
+        status: Option<BudgetStatus>,
+        reason: String,
+        origin: Origin,
+    ) -> Result<Budget, Rejection> {
+        let command = Command::UpdateBudget {
+            budget_id,
+            total,
+            status,
+            reason,
+        };
+        match self.engine.execute(wallet_id, Request { command, origin }).await? {
+            Applied::BudgetChanged(b) => Ok(b),
+            _ => Err(unexpected("a budget change")),
         }
     }
 

@@ -54,6 +54,7 @@ fn wallet_from_row(row: &tokio_postgres::Row) -> Result<WalletState, StoreError>
         version: row.try_get("version").map_err(unavailable)?,
         created_at: row.try_get("created_at").map_err(unavailable)?,
         updated_at: row.try_get("updated_at").map_err(unavailable)?,
+        budgets: vec![],
     })
 }
 
@@ -305,7 +306,11 @@ impl WalletStore for PgStore {
             .await
             .map_err(unavailable)?;
         let row = c.query_opt(&stmt, &[&wallet_id]).await.map_err(unavailable)?;
-        row.as_ref().map(wallet_from_row).transpose()
+        let Some(mut wallet) = row.as_ref().map(wallet_from_row).transpose()? else {
+            return Ok(None);
+        };
+        wallet.budgets = crate::budgets::load_live(&c, wallet_id).await.map_err(StoreError)?;
+        Ok(Some(wallet))
     }
 
     async fn commit(&self, batch: &Batch) -> Result<(), CommitError> {
@@ -347,7 +352,24 @@ impl WalletStore for PgStore {
             if !entries.is_empty() {
                 insert_entries(&tx, &entries).await.map_err(commit_err)?;
             }
+        } else {
+            // Refusals only: they were judged on the state of `expected_version`; if the row moved on (another
+            // process credited or unfroze it), the engine must re-judge them on fresh state.
+            let stmt = tx
+                .prepare_cached("SELECT version FROM wallets WHERE wallet_id = $1")
+                .await
+                .map_err(commit_err)?;
+            let current: Option<i64> = tx
+                .query_opt(&stmt, &[&batch.wallet_id])
+                .await
+                .map_err(commit_err)?
+                .map(|r| r.get(0));
+            if current != Some(batch.expected_version) {
+                rollback(tx).await;
+                return Err(CommitError::VersionConflict);
+            }
         }
+        let budget_events = crate::budgets::write_batch(&tx, batch).await.map_err(commit_err)?;
         let mut events: Vec<OutboxEvent> = entries.iter().map(|e| OutboxEvent::transaction_completed(e)).collect();
         let mut audit: Vec<AuditRow> = entries
             .iter()
@@ -382,7 +404,7 @@ impl WalletStore for PgStore {
                 json!({"amount": r.amount.map(|a| a.to_string()), "detail": r.rejection.to_string()}),
             ));
         }
-        events.retain(|_| batch.changes_wallet());
+        events.extend(budget_events);
         let replies: Vec<(&Origin, u16, String)> = entries
             .iter()
             .map(|e| (&e.origin, 201, to_json_body(&TransactionView::from(*e))))
@@ -852,4 +874,42 @@ fn fmt_amount(d: Decimal) -> String {
 /// Midnight UTC of a date (for `start_date`/`end_date` given as dates).
 pub fn day_start(d: NaiveDate) -> DateTime<Utc> {
     d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+/// Most history rows returned for one budget (newest first).
+pub const MAX_BUDGET_HISTORY_ROWS: i64 = 1000;
+
+impl PgStore {
+    pub async fn wallet_of_budget(&self, budget_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let c = self.pool.get().await.map_err(unavailable)?;
+        let row = c
+            .query_opt("SELECT wallet_id FROM budgets WHERE budget_id = $1", &[&budget_id])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn budget_history(&self, budget_id: Uuid) -> Result<Vec<crate::budgets::HistoryView>, StoreError> {
+        let c = self.read.get().await.map_err(unavailable)?;
+        let rows = c
+            .query(
+                "SELECT history_id, budget_id, old_amount, new_amount, change_reason, changed_by, created_at \
+                 FROM budget_history WHERE budget_id = $1 ORDER BY created_at DESC, history_id DESC LIMIT $2",
+                &[&budget_id, &MAX_BUDGET_HISTORY_ROWS],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::budgets::HistoryView {
+                history_id: r.get(0),
+                budget_id: r.get(1),
+                old_amount: r.get::<_, Option<Decimal>>(2).map(fmt_amount),
+                new_amount: fmt_amount(r.get(3)),
+                change_reason: r.get(4),
+                changed_by: r.get(5),
+                created_at: crate::views::ts(r.get(6)),
+            })
+            .collect())
+    }
 }

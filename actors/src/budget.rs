@@ -82,7 +82,9 @@ impl FromStr for PeriodType {
             "MONTHLY" => Ok(PeriodType::Monthly),
             "QUARTERLY" => Ok(PeriodType::Quarterly),
             "YEARLY" => Ok(PeriodType::Yearly),
-            other => Err(format!("unknown period type {other:?}; expected WEEKLY, MONTHLY, QUARTERLY or YEARLY")),
+            other => Err(format!(
+                "unknown period type {other:?}; expected WEEKLY, MONTHLY, QUARTERLY or YEARLY"
+            )),
         }
     }
 }

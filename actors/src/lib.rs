@@ -7,6 +7,7 @@
 //!
 //! # Module map
 //! - [`money`]: `Amount` (exact, two decimals, bounded by `DECIMAL(15,2)`) and `Currency`.
+//! - [`budget`]: `Budget`, periods (ISO week, month, quarter, year), threshold crossings.
 //! - [`state`]: `WalletState` (the committed row), `Entry` (one transaction row), `Origin` (who asked).
 //! - [`messages`]: `Command`, `Request`, `Applied` and the actor's mailbox `WalletMsg`.
 //! - [`outcome`]: `Rejection`, every reason a command is not applied, with `transient()` and `code()`.
@@ -20,6 +21,7 @@
 //! first use) → `pending` → planned with its neighbours into a `Batch` → `WalletStore::commit` on a task
 //! (guarded by the row's version) → `CommitDone` → each caller answered.
 
+pub mod budget;
 pub mod memory;
 pub mod messages;
 pub mod money;
@@ -29,6 +31,7 @@ pub mod store;
 pub mod supervisor;
 pub mod wallet;
 
+pub use budget::{Budget, BudgetAlert, BudgetStatus, PeriodType};
 pub use messages::{Applied, Command, Direction, Request};
 pub use money::{Amount, AmountError, Currency};
 pub use outcome::Rejection;

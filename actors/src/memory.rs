@@ -66,6 +66,7 @@ impl MemoryStore {
             version: 1,
             created_at: now,
             updated_at: now,
+            budgets: vec![],
         };
         let mut d = self.lock();
         d.wallets.insert(id, w);

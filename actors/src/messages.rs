@@ -36,6 +36,21 @@ pub enum Command {
         status: WalletStatus,
         reason: Option<String>,
     },
+    /// A new budget on this wallet (validated by the caller: positive total, end after start).
+    CreateBudget {
+        budget_id: Uuid,
+        total: Amount,
+        period: crate::budget::PeriodType,
+        start_date: chrono::NaiveDate,
+        end_date: chrono::NaiveDate,
+    },
+    /// A change of a budget's total and/or status, with the reason kept in its history.
+    UpdateBudget {
+        budget_id: Uuid,
+        total: Option<Amount>,
+        status: Option<crate::budget::BudgetStatus>,
+        reason: String,
+    },
     /// The source leg of a transfer; the actor of the source wallet commits both legs at once.
     TransferOut {
         to_wallet_id: Uuid,
@@ -59,6 +74,8 @@ impl Command {
             } => "wallet.debit",
             Command::SetStatus { .. } => "wallet.set_status",
             Command::TransferOut { .. } => "wallet.transfer",
+            Command::CreateBudget { .. } => "budget.create",
+            Command::UpdateBudget { .. } => "budget.update",
         }
     }
 }
@@ -72,9 +89,14 @@ pub struct Request {
 
 /// What a successful command did.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a reply is moved once to its caller; boxing would only add an allocation"
+)]
 pub enum Applied {
     Posted(Entry),
     StatusChanged(WalletState),
+    BudgetChanged(crate::budget::Budget),
     Transferred { out: Entry, incoming: Entry },
 }
 
@@ -92,6 +114,10 @@ impl Drop for QueueTicket {
 }
 
 /// The wallet actor's mailbox.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "messages are moved once into the mailbox; boxing would only add an allocation"
+)]
 pub enum WalletMsg {
     Execute(Request, Reply<Applied>, QueueTicket),
     Get(Reply<WalletState>, QueueTicket),

@@ -21,6 +21,24 @@ pub enum Rejection {
     /// A status change that is not allowed (CLOSED is final).
     #[error("wallet is CLOSED; a closed wallet cannot change status")]
     WalletClosed,
+    /// A debit that would take an applicable budget's `used_amount` above its `total_amount`.
+    #[error("budget {budget_id} would be exceeded by {exceeded_by}")]
+    BudgetExceeded { budget_id: Uuid, exceeded_by: Amount },
+    /// No such budget on this wallet (or it has expired).
+    #[error("budget not found")]
+    BudgetNotFound,
+    /// A budget's total may not be set below what is already used.
+    #[error("total_amount may not be below used_amount ({used})")]
+    BudgetBelowUsed { used: Amount },
+    /// A budget past its end date cannot be re-activated or changed.
+    #[error("budget has expired")]
+    BudgetExpired,
+    /// The wallet already holds the most budgets allowed.
+    #[error("the wallet already has the maximum number of budgets")]
+    TooManyBudgets,
+    /// A command that can never be valid (e.g. a transfer to the same wallet).
+    #[error("invalid command: {0}")]
+    Invalid(String),
     /// A transfer between wallets of different currencies.
     #[error("currency mismatch: {from} to {to}")]
     CurrencyMismatch { from: Currency, to: Currency },
@@ -54,6 +72,12 @@ impl Rejection {
             Rejection::WalletNotActive { .. } => "WALLET_NOT_ACTIVE",
             Rejection::WalletClosed => "WALLET_NOT_ACTIVE",
             Rejection::CurrencyMismatch { .. } => "CURRENCY_MISMATCH",
+            Rejection::BudgetExceeded { .. } => "BUDGET_EXCEEDED",
+            Rejection::BudgetNotFound => "NOT_FOUND",
+            Rejection::BudgetBelowUsed { .. } => "BUDGET_EXCEEDED",
+            Rejection::BudgetExpired => "CONFLICT",
+            Rejection::TooManyBudgets => "CONFLICT",
+            Rejection::Invalid(_) => "VALIDATION_FAILED",
             Rejection::BalanceOverflow => "VALIDATION_FAILED",
             Rejection::DuplicateReference { .. } => "CONFLICT",
             Rejection::Overloaded => "UNAVAILABLE",

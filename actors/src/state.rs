@@ -105,6 +105,8 @@ pub struct WalletState {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The wallet's budgets that are not EXPIRED (a debit must fit every one that applies on its day).
+    pub budgets: Vec<crate::budget::Budget>,
 }
 
 /// Who asked for a change, carried to the store for the audit log and for exactly-once bookkeeping.
@@ -144,6 +146,8 @@ pub struct Entry {
     pub balance_after: Amount,
     pub created_at: DateTime<Utc>,
     pub origin: Origin,
+    /// Budgets this debit is charged to (each by the full amount); a refund gives it back to them.
+    pub budgets: Vec<Uuid>,
 }
 
 /// A new transaction id and its creation time, which is the id's own millisecond timestamp.

@@ -50,12 +50,35 @@ pub struct Batch {
     pub entries: Vec<Entry>,
     pub status_changes: Vec<StatusChange>,
     pub refusals: Vec<Refusal>,
+    /// Budgets created in this batch.
+    pub budget_creates: Vec<crate::budget::Budget>,
+    /// Budgets changed in this batch (total/status), each with a history row.
+    pub budget_changes: Vec<BudgetChange>,
+    /// `BudgetExceeded` events to publish (threshold crossings, and refusals over a hard limit).
+    pub alerts: Vec<crate::budget::BudgetAlert>,
+}
+
+/// A budget's total and/or status change, for the row update and its `budget_history` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetChange {
+    pub before: crate::budget::Budget,
+    pub after: crate::budget::Budget,
+    pub reason: String,
+    pub origin: Origin,
 }
 
 impl Batch {
     /// Whether the batch changes the wallet row (otherwise only the audit log is written).
     pub fn changes_wallet(&self) -> bool {
-        !self.entries.is_empty() || !self.status_changes.is_empty()
+        !self.entries.is_empty()
+            || !self.status_changes.is_empty()
+            || !self.budget_creates.is_empty()
+            || !self.budget_changes.is_empty()
+    }
+
+    /// The committed state of a budget after this batch.
+    pub fn budget_after(&self, budget_id: uuid::Uuid) -> Option<&crate::budget::Budget> {
+        self.after.budgets.iter().find(|b| b.budget_id == budget_id)
     }
 }
 

@@ -45,14 +45,16 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Attempts to deliver one command when the actor found has just died.
 const MAX_SEND_ATTEMPTS: usize = 3;
 
-/// The engine's limits, each with a named default above.
-#[derive(Debug, Clone, Copy)]
+/// The engine's limits and settings, each with a named default above.
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_queued_per_wallet: usize,
     pub max_batch: usize,
     pub idle_timeout: Duration,
     pub max_conflict_retries: u32,
     pub reply_timeout: Duration,
+    /// Budget alert thresholds in percent, ascending (default 80 and 100).
+    pub alert_thresholds: Arc<[u8]>,
 }
 
 impl Default for Limits {
@@ -63,6 +65,7 @@ impl Default for Limits {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_conflict_retries: MAX_CONFLICT_RETRIES,
             reply_timeout: REPLY_TIMEOUT,
+            alert_thresholds: Arc::from(crate::budget::DEFAULT_ALERT_THRESHOLDS.as_slice()),
         }
     }
 }
@@ -326,7 +329,7 @@ impl Engine {
         let args = WalletArgs {
             state,
             store: inner.store.clone(),
-            limits: inner.limits,
+            limits: inner.limits.clone(),
             retire: RetireHandle {
                 inner: Arc::downgrade(inner),
                 wallet_id,
@@ -361,10 +364,11 @@ fn spawn_idle_sweeper(inner: Weak<Inner>) {
             let now = inner.now_ms();
             for slot in inner.registry.iter() {
                 let idle = now.saturating_sub(slot.last_used_ms.load(Ordering::Relaxed)) >= idle_ms;
-                if idle && slot.queued.load(Ordering::Relaxed) == 0 {
-                    if let Some(actor) = slot.actor.get() {
-                        let _ = actor.send_message(WalletMsg::IdleCheck);
-                    }
+                if idle
+                    && slot.queued.load(Ordering::Relaxed) == 0
+                    && let Some(actor) = slot.actor.get()
+                {
+                    let _ = actor.send_message(WalletMsg::IdleCheck);
                 }
             }
         }

@@ -20,10 +20,12 @@ use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, warn};
 
+use crate::budget::{Budget, BudgetAlert, BudgetStatus, MAX_BUDGETS_PER_WALLET, crossed};
 use crate::messages::{Applied, Command, Direction, QueueTicket, Reply, Request, WalletMsg};
+use crate::money::Amount;
 use crate::outcome::Rejection;
 use crate::state::{Entry, TxnType, WalletState, WalletStatus, new_txn_id};
-use crate::store::{Batch, CommitError, Refusal, StatusChange, TransferError, TransferPlan, WalletStore};
+use crate::store::{Batch, BudgetChange, CommitError, Refusal, StatusChange, TransferError, TransferPlan, WalletStore};
 use crate::supervisor::{Limits, RetireHandle};
 
 /// The actor itself carries no state; see [`WalletActorState`].
@@ -47,9 +49,14 @@ struct Pending {
 enum Planned {
     Entry(usize),
     Status,
+    Budget(uuid::Uuid),
     Refused(Rejection),
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one flight at a time per wallet, moved, never stored in bulk"
+)]
 enum Flight {
     Batch {
         batch: Arc<Batch>,
@@ -195,6 +202,10 @@ impl WalletActorState {
         let mut entries = Vec::new();
         let mut status_changes = Vec::new();
         let mut refusals = Vec::new();
+        let mut budget_creates = Vec::new();
+        let mut budget_changes = Vec::new();
+        let mut alerts = Vec::new();
+        let thresholds = self.limits.alert_thresholds.clone();
         let mut items: Vec<(Pending, Planned)> = Vec::new();
         // References of the entries planned so far. The store only knows committed references, and two rows
         // with one key in one transaction violate its unique key and fail the whole batch; so a repeat waits
@@ -231,36 +242,139 @@ impl WalletActorState {
                     reference_id,
                     reference_type,
                     metadata,
-                } => match post(&mut sim, *direction, *amount) {
-                    Ok(balance_after) => {
-                        let (txn_id, created_at) = new_txn_id();
-                        entries.push(Entry {
-                            txn_id,
+                } => {
+                    // The debit is judged as a whole: if a budget refuses it, the balance must not move.
+                    let balance_before = sim.balance;
+                    let judged = post(&mut sim, *direction, *amount).and_then(|after| {
+                        let charged = match direction {
+                            Direction::Debit => charge_budgets(&mut sim, *amount, &thresholds, &mut alerts)?,
+                            Direction::Credit => vec![],
+                        };
+                        Ok((after, charged))
+                    });
+                    if judged.is_err() {
+                        sim.balance = balance_before;
+                    }
+                    match judged {
+                        Ok((balance_after, charged)) => {
+                            let (txn_id, created_at) = new_txn_id();
+                            entries.push(Entry {
+                                txn_id,
+                                wallet_id: sim.wallet_id,
+                                kind: match direction {
+                                    Direction::Credit => TxnType::Credit,
+                                    Direction::Debit => TxnType::Debit,
+                                },
+                                amount: *amount,
+                                description: description.clone(),
+                                reference_id: reference_id.clone(),
+                                reference_type: reference_type.clone(),
+                                metadata: metadata.clone(),
+                                balance_after,
+                                created_at,
+                                origin,
+                                budgets: charged,
+                            });
+                            if let (Some(ty), Some(id)) = (reference_type, reference_id) {
+                                planned_refs.insert((ty.clone(), id.clone(), *direction));
+                            }
+                            items.push((p, Planned::Entry(entries.len() - 1)));
+                        }
+                        Err(rejection) => {
+                            if let Rejection::BudgetExceeded { budget_id, exceeded_by } = &rejection {
+                                // A refusal over a hard limit is announced too, with the would-be excess.
+                                alerts.push(BudgetAlert {
+                                    budget_id: *budget_id,
+                                    threshold: 100,
+                                    exceeded_amount: exceeded_by.value(),
+                                    refused: true,
+                                });
+                            }
+                            refusals.push(Refusal {
+                                action,
+                                origin,
+                                rejection: rejection.clone(),
+                                amount: Some(*amount),
+                            });
+                            items.push((p, Planned::Refused(rejection)));
+                        }
+                    }
+                }
+                Command::CreateBudget {
+                    budget_id,
+                    total,
+                    period,
+                    start_date,
+                    end_date,
+                } => {
+                    let live = sim.budgets.iter().filter(|b| b.status != BudgetStatus::Expired).count();
+                    let refused = if sim.status == WalletStatus::Closed {
+                        Some(Rejection::WalletNotActive {
                             wallet_id: sim.wallet_id,
-                            kind: match direction {
-                                Direction::Credit => TxnType::Credit,
-                                Direction::Debit => TxnType::Debit,
-                            },
-                            amount: *amount,
-                            description: description.clone(),
-                            reference_id: reference_id.clone(),
-                            reference_type: reference_type.clone(),
-                            metadata: metadata.clone(),
-                            balance_after,
-                            created_at,
+                            status: sim.status,
+                        })
+                    } else if live >= MAX_BUDGETS_PER_WALLET {
+                        Some(Rejection::TooManyBudgets)
+                    } else if end_date <= start_date {
+                        Some(Rejection::Invalid("end_date must be after start_date".into()))
+                    } else {
+                        None
+                    };
+                    match refused {
+                        Some(rejection) => {
+                            refusals.push(Refusal {
+                                action,
+                                origin,
+                                rejection: rejection.clone(),
+                                amount: Some(*total),
+                            });
+                            items.push((p, Planned::Refused(rejection)));
+                        }
+                        None => {
+                            let now = Utc::now();
+                            let b = Budget {
+                                budget_id: *budget_id,
+                                wallet_id: sim.wallet_id,
+                                total: *total,
+                                used: Amount::ZERO,
+                                period: *period,
+                                start_date: *start_date,
+                                end_date: *end_date,
+                                status: BudgetStatus::Active,
+                                created_by: origin.actor_id,
+                                alerted: vec![],
+                                created_at: now,
+                                updated_at: now,
+                            };
+                            let id = b.budget_id;
+                            sim.budgets.push(b.clone());
+                            budget_creates.push(b);
+                            items.push((p, Planned::Budget(id)));
+                        }
+                    }
+                }
+                Command::UpdateBudget {
+                    budget_id,
+                    total,
+                    status,
+                    reason,
+                } => match update_budget(&mut sim, *budget_id, *total, *status) {
+                    Ok((before, after)) => {
+                        let id = after.budget_id;
+                        budget_changes.push(BudgetChange {
+                            before,
+                            after,
+                            reason: reason.clone(),
                             origin,
                         });
-                        if let (Some(ty), Some(id)) = (reference_type, reference_id) {
-                            planned_refs.insert((ty.clone(), id.clone(), *direction));
-                        }
-                        items.push((p, Planned::Entry(entries.len() - 1)));
+                        items.push((p, Planned::Budget(id)));
                     }
                     Err(rejection) => {
                         refusals.push(Refusal {
                             action,
                             origin,
                             rejection: rejection.clone(),
-                            amount: Some(*amount),
+                            amount: *total,
                         });
                         items.push((p, Planned::Refused(rejection)));
                     }
@@ -292,7 +406,12 @@ impl WalletActorState {
                     description,
                     reference_id,
                 } => {
-                    match check_transfer(&sim, *amount) {
+                    let checked = if *to_wallet_id == sim.wallet_id {
+                        Err(Rejection::Invalid("a transfer needs two different wallets".into()))
+                    } else {
+                        check_transfer(&sim, *amount)
+                    };
+                    match checked {
                         Err(rejection) => {
                             refusals.push(Refusal {
                                 action,
@@ -325,6 +444,7 @@ impl WalletActorState {
                                     balance_after,
                                     created_at: out_at,
                                     origin: origin.clone(),
+                                    budgets: vec![],
                                 },
                                 incoming: Entry {
                                     txn_id: in_id,
@@ -339,6 +459,7 @@ impl WalletActorState {
                                     balance_after: crate::money::Amount::ZERO,
                                     created_at: in_at,
                                     origin,
+                                    budgets: vec![],
                                 },
                                 source_after,
                             };
@@ -355,7 +476,8 @@ impl WalletActorState {
         if items.is_empty() {
             return None;
         }
-        if !entries.is_empty() || !status_changes.is_empty() {
+        if !entries.is_empty() || !status_changes.is_empty() || !budget_creates.is_empty() || !budget_changes.is_empty()
+        {
             sim.version = self.wallet.version + 1;
             sim.updated_at = Utc::now();
         }
@@ -366,7 +488,11 @@ impl WalletActorState {
             entries,
             status_changes,
             refusals,
+            budget_creates,
+            budget_changes,
+            alerts,
         };
+
         Some(Flight::Batch {
             batch: Arc::new(batch),
             items,
@@ -425,11 +551,26 @@ impl WalletActorState {
                     self.conflict_retries = 0;
                     if batch.changes_wallet() {
                         self.wallet = batch.after.clone();
+                        // A credit with a reference may refund a debit: the store gave the amount back to the
+                        // budgets the debit was charged to (in SQL, where the charges are), so reload them.
+                        if !self.wallet.budgets.is_empty()
+                            && batch
+                                .entries
+                                .iter()
+                                .any(|e| e.kind == TxnType::Credit && e.reference_id.is_some())
+                        {
+                            self.stale = true;
+                        }
                     }
                     for (p, planned) in items {
                         let answer = match planned {
                             Planned::Entry(i) => Ok(Applied::Posted(batch.entries[i].clone())),
                             Planned::Status => Ok(Applied::StatusChanged(batch.after.clone())),
+                            Planned::Budget(id) => batch
+                                .budget_after(id)
+                                .cloned()
+                                .map(Applied::BudgetChanged)
+                                .ok_or(Rejection::BudgetNotFound),
                             Planned::Refused(r) => Err(r),
                         };
                         let _ = p.reply.send(answer);
@@ -541,4 +682,75 @@ fn post(
 fn check_transfer(sim: &WalletState, amount: crate::money::Amount) -> Result<crate::money::Amount, Rejection> {
     let mut s = sim.clone();
     post(&mut s, Direction::Debit, amount)
+}
+
+/// Checks a debit of `amount` against every budget that applies today and charges it to them; returns the
+/// budgets charged. Thresholds crossed are added to `alerts` (and marked, so each is announced once).
+fn charge_budgets(
+    sim: &mut WalletState,
+    amount: Amount,
+    thresholds: &[u8],
+    alerts: &mut Vec<BudgetAlert>,
+) -> Result<Vec<uuid::Uuid>, Rejection> {
+    let today = Utc::now().date_naive();
+    for b in sim.budgets.iter().filter(|b| b.applies_on(today)) {
+        let after = b.used.value() + amount.value();
+        if after > b.total.value() {
+            let exceeded_by = Amount::new(after - b.total.value()).unwrap_or(amount);
+            return Err(Rejection::BudgetExceeded {
+                budget_id: b.budget_id,
+                exceeded_by,
+            });
+        }
+    }
+    let mut charged = Vec::new();
+    for b in sim.budgets.iter_mut().filter(|b| b.applies_on(today)) {
+        let before = b.used.value();
+        // Within total (checked above), so within the amount range.
+        b.used = b.used.checked_add(amount).unwrap_or(b.total);
+        for alert in crossed(b, before, b.used.value(), thresholds) {
+            b.alerted.push(alert.threshold);
+            alerts.push(alert);
+        }
+        charged.push(b.budget_id);
+    }
+    Ok(charged)
+}
+
+/// Applies a change of total and/or status to a budget in the simulation; returns (before, after).
+fn update_budget(
+    sim: &mut WalletState,
+    budget_id: uuid::Uuid,
+    total: Option<Amount>,
+    status: Option<BudgetStatus>,
+) -> Result<(Budget, Budget), Rejection> {
+    let today = Utc::now().date_naive();
+    let b = sim
+        .budgets
+        .iter_mut()
+        .find(|b| b.budget_id == budget_id)
+        .ok_or(Rejection::BudgetNotFound)?;
+    if b.status == BudgetStatus::Expired || b.end_date < today {
+        return Err(Rejection::BudgetExpired);
+    }
+    let before = b.clone();
+    if let Some(t) = total {
+        if t < b.used {
+            return Err(Rejection::BudgetBelowUsed { used: b.used });
+        }
+        b.total = t;
+        // Thresholds no longer reached under the new total may be announced again when crossed.
+        let used = b.used.value();
+        let total = b.total.value();
+        b.alerted
+            .retain(|&th| used >= total * rust_decimal::Decimal::from(th) / rust_decimal::Decimal::from(100));
+    }
+    if let Some(s) = status {
+        if s == BudgetStatus::Expired {
+            return Err(Rejection::Invalid("status may only be ACTIVE or SUSPENDED".into()));
+        }
+        b.status = s;
+    }
+    b.updated_at = Utc::now();
+    Ok((before, b.clone()))
 }

@@ -605,6 +605,7 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
             balance_after: amt(balance_after),
             created_at: chrono::Utc::now(),
             origin: Origin::default(),
+            budgets: vec![],
         }
     };
     let mut after = before.clone();
@@ -617,6 +618,9 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
         entries: vec![entry("9.00"), entry("8.00")],
         status_changes: vec![],
         refusals: vec![],
+        budget_creates: vec![],
+        budget_changes: vec![],
+        alerts: vec![],
     };
 
     match store.commit(&batch).await {

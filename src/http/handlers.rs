@@ -35,7 +35,7 @@ pub const MAX_REASON_LEN: usize = 500;
 /// Reference type given to a reference id that came without one.
 pub const DEFAULT_REFERENCE_TYPE: &str = "EXTERNAL";
 
-fn authenticate(ctx: &Ctx, header: Option<String>) -> Result<Caller, ApiError> {
+pub(crate) fn authenticate(ctx: &Ctx, header: Option<String>) -> Result<Caller, ApiError> {
     ctx.auth.authenticate(header.as_deref()).map_err(|e| {
         if let AuthError::Invalid(reason) = &e {
             tracing::info!(%reason, "token refused");
@@ -45,7 +45,7 @@ fn authenticate(ctx: &Ctx, header: Option<String>) -> Result<Caller, ApiError> {
 }
 
 /// Parses a JSON body strictly: unknown fields refused, numbers read exactly, the failing field named.
-fn parse<T: DeserializeOwned>(body: Body) -> Result<(T, Bytes), ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: Body) -> Result<(T, Bytes), ApiError> {
     let bytes = match body {
         Body::Ok(b) => b,
         Body::TooLarge => {
@@ -75,7 +75,7 @@ fn parse<T: DeserializeOwned>(body: Body) -> Result<(T, Bytes), ApiError> {
     }
 }
 
-fn origin(caller: &Caller, idempotency: Option<IdempotencyTicket>) -> Origin {
+pub(crate) fn origin(caller: &Caller, idempotency: Option<IdempotencyTicket>) -> Origin {
     Origin {
         actor_id: caller.user_id,
         role: caller.role.as_str().into(),
@@ -103,7 +103,7 @@ fn positive(field: &str, a: Amount) -> Result<Amount, ApiError> {
 }
 
 /// 404 unless the caller may see the wallet.
-fn visible(caller: &Caller, w: &WalletState) -> Result<(), ApiError> {
+pub(crate) fn visible(caller: &Caller, w: &WalletState) -> Result<(), ApiError> {
     if caller.can_view(w.user_id, w.company_id) {
         Ok(())
     } else {

@@ -5,6 +5,7 @@
 //! [`problem::ApiError`]), so warp rejections only happen for requests that match no route; `recover`
 //! turns those into 404/405 problems.
 
+pub mod budgets;
 pub mod handlers;
 pub mod idempotency;
 pub mod openapi;
@@ -143,6 +144,37 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .and(body())
         .then(|ctx, auth, key, body| async move { respond(handlers::transfer(ctx, auth, key, body).await) });
 
+    let list_budgets = warp::path!("budgets" / Uuid)
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .then(|id, ctx, auth| async move { respond(budgets::list(ctx, auth, id).await) });
+    let create_budget = warp::path!("budgets")
+        .and(warp::post())
+        .and(c())
+        .and(auth_header())
+        .and(body())
+        .then(|ctx, auth, body| async move { respond(budgets::create(ctx, auth, body).await) });
+    let update_budget = warp::path!("budgets" / Uuid)
+        .and(warp::put())
+        .and(c())
+        .and(auth_header())
+        .and(body())
+        .then(|id, ctx, auth, body| async move { respond(budgets::update(ctx, auth, id, body).await) });
+    let budget_history = warp::path!("budgets" / Uuid / "history")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .then(|id, ctx, auth| async move { respond(budgets::history(ctx, auth, id).await) });
+    let budget_routes = list_budgets
+        .or(create_budget)
+        .unify()
+        .or(update_budget)
+        .unify()
+        .or(budget_history)
+        .unify()
+        .boxed();
+
     let ops = health.or(ready).unify().or(metrics).unify().or(openapi).unify().boxed();
     let wallets = create_wallet
         .or(get_wallet)
@@ -160,6 +192,8 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .or(wallets)
         .unify()
         .or(transfer)
+        .unify()
+        .or(budget_routes)
         .unify()
         .recover(unmatched)
         .unify()

@@ -25,10 +25,12 @@ impl Modify for BearerAuth {
     info(title = "Wallet & Budget Service", description = "Wallets, transactions and transfers for corporate travel. \
         Errors are application/problem+json with a stable `code`. Health: GET /health, GET /ready; metrics: GET /metrics."),
     paths(handlers::put_user, handlers::create_wallet, handlers::get_wallet, handlers::set_status, handlers::history,
-          handlers::post_transaction, handlers::transfer),
+          handlers::post_transaction, handlers::transfer, super::budgets::list, super::budgets::create,
+          super::budgets::update, super::budgets::history),
     components(schemas(Problem, FieldError, WalletView, TransactionView, TransferView, HistoryItem, HistoryPage, Pagination, UserView,
                        handlers::UserBody, handlers::CreateWalletBody, handlers::StatusBody, handlers::PostTransactionBody,
-                       handlers::PostType, handlers::TransferBody)),
+                       handlers::PostType, handlers::TransferBody, crate::budgets::BudgetView, crate::budgets::HistoryView,
+                       super::budgets::CreateBudgetBody, super::budgets::UpdateBudgetBody)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

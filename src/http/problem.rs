@@ -154,18 +154,22 @@ impl ApiError {
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
         let status = match &r {
-            Rejection::WalletNotFound => StatusCode::NOT_FOUND,
-            Rejection::InsufficientFunds { .. } | Rejection::CurrencyMismatch { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            Rejection::WalletNotActive { .. } | Rejection::WalletClosed | Rejection::DuplicateReference { .. } => {
-                StatusCode::CONFLICT
-            }
-            Rejection::BalanceOverflow => StatusCode::BAD_REQUEST,
+            Rejection::WalletNotFound | Rejection::BudgetNotFound => StatusCode::NOT_FOUND,
+            Rejection::InsufficientFunds { .. }
+            | Rejection::CurrencyMismatch { .. }
+            | Rejection::BudgetExceeded { .. }
+            | Rejection::BudgetBelowUsed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Rejection::WalletNotActive { .. }
+            | Rejection::WalletClosed
+            | Rejection::DuplicateReference { .. }
+            | Rejection::BudgetExpired
+            | Rejection::TooManyBudgets => StatusCode::CONFLICT,
+            Rejection::BalanceOverflow | Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
             Rejection::Overloaded | Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let detail = match &r {
             Rejection::WalletNotFound => "wallet not found".to_string(),
+            Rejection::BudgetNotFound => "budget not found".to_string(),
             // Store details are for the log, not for the client.
             Rejection::Unavailable(reason) => {
                 tracing::warn!(%reason, "request failed: dependency unavailable");

@@ -1,0 +1,190 @@
+//! Budget endpoints. Creation and changes go through the wallet's actor (`Ledger`), so the next debit is
+//! checked against the new limit at once; reads come from the actor (live budgets) or the store (history).
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+use wallet_actors::{Amount, BudgetStatus, PeriodType};
+use warp::reply::Response;
+
+use super::Body;
+use super::handlers::{authenticate, origin, parse, visible};
+use super::problem::{ApiError, Problem, json_response};
+use crate::app::Ctx;
+use crate::budgets::{BudgetView, HistoryView};
+
+/// Longest change reason kept.
+pub const MAX_CHANGE_REASON_LEN: usize = 500;
+
+/// The active budgets of a user's wallet.
+#[utoipa::path(get, path = "/budgets/{userId}", tag = "budgets",
+    params(("userId" = Uuid, Path, description = "the wallet owner's user id")),
+    responses((status = 200, body = Vec<BudgetView>), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list(ctx: Arc<Ctx>, auth: Option<String>, user_id: Uuid) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, auth)?;
+    let Some(wallet_id) = ctx.wallet_of_user(user_id).await? else {
+        return Err(ApiError::not_found("wallet"));
+    };
+    let w = ctx.ledger.wallet(wallet_id).await?;
+    visible(&caller, &w)?;
+    let views: Vec<BudgetView> = w
+        .budgets
+        .iter()
+        .map(BudgetView::from)
+        .filter(|v| v.status == BudgetStatus::Active.as_str())
+        .collect();
+    Ok(json_response(StatusCode::OK, &views))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBudgetBody {
+    pub wallet_id: Uuid,
+    #[schema(value_type = String, example = "1000.00")]
+    pub total_amount: Amount,
+    #[schema(value_type = String, example = "MONTHLY")]
+    pub period_type: PeriodType,
+    pub start_date: NaiveDate,
+    /// Inclusive; defaults to the last day of the period holding `start_date`.
+    pub end_date: Option<NaiveDate>,
+}
+
+/// Creates a budget (manager of the wallet's company, or admin).
+#[utoipa::path(post, path = "/budgets", tag = "budgets", request_body = CreateBudgetBody,
+    responses((status = 201, body = BudgetView), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, description = "WALLET_NOT_ACTIVE (closed) or CONFLICT (too many budgets)", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn create(ctx: Arc<Ctx>, auth: Option<String>, body: Body) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, auth)?;
+    let (b, _) = parse::<CreateBudgetBody>(body)?;
+    if b.total_amount.is_zero() {
+        return Err(ApiError::validation("total_amount", "must be greater than zero"));
+    }
+    let end = b.end_date.unwrap_or_else(|| b.period_type.end_of(b.start_date));
+    if end <= b.start_date {
+        let msg = if b.end_date.is_some() {
+            "must be after start_date"
+        } else {
+            "start_date is the last day of its period; give an end_date after it"
+        };
+        return Err(ApiError::validation("end_date", msg));
+    }
+    let w = ctx.ledger.wallet(b.wallet_id).await?;
+    visible(&caller, &w)?;
+    if !caller.can_manage(w.company_id) {
+        return Err(ApiError::forbidden(
+            "only a manager of the wallet's company or an admin may create budgets",
+        ));
+    }
+    let budget = ctx
+        .ledger
+        .create_budget(
+            b.wallet_id,
+            b.total_amount,
+            b.period_type,
+            b.start_date,
+            end,
+            origin(&caller, None),
+        )
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &BudgetView::from(&budget)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBudgetBody {
+    #[schema(value_type = Option<String>, example = "1500.00")]
+    pub total_amount: Option<Amount>,
+    /// ACTIVE or SUSPENDED.
+    #[schema(value_type = Option<String>, example = "SUSPENDED")]
+    pub status: Option<BudgetStatus>,
+    pub change_reason: String,
+}
+
+/// Changes a budget's total and/or status; writes a history row.
+#[utoipa::path(put, path = "/budgets/{budgetId}", tag = "budgets", request_body = UpdateBudgetBody,
+    params(("budgetId" = Uuid, Path)),
+    responses((status = 200, body = BudgetView), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, description = "CONFLICT: the budget has expired", body = Problem),
+              (status = 422, description = "BUDGET_EXCEEDED: total below used_amount", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn update(ctx: Arc<Ctx>, auth: Option<String>, budget_id: Uuid, body: Body) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, auth)?;
+    let (b, _) = parse::<UpdateBudgetBody>(body)?;
+    let reason = b.change_reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > MAX_CHANGE_REASON_LEN {
+        return Err(ApiError::validation(
+            "change_reason",
+            format!("must be 1 to {MAX_CHANGE_REASON_LEN} characters"),
+        ));
+    }
+    if b.total_amount.is_some_and(|t| t.is_zero()) {
+        return Err(ApiError::validation("total_amount", "must be greater than zero"));
+    }
+    if b.status == Some(BudgetStatus::Expired) {
+        return Err(ApiError::validation("status", "must be ACTIVE or SUSPENDED"));
+    }
+    if b.total_amount.is_none() && b.status.is_none() {
+        return Err(ApiError::validation("body", "give total_amount and/or status"));
+    }
+    let wallet_id = wallet_of_budget(&ctx, budget_id).await?;
+    let w = ctx.ledger.wallet(wallet_id).await?;
+    visible(&caller, &w).map_err(|_| ApiError::not_found("budget"))?;
+    if !caller.can_manage(w.company_id) {
+        return Err(ApiError::forbidden(
+            "only a manager of the wallet's company or an admin may change budgets",
+        ));
+    }
+    let budget = ctx
+        .ledger
+        .update_budget(
+            wallet_id,
+            budget_id,
+            b.total_amount,
+            b.status,
+            reason,
+            origin(&caller, None),
+        )
+        .await
+        .map_err(|r| match r {
+            // Not among the wallet's live budgets: it exists (we found its wallet), so it has expired.
+            wallet_actors::Rejection::BudgetNotFound => wallet_actors::Rejection::BudgetExpired.into(),
+            other => ApiError::from(other),
+        })?;
+    Ok(json_response(StatusCode::OK, &BudgetView::from(&budget)))
+}
+
+/// A budget's change history, newest first.
+#[utoipa::path(get, path = "/budgets/{budgetId}/history", tag = "budgets",
+    params(("budgetId" = Uuid, Path)),
+    responses((status = 200, body = Vec<HistoryView>), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn history(ctx: Arc<Ctx>, auth: Option<String>, budget_id: Uuid) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, auth)?;
+    let wallet_id = wallet_of_budget(&ctx, budget_id).await?;
+    let w = ctx.ledger.wallet(wallet_id).await?;
+    visible(&caller, &w).map_err(|_| ApiError::not_found("budget"))?;
+    let rows = ctx
+        .ledger
+        .store
+        .budget_history(budget_id)
+        .await
+        .map_err(|e| ApiError::unavailable(e.0))?;
+    Ok(json_response(StatusCode::OK, &rows))
+}
+
+async fn wallet_of_budget(ctx: &Ctx, budget_id: Uuid) -> Result<Uuid, ApiError> {
+    ctx.ledger
+        .store
+        .wallet_of_budget(budget_id)
+        .await
+        .map_err(|e| ApiError::unavailable(e.0))?
+        .ok_or_else(|| ApiError::not_found("budget"))
+}
