@@ -98,6 +98,20 @@ impl Ctx {
         metrics::histogram!("http_request_duration_seconds", &labels).record(info.elapsed().as_secs_f64());
     }
 
+    /// A wallet's committed state for reads: the cache (shared through Redis when configured, written
+    /// through after every commit), else Postgres. Budgets are not included.
+    pub async fn wallet_for_read(&self, wallet_id: Uuid) -> Result<wallet_actors::WalletState, ApiError> {
+        if let Some(w) = self.ledger.store.cache.get(wallet_id).await {
+            return Ok(w);
+        }
+        use wallet_actors::WalletStore;
+        match self.ledger.store.load(wallet_id).await {
+            Ok(Some(w)) => Ok(w),
+            Ok(None) => Err(ApiError::not_found("wallet")),
+            Err(e) => Err(ApiError::unavailable(e.0)),
+        }
+    }
+
     /// The wallet id of a user, remembered once found.
     pub async fn wallet_of_user(&self, user_id: Uuid) -> Result<Option<Uuid>, ApiError> {
         if let Some(id) = self.user_wallets.get(&user_id) {
@@ -141,20 +155,27 @@ impl App {
                 PiiCipher::development()
             }
         };
-        if config.redis_url.is_some() {
-            info!(
-                "REDIS_URL is set; this build caches in process (wallet ids) and reads balances from the wallet actors"
-            );
-        }
         crate::db::migrate(&config.database_url).await?;
         let pool = crate::db::pool(&config.database_url, config.pool_size)?;
         let read = match &config.database_read_url {
             Some(url) => crate::db::pool(url, config.pool_size)?,
             None => pool.clone(),
         };
+        // Instances over one database share one cache namespace: the cache mirrors that database.
+        let db_name = config
+            .database_url
+            .parse::<tokio_postgres::Config>()
+            .ok()
+            .and_then(|c| c.get_dbname().map(str::to_string))
+            .unwrap_or_default();
+        let cache = match &config.redis_url {
+            Some(url) => crate::cache::WalletCache::redis(url, &format!("wallet-service:{db_name}:")).await?,
+            None => crate::cache::WalletCache::local(),
+        };
         let store = PgStore {
             pool: pool.clone(),
             read,
+            cache: Arc::new(cache),
         };
         crate::db::ensure_partitions(&pool)
             .await

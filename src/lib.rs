@@ -3,6 +3,7 @@
 //!
 //! # Module map
 //! - [`app`]: `App::build(config)` and `App::run(shutdown)`; `Ctx`, what handlers share.
+//! - [`cache`]: wallet states written through after each commit (Redis, or in process), versioned.
 //! - [`config`]: environment variables of the contract, validated at start.
 //! - [`telemetry`]: tracing subscriber (text or JSON).
 //! - [`auth`]: JWT validation (pinned algorithm, exp/iss/aud/nbf) and who-may-see-what rules.
@@ -26,6 +27,7 @@
 pub mod app;
 pub mod auth;
 pub mod budgets;
+pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -24,6 +24,8 @@ use crate::views::{OutboxEvent, TransactionView, TransferView, WalletView};
 pub struct PgStore {
     pub pool: Pool,
     pub read: Pool,
+    /// Written through after every commit and load (see [`crate::cache`]).
+    pub cache: std::sync::Arc<crate::cache::WalletCache>,
 }
 
 fn unavailable<E: std::fmt::Display>(e: E) -> StoreError {
@@ -310,6 +312,7 @@ impl WalletStore for PgStore {
             return Ok(None);
         };
         wallet.budgets = crate::budgets::load_live(&c, wallet_id).await.map_err(StoreError)?;
+        self.cache.put(&wallet);
         Ok(Some(wallet))
     }
 
@@ -420,7 +423,11 @@ impl WalletStore for PgStore {
         tx.commit().await.map_err(|e| CommitError::Unavailable {
             reason: format!("commit failed: {e}"),
             outcome_unknown: true,
-        })
+        })?;
+        if batch.changes_wallet() {
+            self.cache.put(&batch.after);
+        }
+        Ok(())
     }
 
     async fn transfer(&self, plan: &TransferPlan) -> Result<Entry, TransferError> {
@@ -547,6 +554,9 @@ impl WalletStore for PgStore {
                 outcome_unknown: true,
             })
         })?;
+        self.cache.put(&plan.source_after);
+        // The destination's full row is not at hand here; drop it so the next read goes to Postgres.
+        self.cache.invalidate(dst);
         Ok(incoming)
     }
 }

@@ -259,7 +259,7 @@ pub async fn get_wallet(ctx: Arc<Ctx>, auth: Option<String>, user_id: Uuid) -> R
     let Some(wallet_id) = ctx.wallet_of_user(user_id).await? else {
         return Err(ApiError::not_found("wallet"));
     };
-    let w = ctx.ledger.wallet(wallet_id).await?;
+    let w = ctx.wallet_for_read(wallet_id).await?;
     visible(&caller, &w)?;
     Ok(json_response(StatusCode::OK, &WalletView::from(&w)))
 }

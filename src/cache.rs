@@ -1,0 +1,226 @@
+//! The wallet cache: committed wallet states, written through by the store after every commit and every
+//! load, read by `GET /wallets/{userId}` and the visibility checks of other reads.
+//!
+//! With `REDIS_URL` it is shared by all instances (Redis); without, it lives in this process. Each entry
+//! carries the wallet row's `version`, and a write only replaces an older version (a Lua compare-and-set
+//! in Redis), so a slow writer can never put an old balance back over a newer one. Entries expire after
+//! [`CACHE_TTL`] (the design's 5 minutes). A cache failure is a miss: reads fall back to Postgres.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use wallet_actors::{Amount, Currency, WalletState, WalletStatus};
+
+/// How long a cached wallet lives without being written again.
+pub const CACHE_TTL: Duration = Duration::from_secs(300);
+/// Most wallets the in-process cache holds; beyond it new entries are not cached.
+pub const MAX_LOCAL_ENTRIES: usize = 200_000;
+/// Longest a cache read may take before it counts as a miss.
+pub const CACHE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Sets the value only when its version is newer than the cached one. KEYS[1] key; ARGV: json, version, ttl.
+const SET_IF_NEWER: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, decoded = pcall(cjson.decode, cur)
+  if ok and decoded['version'] and tonumber(decoded['version']) >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
+return 1
+"#;
+
+/// What is cached of a wallet (its row, without budgets, with its version).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cached {
+    wallet_id: Uuid,
+    user_id: Uuid,
+    company_id: Uuid,
+    balance: Amount,
+    currency: Currency,
+    status: WalletStatus,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<&WalletState> for Cached {
+    fn from(w: &WalletState) -> Self {
+        Cached {
+            wallet_id: w.wallet_id,
+            user_id: w.user_id,
+            company_id: w.company_id,
+            balance: w.balance,
+            currency: w.currency,
+            status: w.status,
+            version: w.version,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+impl From<Cached> for WalletState {
+    fn from(c: Cached) -> Self {
+        WalletState {
+            wallet_id: c.wallet_id,
+            user_id: c.user_id,
+            company_id: c.company_id,
+            balance: c.balance,
+            currency: c.currency,
+            status: c.status,
+            version: c.version,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            budgets: vec![],
+        }
+    }
+}
+
+pub enum WalletCache {
+    Local(DashMap<Uuid, (Cached, Instant)>),
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        prefix: String,
+        script: redis::Script,
+    },
+}
+
+impl WalletCache {
+    pub fn local() -> Self {
+        WalletCache::Local(DashMap::new())
+    }
+
+    /// Connects to Redis; `prefix` namespaces the keys (tests use their own).
+    pub async fn redis(url: &str, prefix: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+            .await
+            .map_err(|_| "Redis did not answer in time".to_string())?
+            .map_err(|e| format!("Redis: {e}"))?;
+        Ok(WalletCache::Redis {
+            conn,
+            prefix: prefix.to_string(),
+            script: redis::Script::new(SET_IF_NEWER),
+        })
+    }
+
+    fn key(prefix: &str, id: Uuid) -> String {
+        format!("{prefix}wallet:{id}")
+    }
+
+    /// The cached committed state, or `None` (miss, expired, or the cache failed).
+    pub async fn get(&self, id: Uuid) -> Option<WalletState> {
+        match self {
+            WalletCache::Local(map) => {
+                let hit = map.get(&id).filter(|e| e.1.elapsed() < CACHE_TTL).map(|e| e.0.clone());
+                hit.map(WalletState::from)
+            }
+            WalletCache::Redis { conn, prefix, .. } => {
+                let mut conn = conn.clone();
+                let read =
+                    tokio::time::timeout(CACHE_TIMEOUT, conn.get::<_, Option<String>>(Self::key(prefix, id))).await;
+                match read {
+                    Ok(Ok(Some(json))) => serde_json::from_str::<Cached>(&json).ok().map(WalletState::from),
+                    Ok(Ok(None)) => None,
+                    Ok(Err(e)) => {
+                        metrics::counter!("cache_errors_total", "op" => "get").increment(1);
+                        tracing::debug!(error = %e, "cache read failed; reading Postgres");
+                        None
+                    }
+                    Err(_) => {
+                        metrics::counter!("cache_errors_total", "op" => "get_timeout").increment(1);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a committed state unless a newer version is cached. Never blocks the caller on Redis.
+    pub fn put(&self, w: &WalletState) {
+        let value = Cached::from(w);
+        match self {
+            WalletCache::Local(map) => {
+                if map.len() >= MAX_LOCAL_ENTRIES && !map.contains_key(&w.wallet_id) {
+                    return;
+                }
+                let mut entry = map
+                    .entry(w.wallet_id)
+                    .or_insert_with(|| (value.clone(), Instant::now()));
+                if entry.0.version <= value.version {
+                    *entry = (value, Instant::now());
+                }
+            }
+            WalletCache::Redis { conn, prefix, script } => {
+                let Ok(json) = serde_json::to_string(&value) else {
+                    return;
+                };
+                let (mut conn, script, key) = (conn.clone(), script.clone(), Self::key(prefix, w.wallet_id));
+                tokio::spawn(async move {
+                    let mut invocation = script.key(key);
+                    invocation.arg(json).arg(value.version).arg(CACHE_TTL.as_secs());
+                    if let Err(e) = invocation.invoke_async::<i64>(&mut conn).await {
+                        metrics::counter!("cache_errors_total", "op" => "put").increment(1);
+                        tracing::debug!(error = %e, "cache write failed; the entry expires on its own");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Forgets a wallet (its row changed where no full state is at hand, e.g. a transfer's destination).
+    pub fn invalidate(&self, id: Uuid) {
+        match self {
+            WalletCache::Local(map) => {
+                map.remove(&id);
+            }
+            WalletCache::Redis { conn, prefix, .. } => {
+                let mut conn = conn.clone();
+                let key = Self::key(prefix, id);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.del::<_, i64>(key).await {
+                        metrics::counter!("cache_errors_total", "op" => "del").increment(1);
+                        tracing::debug!(error = %e, "cache invalidation failed; the entry expires on its own");
+                    }
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(version: i64, balance: &str) -> WalletState {
+        let now = Utc::now();
+        WalletState {
+            wallet_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            company_id: Uuid::nil(),
+            balance: Amount::parse(balance).unwrap(),
+            currency: Currency::Usd,
+            status: WalletStatus::Active,
+            version,
+            created_at: now,
+            updated_at: now,
+            budgets: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_version_never_replaces_a_newer_one() {
+        let cache = WalletCache::local();
+        cache.put(&state(5, "50.00"));
+        cache.put(&state(4, "40.00"));
+        assert_eq!(cache.get(Uuid::nil()).await.unwrap().balance.to_string(), "50.00");
+        cache.put(&state(6, "60.00"));
+        assert_eq!(cache.get(Uuid::nil()).await.unwrap().version, 6);
+        cache.invalidate(Uuid::nil());
+        assert!(cache.get(Uuid::nil()).await.is_none());
+    }
+}

@@ -1,0 +1,64 @@
+//! The shared wallet cache over a real Redis: two instances over one database see each other's commits
+//! through it, and an older version never overwrites a newer one.
+mod common;
+
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debit_on_one_instance_is_read_from_the_shared_cache_by_another() {
+    let db = std::sync::Arc::new(common::TestDb::new().await);
+    let mut cfg = common::config(&db.url);
+    cfg.redis_url = Some(redis_url());
+    let a = common::spawn_app_with(db.clone(), cfg.clone()).await;
+    let b = common::spawn_app_with(db.clone(), cfg).await;
+    let (user, _, wallet) = a.user_with_wallet("100.00", "USD").await;
+
+    let get = |app: &common::TestApp| {
+        let req = app
+            .http
+            .get(app.url(&format!("/wallets/{user}")))
+            .bearer_auth(&app.admin_token);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(get(&a).await["balance"], "100.00");
+    assert_eq!(
+        b.post_txn(wallet, json!({"amount": "10.00", "type": "DEBIT"}))
+            .await
+            .status(),
+        201
+    );
+
+    // B's commit wrote the new state to Redis under the database's namespace.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("wallet-service:{}:wallet:{wallet}", db.name);
+    let mut cached: Option<String> = None;
+    for _ in 0..50 {
+        cached = conn.get(&key).await.unwrap();
+        if cached.as_deref().is_some_and(|c| c.contains("\"90.00\"")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let cached: Value = serde_json::from_str(&cached.expect("cached entry")).unwrap();
+    assert_eq!(cached["balance"], "90.00");
+    assert_eq!(get(&a).await["balance"], "90.00");
+
+    // Reads are served from the cache: a change made behind the service's back is not seen until the
+    // next commit writes a newer version.
+    let c = db.client().await;
+    c.execute("UPDATE wallets SET balance = 1.00 WHERE wallet_id = $1", &[&wallet])
+        .await
+        .unwrap();
+    assert_eq!(get(&a).await["balance"], "90.00");
+
+    let keys: Vec<String> = conn.keys(format!("wallet-service:{}:*", db.name)).await.unwrap();
+    if !keys.is_empty() {
+        let _: i64 = conn.del(keys).await.unwrap();
+    }
+}
