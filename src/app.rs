@@ -258,6 +258,11 @@ async fn partition_upkeep(pool: deadpool_postgres::Pool) {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "partition upkeep failed; will retry"),
         }
+        match crate::db::prune_idempotency_keys(&pool).await {
+            Ok(n) if n > 0 => info!(pruned = n, "old idempotency keys pruned"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "idempotency key pruning failed; will retry"),
+        }
     }
 }
 

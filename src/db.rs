@@ -72,6 +72,30 @@ pub async fn ensure_partitions(pool: &Pool) -> Result<i32, String> {
     Ok(row.get(0))
 }
 
+/// How long Idempotency-Keys are kept (the contract promises at least 24 hours).
+pub const IDEMPOTENCY_RETENTION_HOURS: i32 = 48;
+/// Most keys deleted per statement, so pruning never holds long locks.
+pub const PRUNE_BATCH: i64 = 10_000;
+
+/// Deletes idempotency keys older than the retention, in bounded batches.
+pub async fn prune_idempotency_keys(pool: &Pool) -> Result<u64, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let mut total = 0;
+    loop {
+        let n = client
+            .execute(
+                "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys                  WHERE created_at < now() - make_interval(hours => $1) LIMIT $2)",
+                &[&IDEMPOTENCY_RETENTION_HOURS, &PRUNE_BATCH],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        total += n;
+        if (n as i64) < PRUNE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// Whether Postgres answers now (readiness).
 pub async fn ping(pool: &Pool) -> Result<(), String> {
     let check = async {
