@@ -1,0 +1,347 @@
+//! The outbox relay: from `outbox` rows (written in the transactions of the changes they report) to
+//! RabbitMQ's `wallet.events`, or to the in-process bus.
+//!
+//! One pass: in one transaction, take the database's relay lock (`pg_try_advisory_xact_lock`: one relay
+//! at a time per database, so rows leave in `seq` order and each wallet's events in the order they
+//! committed — a wallet's rows are written under its row lock, so their `seq` order is their commit
+//! order), claim up to [`RELAY_BATCH`] unpublished rows in `seq` order `FOR UPDATE SKIP LOCKED`, publish
+//! them in that order with publisher confirms, and set `published_at` on the confirmed prefix only, then
+//! commit. A crash or a lost connection before that commit re-sends the rows later: at-least-once, with
+//! `message_id` = `event_id` for consumers to dedup. A nacked row and the rows after it are sent again
+//! in the next pass.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::{BusEvent, EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, backoff};
+
+/// Rows claimed (and published) per pass.
+pub const RELAY_BATCH: i64 = 500;
+/// How often the relay looks for rows when the last pass found none.
+pub const RELAY_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a published row is kept before it is pruned.
+pub const OUTBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often published rows are pruned.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Rows deleted per prune statement (a prune loops until none are left).
+pub const PRUNE_BATCH: i64 = 10_000;
+/// Longest wait for one batch's publisher confirms.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+/// At shutdown, how long the relay keeps publishing what is left in the outbox.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Advisory lock key of the relay (per database): "WALOUT".
+pub const RELAY_LOCK_KEY: i64 = 0x5741_4c4f_5554;
+
+/// One claimed outbox row.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub routing_key: String,
+    pub payload: serde_json::Value,
+}
+
+/// Where the relay publishes.
+#[async_trait]
+pub trait Sink: Send {
+    /// Makes sure the destination is reachable before rows are claimed (so no transaction stays open
+    /// while connecting).
+    async fn ready(&mut self) -> Result<(), String>;
+    /// Publishes `rows` in order. Returns how many of them, from the first, the destination confirmed,
+    /// and the error that stopped it, if any.
+    async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<String>);
+}
+
+/// Drains the outbox into `sink` until `stop` is cancelled, then flushes what is left (bounded by
+/// [`FLUSH_TIMEOUT`]).
+pub async fn run<S: Sink>(pool: Pool, mut sink: S, interval: Duration, stop: CancellationToken) {
+    let mut failures: u32 = 0;
+    let mut last_prune = Instant::now();
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let wait = match pass(&pool, &mut sink).await {
+            Ok(n) => {
+                failures = 0;
+                if n as i64 >= RELAY_BATCH {
+                    continue;
+                }
+                interval
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = backoff(failures, RECONNECT_BACKOFF_MIN, RECONNECT_BACKOFF_MAX);
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "outbox relay pass failed");
+                wait
+            }
+        };
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            match prune(&pool, OUTBOX_RETENTION).await {
+                Ok(0) => {}
+                Ok(n) => info!(rows = n, "pruned published outbox rows"),
+                Err(e) => warn!(error = %e, "outbox pruning failed; will retry"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    let flush = async {
+        loop {
+            match pass(&pool, &mut sink).await {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(error = %e, "outbox flush at shutdown failed; the rows stay for the next start");
+                    return;
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(FLUSH_TIMEOUT, flush).await.is_err() {
+        warn!("outbox flush at shutdown timed out; the rest is published at the next start");
+    }
+}
+
+/// One claim–publish–mark pass; returns how many rows were published.
+pub async fn pass<S: Sink>(pool: &Pool, sink: &mut S) -> Result<usize, String> {
+    sink.ready().await?;
+    let mut c = pool.get().await.map_err(|e| format!("database: {e}"))?;
+    let tx = c.transaction().await.map_err(|e| format!("database: {e}"))?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RELAY_LOCK_KEY])
+        .await
+        .map_err(|e| format!("database: {e}"))?
+        .get(0);
+    if !locked {
+        // Another instance is relaying; it keeps the order.
+        let _ = tx.rollback().await;
+        return Ok(0);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT seq, event_id, event_type, routing_key, payload FROM outbox \
+             WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    let rows: Vec<OutboxRow> = tx
+        .query(&stmt, &[&RELAY_BATCH])
+        .await
+        .map_err(|e| format!("database: {e}"))?
+        .iter()
+        .map(|r| OutboxRow {
+            seq: r.get(0),
+            event_id: r.get(1),
+            event_type: r.get(2),
+            routing_key: r.get(3),
+            payload: r.get(4),
+        })
+        .collect();
+    if rows.is_empty() {
+        let _ = tx.commit().await;
+        return Ok(0);
+    }
+    let (confirmed, error) = sink.publish(&rows).await;
+    if confirmed > 0 {
+        let seqs: Vec<i64> = rows[..confirmed].iter().map(|r| r.seq).collect();
+        tx.execute("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)", &[&seqs])
+            .await
+            .map_err(|e| format!("database: {e}"))?;
+    }
+    tx.commit().await.map_err(|e| format!("database: {e}"))?;
+    if confirmed > 0 {
+        metrics::counter!("events_published_total").increment(confirmed as u64);
+        debug!(rows = confirmed, "outbox rows published");
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(confirmed),
+    }
+}
+
+/// Deletes rows published more than `retention` ago; returns how many.
+pub async fn prune(pool: &Pool, retention: Duration) -> Result<u64, String> {
+    let c = pool.get().await.map_err(|e| e.to_string())?;
+    let secs = retention.as_secs_f64();
+    let mut total = 0;
+    loop {
+        // Oldest first by `seq` (the primary key), which is also the order rows age in.
+        let n = c
+            .execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE published_at IS NOT NULL \
+                 AND published_at < now() - make_interval(secs => $1) ORDER BY seq LIMIT $2)",
+                &[&secs, &PRUNE_BATCH],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        total += n;
+        if (n as i64) < PRUNE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Publishes to the in-process bus (no broker). A bus without subscribers drops events, as an exchange
+/// without bindings would.
+pub struct BusSink {
+    bus: broadcast::Sender<BusEvent>,
+}
+
+impl BusSink {
+    pub fn new(bus: broadcast::Sender<BusEvent>) -> Self {
+        BusSink { bus }
+    }
+}
+
+#[async_trait]
+impl Sink for BusSink {
+    async fn ready(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<String>) {
+        for r in rows {
+            let _ = self.bus.send(BusEvent {
+                event_id: r.event_id,
+                event_type: r.event_type.clone(),
+                routing_key: r.routing_key.clone(),
+                payload: r.payload.clone(),
+            });
+        }
+        (rows.len(), None)
+    }
+}
+
+/// Publishes to the `wallet.events` exchange on its own connection, with publisher confirms. The
+/// connection is made (and the exchange declared) on first use and again after any failure.
+pub struct AmqpSink {
+    url: String,
+    config: Arc<EventsConfig>,
+    conn: Option<(Connection, Channel)>,
+}
+
+impl AmqpSink {
+    pub fn new(url: String, config: Arc<EventsConfig>) -> Self {
+        AmqpSink {
+            url,
+            config,
+            conn: None,
+        }
+    }
+
+    async fn connect(&self) -> lapin::Result<(Connection, Channel)> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("{} publisher", self.config.connection_name).into());
+        let conn = Connection::connect(&self.url, props).await?;
+        let ch = conn.create_channel().await?;
+        super::topology::declare_published(&ch, &self.config.topology).await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        info!("outbox relay connected to RabbitMQ");
+        Ok((conn, ch))
+    }
+
+    fn drop_connection(&mut self) {
+        if let Some((conn, _)) = self.conn.take() {
+            // Closing politely is best effort; the broker notices a dead socket anyway.
+            tokio::spawn(async move {
+                let _ = conn.close(200, "reconnecting".into()).await;
+            });
+        }
+    }
+}
+
+/// The AMQP properties of a published event.
+pub fn properties(row: &OutboxRow) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(row.event_id.to_string().into())
+        .with_type(row.event_type.as_str().into())
+        .with_app_id("wallet-service".into())
+        .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
+}
+
+#[async_trait]
+impl Sink for AmqpSink {
+    async fn ready(&mut self) -> Result<(), String> {
+        if let Some((conn, ch)) = &self.conn
+            && conn.status().connected()
+            && ch.status().connected()
+        {
+            return Ok(());
+        }
+        self.drop_connection();
+        let c = self.connect().await.map_err(|e| format!("RabbitMQ: {e}"))?;
+        self.conn = Some(c);
+        Ok(())
+    }
+
+    async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<String>) {
+        let Some((_, ch)) = &self.conn else {
+            return (0, Some("not connected".into()));
+        };
+        let exchange = self.config.topology.wallet_exchange.as_str();
+        let mut confirms = Vec::with_capacity(rows.len());
+        let mut error = None;
+        for r in rows {
+            let body = match serde_json::to_vec(&r.payload) {
+                Ok(b) => b,
+                Err(e) => {
+                    error = Some(format!("serializing outbox row {}: {e}", r.seq));
+                    break;
+                }
+            };
+            match ch
+                .basic_publish(
+                    exchange.into(),
+                    r.routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties(r),
+                )
+                .await
+            {
+                Ok(confirm) => confirms.push(confirm),
+                Err(e) => {
+                    error = Some(format!("publish: {e}"));
+                    break;
+                }
+            }
+        }
+        // Confirms resolve in publish order; count the acknowledged prefix.
+        let mut confirmed = 0;
+        let wait = async {
+            for c in confirms {
+                match c.await {
+                    Ok(c) if c.is_ack() => confirmed += 1,
+                    Ok(_) => return Some("the broker nacked a message".to_string()),
+                    Err(e) => return Some(format!("confirm: {e}")),
+                }
+            }
+            None
+        };
+        let confirm_error = match tokio::time::timeout(CONFIRM_TIMEOUT, wait).await {
+            Ok(e) => e,
+            Err(_) => Some("publisher confirms timed out".into()),
+        };
+        let error = error.or(confirm_error);
+        if error.is_some() {
+            self.drop_connection();
+        }
+        (confirmed, error)
+    }
+}
