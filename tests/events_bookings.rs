@@ -1,0 +1,249 @@
+//! BookingCreated → debit, BookingCancelled → refund, through a real RabbitMQ (a vhost per test) and a
+//! real Postgres: once each, whatever the broker redelivers.
+
+mod common;
+mod events_common;
+
+use std::sync::Arc;
+
+use events_common::{Broker, Vhost, fast_events, start_app, wait_until};
+use serde_json::json;
+use uuid::Uuid;
+use wallet_actors::Currency;
+use wallet_service::events::handler::{self, Done, Outcome};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_booking_is_debited_once_and_announced_with_transaction_completed() {
+    let vhost = Vhost::new().await;
+    let db = Arc::new(common::TestDb::new().await);
+    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
+    app.attached().await;
+    let broker = Broker::connect(&vhost).await;
+    let tap = broker.tap().await;
+    let (user, wallet) = app.user_with_wallet("100.00", Currency::Usd).await;
+
+    // The same event, delivered three times.
+    let event = Uuid::now_v7();
+    let data = json!({"booking_id": "bk-1", "user_id": user, "amount": "25.50", "currency": "USD"});
+    for _ in 0..3 {
+        broker.publish_event(event, "BookingCreated", data.clone()).await;
+    }
+    let completed = tap
+        .wait_for("TransactionCompleted", |p| {
+            p.body["event_type"] == "TransactionCompleted"
+        })
+        .await;
+    assert_eq!(completed.routing_key, "transaction.completed");
+    assert_eq!(completed.content_type.as_deref(), Some("application/json"));
+    assert_eq!(completed.delivery_mode, Some(2), "persistent");
+    assert_eq!(completed.message_id.as_deref(), completed.body["event_id"].as_str());
+    let d = &completed.body["data"];
+    assert_eq!(d["wallet_id"], wallet.to_string());
+    assert_eq!(d["amount"], "25.50");
+    assert_eq!(d["type"], "DEBIT");
+    assert_eq!(d["reference_id"], "bk-1");
+    assert_eq!(d["new_balance"], "74.50");
+    assert!(Uuid::parse_str(d["txn_id"].as_str().unwrap()).is_ok());
+    assert!(completed.body["timestamp"].is_string());
+
+    // A consumer crash between commit and ack: the effect committed, the broker delivers again.
+    let crashed = Uuid::now_v7();
+    let body = events_common::envelope(
+        crashed,
+        "BookingCreated",
+        json!({"booking_id": "bk-2", "user_id": user, "amount": "10.00", "currency": "USD"}),
+    );
+    let bytes = body.to_string().into_bytes();
+    assert_eq!(
+        handler::handle(&app.ctx, &bytes, "booking.created").await,
+        Outcome::Done(Done::Applied)
+    );
+    broker
+        .publish_event(crashed, "BookingCreated", body["data"].clone())
+        .await;
+    // Another event id for an already debited booking: the reference keeps it to one debit.
+    broker.booking_created("bk-1", user, "25.50", "USD").await;
+
+    wait_until("both bookings debited", || async {
+        app.balance(wallet).await == "64.50"
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        app.booking_rows(wallet, "bk-1").await,
+        vec![("DEBIT".into(), "25.50".into())]
+    );
+    assert_eq!(
+        app.booking_rows(wallet, "bk-2").await,
+        vec![("DEBIT".into(), "10.00".into())]
+    );
+    assert_eq!(app.balance(wallet).await, "64.50");
+    wait_until("every outbox row is published", || async {
+        app.unpublished().await == 0
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(tap.of_type("TransactionCompleted").len(), 2, "one event per debit");
+    assert!(broker.dead_letters().await.is_empty());
+    app.stop().await;
+    assert_eq!(
+        broker.ready_count(&broker.topology.queue).await,
+        0,
+        "every delivery was acked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancellation_refunds_once_and_partial_refunds_never_exceed_the_debit() {
+    let vhost = Vhost::new().await;
+    let db = Arc::new(common::TestDb::new().await);
+    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
+    app.attached().await;
+    let broker = Broker::connect(&vhost).await;
+    let tap = broker.tap().await;
+    let (user, wallet) = app.user_with_wallet("500.00", Currency::Eur).await;
+
+    broker.booking_created("full", user, "100.00", "EUR").await;
+    broker.booking_created("partial", user, "100.00", "EUR").await;
+    broker.booking_created("too-much", user, "100.00", "EUR").await;
+    wait_until("three debits", || async { app.balance(wallet).await == "200.00" }).await;
+
+    // Full refund, cancelled twice (two event ids) and one event delivered twice.
+    let cancel = broker.booking_cancelled("full", user, None).await;
+    broker.booking_cancelled("full", user, None).await;
+    broker
+        .publish_event(
+            cancel,
+            "BookingCancelled",
+            json!({"booking_id": "full", "user_id": user}),
+        )
+        .await;
+    // Partial refund, then a second (larger) one that must not add to it. (Deliveries are handled
+    // concurrently: of two cancellations in flight at once, the first to commit wins.)
+    broker.booking_cancelled("partial", user, Some("30.00")).await;
+    wait_until("the partial refund", || async {
+        app.booking_rows(wallet, "partial").await.len() == 2
+    })
+    .await;
+    broker.booking_cancelled("partial", user, Some("80.00")).await;
+    // More than was debited: refused, dead-lettered, no effect.
+    broker.booking_cancelled("too-much", user, Some("100.01")).await;
+
+    wait_until("the refunds", || async { app.balance(wallet).await == "330.00" }).await;
+    wait_until("the dead letter", || async {
+        broker.ready_count(&broker.topology.dead_letter_queue).await == 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        app.booking_rows(wallet, "full").await,
+        vec![("DEBIT".into(), "100.00".into()), ("CREDIT".into(), "100.00".into())]
+    );
+    assert_eq!(
+        app.booking_rows(wallet, "partial").await,
+        vec![("DEBIT".into(), "100.00".into()), ("CREDIT".into(), "30.00".into())]
+    );
+    assert_eq!(
+        app.booking_rows(wallet, "too-much").await,
+        vec![("DEBIT".into(), "100.00".into())]
+    );
+    assert_eq!(app.balance(wallet).await, "330.00");
+
+    let dead = broker.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].reason.as_deref().unwrap().starts_with("REFUND_EXCEEDS_DEBIT"),
+        "{dead:?}"
+    );
+    assert_eq!(dead[0].original_routing_key.as_deref(), Some("booking.cancelled"));
+
+    wait_until("every outbox row is published", || async {
+        app.unpublished().await == 0
+    })
+    .await;
+    let credits = || {
+        tap.of_type("TransactionCompleted")
+            .into_iter()
+            .filter(|p| p.body["data"]["type"] == "CREDIT")
+            .count()
+    };
+    wait_until("the refunds' events", || async { credits() == 2 }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(credits(), 2, "one TransactionCompleted per refund");
+    app.stop().await;
+    assert_eq!(
+        broker.ready_count(&broker.topology.queue).await,
+        0,
+        "every delivery was acked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_debit_is_acked_and_announced_with_transaction_failed() {
+    let vhost = Vhost::new().await;
+    let db = Arc::new(common::TestDb::new().await);
+    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
+    app.attached().await;
+    let broker = Broker::connect(&vhost).await;
+    let tap = broker.tap().await;
+    let (user, wallet) = app.user_with_wallet("10.00", Currency::Usd).await;
+
+    let event = broker.booking_created("big", user, "50.00", "USD").await;
+    let failed = tap
+        .wait_for("TransactionFailed", |p| p.body["event_type"] == "TransactionFailed")
+        .await;
+    assert_eq!(failed.routing_key, "transaction.failed");
+    assert_eq!(failed.message_id.as_deref(), failed.body["event_id"].as_str());
+    let d = &failed.body["data"];
+    assert_eq!(d["wallet_id"], wallet.to_string());
+    assert_eq!(d["user_id"], user.to_string());
+    assert_eq!(d["amount"], "50.00");
+    assert_eq!(d["reference_id"], "big");
+    assert_eq!(d["reason"], "INSUFFICIENT_FUNDS");
+
+    // Redelivered: no second TransactionFailed. Other currency: refused too.
+    broker
+        .publish_event(
+            event,
+            "BookingCreated",
+            json!({"booking_id": "big", "user_id": user, "amount": "50.00", "currency": "USD"}),
+        )
+        .await;
+    broker.booking_created("euros", user, "1.00", "EUR").await;
+    tap.wait_for("the currency refusal", |p| {
+        p.body["data"]["reason"] == "CURRENCY_MISMATCH"
+    })
+    .await;
+    // Cancelling a refused booking: nothing to refund, acked (not dead-lettered).
+    broker.booking_cancelled("big", user, None).await;
+
+    let c = app.client().await;
+    wait_until("the cancellation is processed", || async {
+        c.query_one(
+            "SELECT count(*) FROM processed_events WHERE event_type = 'BookingCancelled'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    assert_eq!(app.balance(wallet).await, "10.00", "nothing debited");
+    assert!(app.booking_rows(wallet, "big").await.is_empty());
+    assert!(broker.dead_letters().await.is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(tap.of_type("TransactionFailed").len(), 2);
+    let inbox: i64 = c
+        .query_one("SELECT count(*) FROM processed_events WHERE event_id = $1", &[&event])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(inbox, 1, "the refusal recorded the event in the inbox");
+    app.stop().await;
+    assert_eq!(
+        broker.ready_count(&broker.topology.queue).await,
+        0,
+        "every delivery was acked"
+    );
+}

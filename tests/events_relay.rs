@@ -1,0 +1,178 @@
+//! The outbox relay: rows written while the broker is unreachable are published after a restart, in
+//! order per wallet, with the contract's message properties; without a broker the outbox drains into
+//! the in-process bus; published rows are pruned after the retention period.
+
+mod common;
+mod events_common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use events_common::{Broker, Vhost, fast_events, start_app, wait_until};
+use uuid::Uuid;
+use wallet_actors::{Amount, Currency, Direction, Origin};
+use wallet_service::events::{relay, topology};
+use wallet_service::money::Posting;
+
+fn debit(amount: &str, reference: &str) -> Posting {
+    Posting {
+        direction: Direction::Debit,
+        amount: Amount::parse(amount).unwrap(),
+        description: None,
+        reference_id: Some(reference.into()),
+        reference_type: Some("TEST".into()),
+        metadata: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_written_while_the_broker_is_unreachable_are_published_after_a_restart() {
+    let vhost = Vhost::new().await;
+    let db = Arc::new(common::TestDb::new().await);
+    // First "process": its broker cannot be reached (nothing listens on port 1).
+    let mut first = start_app(
+        db.clone(),
+        Some("amqp://guest:guest@127.0.0.1:1/%2f".into()),
+        fast_events(),
+    )
+    .await;
+    let err = first.ctx.readiness().await.expect_err("not ready without its consumer");
+    assert!(err.contains("consumer"), "{err}");
+    let mut wallets = Vec::new();
+    for _ in 0..3 {
+        let (_, w) = first.user_with_wallet("100.00", Currency::Usd).await;
+        for i in 0..5 {
+            first
+                .ctx
+                .ledger
+                .post(w, debit("1.00", &format!("r{i}")), Origin::default())
+                .await
+                .expect("debit");
+        }
+        wallets.push(w);
+    }
+    first.stop().await;
+    assert_eq!(
+        first.unpublished().await,
+        18,
+        "3 WalletCreated + 15 TransactionCompleted wait in the outbox"
+    );
+
+    let broker = Broker::connect(&vhost).await;
+    topology::declare_published(&broker.ch, &broker.topology).await.unwrap();
+    let tap = broker.tap().await;
+    let mut second = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
+    second.attached().await;
+    assert!(second.ctx.readiness().await.is_ok());
+    wait_until("the restarted relay publishes everything", || async {
+        second.unpublished().await == 0
+    })
+    .await;
+    wait_until("the tap saw 18 events", || async { tap.all().len() >= 18 }).await;
+
+    let c = second.client().await;
+    let rows = c
+        .query("SELECT event_id, aggregate_id FROM outbox ORDER BY seq", &[])
+        .await
+        .unwrap();
+    let seen = tap.all();
+    let ids: HashSet<String> = seen.iter().filter_map(|p| p.message_id.clone()).collect();
+    for r in &rows {
+        assert!(
+            ids.contains(&r.get::<_, Uuid>(0).to_string()),
+            "every row was published"
+        );
+    }
+    for p in &seen {
+        assert_eq!(
+            p.message_id.as_deref(),
+            p.body["event_id"].as_str(),
+            "message_id = event_id"
+        );
+        assert_eq!(p.delivery_mode, Some(2));
+        assert_eq!(p.content_type.as_deref(), Some("application/json"));
+    }
+    // Per wallet, the order of publication is the order of the outbox.
+    let mut expected: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for r in &rows {
+        expected
+            .entry(r.get(1))
+            .or_default()
+            .push(r.get::<_, Uuid>(0).to_string());
+    }
+    for w in &wallets {
+        let got: Vec<String> = seen
+            .iter()
+            .filter(|p| p.body["data"]["wallet_id"] == w.to_string())
+            .filter_map(|p| p.message_id.clone())
+            .collect();
+        assert_eq!(&got, &expected[w], "wallet {w}'s events in order");
+        let balances: Vec<&str> = seen
+            .iter()
+            .filter(|p| p.body["event_type"] == "TransactionCompleted" && p.body["data"]["wallet_id"] == w.to_string())
+            .filter_map(|p| p.body["data"]["new_balance"].as_str())
+            .collect();
+        assert_eq!(balances, vec!["99.00", "98.00", "97.00", "96.00", "95.00"]);
+    }
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_the_outbox_drains_into_the_in_process_bus() {
+    let db = Arc::new(common::TestDb::new().await);
+    let mut app = start_app(db.clone(), None, fast_events()).await;
+    assert!(app.ctx.readiness().await.is_ok(), "no broker, nothing to attach");
+    let mut bus = app.ctx.events.subscribe();
+    let (user, wallet) = app.user_with_wallet("10.00", Currency::Inr).await;
+    app.ctx
+        .ledger
+        .post(wallet, debit("2.50", "bus-1"), Origin::default())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(10), bus.recv())
+            .await
+            .expect("an event on the bus")
+            .expect("bus open");
+        got.push(e);
+    }
+    assert_eq!(got[0].event_type, "WalletCreated");
+    assert_eq!(got[0].routing_key, "wallet.created");
+    assert_eq!(got[0].payload["data"]["user_id"], user.to_string());
+    assert_eq!(got[0].payload["data"]["currency"], "INR");
+    assert_eq!(got[1].event_type, "TransactionCompleted");
+    assert_eq!(got[1].payload["data"]["new_balance"], "7.50");
+    assert_eq!(got[1].payload["event_id"], got[1].event_id.to_string());
+    wait_until("rows marked published", || async { app.unpublished().await == 0 }).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_rows_are_pruned_after_the_retention_period() {
+    let db = Arc::new(common::TestDb::new().await);
+    let app = start_app(db.clone(), None, fast_events()).await;
+    let c = app.client().await;
+    let insert = "INSERT INTO outbox (event_id, event_type, routing_key, payload, published_at) \
+                  VALUES ($1, 'Test', 'test', '{}', now() - make_interval(days => $2))";
+    let old = Uuid::now_v7();
+    let recent = Uuid::now_v7();
+    c.execute(insert, &[&old, &8]).await.unwrap();
+    c.execute(insert, &[&recent, &6]).await.unwrap();
+    let pruned = relay::prune(&app.ctx.ledger.store.pool, relay::OUTBOX_RETENTION)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let left: Vec<Uuid> = c
+        .query(
+            "SELECT event_id FROM outbox WHERE event_id = ANY($1)",
+            &[&vec![old, recent]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec![recent]);
+}
