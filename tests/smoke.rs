@@ -12,3 +12,37 @@ async fn a_debit_is_committed_and_answered_with_201() {
     assert_eq!(body["balance_after"], "74.50");
     assert_eq!(app.balance(wallet).await, "74.50");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_lists_every_operation_of_the_openapi_document() {
+    let app = common::spawn_app().await;
+    let api: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let res = app.http.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = res.text().await.unwrap();
+    let paths = api["paths"].as_object().unwrap();
+    for path in [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/budgets/{budgetId}/history",
+        "/transfers",
+    ] {
+        assert!(paths.contains_key(path), "{path} missing from openapi.json");
+    }
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let row = format!("<code>{}</code></td><td><code>{path}</code>", method.to_uppercase());
+            assert!(html.contains(&row), "{method} {path} missing from /docs");
+        }
+    }
+}

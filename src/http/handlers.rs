@@ -137,10 +137,15 @@ where
     }
 }
 
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "{\"status\":\"ok\"}")))]
 pub fn health() -> Response {
     json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
 }
 
+/// Readiness: Postgres answers, migrations are applied and (with AMQP_URL) the consumer is attached.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, description = "{\"status\":\"ready\"}"), (status = 503, description = "UNAVAILABLE with the reason", body = super::problem::Problem)))]
 pub async fn ready(ctx: Arc<Ctx>) -> Response {
     match ctx.readiness().await {
         Ok(()) => json_response(StatusCode::OK, &serde_json::json!({"status": "ready"})),
@@ -148,6 +153,8 @@ pub async fn ready(ctx: Arc<Ctx>) -> Response {
     }
 }
 
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub fn metrics(ctx: Arc<Ctx>) -> Response {
     let mut r = Response::new(ctx.render_metrics().into());
     r.headers_mut().insert(

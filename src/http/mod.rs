@@ -95,6 +95,7 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
     let ready = warp::path!("ready").and(warp::get()).and(c()).then(handlers::ready);
     let metrics = warp::path!("metrics").and(warp::get()).and(c()).map(handlers::metrics);
     let openapi = warp::path!("openapi.json").and(warp::get()).map(openapi::serve);
+    let docs = warp::path!("docs").and(warp::get()).map(openapi::docs);
 
     let put_user = warp::path!("users" / Uuid)
         .and(warp::put())
@@ -175,7 +176,16 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .boxed();
 
-    let ops = health.or(ready).unify().or(metrics).unify().or(openapi).unify().boxed();
+    let ops = health
+        .or(ready)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(openapi)
+        .unify()
+        .or(docs)
+        .unify()
+        .boxed();
     let wallets = create_wallet
         .or(get_wallet)
         .unify()
