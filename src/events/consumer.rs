@@ -102,9 +102,11 @@ async fn session(
 ) -> Result<(), String> {
     let props =
         ConnectionProperties::default().with_connection_name(format!("{} consumer", config.connection_name).into());
-    let conn = Connection::connect(url, props)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let connect = tokio::time::timeout(super::CONNECT_TIMEOUT, Connection::connect(url, props));
+    let conn = tokio::select! {
+        c = connect => c.map_err(|_| "connect: timed out".to_string())?.map_err(|e| format!("connect: {e}"))?,
+        _ = stop.cancelled() => return Ok(()),
+    };
     let result = consume(ctx, &conn, config, stop, attempts, failures).await;
     let _ = conn.close(200, "bye".into()).await;
     result

@@ -62,6 +62,8 @@ pub const MAX_ATTEMPTS: u32 = 6;
 pub const RETRY_DELAY_MIN: Duration = Duration::from_millis(250);
 /// Longest wait before a retry.
 pub const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
+/// Longest wait for a broker connection to open (a black-holed address must not stall start or stop).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Capacity of the in-process bus (a slow subscriber loses the oldest events, never blocks the relay).
 pub const BUS_CAPACITY: usize = 4096;
 
@@ -258,8 +260,17 @@ impl Running {
     pub async fn finish(mut self) {
         self.consumer_stopped().await;
         self.relay_stop.cancel();
-        if let Err(e) = self.relay.await {
-            warn!(error = %e, "outbox relay task failed");
+        // A pass under way (connecting, awaiting confirms) is bounded by its own timeouts; this bounds
+        // the whole. An interrupted pass rolls back: its rows are sent again at the next start.
+        let limit = relay::FLUSH_TIMEOUT + CONNECT_TIMEOUT + relay::CONFIRM_TIMEOUT;
+        let abort = self.relay.abort_handle();
+        match tokio::time::timeout(limit, self.relay).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "outbox relay task failed"),
+            Err(_) => {
+                warn!("outbox relay did not stop in time; aborted");
+                abort.abort();
+            }
         }
     }
 }

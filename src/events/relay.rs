@@ -246,7 +246,9 @@ impl AmqpSink {
     async fn connect(&self) -> lapin::Result<(Connection, Channel)> {
         let props = ConnectionProperties::default()
             .with_connection_name(format!("{} publisher", self.config.connection_name).into());
-        let conn = Connection::connect(&self.url, props).await?;
+        let conn = tokio::time::timeout(super::CONNECT_TIMEOUT, Connection::connect(&self.url, props))
+            .await
+            .map_err(|_| lapin::Error::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
         let ch = conn.create_channel().await?;
         super::topology::declare_published(&ch, &self.config.topology).await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
