@@ -17,11 +17,12 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -251,7 +252,13 @@ async fn process(shared: &Shared, d: Delivery) {
     let attempt = attempt_of(shared, &d, key);
     let mut transient_tries = 0;
     loop {
-        match handler::handle(&shared.ctx, &d.data, &routing_key).await {
+        // A handler that panics on a message would panic again on its redelivery: treat it as a
+        // message to retry a bounded number of times, then dead-letter, instead of losing the delivery.
+        let handled = AssertUnwindSafe(handler::handle(&shared.ctx, &d.data, &routing_key))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Outcome::Retry("PANIC: handling this message panicked".into()));
+        match handled {
             Outcome::Done(done) => {
                 let outcome = match done {
                     Done::Applied => "applied",
