@@ -1,0 +1,271 @@
+//! JWT validation through HTTP: every way a token can be wrong answers 401 `UNAUTHENTICATED` with
+//! `WWW-Authenticate`, and the same request with a good token answers 200 (so each refusal is the token's).
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{AUDIENCE, ISSUER, SECRET, TestApp, expect_problem};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Claims that pass, for an admin; tests spoil one thing at a time.
+fn good_claims() -> Value {
+    json!({
+        "sub": Uuid::new_v4().to_string(),
+        "role": "admin",
+        "company_id": Uuid::new_v4().to_string(),
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now(),
+        "exp": now() + 600,
+    })
+}
+
+fn sign(alg: Algorithm, secret: &[u8], claims: &Value) -> String {
+    wallet_service::auth::install_crypto_provider();
+    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).expect("sign")
+}
+
+fn hs256(claims: &Value) -> String {
+    sign(Algorithm::HS256, SECRET.as_bytes(), claims)
+}
+
+fn with(mut claims: Value, key: &str, value: Value) -> Value {
+    claims[key] = value;
+    claims
+}
+
+fn without(mut claims: Value, key: &str) -> Value {
+    claims.as_object_mut().unwrap().remove(key);
+    claims
+}
+
+/// A wallet to read, and the app.
+async fn setup() -> (TestApp, Uuid) {
+    let app = common::spawn_app().await;
+    let (user, _, _) = app.user_with_wallet("1.00", "USD").await;
+    (app, user)
+}
+
+async fn get_with(app: &TestApp, user: Uuid, authorization: Option<&str>) -> reqwest::Response {
+    let mut req = app.http.get(app.url(&format!("/wallets/{user}")));
+    if let Some(a) = authorization {
+        req = req.header("Authorization", a);
+    }
+    req.send().await.expect("request")
+}
+
+/// Asserts the header value is refused with 401, a Bearer challenge and no detail about why.
+async fn assert_refused(app: &TestApp, user: Uuid, authorization: Option<&str>) {
+    let res = get_with(app, user, authorization).await;
+    let challenge = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = expect_problem(res, 401, "UNAUTHENTICATED").await;
+    assert!(
+        challenge.as_deref().is_some_and(|c| c.starts_with("Bearer")),
+        "WWW-Authenticate: {challenge:?}"
+    );
+    let detail = body["detail"].as_str().unwrap().to_lowercase();
+    for leak in ["signature", "expired", "audience", "issuer", "algorithm"] {
+        assert!(!detail.contains(leak), "the reply tells why the token failed: {detail}");
+    }
+}
+
+async fn assert_accepted(app: &TestApp, user: Uuid, token: &str) {
+    let res = get_with(app, user, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(res.status(), 200, "control: a good token is accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_well_formed_token_is_accepted_and_the_scheme_is_case_insensitive() {
+    let (app, user) = setup().await;
+    let t = hs256(&good_claims());
+    assert_accepted(&app, user, &t).await;
+    let res = get_with(&app, user, Some(&format!("bearer {t}"))).await;
+    assert_eq!(res.status(), 200);
+    // nbf in the past and a list audience that includes ours are fine.
+    let t = hs256(&with(
+        with(good_claims(), "nbf", json!(now() - 10)),
+        "aud",
+        json!(["other", AUDIENCE]),
+    ));
+    assert_accepted(&app, user, &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_alg_none_is_401() {
+    let (app, user) = setup().await;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let claims = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&good_claims()).unwrap());
+    assert_refused(&app, user, Some(&format!("Bearer {header}.{claims}."))).await;
+    // Capitalised variants and a kept signature do not help either.
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"None","typ":"JWT"}"#);
+    assert_refused(&app, user, Some(&format!("Bearer {header}.{claims}."))).await;
+    let real = hs256(&good_claims());
+    let signature = real.rsplit('.').next().unwrap();
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
+    assert_refused(&app, user, Some(&format!("Bearer {header}.{claims}.{signature}"))).await;
+    assert_accepted(&app, user, &real).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_a_wrong_signature_or_another_algorithm_is_401() {
+    let (app, user) = setup().await;
+    let claims = good_claims();
+    assert_refused(
+        &app,
+        user,
+        Some(&format!(
+            "Bearer {}",
+            sign(Algorithm::HS256, b"another-secret-0123456789abcdef01", &claims)
+        )),
+    )
+    .await;
+    // The right secret under another algorithm than the pinned one.
+    assert_refused(
+        &app,
+        user,
+        Some(&format!(
+            "Bearer {}",
+            sign(Algorithm::HS384, SECRET.as_bytes(), &claims)
+        )),
+    )
+    .await;
+    assert_refused(
+        &app,
+        user,
+        Some(&format!(
+            "Bearer {}",
+            sign(Algorithm::HS512, SECRET.as_bytes(), &claims)
+        )),
+    )
+    .await;
+    // A tampered payload under the original signature.
+    let good = hs256(&claims);
+    let parts: Vec<&str> = good.split('.').collect();
+    let forged = with(claims.clone(), "sub", json!(Uuid::new_v4().to_string()));
+    let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+    assert_refused(
+        &app,
+        user,
+        Some(&format!("Bearer {}.{}.{}", parts[0], forged, parts[2])),
+    )
+    .await;
+    assert_accepted(&app, user, &good).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_401() {
+    let (app, user) = setup().await;
+    let t = hs256(&with(good_claims(), "exp", json!(now() - 3600)));
+    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    // Beyond the allowed clock skew too.
+    let t = hs256(&with(good_claims(), "exp", json!(now() - 120)));
+    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_another_issuer_or_without_one_is_401() {
+    let (app, user) = setup().await;
+    let t = hs256(&with(good_claims(), "iss", json!("someone-else")));
+    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    let t = hs256(&without(good_claims(), "iss"));
+    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_another_audience_or_without_one_is_401() {
+    let (app, user) = setup().await;
+    let t = hs256(&with(good_claims(), "aud", json!("billing-service")));
+    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    let t = hs256(&without(good_claims(), "aud"));
+    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_exp_is_401() {
+    let (app, user) = setup().await;
+    let t = hs256(&without(good_claims(), "exp"));
+    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_not_yet_valid_is_401() {
+    let (app, user) = setup().await;
+    let t = hs256(&with(good_claims(), "nbf", json!(now() + 3600)));
+    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_bad_identity_claims_is_401() {
+    let (app, user) = setup().await;
+    for claims in [
+        with(good_claims(), "role", json!("root")),
+        with(good_claims(), "role", json!("Admin")),
+        without(good_claims(), "role"),
+        with(good_claims(), "sub", json!("not-a-uuid")),
+        without(good_claims(), "sub"),
+        with(good_claims(), "company_id", json!(42)),
+        without(good_claims(), "company_id"),
+    ] {
+        assert_refused(&app, user, Some(&format!("Bearer {}", hs256(&claims)))).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_or_a_missing_authorization_header_is_401() {
+    let (app, user) = setup().await;
+    let good = hs256(&good_claims());
+    for header in [
+        "Bearer garbage".to_string(),
+        "Bearer a.b.c".to_string(),
+        "Bearer ".to_string(),
+        "Bearer".to_string(),
+        format!("Basic {}", URL_SAFE_NO_PAD.encode("admin:admin")),
+        good.clone(),
+        format!("Token {good}"),
+        format!("Bearer {good} extra"),
+        format!("Bearer {}", "a".repeat(10_000)),
+    ] {
+        assert_refused(&app, user, Some(&header)).await;
+    }
+    assert_refused(&app, user, None).await;
+    // Money-moving and admin endpoints refuse the same way, before looking at the body.
+    let res = app
+        .http
+        .post(app.url(&format!("/wallets/{}/transactions", Uuid::new_v4())))
+        .header("Authorization", "Bearer garbage")
+        .body("{not even json")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 401, "UNAUTHENTICATED").await;
+    let res = app
+        .http
+        .post(app.url("/transfers"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 401, "UNAUTHENTICATED").await;
+    let res = app
+        .http
+        .put(app.url(&format!("/users/{}", Uuid::new_v4())))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 401, "UNAUTHENTICATED").await;
+    assert_accepted(&app, user, &good).await;
+}

@@ -1,0 +1,254 @@
+//! The process around the API: draining on shutdown, readiness when Postgres goes away, liveness, the
+//! OpenAPI document, metrics, and wallet actors that stop when idle.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{expect_problem, json_of};
+use serde_json::json;
+
+/// Polls `done` every few milliseconds until it holds, failing after `limit`.
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_when_shutdown_is_signalled_complete() {
+    const REQUESTS: usize = 50;
+    let mut app = common::spawn_app().await;
+    let (_, _, wallet) = app.user_with_wallet("30.00", "USD").await;
+
+    // Hold the wallet's row so that the first commit waits: every request then stays in flight.
+    let mut blocker = app.db.as_ref().unwrap().client().await;
+    let tx = blocker.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&wallet])
+        .await
+        .unwrap();
+
+    let url = app.url(&format!("/wallets/{wallet}/transactions"));
+    let requests: Vec<_> = (0..REQUESTS)
+        .map(|_| {
+            let req = app
+                .http
+                .post(&url)
+                .bearer_auth(&app.service_token)
+                .json(&json!({"amount": "1.00", "type": "DEBIT"}));
+            tokio::spawn(async move {
+                let res = req.send().await.map_err(|e| format!("{e:?}"))?;
+                let status = res.status().as_u16();
+                let body = res.text().await.map_err(|e| format!("{e:?}"))?;
+                Ok::<_, String>((status, body))
+            })
+        })
+        .collect();
+    // Every request has reached the wallet's actor (queued behind the blocked commit).
+    let engine = app.ctx.ledger.engine.clone();
+    wait_until("all requests reached the engine", Duration::from_secs(10), || {
+        engine.queued_commands() == REQUESTS
+    })
+    .await;
+
+    app.signal_shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !app.handle.as_ref().unwrap().is_finished(),
+        "the app must not stop while requests are in flight"
+    );
+    tx.rollback().await.unwrap();
+
+    let mut created = 0;
+    let mut refused = 0;
+    for r in requests {
+        match r.await.unwrap() {
+            Ok((201, _)) => created += 1,
+            Ok((422, body)) if body.contains("INSUFFICIENT_FUNDS") => refused += 1,
+            other => panic!("a request in flight did not complete properly: {other:?}"),
+        }
+    }
+    assert_eq!((created, refused), (30, 20));
+    // The app then stops by itself.
+    let handle = app.handle.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .expect("the app stops after draining")
+        .expect("the app's task did not panic");
+    // And the database agrees with the replies.
+    assert_eq!(app.balance(wallet).await, "0.00");
+    assert_eq!(
+        app.count("SELECT count(*) FROM transactions WHERE wallet_id = $1", &[&wallet])
+            .await,
+        30
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_503_unavailable_while_postgres_is_unreachable_and_200_again_after() {
+    let app = common::spawn_app().await;
+    let res = app.http.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let name = app.db.as_ref().unwrap().name.clone();
+    let admin = common::admin_client().await;
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    let unavailable = async {
+        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        let retry_after = res.headers().get("retry-after").is_some();
+        let body = expect_problem(res, 503, "UNAVAILABLE").await;
+        assert!(retry_after, "503 carries Retry-After");
+        // Asked again (no pooled connection left to fail on): still 503, now from failing to connect.
+        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        expect_problem(res, 503, "UNAVAILABLE").await;
+        // Liveness does not depend on the database.
+        assert_eq!(app.http.get(app.url("/health")).send().await.unwrap().status(), 200);
+        body
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(20), unavailable).await;
+    // Restore before asserting, so that the database can be dropped whatever happened.
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    let body = outcome.expect("/ready answers promptly while the database is away");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        !detail.contains("postgres://"),
+        "no connection string in the reply: {detail}"
+    );
+    // Back to 200 once Postgres is (a pooled connection that died with the outage may cost one more 503).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        if res.status() == 200 {
+            break;
+        }
+        let body = expect_problem(res, 503, "UNAVAILABLE").await;
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after Postgres came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_openapi_and_metrics_need_no_token() {
+    let app = common::spawn_app().await;
+    let (status, body) = json_of(app.http.get(app.url("/health")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = json_of(app.http.get(app.url("/ready")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, doc) = json_of(app.http.get(app.url("/openapi.json")).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/users/{userId}", "put"),
+        ("/wallets", "post"),
+        ("/wallets/{userId}", "get"),
+        ("/wallets/{walletId}/status", "put"),
+        ("/wallets/{walletId}/transactions", "get"),
+        ("/wallets/{walletId}/transactions", "post"),
+        ("/transfers", "post"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing: {:?}",
+            paths.keys()
+        );
+    }
+    let post_txn = &paths["/wallets/{walletId}/transactions"]["post"]["responses"];
+    for status in ["201", "400", "401", "403", "404", "409", "413", "422"] {
+        assert!(post_txn.get(status).is_some(), "POST transactions documents {status}");
+    }
+
+    // Make a request of our own so the histogram has a sample from this app.
+    let (user, _, _) = app.user_with_wallet("1.00", "USD").await;
+    let res = app
+        .http
+        .get(app.url(&format!("/wallets/{user}")))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("http_request_duration_seconds"), "{text}");
+    // Routes are labelled with `{id}`, never with a wallet's or user's id.
+    assert!(!text.contains(&user.to_string()), "metrics carry ids");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_wallet_actor_stops_and_the_next_request_reloads_the_balance_from_postgres() {
+    let db = std::sync::Arc::new(common::TestDb::new().await);
+    let mut cfg = common::config(&db.url);
+    cfg.actor_idle_timeout = Duration::from_millis(300);
+    let app = common::spawn_app_with(db, cfg).await;
+    let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
+    let res = app.post_txn(wallet, json!({"amount": "10.00", "type": "DEBIT"})).await;
+    assert_eq!(res.status(), 201);
+    assert!(app.ctx.ledger.engine.live_actors() >= 1);
+    let engine = app.ctx.ledger.engine.clone();
+    wait_until("the idle actor stopped", Duration::from_secs(10), || {
+        engine.live_actors() == 0
+    })
+    .await;
+
+    // Change the row behind the app's back: only a reload can know.
+    let c = app.db.as_ref().unwrap().client().await;
+    let n = c
+        .execute(
+            "UPDATE wallets SET balance = balance - 10, version = version + 1 WHERE wallet_id = $1",
+            &[&wallet],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // GET is served from the wallet cache (written through on commits and loads, 5 minutes), which cannot
+    // know about a change made behind the app's back; the next command goes through a fresh actor, which
+    // loads the row. Its refusal names the balance it judged on.
+    let res = app.post_txn(wallet, json!({"amount": "85.00", "type": "DEBIT"})).await;
+    let problem = expect_problem(res, 422, "INSUFFICIENT_FUNDS").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("balance 80.00"),
+        "judged on the reloaded balance: {problem}"
+    );
+    assert_eq!(app.ctx.ledger.engine.live_actors(), 1, "a new actor serves the wallet");
+    // The load refreshed the cache, so reads show the database's balance again.
+    let (status, body) = json_of(
+        app.http
+            .get(app.url(&format!("/wallets/{user}")))
+            .bearer_auth(&app.admin_token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, body["balance"].as_str()), (200, Some("80.00")), "{body}");
+    // And it keeps working from the reloaded state.
+    let (status, body) = json_of(app.post_txn(wallet, json!({"amount": "80.00", "type": "DEBIT"})).await).await;
+    assert_eq!((status, body["balance_after"].as_str()), (201, Some("0.00")), "{body}");
+    let res = app.post_txn(wallet, json!({"amount": "0.01", "type": "DEBIT"})).await;
+    expect_problem(res, 422, "INSUFFICIENT_FUNDS").await;
+    assert_eq!(app.balance(wallet).await, "0.00");
+}
