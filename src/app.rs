@@ -263,6 +263,11 @@ async fn partition_upkeep(pool: deadpool_postgres::Pool) {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "idempotency key pruning failed; will retry"),
         }
+        match crate::db::prune_inbox(&pool).await {
+            Ok(n) if n > 0 => info!(pruned = n, "old inbox rows pruned"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "inbox pruning failed; will retry"),
+        }
     }
 }
 

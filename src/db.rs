@@ -96,6 +96,31 @@ pub async fn prune_idempotency_keys(pool: &Pool) -> Result<u64, String> {
     }
 }
 
+/// How long consumed event ids are kept in the inbox. A redelivery older than this (the broker keeps
+/// unacked messages, and publishers retry for minutes, not weeks) would not be recognised; bookings stay
+/// protected by their unique reference regardless.
+pub const INBOX_RETENTION_DAYS: i32 = 14;
+
+/// Deletes inbox rows older than [`INBOX_RETENTION_DAYS`], in bounded batches.
+pub async fn prune_inbox(pool: &Pool) -> Result<u64, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let mut total = 0;
+    loop {
+        let n = client
+            .execute(
+                "DELETE FROM processed_events WHERE event_id IN (SELECT event_id FROM processed_events \
+                 WHERE processed_at < now() - make_interval(days => $1) LIMIT $2)",
+                &[&INBOX_RETENTION_DAYS, &PRUNE_BATCH],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        total += n;
+        if (n as i64) < PRUNE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// Whether Postgres answers now (readiness).
 pub async fn ping(pool: &Pool) -> Result<(), String> {
     let check = async {

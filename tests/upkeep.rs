@@ -55,3 +55,31 @@ async fn transaction_partitions_exist_for_the_months_ahead() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_rows_older_than_the_retention_are_pruned() {
+    let app = common::spawn_app().await;
+    let c = app.db.as_ref().unwrap().client().await;
+    let (old, fresh) = (Uuid::new_v4(), Uuid::new_v4());
+    c.execute(
+        "INSERT INTO processed_events (event_id, event_type, processed_at) VALUES ($1, 'BookingCreated', now() - interval '15 days'), \
+         ($2, 'BookingCreated', now())",
+        &[&old, &fresh],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        wallet_service::db::prune_inbox(&app.ctx.ledger.store.pool)
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<Uuid> = c
+        .query("SELECT event_id FROM processed_events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec![fresh]);
+}
