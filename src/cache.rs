@@ -15,8 +15,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use wallet_actors::{Amount, Currency, WalletState, WalletStatus};
 
-/// How long a cached wallet lives without being written again.
+/// How long a cached wallet lives in Redis without being written again (the design's 5 minutes): every
+/// instance writes through to Redis, so entries there are never stale for longer than a write takes.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long a wallet lives in the in-process cache. Short, because without Redis another instance's
+/// commits cannot reach this cache: a multi-instance deployment without `REDIS_URL` reads balances at
+/// most this stale (set `REDIS_URL` for instance-wide freshness).
+pub const LOCAL_CACHE_TTL: Duration = Duration::from_secs(2);
 /// Most wallets the in-process cache holds; beyond it new entries are not cached.
 pub const MAX_LOCAL_ENTRIES: usize = 200_000;
 /// Longest a cache read may take before it counts as a miss.
@@ -116,7 +121,10 @@ impl WalletCache {
     pub async fn get(&self, id: Uuid) -> Option<WalletState> {
         match self {
             WalletCache::Local(map) => {
-                let hit = map.get(&id).filter(|e| e.1.elapsed() < CACHE_TTL).map(|e| e.0.clone());
+                let hit = map
+                    .get(&id)
+                    .filter(|e| e.1.elapsed() < LOCAL_CACHE_TTL)
+                    .map(|e| e.0.clone());
                 hit.map(WalletState::from)
             }
             WalletCache::Redis { conn, prefix, .. } => {

@@ -62,3 +62,28 @@ async fn a_debit_on_one_instance_is_read_from_the_shared_cache_by_another() {
         let _: i64 = conn.del(keys).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_another_instances_commit_is_seen_once_the_local_entry_expires() {
+    let db = std::sync::Arc::new(common::TestDb::new().await);
+    let cfg = common::config(&db.url);
+    let a = common::spawn_app_with(db.clone(), cfg.clone()).await;
+    let b = common::spawn_app_with(db.clone(), cfg).await;
+    let (user, _, wallet) = a.user_with_wallet("100.00", "USD").await;
+    let get = |app: &common::TestApp| {
+        let req = app
+            .http
+            .get(app.url(&format!("/wallets/{user}")))
+            .bearer_auth(&app.admin_token);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(get(&a).await["balance"], "100.00");
+    assert_eq!(
+        b.post_txn(wallet, json!({"amount": "10.00", "type": "DEBIT"}))
+            .await
+            .status(),
+        201
+    );
+    tokio::time::sleep(wallet_service::cache::LOCAL_CACHE_TTL + std::time::Duration::from_millis(200)).await;
+    assert_eq!(get(&a).await["balance"], "90.00");
+}

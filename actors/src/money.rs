@@ -91,6 +91,26 @@ impl Amount {
         Self::new(value)
     }
 
+    /// Parses the text of a JSON number, which may use an exponent (`1.25e2`): exactly, through
+    /// `Decimal::from_scientific`, never f64. The value must still have at most two decimals.
+    pub fn parse_json_number(text: &str) -> Result<Self, AmountError> {
+        if !text.contains(['e', 'E']) {
+            return Self::parse(text);
+        }
+        let (mantissa, exponent) = text.split_once(['e', 'E']).ok_or(AmountError::NotANumber)?;
+        // A bounded exponent: anything beyond ±28 is either too large or has too many decimals anyway.
+        let exp: i32 = exponent.parse().map_err(|_| AmountError::NotANumber)?;
+        if !(-28..=28).contains(&exp) || mantissa.is_empty() || text.len() > MAX_AMOUNT_TEXT_LEN {
+            return Err(if exp > 0 {
+                AmountError::TooLarge
+            } else {
+                AmountError::TooManyDecimals
+            });
+        }
+        let value = Decimal::from_scientific(text).map_err(|_| AmountError::NotANumber)?;
+        Self::new(value)
+    }
+
     /// [`Amount::parse`], and the value must be greater than zero.
     pub fn parse_positive(text: &str) -> Result<Self, AmountError> {
         let a = Self::parse(text)?;
@@ -144,7 +164,9 @@ impl<'de> Deserialize<'de> for Amount {
         let v = serde_json::Value::deserialize(d)?;
         let text = match &v {
             serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Number(n) => {
+                return Amount::parse_json_number(&n.to_string()).map_err(serde::de::Error::custom);
+            }
             _ => return Err(serde::de::Error::custom("amount must be a decimal string or number")),
         };
         Amount::parse(&text).map_err(serde::de::Error::custom)
@@ -224,5 +246,13 @@ mod tests {
         assert!(serde_json::from_str::<Amount>("9007199254740993").is_err());
         assert!(serde_json::from_str::<Amount>("1.001").is_err());
         assert!(serde_json::from_str::<Amount>("true").is_err());
+        // JSON numbers may use an exponent; the value is read exactly and must still fit two decimals.
+        assert_eq!(serde_json::from_str::<Amount>("1e-1").unwrap().to_string(), "0.10");
+        assert_eq!(serde_json::from_str::<Amount>("1.25E2").unwrap().to_string(), "125.00");
+        assert!(serde_json::from_str::<Amount>("1e-3").is_err());
+        assert!(serde_json::from_str::<Amount>("1e13").is_err());
+        assert!(serde_json::from_str::<Amount>("1e400").is_err());
+        // A decimal *string* stays plain decimal.
+        assert!(serde_json::from_str::<Amount>("\"1e2\"").is_err());
     }
 }
