@@ -57,13 +57,20 @@ pub struct Workload {
     /// Amounts are 0.01 ..= max_cents/100.
     pub max_cents: i64,
     pub wallets: usize,
+    /// Request i goes to wallet i mod `wallets` instead of a random one.
+    pub sequential: bool,
 }
 
 impl Workload {
     pub fn op(&self, i: u64) -> Op {
         let total = u64::from(self.mix.debit + self.mix.credit + self.mix.read).max(1);
         let roll = pick(self.seed, i, 0, total);
-        let wallet = pick(self.seed, i, 1, self.wallets.max(1) as u64) as usize;
+        let n = self.wallets.max(1) as u64;
+        let wallet = if self.sequential {
+            i % n
+        } else {
+            pick(self.seed, i, 1, n)
+        } as usize;
         let cents = 1 + pick(self.seed, i, 2, self.max_cents.max(1) as u64) as i64;
         if roll < u64::from(self.mix.debit) {
             Op::Write {
@@ -425,6 +432,7 @@ mod tests {
             seed: 9,
             max_cents: 100,
             wallets: 50,
+            sequential: false,
         };
         let (mut d, mut c, mut r) = (0, 0, 0);
         for i in 0..100_000 {
@@ -457,7 +465,22 @@ mod tests {
             seed: 1,
             max_cents: 100,
             wallets: 1,
+            sequential: false,
         };
         assert_eq!(writes_per_wallet(&w, 1000), HashMap::from([(0, 1000)]));
+    }
+
+    #[test]
+    fn a_sequential_workload_touches_every_wallet_once_per_round() {
+        let w = Workload {
+            mix: Mix::DEBITS,
+            seed: 1,
+            max_cents: 100,
+            wallets: 1000,
+            sequential: true,
+        };
+        let m = writes_per_wallet(&w, 3000);
+        assert_eq!(m.len(), 1000);
+        assert!(m.values().all(|n| *n == 3));
     }
 }
