@@ -15,6 +15,7 @@
 //! [`drive`] (sending), [`setup`] (fixtures, reading the books), [`pgbench`] (baseline), [`target`]
 //! (service at a URL or in process), [`report`] (JSON and HTML).
 
+pub mod amqp;
 pub mod books;
 pub mod drive;
 pub mod pgbench;
@@ -222,6 +223,11 @@ pub struct Args {
     #[arg(long)]
     pub skip_spread: bool,
 
+    /// `amqp-bookings`: the broker (with --spawn the service uses it under names of its own run; with
+    /// --url the service's default exchanges are used).
+    #[arg(long, env = "TEST_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+
     /// Skip the books check (e.g. --url without --database-url).
     #[arg(long)]
     pub no_books: bool,
@@ -263,12 +269,6 @@ fn mode_label(mode: Mode) -> String {
 
 /// Runs a scenario; the caller turns `passed == false` into a failing exit status.
 pub async fn run(args: Args, command_line: String) -> anyhow::Result<Outcome> {
-    if args.scenario == Scenario::AmqpBookings {
-        bail!(
-            "amqp-bookings is not implemented: it needs the RabbitMQ events work (src/events/: BookingCreated in, \
-             TransactionCompleted out), which had not landed when the harness was written; see docs/BENCHMARKS.md"
-        );
-    }
     if args.max_amount_cents < 1 {
         bail!("--max-amount-cents must be at least 1");
     }
@@ -285,6 +285,14 @@ pub async fn run(args: Args, command_line: String) -> anyhow::Result<Outcome> {
         ))
     });
     let cpus = machine.cpus;
+    let amqp = (args.scenario == Scenario::AmqpBookings).then(|| {
+        let topology = if args.spawn {
+            amqp::run_topology(&uuid::Uuid::new_v4().simple().to_string()[..10])
+        } else {
+            wallet_service::events::Topology::default()
+        };
+        (args.amqp_url.clone(), topology)
+    });
     let target = Target::start(&TargetOpts {
         url: args.url.clone(),
         database_url: args.database_url.clone(),
@@ -296,9 +304,10 @@ pub async fn run(args: Args, command_line: String) -> anyhow::Result<Outcome> {
         jwt_secret: args.jwt_secret.clone(),
         jwt_issuer: args.jwt_issuer.clone(),
         jwt_audience: args.jwt_audience.clone(),
+        events: amqp.clone().filter(|_| args.spawn),
     })
     .await?;
-    let result = run_on(&args, &target, &machine, started_at, command_line).await;
+    let result = run_on(&args, &target, &machine, started_at, command_line, amqp).await;
     target.shutdown().await;
     let result = result?;
     let (result_json, report_html) = report::write(&result, &out_dir)?;
@@ -315,6 +324,7 @@ async fn run_on(
     machine: &Machine,
     started_at: chrono::DateTime<chrono::Utc>,
     command_line: String,
+    amqp: Option<(String, wallet_service::events::Topology)>,
 ) -> anyhow::Result<RunResult> {
     let http = drive::http_client(args.max_in_flight.max(args.concurrency))?;
     setup::wait_healthy(&http, &target.base_url, Duration::from_secs(30)).await?;
@@ -445,7 +455,62 @@ async fn run_on(
                     .into(),
             );
         }
-        Scenario::AmqpBookings => unreachable!("refused above"),
+        Scenario::AmqpBookings => {
+            let (url, topology) = amqp.context("amqp-bookings needs the broker (--amqp-url)")?;
+            let fixture = make_fixture(args, target, &http, args.wallets, books_db.as_deref()).await?;
+            result.setup = Some(setup_info(&fixture));
+            let mode = default_mode(false);
+            if !args.quiet {
+                eprintln!(
+                    "amqp-bookings: {} for {:.0} s over {} wallet(s), exchange {}",
+                    mode_label(mode),
+                    args.duration.as_secs_f64(),
+                    fixture.wallets.len(),
+                    topology.booking_exchange
+                );
+            }
+            let fixture = Arc::new(fixture);
+            let workload = Workload {
+                mix: Mix::DEBITS,
+                seed: args.seed,
+                max_cents: args.max_amount_cents,
+                wallets: fixture.wallets.len(),
+                sequential: args.sequential,
+            };
+            let bar = progress_bar(args.quiet, "bookings");
+            let (stats, ledger) = amqp::run(
+                &url,
+                &topology,
+                fixture.clone(),
+                workload,
+                mode,
+                args.duration,
+                args.max_in_flight,
+                &bar,
+            )
+            .await?;
+            bar.finish_and_clear();
+            let books = match books_db.as_deref() {
+                Some(db) => {
+                    let (ws, rows) = setup::read_books(db, &fixture.wallets).await?;
+                    Some(books::check(&ws, &rows, &ledger))
+                }
+                None => None,
+            };
+            result.engine_runs.push(EngineRun {
+                name: "amqp-bookings".into(),
+                mode: mode_label(mode),
+                wallets: fixture.wallets.len(),
+                stats,
+                books,
+            });
+            result.notes.push(
+                "amqp-bookings latency: from the intended publish time of BookingCreated to the arrival of its \
+                 TransactionCompleted (or TransactionFailed) on the wallet exchange, through the consumer, the \
+                 engine, the commit and the outbox relay"
+                    .into(),
+            );
+        }
     }
     result.service = Some(service_info(args, target, &http).await);
     result.passed = result.engine_runs.iter().all(|r| r.books.as_ref().is_none_or(|b| b.ok))

@@ -148,6 +148,12 @@ impl Recorder {
         self.last_completion = Some(self.last_completion.map_or(done, |l| l.max(done)));
     }
 
+    /// A failure without a latency (e.g. a request that never got an answer).
+    pub fn count_failure(&mut self, what: String) {
+        self.failed += 1;
+        *self.outcomes.entry(what).or_default() += 1;
+    }
+
     pub fn ok(&self) -> u64 {
         self.ok
     }

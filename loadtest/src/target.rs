@@ -49,6 +49,9 @@ pub struct TargetOpts {
     pub jwt_secret: Option<String>,
     pub jwt_issuer: String,
     pub jwt_audience: String,
+    /// With --spawn: run the service's events (consumer and outbox relay) on this broker, under these
+    /// names.
+    pub events: Option<(String, wallet_service::events::Topology)>,
 }
 
 struct Spawned {
@@ -57,6 +60,7 @@ struct Spawned {
     admin_url: String,
     db_name: String,
     keep_db: bool,
+    events: Option<(String, wallet_service::events::Topology)>,
 }
 
 /// A reachable service.
@@ -169,7 +173,7 @@ impl Target {
             database_read_url: None,
             pool_size: o.pool_size,
             redis_url: None,
-            amqp_url: None,
+            amqp_url: o.events.as_ref().map(|(url, _)| url.clone()),
             auth: AuthConfig {
                 key: KeySource::Hs256Secret(auth.secret.clone()),
                 issuer: auth.issuer.clone(),
@@ -181,6 +185,10 @@ impl Target {
             default_currency: wallet_actors::Currency::Usd,
             default_budgets: vec![],
             alert_thresholds: wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
+        };
+        let events = wallet_service::events::EventsConfig {
+            topology: o.events.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
+            ..wallet_service::events::EventsConfig::default()
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (port_tx, port_rx) = oneshot::channel::<Result<u16, String>>();
@@ -202,7 +210,7 @@ impl Target {
                     }
                 };
                 rt.block_on(async move {
-                    match App::build(config).await {
+                    match App::build_with_events(config, events).await {
                         Ok(app) => {
                             let _ = port_tx.send(Ok(app.port()));
                             app.run(async move {
@@ -223,6 +231,7 @@ impl Target {
             admin_url: o.admin_database_url.clone(),
             db_name: db_name.clone(),
             keep_db: o.keep_db,
+            events: o.events.clone(),
         };
         let port = match port_rx.await {
             Ok(Ok(p)) => p,
@@ -262,6 +271,9 @@ impl Spawned {
         }
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if let Some((url, topology)) = self.events.take() {
+            crate::amqp::delete_topology(&url, &topology).await;
         }
         if self.keep_db {
             eprintln!("kept database {}", self.db_name);

@@ -148,12 +148,37 @@ async fn the_pgbench_baseline_writes_balanced_rows() {
     assert!(outcome.report_html.exists());
 }
 
-#[tokio::test]
-async fn amqp_bookings_says_what_it_needs() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_amqp_bookings_run_gets_every_booking_back_as_an_event() {
+    // Needs RabbitMQ (scripts/test.sh starts it; TEST_AMQP_URL points elsewhere).
     let dir = tempfile::tempdir().unwrap();
-    let err = run(args(&["amqp-bookings"], dir.path()), String::new())
+    let a = args(
+        &[
+            "amqp-bookings",
+            "--wallets",
+            "4",
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+            "--pool-size",
+            "4",
+        ],
+        dir.path(),
+    );
+    let outcome = run(a, "loadtest amqp-bookings (smoke test)".into())
         .await
-        .err()
-        .expect("refused");
-    assert!(err.to_string().contains("events"), "{err}");
+        .expect("run completes");
+    let e = &outcome.result.engine_runs[0];
+    assert_eq!(e.stats.sent, 40);
+    assert_eq!(
+        e.stats.ok, 40,
+        "every booking came back as TransactionCompleted: {:?}",
+        e.stats.outcomes
+    );
+    let books = e.books.as_ref().expect("books checked");
+    assert!(books.ok, "{books:?}");
+    assert_eq!(books.rows_in_db, 40);
+    assert_eq!(books.acked_201, 40);
+    assert!(outcome.report_html.exists());
 }
