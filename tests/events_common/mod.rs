@@ -42,6 +42,9 @@ fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Attempts to create a test vhost before giving up.
+const VHOST_CREATE_ATTEMPTS: usize = 5;
+
 /// A RabbitMQ vhost for one test; everything in it goes with it.
 pub struct Vhost {
     pub name: String,
@@ -51,13 +54,24 @@ impl Vhost {
     pub async fn new() -> Vhost {
         let name = format!("wallet_test_{}", Uuid::new_v4().simple());
         let c = http();
-        let res = c
-            .put(format!("{}/api/vhosts/{name}", mgmt_url()))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await
-            .expect("RabbitMQ management API reachable");
-        assert!(res.status().is_success(), "create vhost: {}", res.status());
+        // The management API occasionally answers 400 while many vhosts are created at once (parallel
+        // tests); creation is idempotent, so retry a bounded number of times before failing.
+        let mut last = String::new();
+        for attempt in 0..VHOST_CREATE_ATTEMPTS {
+            let res = c
+                .put(format!("{}/api/vhosts/{name}", mgmt_url()))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+                .expect("RabbitMQ management API reachable");
+            if res.status().is_success() {
+                last.clear();
+                break;
+            }
+            last = format!("{} {}", res.status(), res.text().await.unwrap_or_default());
+            tokio::time::sleep(Duration::from_millis(200 * (attempt as u64 + 1))).await;
+        }
+        assert!(last.is_empty(), "create vhost {name}: {last}");
         let res = c
             .put(format!("{}/api/permissions/{name}/guest", mgmt_url()))
             .basic_auth("guest", Some("guest"))
