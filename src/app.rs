@@ -172,10 +172,12 @@ impl App {
             Some(url) => crate::cache::WalletCache::redis(url, &format!("wallet-service:{db_name}:")).await?,
             None => crate::cache::WalletCache::local(),
         };
+        let cache = Arc::new(cache);
         let store = PgStore {
             pool: pool.clone(),
             read,
-            cache: Arc::new(cache),
+            committer: crate::store::GroupCommitter::start(pool.clone(), cache.clone()),
+            cache,
         };
         crate::db::ensure_partitions(&pool)
             .await

@@ -72,12 +72,8 @@ struct Exceeded {
 }
 
 /// Writes a batch's budget work: new budgets and their first history row, changes and their history rows,
-/// the debits' charges and `used_amount`, refunds of referenced credits, announced thresholds. Returns the
-/// `BudgetExceeded` events to put in the outbox.
-pub(crate) async fn write_batch<C: GenericClient>(
-    c: &C,
-    batch: &Batch,
-) -> Result<Vec<OutboxEvent>, tokio_postgres::Error> {
+/// the debits' charges and `used_amount`, refunds of referenced credits, announced thresholds.
+pub(crate) async fn write_batch<C: GenericClient>(c: &C, batch: &Batch) -> Result<(), tokio_postgres::Error> {
     for b in &batch.budget_creates {
         let stmt = c
             .prepare_cached(
@@ -197,7 +193,12 @@ pub(crate) async fn write_batch<C: GenericClient>(
             c.execute(&stmt, &[&id, &alerted]).await?;
         }
     }
-    Ok(batch
+    Ok(())
+}
+
+/// The `BudgetExceeded` events of a batch's alerts, for the outbox (written with the batch).
+pub(crate) fn alert_events(batch: &Batch) -> Vec<OutboxEvent> {
+    batch
         .alerts
         .iter()
         .map(|a| {
@@ -214,7 +215,7 @@ pub(crate) async fn write_batch<C: GenericClient>(
                 },
             )
         })
-        .collect())
+        .collect()
 }
 
 async fn history<C: GenericClient>(

@@ -1,0 +1,130 @@
+//! The shared committer: batches of several wallets in one transaction, each in its own savepoint, so a
+//! refused batch never fails its neighbours and every accepted one is durable before its reply.
+mod common;
+
+use std::sync::Arc;
+
+use serde_json::json;
+use uuid::Uuid;
+use wallet_actors::store::{Batch, CommitError};
+use wallet_actors::{Amount, Entry, Origin, TxnType, WalletStore, state::new_txn_id};
+use wallet_service::store::GroupCommitter;
+
+fn amount(s: &str) -> Amount {
+    Amount::parse(s).unwrap()
+}
+
+/// A one-debit batch planned against the wallet's current state (or a given version).
+async fn debit_batch(
+    app: &common::TestApp,
+    wallet: Uuid,
+    value: &str,
+    version: Option<i64>,
+    reference: Option<&str>,
+) -> Batch {
+    let before = app.ctx.ledger.store.load(wallet).await.unwrap().unwrap();
+    let mut after = before.clone();
+    after.balance = before.balance.checked_sub(amount(value)).unwrap();
+    after.version = before.version + 1;
+    let (txn_id, created_at) = new_txn_id();
+    Batch {
+        wallet_id: wallet,
+        expected_version: version.unwrap_or(before.version),
+        entries: vec![Entry {
+            txn_id,
+            wallet_id: wallet,
+            kind: TxnType::Debit,
+            amount: amount(value),
+            description: None,
+            reference_id: reference.map(str::to_string),
+            reference_type: reference.map(|_| "BOOKING".to_string()),
+            metadata: None,
+            balance_after: after.balance,
+            created_at,
+            origin: Origin {
+                actor_id: Uuid::new_v4(),
+                role: "service".into(),
+                ..Default::default()
+            },
+            budgets: vec![],
+        }],
+        after,
+        status_changes: vec![],
+        refusals: vec![],
+        budget_creates: vec![],
+        budget_changes: vec![],
+        alerts: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones_are_durable() {
+    let app = common::spawn_app().await;
+    let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, good) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, stale) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, dup) = app.user_with_wallet("10.00", "USD").await;
+    assert_eq!(
+        app.post_txn(
+            dup,
+            json!({"amount": "1.00", "type": "DEBIT", "reference_id": "bk-9", "reference_type": "BOOKING"})
+        )
+        .await
+        .status(),
+        201
+    );
+
+    // One committer, parked on a row lock, so the next three batches queue up and form one group.
+    let store = &app.ctx.ledger.store;
+    let committer = GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), 1);
+    let db = app.db.as_ref().unwrap();
+    let mut locker = db.client().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&parked])
+        .await
+        .unwrap();
+
+    let first = debit_batch(&app, parked, "1.00", None, None).await;
+    let batches = vec![
+        debit_batch(&app, good, "2.00", None, None).await,
+        debit_batch(&app, stale, "2.00", Some(999), None).await,
+        debit_batch(&app, dup, "2.00", None, Some("bk-9")).await,
+    ];
+    let c0 = committer.clone();
+    let parked_task = tokio::spawn(async move { c0.commit(first).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut tasks = Vec::new();
+    for b in batches {
+        let c = committer.clone();
+        let check = Arc::new(db.client().await);
+        tasks.push(tokio::spawn(async move {
+            let txn = b.entries[0].txn_id;
+            let result = c.commit(b).await;
+            // Durable before the reply: the row is visible to another connection right away.
+            let rows: i64 = check
+                .query_one("SELECT count(*) FROM transactions WHERE txn_id = $1", &[&txn])
+                .await
+                .unwrap()
+                .get(0);
+            (result, rows)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    lock.rollback().await.unwrap();
+    assert_eq!(parked_task.await.unwrap(), Ok(()));
+
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    assert_eq!(outcomes[0], (Ok(()), 1), "the good batch committed and is durable");
+    assert_eq!(outcomes[1], (Err(CommitError::VersionConflict), 0));
+    assert!(
+        matches!(&outcomes[2], (Err(CommitError::DuplicateReferences(d)), 0) if d.len() == 1),
+        "{:?}",
+        outcomes[2]
+    );
+    assert_eq!(app.balance(good).await, "8.00");
+    assert_eq!(app.balance(stale).await, "10.00");
+    assert_eq!(app.balance(dup).await, "9.00");
+}
