@@ -173,11 +173,13 @@ impl App {
             None => crate::cache::WalletCache::local(),
         };
         let cache = Arc::new(cache);
+        let outbox_written = Arc::new(tokio::sync::Notify::new());
         let store = PgStore {
             pool: pool.clone(),
             read,
-            committer: crate::store::GroupCommitter::start(pool.clone(), cache.clone()),
+            committer: crate::store::GroupCommitter::start(pool.clone(), cache.clone(), outbox_written.clone()),
             cache,
+            outbox_written,
         };
         crate::db::ensure_partitions(&pool)
             .await

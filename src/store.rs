@@ -26,6 +26,8 @@ pub struct PgStore {
     pub read: Pool,
     /// Commits batches of many wallets together (see [`GroupCommitter`]).
     pub committer: GroupCommitter,
+    /// Notified after a commit that wrote outbox rows, so the relay publishes without waiting for its poll.
+    pub outbox_written: std::sync::Arc<tokio::sync::Notify>,
     /// Written through after every commit and load (see [`crate::cache`]).
     pub cache: std::sync::Arc<crate::cache::WalletCache>,
 }
@@ -437,17 +439,31 @@ pub const MAX_PENDING_BATCHES: usize = 4096;
 
 impl GroupCommitter {
     /// Starts the committer tasks; they stop when the last handle is dropped.
-    pub fn start(pool: Pool, cache: std::sync::Arc<crate::cache::WalletCache>) -> Self {
-        Self::with_committers(pool, cache, GROUP_COMMITTERS)
+    pub fn start(
+        pool: Pool,
+        cache: std::sync::Arc<crate::cache::WalletCache>,
+        outbox_written: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Self {
+        Self::with_committers(pool, cache, outbox_written, GROUP_COMMITTERS)
     }
 
     /// [`GroupCommitter::start`] with a given number of committer tasks (tests use one, to form groups).
-    pub fn with_committers(pool: Pool, cache: std::sync::Arc<crate::cache::WalletCache>, committers: usize) -> Self {
+    pub fn with_committers(
+        pool: Pool,
+        cache: std::sync::Arc<crate::cache::WalletCache>,
+        outbox_written: std::sync::Arc<tokio::sync::Notify>,
+        committers: usize,
+    ) -> Self {
         assert!(committers > 0, "at least one committer");
         let (tx, rx) = tokio::sync::mpsc::channel(MAX_PENDING_BATCHES);
         let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..committers {
-            tokio::spawn(committer_loop(pool.clone(), cache.clone(), rx.clone()));
+            tokio::spawn(committer_loop(
+                pool.clone(),
+                cache.clone(),
+                outbox_written.clone(),
+                rx.clone(),
+            ));
         }
         GroupCommitter { jobs: tx }
     }
@@ -474,6 +490,7 @@ impl GroupCommitter {
 async fn committer_loop(
     pool: Pool,
     cache: std::sync::Arc<crate::cache::WalletCache>,
+    outbox_written: std::sync::Arc<tokio::sync::Notify>,
     rx: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<CommitJob>>>,
 ) {
     loop {
@@ -492,6 +509,9 @@ async fn committer_loop(
         jobs.sort_by_key(|j| j.batch.wallet_id);
         metrics::histogram!("wallet_group_commit_wallets").record(jobs.len() as f64);
         let results = commit_group(&pool, &jobs).await;
+        if results.iter().any(Result::is_ok) {
+            outbox_written.notify_one();
+        }
         for (job, result) in jobs.into_iter().zip(results) {
             if result.is_ok() && job.batch.changes_wallet() {
                 cache.put(&job.batch.after);
@@ -700,6 +720,7 @@ impl WalletStore for PgStore {
                 outcome_unknown: true,
             })
         })?;
+        self.outbox_written.notify_one();
         self.cache.put(&plan.source_after);
         // The destination's full row is not at hand here; drop it so the next read goes to Postgres.
         self.cache.invalidate(dst);
@@ -863,6 +884,7 @@ impl PgStore {
         );
         insert_audit(&tx, &[audit]).await.map_err(st)?;
         tx.commit().await.map_err(st)?;
+        self.outbox_written.notify_one();
         Ok(wallet)
     }
 

@@ -76,7 +76,8 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
 
     // One committer, parked on a row lock, so the next three batches queue up and form one group.
     let store = &app.ctx.ledger.store;
-    let committer = GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), 1);
+    let committer =
+        GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), store.outbox_written.clone(), 1);
     let db = app.db.as_ref().unwrap();
     let mut locker = db.client().await;
     let lock = locker.transaction().await.unwrap();

@@ -42,6 +42,13 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_CONFLICT_RETRIES: u32 = 16;
 /// Longest a caller waits for its answer (covers the queue ahead and one commit).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Live actors beyond which idle ones are passivated after [`PRESSURE_IDLE_TIMEOUT`] instead of the idle
+/// timeout: a bound on memory when many distinct wallets are touched (each live actor costs ~11 KB).
+pub const MAX_LIVE_ACTORS: usize = 50_000;
+/// Idle time after which an actor stops while more than `max_live_actors` are alive.
+pub const PRESSURE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest pause between two sweeps for idle actors.
+const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(1);
 /// Attempts to deliver one command when the actor found has just died.
 const MAX_SEND_ATTEMPTS: usize = 3;
 
@@ -53,6 +60,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub max_conflict_retries: u32,
     pub reply_timeout: Duration,
+    /// Live actors beyond which idle ones stop after [`PRESSURE_IDLE_TIMEOUT`].
+    pub max_live_actors: usize,
     /// Budget alert thresholds in percent, ascending (default 80 and 100).
     pub alert_thresholds: Arc<[u8]>,
 }
@@ -65,6 +74,7 @@ impl Default for Limits {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_conflict_retries: MAX_CONFLICT_RETRIES,
             reply_timeout: REPLY_TIMEOUT,
+            max_live_actors: MAX_LIVE_ACTORS,
             alert_thresholds: Arc::from(crate::budget::DEFAULT_ALERT_THRESHOLDS.as_slice()),
         }
     }
@@ -93,6 +103,17 @@ impl Inner {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// How long an actor must have been unused to stop: the idle timeout, or much less while more actors
+    /// are alive than the limit allows (memory pressure).
+    fn idle_threshold_ms(&self) -> u64 {
+        let idle = if self.registry.len() > self.limits.max_live_actors {
+            self.limits.idle_timeout.min(PRESSURE_IDLE_TIMEOUT)
+        } else {
+            self.limits.idle_timeout
+        };
+        idle.as_millis() as u64
+    }
+
     /// Removes `slot` from the registry if it is still the registered one.
     fn forget(&self, wallet_id: Uuid, slot: &Arc<Slot>) {
         self.registry.remove_if(&wallet_id, |_, s| Arc::ptr_eq(s, slot));
@@ -110,7 +131,7 @@ impl RetireHandle {
     /// True when the slot was removed: the actor may stop, no command can reach it any more.
     pub(crate) fn try_retire(&self) -> bool {
         let Some(inner) = self.inner.upgrade() else { return true };
-        let idle_ms = inner.limits.idle_timeout.as_millis() as u64;
+        let idle_ms = inner.idle_threshold_ms();
         let now = inner.now_ms();
         inner
             .registry
@@ -349,7 +370,7 @@ impl Engine {
 fn spawn_idle_sweeper(inner: Weak<Inner>) {
     tokio::spawn(async move {
         let period = match inner.upgrade() {
-            Some(i) => (i.limits.idle_timeout / 4).max(Duration::from_millis(10)),
+            Some(i) => (i.limits.idle_timeout / 4).clamp(Duration::from_millis(10), MAX_SWEEP_PERIOD),
             None => return,
         };
         let mut tick = tokio::time::interval(period);
@@ -360,7 +381,7 @@ fn spawn_idle_sweeper(inner: Weak<Inner>) {
             if inner.supervisor.get_status() != ractor::ActorStatus::Running {
                 return;
             }
-            let idle_ms = inner.limits.idle_timeout.as_millis() as u64;
+            let idle_ms = inner.idle_threshold_ms();
             let now = inner.now_ms();
             for slot in inner.registry.iter() {
                 let idle = now.saturating_sub(slot.last_used_ms.load(Ordering::Relaxed)) >= idle_ms;

@@ -916,3 +916,29 @@ async fn two_engines_moving_money_at_random_never_create_or_lose_any() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_live_actor_limit_idle_actors_stop_long_before_the_idle_timeout() {
+    let store = Arc::new(MemoryStore::new());
+    let limits = Limits {
+        idle_timeout: Duration::from_secs(3600),
+        max_live_actors: 5,
+        ..Limits::default()
+    };
+    let engine = Engine::start(store.clone(), limits).await.unwrap();
+    let wallets: Vec<_> = (0..20)
+        .map(|_| store.create_wallet(amt("10.00"), Currency::Usd))
+        .collect();
+    for w in &wallets {
+        engine.get(*w).await.unwrap();
+    }
+    assert_eq!(engine.live_actors(), 20);
+    // An hour-long idle timeout, but 20 > 5 live actors: they are passivated after about a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.live_actors() > 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(engine.live_actors() <= 5, "live actors: {}", engine.live_actors());
+    // A passivated wallet comes back with its state.
+    assert_eq!(engine.get(wallets[0]).await.unwrap().balance, amt("10.00"));
+}

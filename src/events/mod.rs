@@ -228,13 +228,25 @@ pub fn start(ctx: Arc<Ctx>, setup: Setup, stop: CancellationToken) -> Running {
             info!(queue = %config.topology.queue, "events: consuming from and publishing to RabbitMQ");
             let consumer = tokio::spawn(consumer::run(ctx.clone(), url.clone(), config.clone(), stop));
             let sink = relay::AmqpSink::new(url, config.clone());
-            let relay = tokio::spawn(relay::run(pool, sink, config.relay_interval, relay_stop.clone()));
+            let relay = tokio::spawn(relay::run(
+                pool,
+                sink,
+                config.relay_interval,
+                ctx.ledger.store.outbox_written.clone(),
+                relay_stop.clone(),
+            ));
             (Some(consumer), relay)
         }
         None => {
             info!("events: AMQP_URL is not set; the outbox is drained into the in-process bus");
             let sink = relay::BusSink::new(ctx.events.bus());
-            let relay = tokio::spawn(relay::run(pool, sink, config.relay_interval, relay_stop.clone()));
+            let relay = tokio::spawn(relay::run(
+                pool,
+                sink,
+                config.relay_interval,
+                ctx.ledger.store.outbox_written.clone(),
+                relay_stop.clone(),
+            ));
             (None, relay)
         }
     };

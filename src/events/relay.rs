@@ -63,8 +63,15 @@ pub trait Sink: Send {
 }
 
 /// Drains the outbox into `sink` until `stop` is cancelled, then flushes what is left (bounded by
-/// [`FLUSH_TIMEOUT`]).
-pub async fn run<S: Sink>(pool: Pool, mut sink: S, interval: Duration, stop: CancellationToken) {
+/// [`FLUSH_TIMEOUT`]). It passes again as soon as `wake` is notified (this process committed outbox
+/// rows), and at least every `interval` (rows written by other instances).
+pub async fn run<S: Sink>(
+    pool: Pool,
+    mut sink: S,
+    interval: Duration,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
     let mut failures: u32 = 0;
     let mut last_prune = Instant::now();
     loop {
@@ -94,8 +101,17 @@ pub async fn run<S: Sink>(pool: Pool, mut sink: S, interval: Duration, stop: Can
                 Err(e) => warn!(error = %e, "outbox pruning failed; will retry"),
             }
         }
+        // After a failure, wait out the backoff; otherwise a local commit wakes the relay at once.
+        let woken = async {
+            if failures == 0 {
+                wake.notified().await
+            } else {
+                std::future::pending().await
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = woken => {}
             _ = stop.cancelled() => break,
         }
     }
