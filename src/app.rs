@@ -38,6 +38,8 @@ pub struct Ctx {
     pub default_currency: Currency,
     /// Budgets set up for new users (`DEFAULT_BUDGETS`).
     pub default_budgets: Vec<crate::budgets::DefaultBudget>,
+    /// Per-caller request limit (`RATE_LIMIT_PER_SECOND`), when configured.
+    pub rate_limiter: Option<governor::DefaultKeyedRateLimiter<Uuid>>,
     /// user id → wallet id; a wallet's owner never changes.
     pub user_wallets: DashMap<Uuid, Uuid>,
     /// The event consumer's state (readiness) and the in-process bus.
@@ -200,6 +202,13 @@ impl App {
             default_currency: config.default_currency,
             default_budgets: config.default_budgets.clone(),
             user_wallets: DashMap::new(),
+            rate_limiter: config.rate_limit_per_second.map(|rate| {
+                let burst = rate.saturating_mul(
+                    std::num::NonZeroU32::new(crate::config::RATE_LIMIT_BURST_FACTOR)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                );
+                governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+            }),
             events: Arc::new(crate::events::EventsState::new(config.amqp_url.is_some())),
             migrated: AtomicBool::new(true),
             metrics: metrics_handle(),
@@ -280,6 +289,10 @@ async fn budget_expiry(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(crate::budgets::EXPIRY_SWEEP_EVERY);
     loop {
         tick.tick().await;
+        if let Some(limiter) = &ctx.rate_limiter {
+            // Forget callers whose buckets are full again, so the limiter's memory stays bounded.
+            limiter.retain_recent();
+        }
         match crate::budgets::sweep_expired(&ctx.ledger.store.pool, &ctx.ledger.engine).await {
             Ok(n) if n > 0 => info!(expired = n, "budgets expired"),
             Ok(_) => {}

@@ -44,7 +44,13 @@ pub struct Config {
     pub default_budgets: Vec<crate::budgets::DefaultBudget>,
     /// `BUDGET_ALERT_THRESHOLDS`: percentages announced once each with `BudgetExceeded` (default `80,100`).
     pub alert_thresholds: Vec<u8>,
+    /// `RATE_LIMIT_PER_SECOND`: requests per second allowed to one caller (JWT `sub`), with bursts of
+    /// [`RATE_LIMIT_BURST_FACTOR`] times that; beyond it 429 `RATE_LIMITED`. Unset or 0: no limit.
+    pub rate_limit_per_second: Option<std::num::NonZeroU32>,
 }
+
+/// A caller may burst to this many seconds' worth of its rate limit.
+pub const RATE_LIMIT_BURST_FACTOR: u32 = 2;
 
 /// Parses `BUDGET_ALERT_THRESHOLDS` (`80,100`): distinct percentages 1..=100, sorted.
 pub fn parse_thresholds(spec: &str) -> Result<Vec<u8>, String> {
@@ -123,6 +129,13 @@ impl Config {
             Some(s) => parse_thresholds(&s)?,
             None => wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
         };
+        let rate_limit_per_second = match var("RATE_LIMIT_PER_SECOND") {
+            Some(s) => std::num::NonZeroU32::new(
+                s.parse::<u32>()
+                    .map_err(|_| format!("RATE_LIMIT_PER_SECOND must be a whole number, got {s:?}"))?,
+            ),
+            None => None,
+        };
         Ok(Config {
             port,
             database_url,
@@ -137,6 +150,7 @@ impl Config {
             default_currency,
             default_budgets,
             alert_thresholds,
+            rate_limit_per_second,
         })
     }
 }

@@ -185,6 +185,7 @@ impl Target {
             default_currency: wallet_actors::Currency::Usd,
             default_budgets: vec![],
             alert_thresholds: wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
+            rate_limit_per_second: None,
         };
         let events = wallet_service::events::EventsConfig {
             topology: o.events.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),

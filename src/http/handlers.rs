@@ -35,13 +35,24 @@ pub const MAX_REASON_LEN: usize = 500;
 /// Reference type given to a reference id that came without one.
 pub const DEFAULT_REFERENCE_TYPE: &str = "EXTERNAL";
 
+/// The caller of an authenticated request: a valid token (401 otherwise), within its rate limit (429).
 pub(crate) fn authenticate(ctx: &Ctx, header: Option<String>) -> Result<Caller, ApiError> {
-    ctx.auth.authenticate(header.as_deref()).map_err(|e| {
+    let caller = ctx.auth.authenticate(header.as_deref()).map_err(|e| {
         if let AuthError::Invalid(reason) = &e {
             tracing::info!(%reason, "token refused");
         }
         ApiError::unauthenticated()
-    })
+    })?;
+    if let Some(limiter) = &ctx.rate_limiter
+        && limiter.check_key(&caller.user_id).is_err()
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many requests from this caller; retry after the Retry-After interval",
+        ));
+    }
+    Ok(caller)
 }
 
 /// Parses a JSON body strictly: unknown fields refused, numbers read exactly, the failing field named.

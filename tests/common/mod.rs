@@ -101,6 +101,7 @@ pub fn config(db_url: &str) -> Config {
         default_currency: wallet_actors::Currency::Usd,
         default_budgets: vec![],
         alert_thresholds: vec![80, 100],
+        rate_limit_per_second: None,
     }
 }
 
