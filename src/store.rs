@@ -521,6 +521,184 @@ async fn committer_loop(
     }
 }
 
+/// Whether a batch is plain credits/debits that the set-based group path can write: no status or budget
+/// work, no budget charges, and no credit that may refund a budgeted debit.
+fn is_plain(b: &Batch) -> bool {
+    !b.entries.is_empty()
+        && b.status_changes.is_empty()
+        && b.budget_creates.is_empty()
+        && b.budget_changes.is_empty()
+        && b.alerts.is_empty()
+        && b.entries.iter().all(|e| {
+            e.budgets.is_empty()
+                && matches!(e.kind, TxnType::Debit | TxnType::Credit)
+                && !(e.kind == TxnType::Credit && e.reference_id.is_some())
+        })
+}
+
+/// Writes plain batches of many wallets with one statement per table, and tells each batch's outcome:
+/// reference keys first (a batch repeating a taken one is left out, its other keys removed again), then
+/// one version-guarded `UPDATE` of all their wallets (`RETURNING` says which matched; a batch whose wallet
+/// moved on is left out the same way), then the rows of the batches that remain, pipelined.
+/// An `Err` means the transaction itself failed; nothing of it may commit.
+async fn write_plain_group<C: GenericClient + Sync>(
+    tx: &C,
+    batches: &[&Batch],
+) -> Result<Vec<Result<(), CommitError>>, tokio_postgres::Error> {
+    let mut outcomes: Vec<Result<(), CommitError>> = batches.iter().map(|_| Ok(())).collect();
+    // 1. Reference keys.
+    let keyed: Vec<(usize, usize, &Entry)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| batch.entries.iter().enumerate().map(move |(e, entry)| (b, e, entry)))
+        .filter(|(_, _, e)| e.reference_id.is_some() && e.reference_type.is_some())
+        .collect();
+    let mut claimed: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
+    if !keyed.is_empty() {
+        let entries: Vec<&Entry> = keyed.iter().map(|k| k.2).collect();
+        let wallet: Vec<Uuid> = entries.iter().map(|e| e.wallet_id).collect();
+        let rtype: Vec<&str> = entries
+            .iter()
+            .map(|e| e.reference_type.as_deref().unwrap_or_default())
+            .collect();
+        let rid: Vec<&str> = entries
+            .iter()
+            .map(|e| e.reference_id.as_deref().unwrap_or_default())
+            .collect();
+        let kind: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+        let txn: Vec<Uuid> = entries.iter().map(|e| e.txn_id).collect();
+        let amount: Vec<Decimal> = entries.iter().map(|e| e.amount.value()).collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO transaction_references (wallet_id, reference_type, reference_id, type, txn_id, amount) \
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::numeric[]) \
+                 ON CONFLICT DO NOTHING RETURNING txn_id",
+            )
+            .await?;
+        claimed = tx
+            .query(&stmt, &[&wallet, &rtype, &rid, &kind, &txn, &amount])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if claimed.len() < keyed.len() {
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT r.wallet_id, r.reference_type, r.reference_id, r.type, r.txn_id FROM transaction_references r \
+                     JOIN unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS k(w, rt, ri, ty) \
+                       ON r.wallet_id = k.w AND r.reference_type = k.rt AND r.reference_id = k.ri AND r.type = k.ty",
+                )
+                .await?;
+            let existing = tx.query(&stmt, &[&wallet, &rtype, &rid, &kind]).await?;
+            let mut dups: std::collections::HashMap<usize, Vec<(usize, Uuid)>> = std::collections::HashMap::new();
+            for (b, e, entry) in &keyed {
+                if claimed.contains(&entry.txn_id) {
+                    continue;
+                }
+                let holder = existing.iter().find(|r| {
+                    r.get::<_, Uuid>(0) == entry.wallet_id
+                        && r.get::<_, &str>(1) == entry.reference_type.as_deref().unwrap_or_default()
+                        && r.get::<_, &str>(2) == entry.reference_id.as_deref().unwrap_or_default()
+                        && r.get::<_, &str>(3) == entry.kind.as_str()
+                });
+                dups.entry(*b)
+                    .or_default()
+                    .push((*e, holder.map(|r| r.get::<_, Uuid>(4)).unwrap_or_default()));
+            }
+            for (b, d) in dups {
+                outcomes[b] = Err(CommitError::DuplicateReferences(d));
+            }
+        }
+    }
+    // 2. The guarded update of every wallet still in.
+    let live: Vec<usize> = (0..batches.len()).filter(|&b| outcomes[b].is_ok()).collect();
+    if !live.is_empty() {
+        let id: Vec<Uuid> = live.iter().map(|&b| batches[b].wallet_id).collect();
+        let balance: Vec<Decimal> = live.iter().map(|&b| batches[b].after.balance.value()).collect();
+        let version: Vec<i64> = live.iter().map(|&b| batches[b].after.version).collect();
+        let expected: Vec<i64> = live.iter().map(|&b| batches[b].expected_version).collect();
+        let at: Vec<DateTime<Utc>> = live.iter().map(|&b| batches[b].after.updated_at).collect();
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE wallets w SET balance = v.b, version = v.nv, updated_at = v.at \
+                 FROM unnest($1::uuid[], $2::numeric[], $3::int8[], $4::int8[], $5::timestamptz[]) AS v(id, b, nv, ev, at) \
+                 WHERE w.wallet_id = v.id AND w.version = v.ev RETURNING w.wallet_id",
+            )
+            .await?;
+        let updated: std::collections::HashSet<Uuid> = tx
+            .query(&stmt, &[&id, &balance, &version, &expected, &at])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for &b in &live {
+            if !updated.contains(&batches[b].wallet_id) {
+                outcomes[b] = Err(CommitError::VersionConflict);
+            }
+        }
+    }
+    // Keys claimed for batches that are out go again (they did not take effect).
+    let orphaned: Vec<Uuid> = keyed
+        .iter()
+        .filter(|(b, _, e)| outcomes[*b].is_err() && claimed.contains(&e.txn_id))
+        .map(|(_, _, e)| e.txn_id)
+        .collect();
+    if !orphaned.is_empty() {
+        let stmt = tx
+            .prepare_cached("DELETE FROM transaction_references WHERE txn_id = ANY($1)")
+            .await?;
+        tx.execute(&stmt, &[&orphaned]).await?;
+    }
+    // 3. The rows of the batches that took effect, one statement per table, pipelined.
+    let done: Vec<&Batch> = (0..batches.len())
+        .filter(|&b| outcomes[b].is_ok())
+        .map(|b| batches[b])
+        .collect();
+    let entries: Vec<&Entry> = done.iter().flat_map(|b| b.entries.iter()).collect();
+    if entries.is_empty() {
+        return Ok(outcomes);
+    }
+    let events: Vec<OutboxEvent> = entries.iter().map(|e| OutboxEvent::transaction_completed(e)).collect();
+    let mut audit: Vec<AuditRow> = entries
+        .iter()
+        .map(|e| {
+            entry_audit(
+                e,
+                if e.kind == TxnType::Debit {
+                    "wallet.debit"
+                } else {
+                    "wallet.credit"
+                },
+            )
+        })
+        .collect();
+    for b in &done {
+        for r in &b.refusals {
+            audit.push(AuditRow::from_origin(
+                &r.origin,
+                r.action,
+                "wallet",
+                b.wallet_id.to_string(),
+                r.rejection.code(),
+                json!({"amount": r.amount.map(|a| a.to_string()), "detail": r.rejection.to_string()}),
+            ));
+        }
+    }
+    let replies: Vec<(&Origin, u16, String)> = entries
+        .iter()
+        .map(|e| (&e.origin, 201, to_json_body(&TransactionView::from(*e))))
+        .collect();
+    let inbox: Vec<(&Origin, &'static str)> = entries.iter().map(|e| (&e.origin, e.kind.as_str())).collect();
+    tokio::try_join!(
+        insert_entries(tx, &entries),
+        insert_outbox(tx, &events),
+        complete_idempotency(tx, &replies),
+        record_inbox(tx, &inbox),
+        insert_audit(tx, &audit),
+    )?;
+    Ok(outcomes)
+}
+
 /// Writes the group in one transaction; returns each batch's outcome, in order.
 async fn commit_group(pool: &Pool, jobs: &[CommitJob]) -> Vec<Result<(), CommitError>> {
     let all = |e: CommitError| jobs.iter().map(|_| Err(e.clone())).collect::<Vec<_>>();
@@ -532,12 +710,37 @@ async fn commit_group(pool: &Pool, jobs: &[CommitJob]) -> Vec<Result<(), CommitE
         Ok(t) => t,
         Err(e) => return all(commit_err(e)),
     };
-    let mut results = Vec::with_capacity(jobs.len());
+    let mut results: Vec<Result<(), CommitError>> = Vec::with_capacity(jobs.len());
     if let [job] = jobs {
         // Alone: no savepoint needed, the transaction itself is the unit.
         results.push(write_batch(&tx, &job.batch).await);
     } else {
-        for job in jobs {
+        // Plain credits and debits of many wallets go through one set of statements for the whole group;
+        // everything else gets a savepoint of its own. Results are put back in the jobs' order.
+        // One wallet appears at most once in the set-based statements (a second batch of it, which one
+        // process never produces, would take the savepoint path).
+        let mut seen = std::collections::HashSet::new();
+        let (plain, other): (Vec<usize>, Vec<usize>) =
+            (0..jobs.len()).partition(|&i| is_plain(&jobs[i].batch) && seen.insert(jobs[i].batch.wallet_id));
+        let mut slots: Vec<Option<Result<(), CommitError>>> = (0..jobs.len()).map(|_| None).collect();
+        if plain.len() > 1 {
+            let batches: Vec<&Batch> = plain.iter().map(|&i| &jobs[i].batch).collect();
+            match write_plain_group(&tx, &batches).await {
+                Ok(outcomes) => {
+                    for (&i, outcome) in plain.iter().zip(outcomes) {
+                        slots[i] = Some(outcome);
+                    }
+                }
+                Err(e) => return all(commit_err(e)),
+            }
+        }
+        let rest: Vec<usize> = if plain.len() > 1 {
+            other
+        } else {
+            (0..jobs.len()).filter(|i| slots[*i].is_none()).collect()
+        };
+        for i in rest {
+            let job = &jobs[i];
             let outcome = match tx.savepoint("batch").await {
                 Ok(sp) => {
                     let r = write_batch(&sp, &job.batch).await;
@@ -551,13 +754,17 @@ async fn commit_group(pool: &Pool, jobs: &[CommitJob]) -> Vec<Result<(), CommitE
                 Err(e) => Err(commit_err(e)),
             };
             match outcome {
-                Ok(r) => results.push(r),
+                Ok(r) => slots[i] = Some(r),
                 Err(e) => {
                     // The transaction is unusable: nothing of the group will commit.
                     return all(e);
                 }
             }
         }
+        results = slots
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(commit_err("batch left unwritten"))))
+            .collect();
     }
     if results.iter().any(Result::is_ok) {
         if let Err(e) = tx.commit().await {

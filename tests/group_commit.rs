@@ -64,6 +64,7 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
     let (_, _, good) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, stale) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, dup) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, frozen) = app.user_with_wallet("10.00", "USD").await;
     assert_eq!(
         app.post_txn(
             dup,
@@ -90,6 +91,7 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
         debit_batch(&app, good, "2.00", None, None).await,
         debit_batch(&app, stale, "2.00", Some(999), None).await,
         debit_batch(&app, dup, "2.00", None, Some("bk-9")).await,
+        freeze_batch(&app, frozen).await,
     ];
     let c0 = committer.clone();
     let parked_task = tokio::spawn(async move { c0.commit(first).await });
@@ -99,7 +101,7 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
         let c = committer.clone();
         let check = Arc::new(db.client().await);
         tasks.push(tokio::spawn(async move {
-            let txn = b.entries[0].txn_id;
+            let txn = b.entries.first().map(|e| e.txn_id).unwrap_or_default();
             let result = c.commit(b).await;
             // Durable before the reply: the row is visible to another connection right away.
             let rows: i64 = check
@@ -128,4 +130,37 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
     assert_eq!(app.balance(good).await, "8.00");
     assert_eq!(app.balance(stale).await, "10.00");
     assert_eq!(app.balance(dup).await, "9.00");
+    // The status change (not a plain batch: it took its own savepoint) committed in the same group.
+    assert_eq!(outcomes[3], (Ok(()), 0));
+    let c = db.client().await;
+    let status: String = c
+        .query_one("SELECT status FROM wallets WHERE wallet_id = $1", &[&frozen])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "FROZEN");
+}
+
+/// A batch that freezes the wallet (goes through the savepoint path).
+async fn freeze_batch(app: &common::TestApp, wallet: Uuid) -> Batch {
+    let before = app.ctx.ledger.store.load(wallet).await.unwrap().unwrap();
+    let mut after = before.clone();
+    after.status = wallet_actors::WalletStatus::Frozen;
+    after.version = before.version + 1;
+    Batch {
+        wallet_id: wallet,
+        expected_version: before.version,
+        after,
+        entries: vec![],
+        status_changes: vec![wallet_actors::store::StatusChange {
+            from: before.status,
+            to: wallet_actors::WalletStatus::Frozen,
+            reason: Some("test".into()),
+            origin: Origin::default(),
+        }],
+        refusals: vec![],
+        budget_creates: vec![],
+        budget_changes: vec![],
+        alerts: vec![],
+    }
 }
