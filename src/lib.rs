@@ -12,17 +12,23 @@
 //! - [`money`]: `Ledger`, the one path to money for HTTP and events.
 //! - [`events`]: RabbitMQ in (bookings, users → ledger, with an inbox) and out (outbox relay with
 //!   publisher confirms), or an in-process bus without `AMQP_URL`.
-//! - [`users`]: recording users (HTTP now, `UserCreated` later).
-//! - [`store`]: Postgres: the engine's `WalletStore` (guarded batch commits, transfers) and HTTP reads.
-//! - [`db`]: pools, migrations (`sql/`, under an advisory lock), partition upkeep, readiness ping.
+//! - [`users`]: recording users (`PUT /users` and `UserCreated`).
+//! - [`store`]: Postgres: the engine's `WalletStore` (the shared `GroupCommitter`: many wallets' guarded
+//!   batches in one transaction; transfers) and the HTTP reads.
+//! - [`db`]: pools, migrations (`sql/`, under an advisory lock), partitions, pruning, readiness ping.
 //! - [`http`]: routes, thin handlers, idempotency, problem+json errors, OpenAPI.
 //! - [`views`]: the JSON shapes of replies, idempotent replays and events.
 //!
 //! # A debit's path
 //! `http::routes` (body ≤ 64 KiB) → `handlers::post_transaction` (JWT → caller, strict JSON → posting,
 //! role check, Idempotency-Key claim) → `money::Ledger::post` → `wallet_actors::Engine::execute` → the
-//! wallet's actor validates and group-commits through `store::PgStore::commit` (guarded UPDATE, rows,
-//! outbox, idempotent reply, audit — one transaction) → 201 after the commit.
+//! wallet's actor validates it (balance, status, budgets) with the commands queued beside it and hands the
+//! batch to `store::PgStore::commit` → `store::GroupCommitter` writes it with other wallets' batches in
+//! one transaction (guarded UPDATE, rows, budget charges, outbox, idempotent reply, audit) → the wallet
+//! cache is written through → 201 after the commit.
+//!
+//! A booking event takes the same path from `events::handler` into `money::Ledger`, with its event id
+//! written to the inbox in the same transaction, and is acked after the commit.
 
 pub mod app;
 pub mod auth;
