@@ -353,13 +353,13 @@ if [[ "${WALLET_TEST_NO_NEXTEST:-0}" != 1 ]] && cargo nextest --version >/dev/nu
     run_doctests
     log "== cargo nextest run --workspace $* =="
     main_status=0
-    cargo nextest run --workspace --no-tests=warn "$@" || main_status=$?
+    cargo nextest run --workspace --no-tests=warn --no-fail-fast "$@" || main_status=$?
 else
     # --all-targets leaves out doctests; run them too.
     run_doctests
     log "== cargo test --workspace --all-targets $* =="
     main_status=0
-    cargo test --workspace --all-targets "$@" || main_status=$?
+    cargo test --workspace --all-targets --no-fail-fast "$@" || main_status=$?
 fi
 ((status != 0)) || status=$main_status
 

@@ -30,8 +30,34 @@ pub const AMQP_HOST: &str = "127.0.0.1:5672";
 /// How long a test waits for something asynchronous before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The management API's base URL *without* credentials, and the credentials. `TEST_RABBITMQ_MGMT` may
+/// carry them in the URL (`http://user:pass@host:15672`); reqwest would then send an Authorization header
+/// of its own beside ours, and RabbitMQ answers 400 to a request with two.
+fn mgmt() -> (String, String, String) {
+    let raw = std::env::var("TEST_RABBITMQ_MGMT").unwrap_or_else(|_| MGMT.into());
+    match reqwest::Url::parse(&raw) {
+        Ok(mut url) if !url.username().is_empty() => {
+            let user = url.username().to_string();
+            let pass = url.password().unwrap_or_default().to_string();
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            (url.as_str().trim_end_matches('/').to_string(), user, pass)
+        }
+        _ => (raw.trim_end_matches('/').to_string(), "guest".into(), "guest".into()),
+    }
+}
+
 fn mgmt_url() -> String {
-    std::env::var("TEST_RABBITMQ_MGMT").unwrap_or_else(|_| MGMT.into())
+    mgmt().0
+}
+
+/// Credentials for the management API.
+fn mgmt_user() -> String {
+    mgmt().1
+}
+
+fn mgmt_pass() -> String {
+    mgmt().2
 }
 
 fn amqp_host() -> String {
@@ -54,13 +80,13 @@ impl Vhost {
     pub async fn new() -> Vhost {
         let name = format!("wallet_test_{}", Uuid::new_v4().simple());
         let c = http();
-        // The management API occasionally answers 400 while many vhosts are created at once (parallel
-        // tests); creation is idempotent, so retry a bounded number of times before failing.
+        // Creation is idempotent: a transient refusal of the management API is retried a bounded number of
+        // times before the test fails (with the API's answer).
         let mut last = String::new();
         for attempt in 0..VHOST_CREATE_ATTEMPTS {
             let res = c
                 .put(format!("{}/api/vhosts/{name}", mgmt_url()))
-                .basic_auth("guest", Some("guest"))
+                .basic_auth(mgmt_user(), Some(mgmt_pass()))
                 .send()
                 .await
                 .expect("RabbitMQ management API reachable");
@@ -74,7 +100,7 @@ impl Vhost {
         assert!(last.is_empty(), "create vhost {name}: {last}");
         let res = c
             .put(format!("{}/api/permissions/{name}/guest", mgmt_url()))
-            .basic_auth("guest", Some("guest"))
+            .basic_auth(mgmt_user(), Some(mgmt_pass()))
             .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
             .send()
             .await
@@ -91,7 +117,7 @@ impl Vhost {
     pub async fn connections(&self, part: &str) -> Vec<String> {
         let res = http()
             .get(format!("{}/api/vhosts/{}/connections", mgmt_url(), self.name))
-            .basic_auth("guest", Some("guest"))
+            .basic_auth(mgmt_user(), Some(mgmt_pass()))
             .send()
             .await
             .expect("list connections");
@@ -116,7 +142,7 @@ impl Vhost {
         url.path_segments_mut().expect("base").pop_if_empty().push(name);
         let res = http()
             .delete(url)
-            .basic_auth("guest", Some("guest"))
+            .basic_auth(mgmt_user(), Some(mgmt_pass()))
             .header("X-Reason", "closed by an events test")
             .send()
             .await
@@ -132,7 +158,7 @@ impl Vhost {
     pub async fn queue_counts(&self, queue: &str) -> (i64, i64) {
         let res = http()
             .get(format!("{}/api/queues/{}/{}", mgmt_url(), self.name, queue))
-            .basic_auth("guest", Some("guest"))
+            .basic_auth(mgmt_user(), Some(mgmt_pass()))
             .send()
             .await
             .expect("queue info");
@@ -154,7 +180,7 @@ impl Drop for Vhost {
             rt.block_on(async move {
                 let _ = http()
                     .delete(format!("{}/api/vhosts/{name}", mgmt_url()))
-                    .basic_auth("guest", Some("guest"))
+                    .basic_auth(mgmt_user(), Some(mgmt_pass()))
                     .send()
                     .await;
             });
