@@ -353,61 +353,8 @@ async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) -> Result<(
             return Err(CommitError::VersionConflict);
         }
     }
-    let mut events: Vec<OutboxEvent> = entries.iter().map(|e| OutboxEvent::transaction_completed(e)).collect();
-    events.extend(crate::budgets::alert_events(batch));
-    let mut audit: Vec<AuditRow> = entries
-        .iter()
-        .map(|e| {
-            entry_audit(
-                e,
-                if e.kind == TxnType::Debit {
-                    "wallet.debit"
-                } else {
-                    "wallet.credit"
-                },
-            )
-        })
-        .collect();
-    for s in &batch.status_changes {
-        audit.push(AuditRow::from_origin(
-            &s.origin,
-            "wallet.set_status",
-            "wallet",
-            batch.wallet_id.to_string(),
-            "APPLIED",
-            json!({"from": s.from.as_str(), "to": s.to.as_str(), "reason": s.reason}),
-        ));
-    }
-    for r in &batch.refusals {
-        audit.push(AuditRow::from_origin(
-            &r.origin,
-            r.action,
-            "wallet",
-            batch.wallet_id.to_string(),
-            r.rejection.code(),
-            json!({"amount": r.amount.map(|a| a.to_string()), "detail": r.rejection.to_string()}),
-        ));
-    }
-    let replies: Vec<(&Origin, u16, String)> = entries
-        .iter()
-        .map(|e| (&e.origin, 201, to_json_body(&TransactionView::from(*e))))
-        .collect();
-    let inbox: Vec<(&Origin, &'static str)> = entries.iter().map(|e| (&e.origin, e.kind.as_str())).collect();
-    let rows = async {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        insert_entries(tx, &entries).await
-    };
-    tokio::try_join!(
-        rows,
-        crate::budgets::write_batch(tx, batch),
-        insert_outbox(tx, &events),
-        complete_idempotency(tx, &replies),
-        record_inbox(tx, &inbox),
-        insert_audit(tx, &audit),
-    )
-    .map_err(commit_err)?;
+    let this = [batch];
+    tokio::try_join!(crate::budgets::write_batch(tx, batch), insert_batch_rows(tx, &this)).map_err(commit_err)?;
     Ok(())
 }
 
@@ -654,11 +601,21 @@ async fn write_plain_group<C: GenericClient + Sync>(
         .filter(|&b| outcomes[b].is_ok())
         .map(|b| batches[b])
         .collect();
-    let entries: Vec<&Entry> = done.iter().flat_map(|b| b.entries.iter()).collect();
-    if entries.is_empty() {
-        return Ok(outcomes);
-    }
-    let events: Vec<OutboxEvent> = entries.iter().map(|e| OutboxEvent::transaction_completed(e)).collect();
+    insert_batch_rows(tx, &done).await?;
+    Ok(outcomes)
+}
+
+/// Writes what committed batches leave behind besides the wallet row: their transaction rows, outbox
+/// events (`TransactionCompleted`, `BudgetExceeded`), idempotent replies, inbox rows and audit rows
+/// (applied commands, status changes and refusals) — one statement per table for all the batches,
+/// pipelined. Both the per-batch and the set-based path use it.
+async fn insert_batch_rows<C: GenericClient + Sync>(tx: &C, batches: &[&Batch]) -> Result<(), tokio_postgres::Error> {
+    let entries: Vec<&Entry> = batches.iter().flat_map(|b| b.entries.iter()).collect();
+    let events: Vec<OutboxEvent> = entries
+        .iter()
+        .map(|e| OutboxEvent::transaction_completed(e))
+        .chain(batches.iter().flat_map(|b| crate::budgets::alert_events(b)))
+        .collect();
     let mut audit: Vec<AuditRow> = entries
         .iter()
         .map(|e| {
@@ -672,7 +629,17 @@ async fn write_plain_group<C: GenericClient + Sync>(
             )
         })
         .collect();
-    for b in &done {
+    for b in batches {
+        for s in &b.status_changes {
+            audit.push(AuditRow::from_origin(
+                &s.origin,
+                "wallet.set_status",
+                "wallet",
+                b.wallet_id.to_string(),
+                "APPLIED",
+                json!({"from": s.from.as_str(), "to": s.to.as_str(), "reason": s.reason}),
+            ));
+        }
         for r in &b.refusals {
             audit.push(AuditRow::from_origin(
                 &r.origin,
@@ -689,14 +656,20 @@ async fn write_plain_group<C: GenericClient + Sync>(
         .map(|e| (&e.origin, 201, to_json_body(&TransactionView::from(*e))))
         .collect();
     let inbox: Vec<(&Origin, &'static str)> = entries.iter().map(|e| (&e.origin, e.kind.as_str())).collect();
+    let rows = async {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        insert_entries(tx, &entries).await
+    };
     tokio::try_join!(
-        insert_entries(tx, &entries),
+        rows,
         insert_outbox(tx, &events),
         complete_idempotency(tx, &replies),
         record_inbox(tx, &inbox),
         insert_audit(tx, &audit),
     )?;
-    Ok(outcomes)
+    Ok(())
 }
 
 /// Writes the group in one transaction; returns each batch's outcome, in order.
