@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use loadtest::{Args, run, summary_text};
 
+/// The same allocator as the service binary, so that `--spawn` measures the service as deployed.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status of a run whose books do not balance.
 const BOOKS_BROKEN: u8 = 2;
 
