@@ -38,6 +38,18 @@ pub const LEEWAY_SECS: u64 = 30;
 /// base64-decode and JSON-parse megabytes before we even check a signature.
 pub const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
 
+/// Tokens remembered as verified, at most.
+///
+/// A booking service sends thousands of requests a second with the same token; checking its signature,
+/// base64 and JSON every time was about 9% of the service's CPU per debit (docs/BENCHMARKS.md). A
+/// verified token is remembered with its `exp`, keyed by the exact token text, so a token that differs in
+/// one byte is verified afresh. When full the map is emptied (one O(n) pass, then refilled by use), so
+/// memory stays bounded whatever callers send: at most this many × [`MAX_CACHED_TOKEN_LEN`] bytes.
+pub const MAX_VERIFIED_TOKENS: usize = 10_000;
+
+/// Longer tokens are verified every time rather than remembered (real ones are a few hundred bytes).
+pub const MAX_CACHED_TOKEN_LEN: usize = 2 * 1024;
+
 /// The role carried in the token's `role` claim.
 ///
 /// The set is closed on purpose: an unknown role is a refused token, not a
@@ -217,6 +229,17 @@ pub struct Authenticator {
 struct Inner {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens whose signature and claims passed, with what they proved (see [`MAX_VERIFIED_TOKENS`]).
+    verified: dashmap::DashMap<Box<str>, Verified>,
+}
+
+/// A verified token's caller and its `exp`: served from memory until `exp` + [`LEEWAY_SECS`], the same
+/// instant at which jsonwebtoken would start refusing it. (`nbf` needs no re-check: it had passed, and
+/// time only moves forward.)
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    exp: u64,
 }
 
 impl fmt::Debug for Authenticator {
@@ -240,6 +263,8 @@ struct IncomingClaims {
     sub: String,
     role: String,
     company_id: String,
+    /// Already validated by jsonwebtoken; kept to know how long the verified token may be remembered.
+    exp: u64,
 }
 
 /// The claims [`mint_hs256`] writes.
@@ -318,7 +343,11 @@ impl Authenticator {
         validation.set_audience(&[cfg.audience.as_str()]);
 
         Ok(Self {
-            inner: Arc::new(Inner { key, validation }),
+            inner: Arc::new(Inner {
+                key,
+                validation,
+                verified: dashmap::DashMap::new(),
+            }),
         })
     }
 
@@ -330,7 +359,38 @@ impl Authenticator {
     pub fn authenticate(&self, authorization_header: Option<&str>) -> Result<Caller, AuthError> {
         let header = authorization_header.ok_or(AuthError::Missing)?;
         let token = bearer_token(header)?;
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(known) = self.inner.verified.get(token)
+            && now <= known.exp.saturating_add(LEEWAY_SECS)
+        {
+            return Ok(known.caller.clone());
+        }
 
+        let verified = self.verify(token);
+        match &verified {
+            Ok(v) if token.len() <= MAX_CACHED_TOKEN_LEN => {
+                if self.inner.verified.len() >= MAX_VERIFIED_TOKENS {
+                    self.inner.verified.clear();
+                }
+                self.inner.verified.insert(token.into(), v.clone());
+            }
+            Ok(_) => {}
+            // An expired token leaves the map with its first refusal.
+            Err(_) => {
+                self.inner.verified.remove(token);
+            }
+        }
+        verified.map(|v| v.caller)
+    }
+
+    /// Tokens remembered as verified right now (for tests and the bound's check).
+    pub fn verified_tokens(&self) -> usize {
+        self.inner.verified.len()
+    }
+
+    /// The full check: signature with the pinned key and algorithm, `exp`/`nbf`/`iss`/`aud`, then the
+    /// identity claims.
+    fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         let data = jsonwebtoken::decode::<IncomingClaims>(token, &self.inner.key, &self.inner.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         let claims = data.claims;
@@ -340,10 +400,13 @@ impl Authenticator {
         let company_id = Uuid::parse_str(&claims.company_id)
             .map_err(|_| AuthError::Invalid("company_id is not a UUID".to_owned()))?;
 
-        Ok(Caller {
-            user_id,
-            role,
-            company_id,
+        Ok(Verified {
+            caller: Caller {
+                user_id,
+                role,
+                company_id,
+            },
+            exp: claims.exp,
         })
     }
 }
@@ -953,5 +1016,71 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8K4E6gGdYgoNekkR5qEeVamRF3Sm
         assert!(!caller(Role::Manager).can_upsert_users());
         assert!(caller(Role::Admin).can_upsert_users());
         assert!(caller(Role::Service).can_upsert_users());
+    }
+
+    #[test]
+    fn a_remembered_token_gives_the_same_caller_as_its_first_verification() {
+        let auth = hs256_auth();
+        let claims = good_claims();
+        let header = bearer(&sign_hs256(&claims));
+        let first = auth.authenticate(Some(&header)).expect("valid token");
+        assert_eq!(auth.verified_tokens(), 1);
+        let again = auth.authenticate(Some(&header)).expect("remembered token");
+        assert_eq!(again.user_id, first.user_id);
+        assert_eq!(again.company_id, first.company_id);
+        assert_eq!(again.role, Role::Manager);
+        assert_eq!(auth.verified_tokens(), 1);
+    }
+
+    #[test]
+    fn a_token_differing_from_a_remembered_one_in_its_signature_is_refused() {
+        let auth = hs256_auth();
+        let token = sign_hs256(&good_claims());
+        auth.authenticate(Some(&bearer(&token))).expect("valid token");
+        // Change one character in the middle of the signature: same header and claims, other bytes.
+        let at = token.rfind('.').expect("three-part token") + 10;
+        let flipped = if token.as_bytes()[at] == b'A' { "B" } else { "A" };
+        let mut forged = token.clone();
+        forged.replace_range(at..=at, flipped);
+        assert_invalid(auth.authenticate(Some(&bearer(&forged))));
+        assert_eq!(auth.verified_tokens(), 1);
+    }
+
+    #[test]
+    fn a_remembered_token_is_refused_once_it_expires_beyond_the_leeway() {
+        let auth = hs256_auth();
+        let now = get_current_timestamp();
+        // Valid for about two more seconds (exp is LEEWAY_SECS - 2 s in the past).
+        let claims = with(good_claims(), "exp", json!(now - LEEWAY_SECS + 2));
+        let header = bearer(&sign_hs256(&claims));
+        auth.authenticate(Some(&header)).expect("still within the leeway");
+        std::thread::sleep(Duration::from_millis(3_100));
+        assert_invalid(auth.authenticate(Some(&header)));
+        assert_eq!(
+            auth.verified_tokens(),
+            0,
+            "the expired token is forgotten on its refusal"
+        );
+    }
+
+    #[test]
+    fn remembered_tokens_never_exceed_their_bound() {
+        let auth = hs256_auth();
+        for _ in 0..MAX_VERIFIED_TOKENS + 5 {
+            auth.authenticate(Some(&bearer(&sign_hs256(&good_claims()))))
+                .expect("valid token");
+            assert!(auth.verified_tokens() <= MAX_VERIFIED_TOKENS);
+        }
+        assert!(auth.verified_tokens() >= 1);
+    }
+
+    #[test]
+    fn refused_tokens_are_not_remembered() {
+        let auth = hs256_auth();
+        let claims = with(good_claims(), "aud", json!("someone-else"));
+        let header = bearer(&sign_hs256(&claims));
+        assert_invalid(auth.authenticate(Some(&header)));
+        assert_invalid(auth.authenticate(Some(&header)));
+        assert_eq!(auth.verified_tokens(), 0);
     }
 }
