@@ -763,11 +763,15 @@ impl WalletStore for PgStore {
             ))
             .await
             .map_err(unavailable)?;
-        let row = c.query_opt(&stmt, &[&wallet_id]).await.map_err(unavailable)?;
+        // Both statements pipelined on the one connection: a cold wallet (the first booking of a user) costs
+        // one round trip, not two. The budgets of a missing wallet are simply none.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&wallet_id];
+        let (row, budgets) = tokio::join!(c.query_opt(&stmt, &params), crate::budgets::load_live(&c, wallet_id));
+        let row = row.map_err(unavailable)?;
         let Some(mut wallet) = row.as_ref().map(wallet_from_row).transpose()? else {
             return Ok(None);
         };
-        wallet.budgets = crate::budgets::load_live(&c, wallet_id).await.map_err(StoreError)?;
+        wallet.budgets = budgets.map_err(StoreError)?;
         self.cache.put(&wallet);
         Ok(Some(wallet))
     }
