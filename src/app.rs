@@ -143,10 +143,15 @@ pub struct App {
 impl App {
     /// Connects, migrates, starts the engine and binds the port.
     pub async fn build(config: Config) -> Result<App, String> {
-        Self::build_with_events(config, crate::events::EventsConfig::default()).await
+        let events = crate::events::EventsConfig {
+            prefetch: config.amqp_prefetch,
+            ..crate::events::EventsConfig::default()
+        };
+        Self::build_with_events(config, events).await
     }
 
-    /// [`App::build`] with the events' names, retries and intervals given (tests use their own).
+    /// [`App::build`] with the events' names, retries, prefetch and intervals given (tests use their own;
+    /// `events.prefetch` wins over `config.amqp_prefetch` here).
     pub async fn build_with_events(config: Config, events: crate::events::EventsConfig) -> Result<App, String> {
         crate::auth::install_crypto_provider();
         let auth = Authenticator::new(&config.auth)?;

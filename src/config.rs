@@ -47,6 +47,10 @@ pub struct Config {
     /// `RATE_LIMIT_PER_SECOND`: requests per second allowed to one caller (JWT `sub`), with bursts of
     /// [`RATE_LIMIT_BURST_FACTOR`] times that; beyond it 429 `RATE_LIMITED`. Unset or 0: no limit.
     pub rate_limit_per_second: Option<std::num::NonZeroU32>,
+    /// `AMQP_PREFETCH`: deliveries the booking consumer holds unacknowledged and processes at once
+    /// (default [`crate::events::PREFETCH`], at most [`crate::events::MAX_PREFETCH`]). By Little's law the
+    /// consumer's throughput is at most this divided by one booking's commit latency.
+    pub amqp_prefetch: u16,
 }
 
 /// A caller may burst to this many seconds' worth of its rate limit.
@@ -68,6 +72,18 @@ pub fn parse_thresholds(spec: &str) -> Result<Vec<u8>, String> {
     out.sort_unstable();
     out.dedup();
     Ok(out)
+}
+
+/// Parses `AMQP_PREFETCH`: a whole number 1..=[`crate::events::MAX_PREFETCH`].
+pub fn parse_prefetch(spec: &str) -> Result<u16, String> {
+    spec.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|n| (1..=crate::events::MAX_PREFETCH).contains(n))
+        .ok_or(format!(
+            "AMQP_PREFETCH must be 1..={}, got {spec:?}",
+            crate::events::MAX_PREFETCH
+        ))
 }
 
 impl Config {
@@ -136,6 +152,10 @@ impl Config {
             ),
             None => None,
         };
+        let amqp_prefetch = match var("AMQP_PREFETCH") {
+            Some(s) => parse_prefetch(&s)?,
+            None => crate::events::PREFETCH,
+        };
         Ok(Config {
             port,
             database_url,
@@ -151,6 +171,27 @@ impl Config {
             default_budgets,
             alert_thresholds,
             rate_limit_per_second,
+            amqp_prefetch,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_accepts_whole_numbers_within_its_bound() {
+        assert_eq!(parse_prefetch("1"), Ok(1));
+        assert_eq!(parse_prefetch(" 512 "), Ok(512));
+        assert_eq!(parse_prefetch("4096"), Ok(crate::events::MAX_PREFETCH));
+    }
+
+    #[test]
+    fn prefetch_outside_its_bound_or_not_a_number_is_refused_with_its_name() {
+        for bad in ["0", "4097", "-1", "lots", "1.5", "70000"] {
+            let err = parse_prefetch(bad).expect_err(bad);
+            assert!(err.contains("AMQP_PREFETCH"), "{err}");
+        }
     }
 }

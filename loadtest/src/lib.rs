@@ -227,6 +227,9 @@ pub struct Args {
     /// --url the service's default exchanges are used).
     #[arg(long, env = "TEST_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: String,
+    /// `amqp-bookings --spawn`: the in-process consumer's prefetch (the service's `AMQP_PREFETCH`).
+    #[arg(long, default_value_t = wallet_service::events::PREFETCH)]
+    pub prefetch: u16,
 
     /// Skip the books check (e.g. --url without --database-url).
     #[arg(long)]
@@ -299,6 +302,7 @@ pub async fn run(args: Args, command_line: String) -> anyhow::Result<Outcome> {
         spawn: args.spawn,
         admin_database_url: args.admin_database_url.clone(),
         pool_size: args.pool_size,
+        prefetch: args.prefetch,
         service_threads: args.service_threads.unwrap_or(cpus),
         keep_db: args.keep_db,
         jwt_secret: args.jwt_secret.clone(),

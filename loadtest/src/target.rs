@@ -52,6 +52,8 @@ pub struct TargetOpts {
     /// With --spawn: run the service's events (consumer and outbox relay) on this broker, under these
     /// names.
     pub events: Option<(String, wallet_service::events::Topology)>,
+    /// With --spawn and events: the consumer's prefetch (`AMQP_PREFETCH` of a deployed service).
+    pub prefetch: u16,
 }
 
 struct Spawned {
@@ -186,9 +188,11 @@ impl Target {
             default_budgets: vec![],
             alert_thresholds: wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
             rate_limit_per_second: None,
+            amqp_prefetch: o.prefetch,
         };
         let events = wallet_service::events::EventsConfig {
             topology: o.events.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
+            prefetch: o.prefetch,
             ..wallet_service::events::EventsConfig::default()
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -7,8 +7,8 @@
 //! - [`consumer`]: the AMQP consumer: its own connection, reconnect loop with capped exponential backoff,
 //!   prefetch, per-delivery tasks, ack only after the effect committed, bounded retries, dead-lettering
 //!   with the reason in the `x-death-reason` header.
-//! - [`relay`]: the outbox relay: claims unpublished rows in `seq` order (`FOR UPDATE SKIP LOCKED`, one
-//!   relay at a time per database through an advisory lock, so each wallet's events leave in order),
+//! - [`relay`]: the outbox relay: reads unpublished rows in `seq` order (one relay at a time per
+//!   database through an advisory lock, so each wallet's events leave in order),
 //!   publishes them with publisher confirms on its own connection (or into the in-process bus), marks
 //!   them published only after the broker's ack, and prunes published rows after [`relay::OUTBOX_RETENTION`].
 //! - [`topology`]: the exchanges and queues, declared idempotently on every (re)connect.
@@ -49,8 +49,14 @@ use uuid::Uuid;
 
 use crate::app::Ctx;
 
-/// Deliveries a consumer may hold unacknowledged (and process concurrently).
-pub const PREFETCH: u16 = 64;
+/// Deliveries a consumer may hold unacknowledged (and process concurrently) unless `AMQP_PREFETCH` says
+/// otherwise. Each delivery waits for its commit (a group commit, a few milliseconds to tens of
+/// milliseconds under load), so the consumer's rate is at most prefetch ÷ commit latency: 64 capped it near
+/// 2k bookings/s (docs/BENCHMARKS.md). Memory is one small message per slot.
+pub const PREFETCH: u16 = 512;
+/// The largest `AMQP_PREFETCH` accepted: beyond it a consumer would hold more work than the engine's
+/// per-wallet queues and the connection pool can usefully absorb, and a crash would redeliver all of it.
+pub const MAX_PREFETCH: u16 = 4096;
 /// First wait before reconnecting to the broker after a failure.
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between reconnection attempts.

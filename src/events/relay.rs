@@ -4,9 +4,10 @@
 //! One pass: in one transaction, take the database's relay lock (`pg_try_advisory_xact_lock`: one relay
 //! at a time per database, so rows leave in `seq` order and each wallet's events in the order they
 //! committed — a wallet's rows are written under its row lock, so their `seq` order is their commit
-//! order), claim up to [`RELAY_BATCH`] unpublished rows in `seq` order `FOR UPDATE SKIP LOCKED`, publish
-//! them in that order with publisher confirms, and set `published_at` on the confirmed prefix only, then
-//! commit. A crash or a lost connection before that commit re-sends the rows later: at-least-once, with
+//! order), read up to [`RELAY_BATCH`] unpublished rows in `seq` order, publish them in that order with
+//! publisher confirms, and set `published_at` on the confirmed prefix only, then commit. The rows are not
+//! locked `FOR UPDATE`: the advisory lock already keeps other relays out, and a row lock would write
+//! (and WAL-log) every outbox row once more before its `published_at` update writes it again. A crash or a lost connection before that commit re-sends the rows later: at-least-once, with
 //! `message_id` = `event_id` for consumers to dedup. A nacked row and the rows after it are sent again
 //! in the next pass.
 
@@ -150,7 +151,7 @@ pub async fn pass<S: Sink>(pool: &Pool, sink: &mut S) -> Result<usize, String> {
     let stmt = tx
         .prepare_cached(
             "SELECT seq, event_id, event_type, routing_key, payload FROM outbox \
-             WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+             WHERE published_at IS NULL ORDER BY seq LIMIT $1",
         )
         .await
         .map_err(|e| format!("database: {e}"))?;
