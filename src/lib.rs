@@ -6,7 +6,8 @@
 //! - [`cache`]: wallet states written through after each commit (Redis, or in process), versioned.
 //! - [`config`]: environment variables of the contract, validated at start.
 //! - [`telemetry`]: tracing subscriber (text or JSON).
-//! - [`auth`]: JWT validation (pinned algorithm, exp/iss/aud/nbf) and who-may-see-what rules.
+//! - [`auth`]: JWT validation (pinned algorithm, exp/iss/aud/nbf; verified tokens remembered until their
+//!   `exp`, bounded) and who-may-see-what rules.
 //! - [`crypto`]: AES-256-GCM for PII (e-mails) and the keyed look-up hash.
 //! - [`budgets`]: budget SQL written in the wallet's batch, the expiry sweep, default budgets, views.
 //! - [`money`]: `Ledger`, the one path to money for HTTP and events.
