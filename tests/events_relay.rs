@@ -1,6 +1,7 @@
 //! The outbox relay: rows written while the broker is unreachable are published after a restart, in
 //! order per wallet, with the contract's message properties; without a broker the outbox drains into
-//! the in-process bus; published rows are pruned after the retention period.
+//! the in-process bus; published rows are pruned after the retention period; two relays over one
+//! database publish every row once, in order.
 
 mod common;
 mod events_common;
@@ -175,4 +176,77 @@ async fn published_rows_are_pruned_after_the_retention_period() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(left, vec![recent]);
+}
+
+/// Records what it is given, slowly enough that two relays' passes overlap.
+struct RecordingSink {
+    published: Arc<std::sync::Mutex<Vec<(i64, Uuid)>>>,
+}
+
+#[async_trait::async_trait]
+impl relay::Sink for RecordingSink {
+    async fn ready(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn publish(&mut self, rows: &[relay::OutboxRow]) -> (usize, Option<String>) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut published = self.published.lock().unwrap();
+        published.extend(rows.iter().map(|r| (r.seq, r.event_id)));
+        (rows.len(), None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_relays_over_one_database_publish_every_row_once_and_in_order() {
+    // The relay reads rows without row locks: the database's advisory lock alone must keep a second relay
+    // (another instance) from publishing the same rows or overtaking the first.
+    let db = common::TestDb::new().await;
+    wallet_service::db::migrate(&db.url).await.unwrap();
+    let c = db.client().await;
+    const ROWS: i64 = 1_200;
+    c.execute(
+        "INSERT INTO outbox (event_id, event_type, routing_key, payload) \
+         SELECT gen_random_uuid(), 'Test', 'test', '{}' FROM generate_series(1::bigint, $1)",
+        &[&ROWS],
+    )
+    .await
+    .unwrap();
+    let published = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut relays = Vec::new();
+    for _ in 0..2 {
+        let pool = wallet_service::db::pool(&db.url, 2).unwrap();
+        let mut sink = RecordingSink {
+            published: published.clone(),
+        };
+        relays.push(tokio::spawn(async move {
+            let mut idle_passes = 0;
+            while idle_passes < 20 {
+                match relay::pass(&pool, &mut sink).await.unwrap() {
+                    0 => {
+                        idle_passes += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    _ => idle_passes = 0,
+                }
+            }
+        }));
+    }
+    for r in relays {
+        r.await.unwrap();
+    }
+    let published = published.lock().unwrap().clone();
+    let ids: HashSet<Uuid> = published.iter().map(|(_, id)| *id).collect();
+    assert_eq!(published.len() as i64, ROWS, "every row published exactly once");
+    assert_eq!(ids.len() as i64, ROWS);
+    assert!(
+        published.windows(2).all(|w| w[0].0 < w[1].0),
+        "rows left in seq order across both relays"
+    );
+    let unpublished: i64 = c
+        .query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unpublished, 0);
 }
