@@ -10,6 +10,12 @@ fn today() -> chrono::NaiveDate {
     Utc::now().date_naive()
 }
 
+/// The first day of this month: a MONTHLY budget starting on it always has a default end after it (one
+/// starting *today* has none on the last day of a month, and is refused with 400 then).
+fn month_start() -> chrono::NaiveDate {
+    today().with_day(1).unwrap()
+}
+
 async fn create_budget(app: &common::TestApp, token: &str, wallet: Uuid, body: Value) -> reqwest::Response {
     let mut body = body;
     body["wallet_id"] = json!(wallet);
@@ -51,7 +57,7 @@ async fn a_budget_is_created_listed_changed_and_its_history_kept() {
     let app = common::spawn_app().await;
     let (user, company, wallet) = app.user_with_wallet("500.00", "USD").await;
     let manager = common::token(Role::Manager, Uuid::new_v4(), company);
-    let start = today().with_day(1).unwrap();
+    let start = month_start();
     let res = create_budget(
         &app,
         &manager,
@@ -117,15 +123,17 @@ async fn budget_endpoints_refuse_the_wrong_callers_and_bad_input() {
     let (user, company, wallet) = app.user_with_wallet("500.00", "USD").await;
     let own = common::token(Role::User, user, company);
     let stranger = common::token(Role::Manager, Uuid::new_v4(), Uuid::new_v4());
-    let good = json!({"total_amount": "100.00", "period_type": "MONTHLY", "start_date": today()});
+    let good = json!({"total_amount": "100.00", "period_type": "MONTHLY", "start_date": month_start()});
     assert_eq!(create_budget(&app, &own, wallet, good.clone()).await.status(), 403);
     assert_eq!(create_budget(&app, &stranger, wallet, good.clone()).await.status(), 404);
     let bad = [
-        json!({"total_amount": "0", "period_type": "MONTHLY", "start_date": today()}),
-        json!({"total_amount": "1.001", "period_type": "MONTHLY", "start_date": today()}),
-        json!({"total_amount": "10", "period_type": "DAILY", "start_date": today()}),
+        json!({"total_amount": "0", "period_type": "MONTHLY", "start_date": month_start()}),
+        json!({"total_amount": "1.001", "period_type": "MONTHLY", "start_date": month_start()}),
+        json!({"total_amount": "10", "period_type": "DAILY", "start_date": month_start()}),
         json!({"total_amount": "10", "period_type": "MONTHLY", "start_date": today(), "end_date": today()}),
-        json!({"total_amount": "10", "period_type": "MONTHLY", "start_date": today(), "used_amount": "5"}),
+        // The last day of a month leaves no default end after it (the schema wants end_date > start_date).
+        json!({"total_amount": "10", "period_type": "MONTHLY", "start_date": "2026-01-31"}),
+        json!({"total_amount": "10", "period_type": "MONTHLY", "start_date": month_start(), "used_amount": "5"}),
     ];
     for body in bad {
         let res = create_budget(&app, &app.admin_token, wallet, body.clone()).await;
