@@ -118,7 +118,11 @@ async fn insert_audit<C: GenericClient>(c: &C, rows: &[AuditRow]) -> Result<(), 
     Ok(())
 }
 
-async fn insert_outbox<C: GenericClient>(c: &C, events: &[OutboxEvent]) -> Result<(), tokio_postgres::Error> {
+/// Writes outbox rows (in the caller's transaction: the change they report commits with them).
+pub(crate) async fn insert_outbox<C: GenericClient>(
+    c: &C,
+    events: &[OutboxEvent],
+) -> Result<(), tokio_postgres::Error> {
     if events.is_empty() {
         return Ok(());
     }
@@ -126,11 +130,11 @@ async fn insert_outbox<C: GenericClient>(c: &C, events: &[OutboxEvent]) -> Resul
     let et: Vec<&str> = events.iter().map(|e| e.event_type).collect();
     let rk: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
     let agg: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
-    let payload: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
+    let payload: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
     let stmt = c
         .prepare_cached(
             "INSERT INTO outbox (event_id, event_type, routing_key, aggregate_id, payload) \
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::jsonb[])",
+             SELECT e, t, r, a, p::json FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[]) AS u(e, t, r, a, p)",
         )
         .await?;
     c.execute(&stmt, &[&id, &et, &rk, &agg, &payload]).await?;
@@ -148,17 +152,23 @@ async fn insert_entries<C: GenericClient>(c: &C, entries: &[&Entry]) -> Result<(
     let meta: Vec<Option<&serde_json::Value>> = entries.iter().map(|e| e.metadata.as_ref()).collect();
     let after: Vec<Decimal> = entries.iter().map(|e| e.balance_after.value()).collect();
     let at: Vec<DateTime<Utc>> = entries.iter().map(|e| e.created_at).collect();
+    // The row is the posting's audit record too: who asked, in which role (see sql/V7).
+    let actor: Vec<Uuid> = entries.iter().map(|e| e.origin.actor_id).collect();
+    let role: Vec<&str> = entries.iter().map(|e| e.origin.role.as_str()).collect();
     let stmt = c
         .prepare_cached(
             "INSERT INTO transactions (txn_id, wallet_id, amount, type, description, reference_id, reference_type, \
-                                       metadata, balance_after, created_at, status) \
+                                       metadata, balance_after, created_at, actor_id, actor_role, status) \
              SELECT t.*, 'COMPLETED' FROM unnest($1::uuid[], $2::uuid[], $3::numeric[], $4::text[], $5::text[], \
-                                                 $6::text[], $7::text[], $8::jsonb[], $9::numeric[], $10::timestamptz[]) AS t",
+                                                 $6::text[], $7::text[], $8::jsonb[], $9::numeric[], $10::timestamptz[], \
+                                                 $11::uuid[], $12::text[]) AS t",
         )
         .await?;
     c.execute(
         &stmt,
-        &[&id, &wallet, &amount, &kind, &desc, &rid, &rtype, &meta, &after, &at],
+        &[
+            &id, &wallet, &amount, &kind, &desc, &rid, &rtype, &meta, &after, &at, &actor, &role,
+        ],
     )
     .await?;
     Ok(())
@@ -275,17 +285,6 @@ async fn record_inbox<C: GenericClient>(
         .await?;
     c.execute(&stmt, &[&id, &et]).await?;
     Ok(())
-}
-
-fn entry_audit(e: &Entry, action: &str) -> AuditRow {
-    AuditRow::from_origin(
-        &e.origin,
-        action,
-        "wallet",
-        e.wallet_id.to_string(),
-        "APPLIED",
-        json!({"txn_id": e.txn_id, "amount": e.amount.to_string(), "type": e.kind.as_str(), "reference_id": e.reference_id}),
-    )
 }
 
 fn to_json_body<T: serde::Serialize>(v: &T) -> String {
@@ -607,7 +606,7 @@ async fn write_plain_group<C: GenericClient + Sync>(
 
 /// Writes what committed batches leave behind besides the wallet row: their transaction rows, outbox
 /// events (`TransactionCompleted`, `BudgetExceeded`), idempotent replies, inbox rows and audit rows
-/// (applied commands, status changes and refusals) — one statement per table for all the batches,
+/// (status changes and refusals; a posting's own row is its audit record) — one statement per table for all the batches,
 /// pipelined. Both the per-batch and the set-based path use it.
 async fn insert_batch_rows<C: GenericClient + Sync>(tx: &C, batches: &[&Batch]) -> Result<(), tokio_postgres::Error> {
     let entries: Vec<&Entry> = batches.iter().flat_map(|b| b.entries.iter()).collect();
@@ -616,19 +615,9 @@ async fn insert_batch_rows<C: GenericClient + Sync>(tx: &C, batches: &[&Batch]) 
         .map(|e| OutboxEvent::transaction_completed(e))
         .chain(batches.iter().flat_map(|b| crate::budgets::alert_events(b)))
         .collect();
-    let mut audit: Vec<AuditRow> = entries
-        .iter()
-        .map(|e| {
-            entry_audit(
-                e,
-                if e.kind == TxnType::Debit {
-                    "wallet.debit"
-                } else {
-                    "wallet.credit"
-                },
-            )
-        })
-        .collect();
+    // Applied postings are audited by their own ledger rows (actor and role, append-only: sql/V7); the
+    // audit log gets what has no ledger row.
+    let mut audit: Vec<AuditRow> = Vec::new();
     for b in batches {
         for s in &b.status_changes {
             audit.push(AuditRow::from_origin(

@@ -164,7 +164,8 @@ pub struct OutboxEvent {
     pub event_type: &'static str,
     pub routing_key: &'static str,
     pub aggregate_id: Uuid,
-    pub payload: serde_json::Value,
+    /// The JSON body, serialized once here and published byte for byte (the column is `json`).
+    pub payload: String,
 }
 
 impl OutboxEvent {
@@ -177,7 +178,7 @@ impl OutboxEvent {
             data,
         };
         // Serializing our own plain structs cannot fail; a failure would be a programmer error.
-        let payload = serde_json::to_value(&envelope).expect("event payloads serialize");
+        let payload = serde_json::to_string(&envelope).expect("event payloads serialize");
         OutboxEvent {
             event_id,
             event_type,

@@ -635,10 +635,9 @@ async fn a_refused_debit_is_audited_and_changes_nothing_else() {
 async fn the_audit_log_refuses_update_delete_and_truncate() {
     let app = common::spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("5.00", "USD").await;
-    posted(&app, wallet, json!({"amount": "1.00", "type": "DEBIT"})).await;
     let c = app.db.as_ref().unwrap().client().await;
     let before = app.count("SELECT count(*) FROM audit_log", &[]).await;
-    assert!(before >= 2, "wallet creation and the debit are audited");
+    assert!(before >= 1, "the wallet's creation is audited");
     for sql in [
         "UPDATE audit_log SET outcome = 'FORGED'",
         "DELETE FROM audit_log",
@@ -656,4 +655,75 @@ async fn the_audit_log_refuses_update_delete_and_truncate() {
             .await,
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_posting_is_audited_by_its_append_only_ledger_row() {
+    let app = common::spawn_app().await;
+    let (_, _, wallet) = app.user_with_wallet("5.00", "USD").await;
+    let body = posted(
+        &app,
+        wallet,
+        json!({"amount": "1.25", "type": "DEBIT", "reference_id": "trip-9"}),
+    )
+    .await;
+    let txn: Uuid = body["txn_id"].as_str().unwrap().parse().unwrap();
+    let c = app.db.as_ref().unwrap().client().await;
+
+    // The ledger row says who asked; the audit trail shows it with everything else.
+    let row = c
+        .query_one(
+            "SELECT actor_role, actor_id IS NOT NULL FROM transactions WHERE txn_id = $1",
+            &[&txn],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "service");
+    assert!(row.get::<_, bool>(1));
+    let trail = c
+        .query(
+            "SELECT action, outcome, actor_role, detail->>'amount', detail->>'reference_id' FROM audit_trail \
+             WHERE target_type = 'wallet' AND target_id = $1 ORDER BY at",
+            &[&wallet.to_string()],
+        )
+        .await
+        .unwrap();
+    let debit: Vec<_> = trail
+        .iter()
+        .filter(|r| r.get::<_, String>(0) == "wallet.debit")
+        .collect();
+    assert_eq!(debit.len(), 1, "one trail entry for the debit");
+    assert_eq!(debit[0].get::<_, String>(1), "APPLIED");
+    assert_eq!(debit[0].get::<_, String>(2), "service");
+    assert_eq!(debit[0].get::<_, String>(3), "1.25");
+    assert_eq!(debit[0].get::<_, String>(4), "trip-9");
+    assert!(
+        trail.iter().any(|r| r.get::<_, String>(0) == "wallet.create"),
+        "the creation, from audit_log, is in the same trail"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM audit_log WHERE detail->>'txn_id' = $1",
+            &[&txn.to_string()]
+        )
+        .await,
+        0,
+        "recorded once, in the ledger"
+    );
+
+    // Like the audit log, the ledger cannot be rewritten.
+    for sql in [
+        "UPDATE transactions SET amount = 0.01",
+        "DELETE FROM transactions",
+        "TRUNCATE transactions",
+    ] {
+        let err = c.batch_execute(sql).await.expect_err(sql);
+        assert!(format!("{err:?}").contains("append-only"), "{sql}: {err:?}");
+    }
+    let amount: String = c
+        .query_one("SELECT amount::text FROM transactions WHERE txn_id = $1", &[&txn])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amount, "1.25");
 }

@@ -83,3 +83,54 @@ async fn inbox_rows_older_than_the_retention_are_pruned() {
         .collect();
     assert_eq!(left, vec![fresh]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_derives_a_transactions_time_from_its_id_exactly_as_the_engine_does() {
+    let app = common::spawn_app().await;
+    let c = app.db.as_ref().unwrap().client().await;
+    // Fresh ids, and ids from the epoch to the year 2200. (The SQL multiplies a float8 count of milliseconds,
+    // exact while ms × 1000 < 2^53, i.e. until the year 2255; the 48-bit field itself runs to 10889.)
+    let mut ids: Vec<Uuid> = (0..500).map(|_| Uuid::now_v7()).collect();
+    for ms in [
+        0u64,
+        1,
+        999,
+        1_000,
+        86_399_999,
+        1_700_000_000_123,
+        4_102_444_799_999,
+        7_258_118_400_001,
+    ] {
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        b[6] = 0x70;
+        b[8] = 0x80;
+        ids.push(Uuid::from_bytes(b));
+    }
+    let rows = c
+        .query(
+            "SELECT id, wallet_uuid_v7_time(id) FROM unnest($1::uuid[]) AS id",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), ids.len());
+    for r in rows {
+        let id: Uuid = r.get(0);
+        let at: chrono::DateTime<chrono::Utc> = r.get(1);
+        assert_eq!(at, wallet_actors::state::txn_time(id), "{id}");
+    }
+    // And the CHECK refuses a row whose created_at is not its id's time.
+    let (_, _, wallet) = app.user_with_wallet("1.00", "USD").await;
+    let id = Uuid::now_v7();
+    let wrong = wallet_actors::state::txn_time(id) + chrono::Duration::milliseconds(1);
+    let err = c
+        .execute(
+            "INSERT INTO transactions (txn_id, wallet_id, amount, type, balance_after, created_at, status) \
+             VALUES ($1, $2, 1, 'CREDIT', 2, $3, 'COMPLETED')",
+            &[&id, &wallet, &wrong],
+        )
+        .await
+        .expect_err("created_at must be the id's time");
+    assert!(format!("{err:?}").contains("created_at_is_txn_id_time"), "{err:?}");
+}

@@ -353,17 +353,7 @@ impl Refused<'_> {
                     reason: code,
                 },
             );
-            tx.execute(
-                "INSERT INTO outbox (event_id, event_type, routing_key, aggregate_id, payload) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &event.event_id,
-                    &event.event_type,
-                    &event.routing_key,
-                    &event.aggregate_id,
-                    &event.payload,
-                ],
-            )
-            .await?;
+            crate::store::insert_outbox(tx, std::slice::from_ref(&event)).await?;
             let audit = json!({
                 "wallet_id": self.wallet_id, "event_id": self.event_id, "amount": self.amount.to_string(),
                 "reason": code, "detail": detail, "transaction_failed_event_id": event.event_id,

@@ -49,7 +49,8 @@ pub struct OutboxRow {
     pub event_id: Uuid,
     pub event_type: String,
     pub routing_key: String,
-    pub payload: serde_json::Value,
+    /// The JSON body as written (published byte for byte).
+    pub payload: String,
 }
 
 /// Where the relay publishes.
@@ -150,7 +151,7 @@ pub async fn pass<S: Sink>(pool: &Pool, sink: &mut S) -> Result<usize, String> {
     }
     let stmt = tx
         .prepare_cached(
-            "SELECT seq, event_id, event_type, routing_key, payload FROM outbox \
+            "SELECT seq, event_id, event_type, routing_key, payload::text FROM outbox \
              WHERE published_at IS NULL ORDER BY seq LIMIT $1",
         )
         .await
@@ -231,12 +232,17 @@ impl Sink for BusSink {
     }
 
     async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<String>) {
-        for r in rows {
+        for (i, r) in rows.iter().enumerate() {
+            let payload = match serde_json::from_str(&r.payload) {
+                Ok(p) => p,
+                // The column is `json`, so Postgres validated it; this would be a programmer error.
+                Err(e) => return (i, Some(format!("outbox row {} is not JSON: {e}", r.seq))),
+            };
             let _ = self.bus.send(BusEvent {
                 event_id: r.event_id,
                 event_type: r.event_type.clone(),
                 routing_key: r.routing_key.clone(),
-                payload: r.payload.clone(),
+                payload,
             });
         }
         (rows.len(), None)
@@ -317,19 +323,12 @@ impl Sink for AmqpSink {
         let mut confirms = Vec::with_capacity(rows.len());
         let mut error = None;
         for r in rows {
-            let body = match serde_json::to_vec(&r.payload) {
-                Ok(b) => b,
-                Err(e) => {
-                    error = Some(format!("serializing outbox row {}: {e}", r.seq));
-                    break;
-                }
-            };
             match ch
                 .basic_publish(
                     exchange.into(),
                     r.routing_key.as_str().into(),
                     BasicPublishOptions::default(),
-                    &body,
+                    r.payload.as_bytes(),
                     properties(r),
                 )
                 .await
