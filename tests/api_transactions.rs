@@ -634,7 +634,7 @@ async fn a_refused_debit_is_audited_and_changes_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_refuses_update_delete_and_truncate() {
     let app = common::spawn_app().await;
-    let (_, _, wallet) = app.user_with_wallet("5.00", "USD").await;
+    app.user_with_wallet("5.00", "USD").await;
     let c = app.db.as_ref().unwrap().client().await;
     let before = app.count("SELECT count(*) FROM audit_log", &[]).await;
     assert!(before >= 1, "the wallet's creation is audited");
