@@ -1,0 +1,602 @@
+//! Postgres behind the engine ([`WalletStore`]) and behind the HTTP reads.
+//!
+//! Every money write is guarded in SQL so that correctness never depends on there being one process:
+//! the wallet row is updated only if its `version` is the one the batch was planned against, the row's
+//! `CHECK (balance >= 0)` refuses an overdraft whatever the caller believed, and references are unique
+//! in `transaction_references`. A batch writes its rows with set-based `unnest` inserts, so the number
+//! of statements per commit does not grow with the batch.
+//!
+//! - [`committer`]: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
+//! - [`rows`]: what a commit writes besides the wallet row (ledger rows, references, outbox, replies,
+//!   inbox, audit), as set-based statements.
+//! - here: [`PgStore`] (the engine's `WalletStore`: loads, commits through the committer, transfers) and
+//!   the reads and writes of the HTTP handlers (users, wallets, history, idempotency keys).
+
+mod committer;
+mod rows;
+
+pub use committer::{GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_PENDING_BATCHES};
+pub use rows::AuditRow;
+pub(crate) use rows::insert_outbox;
+use rows::{claim_references, complete_idempotency, insert_audit, insert_entries, rollback, to_json_body};
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use rust_decimal::Decimal;
+use serde_json::json;
+use tracing::warn;
+use uuid::Uuid;
+use wallet_actors::store::{Batch, CommitError, StoreError, TransferError, TransferPlan, WalletStore};
+use wallet_actors::{Amount, Currency, Entry, Origin, Rejection, TxnType, WalletState, WalletStatus};
+
+use crate::views::{OutboxEvent, TransferView, WalletView};
+
+/// The Postgres store: `pool` for writes and engine loads, `read` for history queries (a replica when
+/// `DATABASE_READ_URL` is set).
+#[derive(Clone)]
+pub struct PgStore {
+    pub pool: Pool,
+    pub read: Pool,
+    /// Commits batches of many wallets together (see [`GroupCommitter`]).
+    pub committer: GroupCommitter,
+    /// Notified after a commit that wrote outbox rows, so the relay publishes without waiting for its poll.
+    pub outbox_written: std::sync::Arc<tokio::sync::Notify>,
+    /// Written through after every commit and load (see [`crate::cache`]).
+    pub cache: std::sync::Arc<crate::cache::WalletCache>,
+}
+
+pub(super) fn unavailable<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError(e.to_string())
+}
+
+pub(super) fn commit_err<E: std::fmt::Display>(e: E) -> CommitError {
+    CommitError::Unavailable {
+        reason: e.to_string(),
+        outcome_unknown: false,
+    }
+}
+
+const WALLET_COLUMNS: &str =
+    "w.wallet_id, w.user_id, u.company_id, w.balance, w.currency, w.status, w.version, w.created_at, w.updated_at";
+
+fn wallet_from_row(row: &tokio_postgres::Row) -> Result<WalletState, StoreError> {
+    let balance: Decimal = row.try_get("balance").map_err(unavailable)?;
+    let currency: String = row.try_get("currency").map_err(unavailable)?;
+    let status: String = row.try_get("status").map_err(unavailable)?;
+    Ok(WalletState {
+        wallet_id: row.try_get("wallet_id").map_err(unavailable)?,
+        user_id: row.try_get("user_id").map_err(unavailable)?,
+        company_id: row.try_get("company_id").map_err(unavailable)?,
+        balance: Amount::new(balance).map_err(|e| StoreError(format!("stored balance invalid: {e}")))?,
+        currency: currency.parse::<Currency>().map_err(StoreError)?,
+        status: status.parse::<WalletStatus>().map_err(StoreError)?,
+        version: row.try_get("version").map_err(unavailable)?,
+        created_at: row.try_get("created_at").map_err(unavailable)?,
+        updated_at: row.try_get("updated_at").map_err(unavailable)?,
+        budgets: vec![],
+    })
+}
+
+#[async_trait]
+impl WalletStore for PgStore {
+    async fn load(&self, wallet_id: Uuid) -> Result<Option<WalletState>, StoreError> {
+        let c = self.pool.get().await.map_err(unavailable)?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {WALLET_COLUMNS} FROM wallets w JOIN users u USING (user_id) WHERE w.wallet_id = $1"
+            ))
+            .await
+            .map_err(unavailable)?;
+        // Both statements pipelined on the one connection: a cold wallet (the first booking of a user) costs
+        // one round trip, not two. The budgets of a missing wallet are simply none.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&wallet_id];
+        let (row, budgets) = tokio::join!(c.query_opt(&stmt, &params), crate::budgets::load_live(&c, wallet_id));
+        let row = row.map_err(unavailable)?;
+        let Some(mut wallet) = row.as_ref().map(wallet_from_row).transpose()? else {
+            return Ok(None);
+        };
+        wallet.budgets = budgets.map_err(StoreError)?;
+        self.cache.put(&wallet);
+        Ok(Some(wallet))
+    }
+
+    async fn commit(&self, batch: &Batch) -> Result<(), CommitError> {
+        self.committer.commit(batch.clone()).await
+    }
+
+    async fn transfer(&self, plan: &TransferPlan) -> Result<Entry, TransferError> {
+        let fail = |e: tokio_postgres::Error| TransferError::Commit(commit_err(e));
+        let mut c = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| TransferError::Commit(commit_err(e)))?;
+        let tx = c.transaction().await.map_err(fail)?;
+        let (src, dst) = (plan.out.wallet_id, plan.incoming.wallet_id);
+        // Lock both rows in wallet-id order: two opposite transfers can never wait on each other in a cycle.
+        let stmt = tx
+            .prepare_cached(
+                "SELECT wallet_id, balance, currency, status, version FROM wallets WHERE wallet_id = ANY($1) ORDER BY wallet_id FOR UPDATE",
+            )
+            .await
+            .map_err(fail)?;
+        let rows = tx.query(&stmt, &[&vec![src, dst]]).await.map_err(fail)?;
+        let find = |id: Uuid| rows.iter().find(|r| r.get::<_, Uuid>(0) == id);
+        let refuse = |r: Rejection| Err::<Entry, _>(TransferError::Rejected(r));
+        let outcome = async {
+            let Some(s) = find(src) else {
+                return Err(TransferError::Commit(CommitError::VersionConflict));
+            };
+            if s.get::<_, i64>(4) != plan.expected_version {
+                return Err(TransferError::Commit(CommitError::VersionConflict));
+            }
+            let Some(d) = find(dst) else {
+                return refuse(Rejection::WalletNotFound);
+            };
+            let d_status: WalletStatus = d
+                .get::<_, &str>(3)
+                .parse()
+                .map_err(|e: String| TransferError::Commit(commit_err(e)))?;
+            if d_status != WalletStatus::Active {
+                return refuse(Rejection::WalletNotActive {
+                    wallet_id: dst,
+                    status: d_status,
+                });
+            }
+            let d_currency: Currency = d
+                .get::<_, &str>(2)
+                .parse()
+                .map_err(|e: String| TransferError::Commit(commit_err(e)))?;
+            if d_currency != plan.source_after.currency {
+                return refuse(Rejection::CurrencyMismatch {
+                    from: plan.source_after.currency,
+                    to: d_currency,
+                });
+            }
+            let d_balance = Amount::new(d.get::<_, Decimal>(1)).map_err(|e| TransferError::Commit(commit_err(e)))?;
+            let Some(d_after) = d_balance.checked_add(plan.incoming.amount) else {
+                return refuse(Rejection::BalanceOverflow);
+            };
+            let mut incoming = plan.incoming.clone();
+            incoming.balance_after = d_after;
+            Ok(incoming)
+        }
+        .await;
+        let incoming = match outcome {
+            Ok(i) => i,
+            Err(e) => {
+                rollback(tx).await;
+                if let TransferError::Rejected(r) = &e {
+                    let row = AuditRow::from_origin(
+                        &plan.out.origin,
+                        "wallet.transfer",
+                        "wallet",
+                        src.to_string(),
+                        r.code(),
+                        json!({"to_wallet_id": dst, "amount": plan.out.amount.to_string(), "detail": r.to_string()}),
+                    );
+                    if let Ok(c) = self.pool.get().await
+                        && let Err(err) = insert_audit(&c, &[row]).await
+                    {
+                        warn!(error = %err, "audit of a refused transfer failed");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let legs = [&plan.out, &incoming];
+        let dups = claim_references(&tx, &legs).await.map_err(fail)?;
+        if !dups.is_empty() {
+            rollback(tx).await;
+            return Err(TransferError::Commit(CommitError::DuplicateReferences(dups)));
+        }
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE wallets SET balance = $2, version = version + 1, updated_at = $3 WHERE wallet_id = $1",
+            )
+            .await
+            .map_err(fail)?;
+        let now = plan.source_after.updated_at;
+        tx.execute(&stmt, &[&src, &plan.source_after.balance.value(), &now])
+            .await
+            .map_err(fail)?;
+        tx.execute(&stmt, &[&dst, &incoming.balance_after.value(), &now])
+            .await
+            .map_err(fail)?;
+        insert_entries(&tx, &legs).await.map_err(fail)?;
+        let events = [
+            OutboxEvent::transaction_completed(&plan.out),
+            OutboxEvent::transaction_completed(&incoming),
+        ];
+        insert_outbox(&tx, &events).await.map_err(fail)?;
+        let body = to_json_body(&TransferView::new(&plan.out, &incoming));
+        complete_idempotency(&tx, &[(&plan.out.origin, 201, body)])
+            .await
+            .map_err(fail)?;
+        let audit = [AuditRow::from_origin(
+            &plan.out.origin,
+            "wallet.transfer",
+            "wallet",
+            src.to_string(),
+            "APPLIED",
+            json!({"to_wallet_id": dst, "amount": plan.out.amount.to_string(), "out_txn_id": plan.out.txn_id, "in_txn_id": incoming.txn_id}),
+        )];
+        insert_audit(&tx, &audit).await.map_err(fail)?;
+        tx.commit().await.map_err(|e| {
+            TransferError::Commit(CommitError::Unavailable {
+                reason: format!("commit failed: {e}"),
+                outcome_unknown: true,
+            })
+        })?;
+        self.outbox_written.notify_one();
+        self.cache.put(&plan.source_after);
+        // The destination's full row is not at hand here; drop it so the next read goes to Postgres.
+        self.cache.invalidate(dst);
+        Ok(incoming)
+    }
+}
+
+/// Why a wallet was not created.
+#[derive(Debug)]
+pub enum CreateWalletError {
+    UserNotFound,
+    Exists(Uuid),
+    Store(StoreError),
+}
+
+/// A user as stored (email still encrypted).
+pub struct UserRow {
+    pub user_id: Uuid,
+    pub email_encrypted: Vec<u8>,
+    pub company_id: Uuid,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Filters of the history query, already validated.
+#[derive(Debug, Default, Clone)]
+pub struct HistoryFilter {
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub until: Option<DateTime<Utc>>,
+    pub kind: Option<TxnType>,
+    pub status: Option<String>,
+    pub page: u32,
+    pub limit: u32,
+}
+
+/// An Idempotency-Key claim's outcome.
+pub enum Claim {
+    /// Ours to run.
+    Claimed,
+    /// Finished before: replay this.
+    Replay { status: u16, body: String },
+    /// Another request with this key is running.
+    InProgress,
+    /// The key was used with another request.
+    Mismatch,
+}
+
+/// How long a claim protects a running request before another may take it over (a crashed process's
+/// claim must not block the key forever). Longer than any request can take.
+pub const IDEMPOTENCY_LEASE_SECS: i64 = 120;
+
+impl PgStore {
+    pub async fn upsert_user(
+        &self,
+        user_id: Uuid,
+        email_encrypted: &[u8],
+        email_hash: &[u8],
+        company_id: Uuid,
+        role: &str,
+        audit: AuditRow,
+    ) -> Result<UserRow, StoreError> {
+        let mut c = self.pool.get().await.map_err(unavailable)?;
+        let tx = c.transaction().await.map_err(unavailable)?;
+        let row = tx
+            .query_one(
+                "INSERT INTO users (user_id, email_encrypted, email_hash, company_id, role) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (user_id) DO UPDATE SET email_encrypted = EXCLUDED.email_encrypted, email_hash = EXCLUDED.email_hash, \
+                     company_id = EXCLUDED.company_id, role = EXCLUDED.role, updated_at = CURRENT_TIMESTAMP \
+                 RETURNING user_id, email_encrypted, company_id, role, created_at, updated_at",
+                &[&user_id, &email_encrypted, &email_hash, &company_id, &role],
+            )
+            .await
+            .map_err(unavailable)?;
+        insert_audit(&tx, &[audit]).await.map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(user_from_row(&row))
+    }
+
+    pub async fn get_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
+        let c = self.pool.get().await.map_err(unavailable)?;
+        let row = c
+            .query_opt("SELECT user_id, email_encrypted, company_id, role, created_at, updated_at FROM users WHERE user_id = $1", &[&user_id])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(user_from_row))
+    }
+
+    /// Creates a wallet, its `WalletCreated` outbox row, its audit row and (if any) its idempotent reply,
+    /// in one transaction.
+    pub async fn create_wallet(
+        &self,
+        user_id: Uuid,
+        initial: Amount,
+        currency: Currency,
+        origin: &Origin,
+    ) -> Result<WalletState, CreateWalletError> {
+        let st = |e: tokio_postgres::Error| CreateWalletError::Store(unavailable(e));
+        let mut c = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| CreateWalletError::Store(unavailable(e)))?;
+        let tx = c.transaction().await.map_err(st)?;
+        let Some(user) = tx
+            .query_opt("SELECT company_id FROM users WHERE user_id = $1 FOR SHARE", &[&user_id])
+            .await
+            .map_err(st)?
+        else {
+            return Err(CreateWalletError::UserNotFound);
+        };
+        let company_id: Uuid = user.get(0);
+        let wallet_id = Uuid::now_v7();
+        let row = tx
+            .query_opt(
+                "INSERT INTO wallets (wallet_id, user_id, balance, initial_balance, currency) VALUES ($1, $2, $3, $3, $4) \
+                 ON CONFLICT (user_id) DO NOTHING \
+                 RETURNING wallet_id, user_id, $5::uuid AS company_id, balance, currency, status, version, created_at, updated_at",
+                &[&wallet_id, &user_id, &initial.value(), &currency.as_str(), &company_id],
+            )
+            .await
+            .map_err(st)?;
+        let Some(row) = row else {
+            let existing = tx
+                .query_one("SELECT wallet_id FROM wallets WHERE user_id = $1", &[&user_id])
+                .await
+                .map_err(st)?;
+            return Err(CreateWalletError::Exists(existing.get(0)));
+        };
+        let wallet = wallet_from_row(&row).map_err(CreateWalletError::Store)?;
+        #[derive(serde::Serialize)]
+        struct Created {
+            wallet_id: Uuid,
+            user_id: Uuid,
+            initial_balance: String,
+            currency: &'static str,
+        }
+        let event = OutboxEvent::new(
+            "WalletCreated",
+            "wallet.created",
+            wallet_id,
+            Created {
+                wallet_id,
+                user_id,
+                initial_balance: initial.to_string(),
+                currency: currency.as_str(),
+            },
+        );
+        insert_outbox(&tx, &[event]).await.map_err(st)?;
+        complete_idempotency(&tx, &[(origin, 201, to_json_body(&WalletView::from(&wallet)))])
+            .await
+            .map_err(st)?;
+        let audit = AuditRow::from_origin(
+            origin,
+            "wallet.create",
+            "wallet",
+            wallet_id.to_string(),
+            "APPLIED",
+            json!({"user_id": user_id, "initial_balance": initial.to_string(), "currency": currency.as_str()}),
+        );
+        insert_audit(&tx, &[audit]).await.map_err(st)?;
+        tx.commit().await.map_err(st)?;
+        self.outbox_written.notify_one();
+        Ok(wallet)
+    }
+
+    pub async fn wallet_id_of_user(&self, user_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let c = self.pool.get().await.map_err(unavailable)?;
+        let stmt = c
+            .prepare_cached("SELECT wallet_id FROM wallets WHERE user_id = $1")
+            .await
+            .map_err(unavailable)?;
+        Ok(c.query_opt(&stmt, &[&user_id])
+            .await
+            .map_err(unavailable)?
+            .map(|r| r.get(0)))
+    }
+
+    /// One page of a wallet's history, newest first, and the total matching.
+    pub async fn history(
+        &self,
+        wallet_id: Uuid,
+        f: &HistoryFilter,
+    ) -> Result<(Vec<crate::views::HistoryItem>, i64), StoreError> {
+        let c = self.read.get().await.map_err(unavailable)?;
+        let kind = f.kind.map(|k| k.as_str());
+        let offset = i64::from(f.page.saturating_sub(1)) * i64::from(f.limit);
+        let limit = i64::from(f.limit);
+        let filter = "wallet_id = $1 AND ($2::timestamptz IS NULL OR created_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3) \
+                      AND ($4::text IS NULL OR type = $4) AND ($5::text IS NULL OR status = $5)";
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT txn_id, amount, type, description, reference_id, reference_type, status, balance_after, created_at \
+                     FROM transactions WHERE {filter} ORDER BY created_at DESC, txn_id DESC LIMIT $6 OFFSET $7"
+                ),
+                &[&wallet_id, &f.from, &f.until, &kind, &f.status, &limit, &offset],
+            )
+            .await
+            .map_err(unavailable)?;
+        let total: i64 = c
+            .query_one(
+                &format!("SELECT count(*) FROM transactions WHERE {filter}"),
+                &[&wallet_id, &f.from, &f.until, &kind, &f.status],
+            )
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        let items = rows
+            .iter()
+            .map(|r| crate::views::HistoryItem {
+                txn_id: r.get(0),
+                amount: fmt_amount(r.get(1)),
+                r#type: r.get(2),
+                description: r.get(3),
+                reference_id: r.get(4),
+                reference_type: r.get(5),
+                status: r.get(6),
+                balance_after: fmt_amount(r.get(7)),
+                created_at: crate::views::ts(r.get(8)),
+            })
+            .collect();
+        Ok((items, total))
+    }
+
+    /// Claims an Idempotency-Key for a request, or says what happened to it before.
+    pub async fn claim_idempotency(
+        &self,
+        caller: Uuid,
+        endpoint: &str,
+        key: &str,
+        hash: &[u8],
+    ) -> Result<Claim, StoreError> {
+        let c = self.pool.get().await.map_err(unavailable)?;
+        let claimed = c
+            .query_opt(
+                "INSERT INTO idempotency_keys (caller, endpoint, key, request_hash, locked_until) \
+                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
+                 ON CONFLICT (caller, endpoint, key) DO UPDATE \
+                   SET request_hash = EXCLUDED.request_hash, locked_until = EXCLUDED.locked_until, created_at = now() \
+                   WHERE idempotency_keys.response_status IS NULL AND idempotency_keys.locked_until < now() \
+                 RETURNING 1",
+                &[&caller, &endpoint, &key, &hash, &(IDEMPOTENCY_LEASE_SECS as f64)],
+            )
+            .await
+            .map_err(unavailable)?;
+        if claimed.is_some() {
+            return Ok(Claim::Claimed);
+        }
+        let row = c
+            .query_opt(
+                "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE caller = $1 AND endpoint = $2 AND key = $3",
+                &[&caller, &endpoint, &key],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            // Released between our insert and select: the caller may simply try again.
+            return Ok(Claim::InProgress);
+        };
+        let stored: Vec<u8> = row.get(0);
+        if stored != hash {
+            return Ok(Claim::Mismatch);
+        }
+        match (row.get::<_, Option<i16>>(1), row.get::<_, Option<String>>(2)) {
+            (Some(status), Some(body)) => Ok(Claim::Replay {
+                status: status as u16,
+                body,
+            }),
+            _ => Ok(Claim::InProgress),
+        }
+    }
+
+    /// Records a reply that no effect's transaction recorded (a refusal, which moves nothing).
+    pub async fn complete_idempotency(
+        &self,
+        caller: Uuid,
+        endpoint: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(unavailable)?;
+        c.execute(
+            "UPDATE idempotency_keys SET response_status = $4, response_body = $5 WHERE caller = $1 AND endpoint = $2 AND key = $3 AND response_status IS NULL",
+            &[&caller, &endpoint, &key, &(status as i16), &body],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Gives a key back after a failure that did not commit, so a retry can run.
+    pub async fn release_idempotency(&self, caller: Uuid, endpoint: &str, key: &str) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(unavailable)?;
+        c.execute(
+            "DELETE FROM idempotency_keys WHERE caller = $1 AND endpoint = $2 AND key = $3 AND response_status IS NULL",
+            &[&caller, &endpoint, &key],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn audit(&self, row: AuditRow) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(unavailable)?;
+        insert_audit(&c, &[row]).await.map_err(unavailable)
+    }
+}
+
+fn user_from_row(row: &tokio_postgres::Row) -> UserRow {
+    UserRow {
+        user_id: row.get(0),
+        email_encrypted: row.get(1),
+        company_id: row.get(2),
+        role: row.get(3),
+        created_at: row.get(4),
+        updated_at: row.get(5),
+    }
+}
+
+fn fmt_amount(d: Decimal) -> String {
+    let mut d = d;
+    d.rescale(2);
+    d.to_string()
+}
+
+/// Midnight UTC of a date (for `start_date`/`end_date` given as dates).
+pub fn day_start(d: NaiveDate) -> DateTime<Utc> {
+    d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+/// Most history rows returned for one budget (newest first).
+pub const MAX_BUDGET_HISTORY_ROWS: i64 = 1000;
+
+impl PgStore {
+    pub async fn wallet_of_budget(&self, budget_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let c = self.pool.get().await.map_err(unavailable)?;
+        let row = c
+            .query_opt("SELECT wallet_id FROM budgets WHERE budget_id = $1", &[&budget_id])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn budget_history(&self, budget_id: Uuid) -> Result<Vec<crate::budgets::HistoryView>, StoreError> {
+        let c = self.read.get().await.map_err(unavailable)?;
+        let rows = c
+            .query(
+                "SELECT history_id, budget_id, old_amount, new_amount, change_reason, changed_by, created_at \
+                 FROM budget_history WHERE budget_id = $1 ORDER BY created_at DESC, history_id DESC LIMIT $2",
+                &[&budget_id, &MAX_BUDGET_HISTORY_ROWS],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::budgets::HistoryView {
+                history_id: r.get(0),
+                budget_id: r.get(1),
+                old_amount: r.get::<_, Option<Decimal>>(2).map(fmt_amount),
+                new_amount: fmt_amount(r.get(3)),
+                change_reason: r.get(4),
+                changed_by: r.get(5),
+                created_at: crate::views::ts(r.get(6)),
+            })
+            .collect())
+    }
+}
