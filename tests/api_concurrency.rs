@@ -216,3 +216,99 @@ async fn two_instances_moving_money_concurrently_keep_the_bank_invariant() {
         "{tally:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_debiting_the_same_wallets_concurrently_never_overdraw_or_lose_a_write() {
+    const WALLETS: usize = 8;
+    const DEBITS: usize = 400;
+    const IN_FLIGHT: usize = 32;
+    let app1 = common::spawn_app().await;
+    let app2 = common::spawn_app_with(app1.db.clone().unwrap(), common::config(&app1.db_url)).await;
+    let mut wallets = Vec::with_capacity(WALLETS);
+    for _ in 0..WALLETS {
+        wallets.push(app1.user_with_wallet("20.00", "USD").await.2);
+    }
+    let mut rng = rand::rng();
+    let plan: Vec<(usize, i64, bool)> = (0..DEBITS)
+        .map(|_| {
+            (
+                rng.random_range(0..WALLETS),
+                rng.random_range(1..150),
+                rng.random_bool(0.2),
+            )
+        })
+        .collect();
+    // Both instances hold an actor for each wallet and batch their debits; their commits race on the rows.
+    let replies: Vec<(usize, u16, Value)> = futures_util::stream::iter(plan.iter().enumerate())
+        .map(|(i, &(w, cents, credit))| {
+            let app = if i % 2 == 0 { &app1 } else { &app2 };
+            let kind = if credit { "CREDIT" } else { "DEBIT" };
+            let amount = format!("{}.{:02}", cents / 100, cents % 100);
+            let wallet = wallets[w];
+            async move {
+                let (status, body) = json_of(app.post_txn(wallet, json!({"amount": amount, "type": kind})).await).await;
+                (w, status, body)
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let c = app1.db.as_ref().unwrap().client().await;
+    let mut expected = vec![Decimal::new(2000, 2); WALLETS];
+    let mut created = 0;
+    for (w, status, body) in &replies {
+        match (*status, body["code"].as_str()) {
+            (201, _) => {
+                created += 1;
+                let amount: Decimal = body["amount"].as_str().unwrap().parse().unwrap();
+                match body["type"].as_str() {
+                    Some("CREDIT") => expected[*w] += amount,
+                    _ => expected[*w] -= amount,
+                }
+                // Every 201 is a committed row.
+                let txn: Uuid = body["txn_id"].as_str().unwrap().parse().unwrap();
+                let n: i64 = c
+                    .query_one("SELECT count(*) FROM transactions WHERE txn_id = $1", &[&txn])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(n, 1, "{body}");
+            }
+            (422, Some("INSUFFICIENT_FUNDS")) => {}
+            other => panic!("unexpected reply {other:?}: {body}"),
+        }
+    }
+    for (w, want) in wallets.iter().zip(&expected) {
+        let balance: Decimal = app1.balance(*w).await.parse().unwrap();
+        assert_eq!(
+            balance, *want,
+            "wallet {w}: balance is initial + the 201s, no write lost or doubled"
+        );
+        assert!(balance >= Decimal::ZERO);
+    }
+    let rows = app1.count("SELECT count(*) FROM transactions", &[]).await;
+    assert_eq!(rows, created);
+    // The race was real: commits of one instance moved wallets under the other's batches.
+    let metrics = app1
+        .http
+        .get(app1.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let conflicts: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wallet_version_conflicts_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(conflicts > 0.0, "no version conflict happened:\n{metrics}");
+    for app in [&app1, &app2] {
+        assert_eq!(
+            app.ctx.ledger.store.committer.fallbacks(),
+            0,
+            "version conflicts are re-planned, not refused statements"
+        );
+    }
+}

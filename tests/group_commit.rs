@@ -1,5 +1,6 @@
-//! The shared committer: batches of several wallets in one transaction, each in its own savepoint, so a
-//! refused batch never fails its neighbours and every accepted one is durable before its reply.
+//! The shared committer: batches of several wallets committed together (plain ones as one statement, the
+//! others each in a savepoint of one transaction), so a refused batch never fails its neighbours and every
+//! accepted one is durable before its reply.
 mod common;
 
 use std::sync::Arc;
@@ -132,6 +133,7 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
     assert_eq!(app.balance(dup).await, "9.00");
     // The status change (not a plain batch: it took its own savepoint) committed in the same group.
     assert_eq!(outcomes[3], (Ok(()), 0));
+    assert_eq!(committer.fallbacks(), 0, "the plain batches went out as one statement");
     let c = db.client().await;
     let status: String = c
         .query_one("SELECT status FROM wallets WHERE wallet_id = $1", &[&frozen])
@@ -163,4 +165,55 @@ async fn freeze_batch(app: &common::TestApp, wallet: Uuid) -> Batch {
         budget_changes: vec![],
         alerts: vec![],
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and_the_good_ones_commit() {
+    let app = common::spawn_app().await;
+    let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, good) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, bad) = app.user_with_wallet("10.00", "USD").await;
+    let store = &app.ctx.ledger.store;
+    let committer =
+        GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), store.outbox_written.clone(), 1);
+    let db = app.db.as_ref().unwrap();
+    let mut locker = db.client().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&parked])
+        .await
+        .unwrap();
+    let first = debit_batch(&app, parked, "1.00", None, None).await;
+    let good_batch = debit_batch(&app, good, "2.00", None, None).await;
+    // A row the schema refuses (created_at is not its id's time): the whole statement fails.
+    let mut bad_batch = debit_batch(&app, bad, "3.00", None, None).await;
+    bad_batch.entries[0].created_at += chrono::Duration::milliseconds(1);
+
+    let c0 = committer.clone();
+    let parked_task = tokio::spawn(async move { c0.commit(first).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (c1, c2) = (committer.clone(), committer.clone());
+    let good_task = tokio::spawn(async move { c1.commit(good_batch).await });
+    let bad_task = tokio::spawn(async move { c2.commit(bad_batch).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    lock.rollback().await.unwrap();
+    assert_eq!(parked_task.await.unwrap(), Ok(()));
+
+    assert_eq!(good_task.await.unwrap(), Ok(()));
+    assert!(
+        matches!(
+            bad_task.await.unwrap(),
+            Err(CommitError::Unavailable {
+                outcome_unknown: false,
+                ..
+            })
+        ),
+        "the refused batch fails alone, known not to have committed"
+    );
+    assert_eq!(committer.fallbacks(), 1);
+    assert_eq!(app.balance(good).await, "8.00");
+    assert_eq!(app.balance(bad).await, "10.00");
+    let rows = app
+        .count("SELECT count(*) FROM transactions WHERE wallet_id = $1", &[&bad])
+        .await;
+    assert_eq!(rows, 0);
 }

@@ -633,6 +633,7 @@ impl WalletActorState {
 
     /// After a version conflict: plan the same commands again on fresh state, a bounded number of times.
     fn retry_or_fail(&mut self, items: Vec<Pending>) {
+        metrics::counter!("wallet_version_conflicts_total").increment(1);
         self.conflict_retries += 1;
         if self.conflict_retries > self.limits.max_conflict_retries {
             self.conflict_retries = 0;

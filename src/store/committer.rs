@@ -1,19 +1,41 @@
-//! The shared group committer: the batches of many wallets' actors written in one commit.
+//! The shared group committer: the batches of many wallets' actors written together.
+//!
+//! A wallet's actor already folds its own queued commands into one batch; the committer folds the batches
+//! of many wallets into one commit, which is what makes spread load faster than one commit per debit.
+//!
+//! # Two paths
+//! - **Plain batches** (credits and debits with no budget work: the booking and debit traffic) of the whole
+//!   group go to Postgres as **one statement in autocommit**: one round trip, one commit, one WAL flush
+//!   ([`PLAIN_STATEMENT`]). The version-guarded `UPDATE` of their wallets comes first, and every row the
+//!   statement inserts is joined to the wallets that `UPDATE` returned, so a batch whose wallet moved on
+//!   (or that repeats a reference already taken) writes nothing while its neighbours commit.
+//! - **Other batches** (status changes, budgets, refunds of budgeted debits, refusals alone) and plain ones
+//!   the statement could not take (Postgres refused it: nothing of it committed) are written in one
+//!   transaction, each in its own savepoint ([`write_batch`]), so one failing batch never fails another.
+//!
+//! Either way each caller is answered only after the commit holding its batch (or with the reason its
+//! batch did not commit). Groups are sorted by wallet id, the order transfers lock rows in.
 
-use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use deadpool_postgres::Client;
 use deadpool_postgres::{GenericClient, Pool};
-use rust_decimal::Decimal;
-use serde_json::json;
+use tracing::warn;
 use uuid::Uuid;
 use wallet_actors::store::{Batch, CommitError};
-use wallet_actors::{Entry, Origin, TxnType};
+use wallet_actors::{Entry, TxnType};
 
 use super::commit_err;
-use super::rows::{
-    AuditRow, claim_references, complete_idempotency, insert_audit, insert_entries, insert_outbox, record_inbox,
-    rollback, to_json_body,
-};
-use crate::views::{OutboxEvent, TransactionView};
+use super::rows::{EntryCols, GroupRows, KeyCols, Param, claim_references, insert_group_rows, rollback};
+
+/// Committer tasks working in parallel (each holds one pooled connection while it commits a group).
+pub const GROUP_COMMITTERS: usize = 4;
+/// Most wallet batches in one commit.
+pub const MAX_GROUP_BATCHES: usize = 64;
+/// Batches waiting for a committer before new ones wait for room (back-pressure on the actors).
+pub const MAX_PENDING_BATCHES: usize = 4096;
 
 /// Writes one wallet's batch inside the caller's transaction (or savepoint): the guarded wallet update,
 /// its reference keys, rows, budget work, outbox events, idempotent replies, inbox rows and audit rows.
@@ -67,36 +89,22 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
             return Err(CommitError::VersionConflict);
         }
     }
-    let this = [batch];
-    tokio::try_join!(crate::budgets::write_batch(tx, batch), insert_batch_rows(tx, &this)).map_err(commit_err)?;
+    let rows = GroupRows::of(&[batch]);
+    tokio::try_join!(crate::budgets::write_batch(tx, batch), insert_group_rows(tx, &rows)).map_err(commit_err)?;
     Ok(())
 }
 
-/// Batches of *different* wallets committed together: one database transaction (one WAL flush) for many
-/// wallets, which is what makes spread load faster than one commit per debit.
-///
-/// A wallet's actor already folds its own queued commands into one batch; the committer folds the batches
-/// of many wallets into one transaction. Each batch runs inside its own savepoint, so a version conflict or
-/// a duplicate reference in one batch rolls back that batch alone and never fails its neighbours. The
-/// group is written in wallet-id order, the same order transfers lock rows in, so groups and transfers
-/// cannot deadlock each other. Every caller is answered only after the transaction holding its batch has
-/// committed (or with the reason its batch did not).
+/// Batches of *different* wallets committed together (see the module docs).
 #[derive(Clone)]
 pub struct GroupCommitter {
     jobs: tokio::sync::mpsc::Sender<CommitJob>,
+    fallbacks: Arc<AtomicU64>,
 }
 
 struct CommitJob {
     batch: Batch,
     reply: tokio::sync::oneshot::Sender<Result<(), CommitError>>,
 }
-
-/// Committer tasks working in parallel (each holds one pooled connection while it commits a group).
-pub const GROUP_COMMITTERS: usize = 4;
-/// Most wallet batches in one transaction.
-pub const MAX_GROUP_BATCHES: usize = 64;
-/// Batches waiting for a committer before new ones wait for room (back-pressure on the actors).
-pub const MAX_PENDING_BATCHES: usize = 4096;
 
 impl GroupCommitter {
     /// Starts the committer tasks; they stop when the last handle is dropped.
@@ -118,18 +126,20 @@ impl GroupCommitter {
         assert!(committers > 0, "at least one committer");
         let (tx, rx) = tokio::sync::mpsc::channel(MAX_PENDING_BATCHES);
         let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        let fallbacks = Arc::new(AtomicU64::new(0));
         for _ in 0..committers {
             tokio::spawn(committer_loop(
                 pool.clone(),
                 cache.clone(),
                 outbox_written.clone(),
                 rx.clone(),
+                fallbacks.clone(),
             ));
         }
-        GroupCommitter { jobs: tx }
+        GroupCommitter { jobs: tx, fallbacks }
     }
 
-    /// Commits a batch with others and answers after the transaction holding it committed.
+    /// Commits a batch with others and answers after the commit holding it.
     pub async fn commit(&self, batch: Batch) -> Result<(), CommitError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.jobs
@@ -146,6 +156,12 @@ impl GroupCommitter {
             })
         })
     }
+
+    /// Groups of plain batches that Postgres refused as one statement and that were written the careful
+    /// way instead (each such group is also logged). Zero in a healthy system.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
 }
 
 async fn committer_loop(
@@ -153,6 +169,7 @@ async fn committer_loop(
     cache: std::sync::Arc<crate::cache::WalletCache>,
     outbox_written: std::sync::Arc<tokio::sync::Notify>,
     rx: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<CommitJob>>>,
+    fallbacks: Arc<AtomicU64>,
 ) {
     loop {
         let mut jobs = Vec::new();
@@ -169,7 +186,7 @@ async fn committer_loop(
         }
         jobs.sort_by_key(|j| j.batch.wallet_id);
         metrics::histogram!("wallet_group_commit_wallets").record(jobs.len() as f64);
-        let results = commit_group(&pool, &jobs).await;
+        let results = commit_group(&pool, &jobs, &fallbacks).await;
         if results.iter().any(Result::is_ok) {
             outbox_written.notify_one();
         }
@@ -182,7 +199,7 @@ async fn committer_loop(
     }
 }
 
-/// Whether a batch is plain credits/debits that the set-based group path can write: no status or budget
+/// Whether a batch is plain credits/debits that the single-statement path can write: no status or budget
 /// work, no budget charges, and no credit that may refund a budgeted debit.
 fn is_plain(b: &Batch) -> bool {
     !b.entries.is_empty()
@@ -197,230 +214,167 @@ fn is_plain(b: &Batch) -> bool {
         })
 }
 
-/// Writes plain batches of many wallets with one statement per table, and tells each batch's outcome:
-/// reference keys first (a batch repeating a taken one is left out, its other keys removed again), then
-/// one version-guarded `UPDATE` of all their wallets (`RETURNING` says which matched; a batch whose wallet
-/// moved on is left out the same way), then the rows of the batches that remain, pipelined.
-/// An `Err` means the transaction itself failed; nothing of it may commit.
-async fn write_plain_group<C: GenericClient + Sync>(
-    tx: &C,
-    batches: &[&Batch],
-) -> Result<Vec<Result<(), CommitError>>, tokio_postgres::Error> {
-    let mut outcomes: Vec<Result<(), CommitError>> = batches.iter().map(|_| Ok(())).collect();
-    // 1. Reference keys.
-    let keyed: Vec<(usize, usize, &Entry)> = batches
+/// `unnest($first::t0[], $first+1::t1[], ...)`.
+fn unnest(types: &[&str], first: usize) -> String {
+    let args: Vec<String> = types
         .iter()
         .enumerate()
-        .flat_map(|(b, batch)| batch.entries.iter().enumerate().map(move |(e, entry)| (b, e, entry)))
-        .filter(|(_, _, e)| e.reference_id.is_some() && e.reference_type.is_some())
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
         .collect();
-    let mut claimed: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
-    if !keyed.is_empty() {
-        let entries: Vec<&Entry> = keyed.iter().map(|k| k.2).collect();
-        let wallet: Vec<Uuid> = entries.iter().map(|e| e.wallet_id).collect();
-        let rtype: Vec<&str> = entries
-            .iter()
-            .map(|e| e.reference_type.as_deref().unwrap_or_default())
-            .collect();
-        let rid: Vec<&str> = entries
-            .iter()
-            .map(|e| e.reference_id.as_deref().unwrap_or_default())
-            .collect();
-        let kind: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
-        let txn: Vec<Uuid> = entries.iter().map(|e| e.txn_id).collect();
-        let amount: Vec<Decimal> = entries.iter().map(|e| e.amount.value()).collect();
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO transaction_references (wallet_id, reference_type, reference_id, type, txn_id, amount) \
-                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::numeric[]) \
-                 ON CONFLICT DO NOTHING RETURNING txn_id",
-            )
-            .await?;
-        claimed = tx
-            .query(&stmt, &[&wallet, &rtype, &rid, &kind, &txn, &amount])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if claimed.len() < keyed.len() {
-            let stmt = tx
-                .prepare_cached(
-                    "SELECT r.wallet_id, r.reference_type, r.reference_id, r.type, r.txn_id FROM transaction_references r \
-                     JOIN unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS k(w, rt, ri, ty) \
-                       ON r.wallet_id = k.w AND r.reference_type = k.rt AND r.reference_id = k.ri AND r.type = k.ty",
-                )
-                .await?;
-            let existing = tx.query(&stmt, &[&wallet, &rtype, &rid, &kind]).await?;
-            let mut dups: std::collections::HashMap<usize, Vec<(usize, Uuid)>> = std::collections::HashMap::new();
-            for (b, e, entry) in &keyed {
-                if claimed.contains(&entry.txn_id) {
-                    continue;
-                }
-                let holder = existing.iter().find(|r| {
-                    r.get::<_, Uuid>(0) == entry.wallet_id
-                        && r.get::<_, &str>(1) == entry.reference_type.as_deref().unwrap_or_default()
-                        && r.get::<_, &str>(2) == entry.reference_id.as_deref().unwrap_or_default()
-                        && r.get::<_, &str>(3) == entry.kind.as_str()
-                });
-                dups.entry(*b)
-                    .or_default()
-                    .push((*e, holder.map(|r| r.get::<_, Uuid>(4)).unwrap_or_default()));
-            }
-            for (b, d) in dups {
-                outcomes[b] = Err(CommitError::DuplicateReferences(d));
-            }
+    format!("unnest({})", args.join(", "))
+}
+
+/// Column types of each section of [`PLAIN_STATEMENT`], in parameter order. A section's last column is
+/// the wallet its row belongs to (wallet updates: the wallet itself).
+const WALLET_TYPES: [&str; 5] = ["uuid", "numeric", "int8", "int8", "timestamptz"];
+const KEY_TYPES: [&str; 6] = ["uuid", "text", "text", "text", "uuid", "numeric"];
+const ENTRY_TYPES: [&str; 12] = [
+    "uuid",
+    "uuid",
+    "numeric",
+    "text",
+    "text",
+    "text",
+    "text",
+    "jsonb",
+    "numeric",
+    "timestamptz",
+    "uuid",
+    "text",
+];
+const EVENT_TYPES: [&str; 6] = ["uuid", "text", "text", "uuid", "text", "uuid"];
+const REPLY_TYPES: [&str; 6] = ["uuid", "text", "text", "int2", "text", "uuid"];
+const INBOX_TYPES: [&str; 3] = ["uuid", "text", "uuid"];
+const AUDIT_TYPES: [&str; 8] = ["uuid", "text", "text", "text", "text", "text", "jsonb", "uuid"];
+
+/// The whole write of a group of plain batches, as one statement. Data-modifying CTEs all run, once, on
+/// one snapshot; `upd` is the version-guarded update, and every insert joins its rows to the wallets `upd`
+/// returned. A wallet is left out of `upd` when its version moved on, or when one of its batch's
+/// reference keys is already taken: any write that takes a key of a wallet also bumps that wallet's
+/// version in the same transaction, so a key taken after our snapshot makes the version check fail, and
+/// one taken before it is seen by `NOT EXISTS`. The statement returns the wallets it updated.
+static PLAIN_STATEMENT: LazyLock<String> = LazyLock::new(|| {
+    let mut n = 1;
+    let mut next = |types: &[&str]| {
+        let u = unnest(types, n);
+        n += types.len();
+        u
+    };
+    let wallets = next(&WALLET_TYPES);
+    let keys = next(&KEY_TYPES);
+    let entries = next(&ENTRY_TYPES);
+    let events = next(&EVENT_TYPES);
+    let replies = next(&REPLY_TYPES);
+    let inbox = next(&INBOX_TYPES);
+    let audit = next(&AUDIT_TYPES);
+    let columns = EntryCols::COLUMNS;
+    format!(
+        "WITH keys AS (SELECT * FROM {keys} AS k(w, rt, ri, ty, txn, amt)), \
+         upd AS (UPDATE wallets w SET balance = v.b, version = v.nv, updated_at = v.at \
+                   FROM {wallets} AS v(id, b, nv, ev, at) \
+                  WHERE w.wallet_id = v.id AND w.version = v.ev \
+                    AND NOT EXISTS (SELECT 1 FROM keys k JOIN transaction_references r \
+                                      ON r.wallet_id = k.w AND r.reference_type = k.rt \
+                                     AND r.reference_id = k.ri AND r.type = k.ty \
+                                   WHERE k.w = v.id) \
+                 RETURNING w.wallet_id), \
+         refs AS (INSERT INTO transaction_references (wallet_id, reference_type, reference_id, type, txn_id, amount) \
+                  SELECT k.w, k.rt, k.ri, k.ty, k.txn, k.amt FROM keys k JOIN upd ON upd.wallet_id = k.w), \
+         txns AS (INSERT INTO transactions ({columns}, status) \
+                  SELECT t.*, 'COMPLETED' FROM {entries} AS t({columns}) JOIN upd ON upd.wallet_id = t.wallet_id), \
+         evts AS (INSERT INTO outbox (event_id, event_type, routing_key, aggregate_id, payload) \
+                  SELECT x.e, x.t, x.r, x.a, x.p::json FROM {events} AS x(e, t, r, a, p, w) \
+                    JOIN upd ON upd.wallet_id = x.w), \
+         idem AS (UPDATE idempotency_keys ik SET response_status = x.s, response_body = x.b \
+                    FROM {replies} AS x(c, e, k, s, b, w) JOIN upd ON upd.wallet_id = x.w \
+                   WHERE ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k), \
+         inbox AS (INSERT INTO processed_events (event_id, event_type) \
+                   SELECT x.i, x.t FROM {inbox} AS x(i, t, w) JOIN upd ON upd.wallet_id = x.w \
+                   ON CONFLICT DO NOTHING), \
+         audit AS (INSERT INTO audit_log (actor_id, actor_role, action, target_type, target_id, outcome, detail) \
+                   SELECT x.a, x.r, x.ac, x.tt, x.ti, x.o, x.d FROM {audit} AS x(a, r, ac, tt, ti, o, d, w) \
+                     JOIN upd ON upd.wallet_id = x.w) \
+         SELECT wallet_id FROM upd"
+    )
+});
+
+/// Writes plain batches of many wallets (at most one batch per wallet) with [`PLAIN_STATEMENT`] in
+/// autocommit, and tells each batch's outcome. An `Err` with a database error means Postgres refused the
+/// statement and nothing of it committed; any other `Err` leaves the outcome unknown.
+async fn write_plain_statement(
+    c: &Client,
+    batches: &[&Batch],
+) -> Result<Vec<Result<(), CommitError>>, tokio_postgres::Error> {
+    let wallet_id: Vec<Uuid> = batches.iter().map(|b| b.wallet_id).collect();
+    let balance: Vec<rust_decimal::Decimal> = batches.iter().map(|b| b.after.balance.value()).collect();
+    let version: Vec<i64> = batches.iter().map(|b| b.after.version).collect();
+    let expected: Vec<i64> = batches.iter().map(|b| b.expected_version).collect();
+    let at: Vec<chrono::DateTime<chrono::Utc>> = batches.iter().map(|b| b.after.updated_at).collect();
+    let rows = GroupRows::of(batches);
+    let keys = KeyCols::of(&rows.entries);
+    let entries = EntryCols::of(&rows.entries);
+    let (events, replies, inbox, audit) = (rows.events(), rows.replies(), rows.inbox(), rows.audit());
+
+    let mut params: Vec<Param<'_>> = vec![&wallet_id, &balance, &version, &expected, &at];
+    params.extend(keys.params());
+    params.extend(entries.params());
+    params.extend(events.params());
+    params.push(&events.wallet);
+    params.extend(replies.params());
+    params.push(&replies.wallet);
+    params.extend(inbox.params());
+    params.push(&inbox.wallet);
+    params.extend(audit.params());
+    params.push(&audit.wallet);
+    debug_assert_eq!(
+        params.len(),
+        WALLET_TYPES.len()
+            + KEY_TYPES.len()
+            + ENTRY_TYPES.len()
+            + EVENT_TYPES.len()
+            + REPLY_TYPES.len()
+            + INBOX_TYPES.len()
+            + AUDIT_TYPES.len()
+    );
+
+    let stmt = c.prepare_cached(&PLAIN_STATEMENT).await?;
+    let updated: HashSet<Uuid> = c.query(&stmt, &params).await?.iter().map(|r| r.get(0)).collect();
+
+    let mut outcomes = Vec::with_capacity(batches.len());
+    for b in batches {
+        if updated.contains(&b.wallet_id) {
+            outcomes.push(Ok(()));
+            continue;
         }
+        // Left out: a reference already taken, or the wallet moved on. (Read after the commit: a key taken
+        // since then was taken with a version bump, so "moved on" would be as true.)
+        let entries: Vec<&Entry> = b.entries.iter().collect();
+        let taken = KeyCols::of(&entries).taken(c).await?;
+        outcomes.push(if taken.is_empty() {
+            Err(CommitError::VersionConflict)
+        } else {
+            Err(CommitError::DuplicateReferences(taken))
+        });
     }
-    // 2. The guarded update of every wallet still in.
-    let live: Vec<usize> = (0..batches.len()).filter(|&b| outcomes[b].is_ok()).collect();
-    if !live.is_empty() {
-        let id: Vec<Uuid> = live.iter().map(|&b| batches[b].wallet_id).collect();
-        let balance: Vec<Decimal> = live.iter().map(|&b| batches[b].after.balance.value()).collect();
-        let version: Vec<i64> = live.iter().map(|&b| batches[b].after.version).collect();
-        let expected: Vec<i64> = live.iter().map(|&b| batches[b].expected_version).collect();
-        let at: Vec<DateTime<Utc>> = live.iter().map(|&b| batches[b].after.updated_at).collect();
-        let stmt = tx
-            .prepare_cached(
-                "UPDATE wallets w SET balance = v.b, version = v.nv, updated_at = v.at \
-                 FROM unnest($1::uuid[], $2::numeric[], $3::int8[], $4::int8[], $5::timestamptz[]) AS v(id, b, nv, ev, at) \
-                 WHERE w.wallet_id = v.id AND w.version = v.ev RETURNING w.wallet_id",
-            )
-            .await?;
-        let updated: std::collections::HashSet<Uuid> = tx
-            .query(&stmt, &[&id, &balance, &version, &expected, &at])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for &b in &live {
-            if !updated.contains(&batches[b].wallet_id) {
-                outcomes[b] = Err(CommitError::VersionConflict);
-            }
-        }
-    }
-    // Keys claimed for batches that are out go again (they did not take effect).
-    let orphaned: Vec<Uuid> = keyed
-        .iter()
-        .filter(|(b, _, e)| outcomes[*b].is_err() && claimed.contains(&e.txn_id))
-        .map(|(_, _, e)| e.txn_id)
-        .collect();
-    if !orphaned.is_empty() {
-        let stmt = tx
-            .prepare_cached("DELETE FROM transaction_references WHERE txn_id = ANY($1)")
-            .await?;
-        tx.execute(&stmt, &[&orphaned]).await?;
-    }
-    // 3. The rows of the batches that took effect, one statement per table, pipelined.
-    let done: Vec<&Batch> = (0..batches.len())
-        .filter(|&b| outcomes[b].is_ok())
-        .map(|b| batches[b])
-        .collect();
-    insert_batch_rows(tx, &done).await?;
     Ok(outcomes)
 }
 
-/// Writes what committed batches leave behind besides the wallet row: their transaction rows, outbox
-/// events (`TransactionCompleted`, `BudgetExceeded`), idempotent replies, inbox rows and audit rows
-/// (status changes and refusals; a posting's own row is its audit record) — one statement per table for all the batches,
-/// pipelined. Both the per-batch and the set-based path use it.
-async fn insert_batch_rows<C: GenericClient + Sync>(tx: &C, batches: &[&Batch]) -> Result<(), tokio_postgres::Error> {
-    let entries: Vec<&Entry> = batches.iter().flat_map(|b| b.entries.iter()).collect();
-    let events: Vec<OutboxEvent> = entries
-        .iter()
-        .map(|e| OutboxEvent::transaction_completed(e))
-        .chain(batches.iter().flat_map(|b| crate::budgets::alert_events(b)))
-        .collect();
-    // Applied postings are audited by their own ledger rows (actor and role, append-only: sql/V7); the
-    // audit log gets what has no ledger row.
-    let mut audit: Vec<AuditRow> = Vec::new();
-    for b in batches {
-        for s in &b.status_changes {
-            audit.push(AuditRow::from_origin(
-                &s.origin,
-                "wallet.set_status",
-                "wallet",
-                b.wallet_id.to_string(),
-                "APPLIED",
-                json!({"from": s.from.as_str(), "to": s.to.as_str(), "reason": s.reason}),
-            ));
-        }
-        for r in &b.refusals {
-            audit.push(AuditRow::from_origin(
-                &r.origin,
-                r.action,
-                "wallet",
-                b.wallet_id.to_string(),
-                r.rejection.code(),
-                json!({"amount": r.amount.map(|a| a.to_string()), "detail": r.rejection.to_string()}),
-            ));
-        }
-    }
-    let replies: Vec<(&Origin, u16, String)> = entries
-        .iter()
-        .map(|e| (&e.origin, 201, to_json_body(&TransactionView::from(*e))))
-        .collect();
-    let inbox: Vec<(&Origin, &'static str)> = entries.iter().map(|e| (&e.origin, e.kind.as_str())).collect();
-    let rows = async {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        insert_entries(tx, &entries).await
-    };
-    tokio::try_join!(
-        rows,
-        insert_outbox(tx, &events),
-        complete_idempotency(tx, &replies),
-        record_inbox(tx, &inbox),
-        insert_audit(tx, &audit),
-    )?;
-    Ok(())
-}
-
-/// Writes the group in one transaction; returns each batch's outcome, in order.
-async fn commit_group(pool: &Pool, jobs: &[CommitJob]) -> Vec<Result<(), CommitError>> {
-    let all = |e: CommitError| jobs.iter().map(|_| Err(e.clone())).collect::<Vec<_>>();
-    let mut client = match pool.get().await {
-        Ok(c) => c,
-        Err(e) => return all(commit_err(e)),
-    };
+/// Writes batches in one transaction, each in its own savepoint (one alone needs none); returns each
+/// batch's outcome, in order.
+async fn write_in_transaction(client: &mut Client, batches: &[&Batch]) -> Vec<Result<(), CommitError>> {
+    let all = |e: CommitError| batches.iter().map(|_| Err(e.clone())).collect::<Vec<_>>();
     let mut tx = match client.transaction().await {
         Ok(t) => t,
         Err(e) => return all(commit_err(e)),
     };
-    let mut results: Vec<Result<(), CommitError>> = Vec::with_capacity(jobs.len());
-    if let [job] = jobs {
-        // Alone: no savepoint needed, the transaction itself is the unit.
-        results.push(write_batch(&tx, &job.batch).await);
+    let mut results: Vec<Result<(), CommitError>> = Vec::with_capacity(batches.len());
+    if let [batch] = batches {
+        results.push(write_batch(&tx, batch).await);
     } else {
-        // Plain credits and debits of many wallets go through one set of statements for the whole group;
-        // everything else gets a savepoint of its own. Results are put back in the jobs' order.
-        // One wallet appears at most once in the set-based statements (a second batch of it, which one
-        // process never produces, would take the savepoint path).
-        let mut seen = std::collections::HashSet::new();
-        let (plain, other): (Vec<usize>, Vec<usize>) =
-            (0..jobs.len()).partition(|&i| is_plain(&jobs[i].batch) && seen.insert(jobs[i].batch.wallet_id));
-        let mut slots: Vec<Option<Result<(), CommitError>>> = (0..jobs.len()).map(|_| None).collect();
-        if plain.len() > 1 {
-            let batches: Vec<&Batch> = plain.iter().map(|&i| &jobs[i].batch).collect();
-            match write_plain_group(&tx, &batches).await {
-                Ok(outcomes) => {
-                    for (&i, outcome) in plain.iter().zip(outcomes) {
-                        slots[i] = Some(outcome);
-                    }
-                }
-                Err(e) => return all(commit_err(e)),
-            }
-        }
-        let rest: Vec<usize> = if plain.len() > 1 {
-            other
-        } else {
-            (0..jobs.len()).filter(|i| slots[*i].is_none()).collect()
-        };
-        for i in rest {
-            let job = &jobs[i];
+        for batch in batches {
             let outcome = match tx.savepoint("batch").await {
                 Ok(sp) => {
-                    let r = write_batch(&sp, &job.batch).await;
+                    let r = write_batch(&sp, batch).await;
                     let settled = if r.is_ok() {
                         sp.commit().await
                     } else {
@@ -431,17 +385,11 @@ async fn commit_group(pool: &Pool, jobs: &[CommitJob]) -> Vec<Result<(), CommitE
                 Err(e) => Err(commit_err(e)),
             };
             match outcome {
-                Ok(r) => slots[i] = Some(r),
-                Err(e) => {
-                    // The transaction is unusable: nothing of the group will commit.
-                    return all(e);
-                }
+                Ok(r) => results.push(r),
+                // The transaction is unusable: nothing of it will commit.
+                Err(e) => return all(e),
             }
         }
-        results = slots
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(commit_err("batch left unwritten"))))
-            .collect();
     }
     if results.iter().any(Result::is_ok) {
         if let Err(e) = tx.commit().await {
@@ -455,4 +403,56 @@ async fn commit_group(pool: &Pool, jobs: &[CommitJob]) -> Vec<Result<(), CommitE
         rollback(tx).await;
     }
     results
+}
+
+/// Writes the group (sorted by wallet id); returns each batch's outcome, in order.
+async fn commit_group(pool: &Pool, jobs: &[CommitJob], fallbacks: &AtomicU64) -> Vec<Result<(), CommitError>> {
+    let mut client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => return jobs.iter().map(|_| Err(commit_err(&e))).collect(),
+    };
+    let mut slots: Vec<Option<Result<(), CommitError>>> = (0..jobs.len()).map(|_| None).collect();
+    // One wallet appears at most once in the statement (a second batch of it, which one process never
+    // produces, takes the careful path).
+    let mut seen = HashSet::new();
+    let (plain, mut careful): (Vec<usize>, Vec<usize>) =
+        (0..jobs.len()).partition(|&i| is_plain(&jobs[i].batch) && seen.insert(jobs[i].batch.wallet_id));
+    if !plain.is_empty() {
+        let batches: Vec<&Batch> = plain.iter().map(|&i| &jobs[i].batch).collect();
+        match write_plain_statement(&client, &batches).await {
+            Ok(outcomes) => {
+                for (&i, outcome) in plain.iter().zip(outcomes) {
+                    slots[i] = Some(outcome);
+                }
+            }
+            Err(e) if e.as_db_error().is_some() => {
+                // Refused as a whole, nothing committed: write them the careful way, which tells each
+                // batch its own outcome.
+                fallbacks.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("wallet_group_commit_fallbacks_total").increment(1);
+                warn!(error = %e, batches = plain.len(), "plain group refused as one statement; writing it batch by batch");
+                careful.extend(&plain);
+                careful.sort_unstable();
+            }
+            Err(e) => {
+                let unknown = CommitError::Unavailable {
+                    reason: format!("commit failed: {e}"),
+                    outcome_unknown: true,
+                };
+                for &i in &plain {
+                    slots[i] = Some(Err(unknown.clone()));
+                }
+            }
+        }
+    }
+    if !careful.is_empty() {
+        let batches: Vec<&Batch> = careful.iter().map(|&i| &jobs[i].batch).collect();
+        for (&i, outcome) in careful.iter().zip(write_in_transaction(&mut client, &batches).await) {
+            slots[i] = Some(outcome);
+        }
+    }
+    slots
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(commit_err("batch left unwritten"))))
+        .collect()
 }

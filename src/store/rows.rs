@@ -1,15 +1,25 @@
 //! What a commit writes besides the wallet row, each as one set-based statement (`unnest` of column
 //! arrays) for all the batches of a group: ledger rows, reference keys, outbox events, idempotent replies,
 //! inbox rows and audit rows.
+//!
+//! [`GroupRows`] derives those rows from a group's batches once; its column arrays feed both the
+//! statements of the transactional path ([`insert_group_rows`]) and the committer's single statement
+//! (`committer::write_plain_statement`), which keeps only the rows of the wallets whose update matched.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use rust_decimal::Decimal;
+use serde_json::json;
+use tokio_postgres::types::ToSql;
 use tracing::{error, warn};
 use uuid::Uuid;
+use wallet_actors::store::Batch;
 use wallet_actors::{Entry, Origin};
 
-use crate::views::OutboxEvent;
+use crate::views::{OutboxEvent, TransactionView};
+
+/// A statement parameter.
+pub(super) type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// One audit row.
 pub struct AuditRow {
@@ -43,25 +53,399 @@ impl AuditRow {
     }
 }
 
+/// Ledger rows as column arrays. The row is the posting's audit record too: who asked, in which role
+/// (see sql/V7).
+pub(super) struct EntryCols<'a> {
+    pub id: Vec<Uuid>,
+    pub wallet: Vec<Uuid>,
+    amount: Vec<Decimal>,
+    kind: Vec<&'static str>,
+    desc: Vec<Option<&'a str>>,
+    rid: Vec<Option<&'a str>>,
+    rtype: Vec<Option<&'a str>>,
+    meta: Vec<Option<&'a serde_json::Value>>,
+    after: Vec<Decimal>,
+    at: Vec<DateTime<Utc>>,
+    actor: Vec<Uuid>,
+    role: Vec<&'a str>,
+}
+
+impl<'a> EntryCols<'a> {
+    /// The `unnest` of [`EntryCols::params`], as `AS alias(txn_id, wallet_id, amount, type, ...)`.
+    pub const UNNEST: &'static str = "unnest($1::uuid[], $2::uuid[], $3::numeric[], $4::text[], $5::text[], \
+         $6::text[], $7::text[], $8::jsonb[], $9::numeric[], $10::timestamptz[], $11::uuid[], $12::text[])";
+    pub const COLUMNS: &'static str = "txn_id, wallet_id, amount, type, description, reference_id, reference_type, \
+         metadata, balance_after, created_at, actor_id, actor_role";
+
+    pub fn of(entries: &[&'a Entry]) -> Self {
+        EntryCols {
+            id: entries.iter().map(|e| e.txn_id).collect(),
+            wallet: entries.iter().map(|e| e.wallet_id).collect(),
+            amount: entries.iter().map(|e| e.amount.value()).collect(),
+            kind: entries.iter().map(|e| e.kind.as_str()).collect(),
+            desc: entries.iter().map(|e| e.description.as_deref()).collect(),
+            rid: entries.iter().map(|e| e.reference_id.as_deref()).collect(),
+            rtype: entries.iter().map(|e| e.reference_type.as_deref()).collect(),
+            meta: entries.iter().map(|e| e.metadata.as_ref()).collect(),
+            after: entries.iter().map(|e| e.balance_after.value()).collect(),
+            at: entries.iter().map(|e| e.created_at).collect(),
+            actor: entries.iter().map(|e| e.origin.actor_id).collect(),
+            role: entries.iter().map(|e| e.origin.role.as_str()).collect(),
+        }
+    }
+
+    pub fn params(&self) -> [Param<'_>; 12] {
+        [
+            &self.id,
+            &self.wallet,
+            &self.amount,
+            &self.kind,
+            &self.desc,
+            &self.rid,
+            &self.rtype,
+            &self.meta,
+            &self.after,
+            &self.at,
+            &self.actor,
+            &self.role,
+        ]
+    }
+}
+
+/// Reference keys of the entries that carry one, as column arrays; `index[i]` is the entry's position in
+/// the slice they were taken from.
+pub(super) struct KeyCols<'a> {
+    pub index: Vec<usize>,
+    pub wallet: Vec<Uuid>,
+    pub rtype: Vec<&'a str>,
+    pub rid: Vec<&'a str>,
+    pub kind: Vec<&'static str>,
+    pub txn: Vec<Uuid>,
+    amount: Vec<Decimal>,
+}
+
+impl<'a> KeyCols<'a> {
+    pub fn of(entries: &[&'a Entry]) -> Self {
+        let mut k = KeyCols {
+            index: vec![],
+            wallet: vec![],
+            rtype: vec![],
+            rid: vec![],
+            kind: vec![],
+            txn: vec![],
+            amount: vec![],
+        };
+        for (i, e) in entries.iter().enumerate() {
+            if let (Some(rid), Some(rtype)) = (e.reference_id.as_deref(), e.reference_type.as_deref()) {
+                k.index.push(i);
+                k.wallet.push(e.wallet_id);
+                k.rtype.push(rtype);
+                k.rid.push(rid);
+                k.kind.push(e.kind.as_str());
+                k.txn.push(e.txn_id);
+                k.amount.push(e.amount.value());
+            }
+        }
+        k
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn params(&self) -> [Param<'_>; 6] {
+        [
+            &self.wallet,
+            &self.rtype,
+            &self.rid,
+            &self.kind,
+            &self.txn,
+            &self.amount,
+        ]
+    }
+
+    /// The keys (wallet, type, id, kind) already taken, with the transaction that holds each. Keys of the
+    /// entries' own transactions are left out.
+    pub async fn taken<C: GenericClient>(&self, c: &C) -> Result<Vec<(usize, Uuid)>, tokio_postgres::Error> {
+        if self.is_empty() {
+            return Ok(vec![]);
+        }
+        let stmt = c
+            .prepare_cached(
+                "SELECT r.wallet_id, r.reference_type, r.reference_id, r.type, r.txn_id FROM transaction_references r \
+                 JOIN unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS k(w, rt, ri, ty) \
+                   ON r.wallet_id = k.w AND r.reference_type = k.rt AND r.reference_id = k.ri AND r.type = k.ty",
+            )
+            .await?;
+        let existing = c
+            .query(&stmt, &[&self.wallet, &self.rtype, &self.rid, &self.kind])
+            .await?;
+        let mut taken = Vec::new();
+        for (j, &i) in self.index.iter().enumerate() {
+            let holder = existing.iter().find(|r| {
+                r.get::<_, Uuid>(0) == self.wallet[j]
+                    && r.get::<_, &str>(1) == self.rtype[j]
+                    && r.get::<_, &str>(2) == self.rid[j]
+                    && r.get::<_, &str>(3) == self.kind[j]
+            });
+            if let Some(r) = holder {
+                let txn: Uuid = r.get(4);
+                if txn != self.txn[j] {
+                    taken.push((i, txn));
+                }
+            }
+        }
+        Ok(taken)
+    }
+}
+
+/// Everything committed batches write besides the wallet rows and reference keys, each row tagged with
+/// the wallet whose batch it belongs to: ledger rows, outbox events (`TransactionCompleted`,
+/// `BudgetExceeded`), idempotent replies, inbox rows, and audit rows (status changes and refusals; a
+/// posting's own ledger row is its audit record).
+pub(super) struct GroupRows<'a> {
+    pub entries: Vec<&'a Entry>,
+    events: Vec<OutboxEvent>,
+    event_wallet: Vec<Uuid>,
+    replies: Vec<(Uuid, &'a Origin, String)>,
+    inbox: Vec<(Uuid, Uuid, &'static str)>,
+    audit: Vec<(Uuid, AuditRow)>,
+}
+
+impl<'a> GroupRows<'a> {
+    pub fn of(batches: &[&'a Batch]) -> Self {
+        let entries: Vec<&Entry> = batches.iter().flat_map(|b| b.entries.iter()).collect();
+        let mut events = Vec::with_capacity(entries.len());
+        let mut event_wallet = Vec::with_capacity(entries.len());
+        for e in &entries {
+            events.push(OutboxEvent::transaction_completed(e));
+            event_wallet.push(e.wallet_id);
+        }
+        for b in batches {
+            for ev in crate::budgets::alert_events(b) {
+                events.push(ev);
+                event_wallet.push(b.wallet_id);
+            }
+        }
+        let replies = entries
+            .iter()
+            .filter(|e| e.origin.idempotency.is_some())
+            .map(|e| (e.wallet_id, &e.origin, to_json_body(&TransactionView::from(*e))))
+            .collect();
+        let inbox = entries
+            .iter()
+            .filter_map(|e| e.origin.inbox_event_id.map(|id| (e.wallet_id, id, e.kind.as_str())))
+            .collect();
+        let mut audit = Vec::new();
+        for b in batches {
+            for s in &b.status_changes {
+                let row = AuditRow::from_origin(
+                    &s.origin,
+                    "wallet.set_status",
+                    "wallet",
+                    b.wallet_id.to_string(),
+                    "APPLIED",
+                    json!({"from": s.from.as_str(), "to": s.to.as_str(), "reason": s.reason}),
+                );
+                audit.push((b.wallet_id, row));
+            }
+            for r in &b.refusals {
+                let row = AuditRow::from_origin(
+                    &r.origin,
+                    r.action,
+                    "wallet",
+                    b.wallet_id.to_string(),
+                    r.rejection.code(),
+                    json!({"amount": r.amount.map(|a| a.to_string()), "detail": r.rejection.to_string()}),
+                );
+                audit.push((b.wallet_id, row));
+            }
+        }
+        GroupRows {
+            entries,
+            events,
+            event_wallet,
+            replies,
+            inbox,
+            audit,
+        }
+    }
+
+    pub fn events(&self) -> EventCols<'_> {
+        EventCols::of(&self.events, Some(&self.event_wallet))
+    }
+
+    pub fn replies(&self) -> ReplyCols<'_> {
+        ReplyCols::of(self.replies.iter().map(|(w, o, b)| (*w, *o, 201, b.as_str())))
+    }
+
+    pub fn inbox(&self) -> InboxCols {
+        InboxCols {
+            wallet: self.inbox.iter().map(|r| r.0).collect(),
+            id: self.inbox.iter().map(|r| r.1).collect(),
+            kind: self.inbox.iter().map(|r| r.2).collect(),
+        }
+    }
+
+    pub fn audit(&self) -> AuditCols<'_> {
+        AuditCols::of(self.audit.iter().map(|(w, r)| (*w, r)))
+    }
+}
+
+/// Outbox rows as column arrays (`wallet` tags each with its batch's wallet, when known).
+pub(super) struct EventCols<'a> {
+    pub wallet: Vec<Uuid>,
+    id: Vec<Uuid>,
+    kind: Vec<&'static str>,
+    routing_key: Vec<&'static str>,
+    aggregate: Vec<Uuid>,
+    payload: Vec<&'a str>,
+}
+
+impl<'a> EventCols<'a> {
+    pub const UNNEST: &'static str = "unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[])";
+
+    fn of(events: &'a [OutboxEvent], wallet: Option<&[Uuid]>) -> Self {
+        EventCols {
+            wallet: wallet.map(<[Uuid]>::to_vec).unwrap_or_default(),
+            id: events.iter().map(|e| e.event_id).collect(),
+            kind: events.iter().map(|e| e.event_type).collect(),
+            routing_key: events.iter().map(|e| e.routing_key).collect(),
+            aggregate: events.iter().map(|e| e.aggregate_id).collect(),
+            payload: events.iter().map(|e| e.payload.as_str()).collect(),
+        }
+    }
+
+    pub fn params(&self) -> [Param<'_>; 5] {
+        [&self.id, &self.kind, &self.routing_key, &self.aggregate, &self.payload]
+    }
+}
+
+/// Idempotent replies as column arrays.
+pub(super) struct ReplyCols<'a> {
+    pub wallet: Vec<Uuid>,
+    caller: Vec<Uuid>,
+    endpoint: Vec<&'a str>,
+    key: Vec<&'a str>,
+    status: Vec<i16>,
+    body: Vec<&'a str>,
+}
+
+impl<'a> ReplyCols<'a> {
+    pub const UNNEST: &'static str = "unnest($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::text[])";
+
+    /// Replies of the origins that carry an Idempotency-Key (the others have no key to complete).
+    fn of(replies: impl Iterator<Item = (Uuid, &'a Origin, u16, &'a str)>) -> Self {
+        let mut c = ReplyCols {
+            wallet: vec![],
+            caller: vec![],
+            endpoint: vec![],
+            key: vec![],
+            status: vec![],
+            body: vec![],
+        };
+        for (w, o, status, body) in replies {
+            if let Some(t) = &o.idempotency {
+                c.wallet.push(w);
+                c.caller.push(t.caller);
+                c.endpoint.push(t.endpoint.as_str());
+                c.key.push(t.key.as_str());
+                c.status.push(status as i16);
+                c.body.push(body);
+            }
+        }
+        c
+    }
+
+    pub fn params(&self) -> [Param<'_>; 5] {
+        [&self.caller, &self.endpoint, &self.key, &self.status, &self.body]
+    }
+}
+
+/// Inbox rows (consumed event ids) as column arrays.
+pub(super) struct InboxCols {
+    pub wallet: Vec<Uuid>,
+    id: Vec<Uuid>,
+    kind: Vec<&'static str>,
+}
+
+impl InboxCols {
+    pub const UNNEST: &'static str = "unnest($1::uuid[], $2::text[])";
+
+    pub fn params(&self) -> [Param<'_>; 2] {
+        [&self.id, &self.kind]
+    }
+}
+
+/// Audit rows as column arrays.
+pub(super) struct AuditCols<'a> {
+    pub wallet: Vec<Uuid>,
+    actor: Vec<Option<Uuid>>,
+    role: Vec<&'a str>,
+    action: Vec<&'a str>,
+    target_type: Vec<&'static str>,
+    target_id: Vec<&'a str>,
+    outcome: Vec<&'a str>,
+    detail: Vec<&'a serde_json::Value>,
+}
+
+impl<'a> AuditCols<'a> {
+    pub const UNNEST: &'static str =
+        "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])";
+
+    fn of(rows: impl Iterator<Item = (Uuid, &'a AuditRow)>) -> Self {
+        let mut c = AuditCols {
+            wallet: vec![],
+            actor: vec![],
+            role: vec![],
+            action: vec![],
+            target_type: vec![],
+            target_id: vec![],
+            outcome: vec![],
+            detail: vec![],
+        };
+        for (w, r) in rows {
+            c.wallet.push(w);
+            c.actor.push(r.actor_id);
+            c.role.push(&r.actor_role);
+            c.action.push(&r.action);
+            c.target_type.push(r.target_type);
+            c.target_id.push(&r.target_id);
+            c.outcome.push(&r.outcome);
+            c.detail.push(&r.detail);
+        }
+        c
+    }
+
+    pub fn params(&self) -> [Param<'_>; 7] {
+        [
+            &self.actor,
+            &self.role,
+            &self.action,
+            &self.target_type,
+            &self.target_id,
+            &self.outcome,
+            &self.detail,
+        ]
+    }
+}
+
 pub(super) async fn insert_audit<C: GenericClient>(c: &C, rows: &[AuditRow]) -> Result<(), tokio_postgres::Error> {
-    if rows.is_empty() {
+    write_audit(c, &AuditCols::of(rows.iter().map(|r| (Uuid::nil(), r)))).await
+}
+
+async fn write_audit<C: GenericClient>(c: &C, cols: &AuditCols<'_>) -> Result<(), tokio_postgres::Error> {
+    if cols.actor.is_empty() {
         return Ok(());
     }
-    let actor: Vec<Option<Uuid>> = rows.iter().map(|r| r.actor_id).collect();
-    let role: Vec<&str> = rows.iter().map(|r| r.actor_role.as_str()).collect();
-    let action: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
-    let ttype: Vec<&str> = rows.iter().map(|r| r.target_type).collect();
-    let tid: Vec<&str> = rows.iter().map(|r| r.target_id.as_str()).collect();
-    let outcome: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
-    let detail: Vec<&serde_json::Value> = rows.iter().map(|r| &r.detail).collect();
     let stmt = c
-        .prepare_cached(
+        .prepare_cached(&format!(
             "INSERT INTO audit_log (actor_id, actor_role, action, target_type, target_id, outcome, detail) \
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])",
-        )
+             SELECT * FROM {}",
+            AuditCols::UNNEST
+        ))
         .await?;
-    c.execute(&stmt, &[&actor, &role, &action, &ttype, &tid, &outcome, &detail])
-        .await?;
+    c.execute(&stmt, &cols.params()).await?;
     Ok(())
 }
 
@@ -70,54 +454,37 @@ pub(crate) async fn insert_outbox<C: GenericClient>(
     c: &C,
     events: &[OutboxEvent],
 ) -> Result<(), tokio_postgres::Error> {
-    if events.is_empty() {
+    write_outbox(c, &EventCols::of(events, None)).await
+}
+
+async fn write_outbox<C: GenericClient>(c: &C, cols: &EventCols<'_>) -> Result<(), tokio_postgres::Error> {
+    if cols.id.is_empty() {
         return Ok(());
     }
-    let id: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let et: Vec<&str> = events.iter().map(|e| e.event_type).collect();
-    let rk: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
-    let agg: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
-    let payload: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
     let stmt = c
-        .prepare_cached(
+        .prepare_cached(&format!(
             "INSERT INTO outbox (event_id, event_type, routing_key, aggregate_id, payload) \
-             SELECT e, t, r, a, p::json FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[]) AS u(e, t, r, a, p)",
-        )
+             SELECT e, t, r, a, p::json FROM {} AS u(e, t, r, a, p)",
+            EventCols::UNNEST
+        ))
         .await?;
-    c.execute(&stmt, &[&id, &et, &rk, &agg, &payload]).await?;
+    c.execute(&stmt, &cols.params()).await?;
     Ok(())
 }
 
 pub(super) async fn insert_entries<C: GenericClient>(c: &C, entries: &[&Entry]) -> Result<(), tokio_postgres::Error> {
-    let id: Vec<Uuid> = entries.iter().map(|e| e.txn_id).collect();
-    let wallet: Vec<Uuid> = entries.iter().map(|e| e.wallet_id).collect();
-    let amount: Vec<Decimal> = entries.iter().map(|e| e.amount.value()).collect();
-    let kind: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
-    let desc: Vec<Option<&str>> = entries.iter().map(|e| e.description.as_deref()).collect();
-    let rid: Vec<Option<&str>> = entries.iter().map(|e| e.reference_id.as_deref()).collect();
-    let rtype: Vec<Option<&str>> = entries.iter().map(|e| e.reference_type.as_deref()).collect();
-    let meta: Vec<Option<&serde_json::Value>> = entries.iter().map(|e| e.metadata.as_ref()).collect();
-    let after: Vec<Decimal> = entries.iter().map(|e| e.balance_after.value()).collect();
-    let at: Vec<DateTime<Utc>> = entries.iter().map(|e| e.created_at).collect();
-    // The row is the posting's audit record too: who asked, in which role (see sql/V7).
-    let actor: Vec<Uuid> = entries.iter().map(|e| e.origin.actor_id).collect();
-    let role: Vec<&str> = entries.iter().map(|e| e.origin.role.as_str()).collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let cols = EntryCols::of(entries);
     let stmt = c
-        .prepare_cached(
-            "INSERT INTO transactions (txn_id, wallet_id, amount, type, description, reference_id, reference_type, \
-                                       metadata, balance_after, created_at, actor_id, actor_role, status) \
-             SELECT t.*, 'COMPLETED' FROM unnest($1::uuid[], $2::uuid[], $3::numeric[], $4::text[], $5::text[], \
-                                                 $6::text[], $7::text[], $8::jsonb[], $9::numeric[], $10::timestamptz[], \
-                                                 $11::uuid[], $12::text[]) AS t",
-        )
+        .prepare_cached(&format!(
+            "INSERT INTO transactions ({}, status) SELECT t.*, 'COMPLETED' FROM {} AS t",
+            EntryCols::COLUMNS,
+            EntryCols::UNNEST
+        ))
         .await?;
-    c.execute(
-        &stmt,
-        &[
-            &id, &wallet, &amount, &kind, &desc, &rid, &rtype, &meta, &after, &at, &actor, &role,
-        ],
-    )
-    .await?;
+    c.execute(&stmt, &cols.params()).await?;
     Ok(())
 }
 
@@ -126,27 +493,10 @@ pub(super) async fn claim_references<C: GenericClient>(
     c: &C,
     entries: &[&Entry],
 ) -> Result<Vec<(usize, Uuid)>, tokio_postgres::Error> {
-    let with_ref: Vec<(usize, &Entry)> = entries
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.reference_id.is_some() && e.reference_type.is_some())
-        .map(|(i, e)| (i, *e))
-        .collect();
-    if with_ref.is_empty() {
+    let keys = KeyCols::of(entries);
+    if keys.is_empty() {
         return Ok(vec![]);
     }
-    let wallet: Vec<Uuid> = with_ref.iter().map(|(_, e)| e.wallet_id).collect();
-    let rtype: Vec<&str> = with_ref
-        .iter()
-        .map(|(_, e)| e.reference_type.as_deref().unwrap_or_default())
-        .collect();
-    let rid: Vec<&str> = with_ref
-        .iter()
-        .map(|(_, e)| e.reference_id.as_deref().unwrap_or_default())
-        .collect();
-    let kind: Vec<&str> = with_ref.iter().map(|(_, e)| e.kind.as_str()).collect();
-    let txn: Vec<Uuid> = with_ref.iter().map(|(_, e)| e.txn_id).collect();
-    let amount: Vec<Decimal> = with_ref.iter().map(|(_, e)| e.amount.value()).collect();
     let stmt = c
         .prepare_cached(
             "INSERT INTO transaction_references (wallet_id, reference_type, reference_id, type, txn_id, amount) \
@@ -154,33 +504,11 @@ pub(super) async fn claim_references<C: GenericClient>(
              ON CONFLICT DO NOTHING RETURNING txn_id",
         )
         .await?;
-    let inserted = c.query(&stmt, &[&wallet, &rtype, &rid, &kind, &txn, &amount]).await?;
-    if inserted.len() == with_ref.len() {
+    let inserted = c.query(&stmt, &keys.params()).await?;
+    if inserted.len() == keys.index.len() {
         return Ok(vec![]);
     }
-    let stmt = c
-        .prepare_cached(
-            "SELECT r.reference_type, r.reference_id, r.type, r.txn_id FROM transaction_references r \
-             JOIN unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS k(w, rt, ri, ty) \
-               ON r.wallet_id = k.w AND r.reference_type = k.rt AND r.reference_id = k.ri AND r.type = k.ty",
-        )
-        .await?;
-    let existing = c.query(&stmt, &[&wallet, &rtype, &rid, &kind]).await?;
-    let mut dups = Vec::new();
-    for (i, e) in &with_ref {
-        let found = existing.iter().find(|r| {
-            r.get::<_, &str>(0) == e.reference_type.as_deref().unwrap_or_default()
-                && r.get::<_, &str>(1) == e.reference_id.as_deref().unwrap_or_default()
-                && r.get::<_, &str>(2) == e.kind.as_str()
-        });
-        if let Some(r) = found {
-            let txn: Uuid = r.get(3);
-            if txn != e.txn_id {
-                dups.push((*i, txn));
-            }
-        }
-    }
-    Ok(dups)
+    keys.taken(c).await
 }
 
 /// Records the replies of idempotent requests in the transaction of their effect.
@@ -188,49 +516,53 @@ pub(super) async fn complete_idempotency<C: GenericClient>(
     c: &C,
     done: &[(&Origin, u16, String)],
 ) -> Result<(), tokio_postgres::Error> {
-    let done: Vec<_> = done
-        .iter()
-        .filter_map(|(o, s, b)| o.idempotency.as_ref().map(|t| (t, *s as i16, b)))
-        .collect();
-    if done.is_empty() {
+    let cols = ReplyCols::of(done.iter().map(|(o, s, b)| (Uuid::nil(), *o, *s, b.as_str())));
+    write_replies(c, &cols).await
+}
+
+async fn write_replies<C: GenericClient>(c: &C, cols: &ReplyCols<'_>) -> Result<(), tokio_postgres::Error> {
+    if cols.caller.is_empty() {
         return Ok(());
     }
-    let caller: Vec<Uuid> = done.iter().map(|(t, _, _)| t.caller).collect();
-    let endpoint: Vec<&str> = done.iter().map(|(t, _, _)| t.endpoint.as_str()).collect();
-    let key: Vec<&str> = done.iter().map(|(t, _, _)| t.key.as_str()).collect();
-    let status: Vec<i16> = done.iter().map(|(_, s, _)| *s).collect();
-    let body: Vec<&str> = done.iter().map(|(_, _, b)| b.as_str()).collect();
     let stmt = c
-        .prepare_cached(
+        .prepare_cached(&format!(
             "UPDATE idempotency_keys k SET response_status = v.s, response_body = v.b \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::text[]) AS v(c, e, k, s, b) \
-             WHERE k.caller = v.c AND k.endpoint = v.e AND k.key = v.k",
-        )
+             FROM {} AS v(c, e, k, s, b) WHERE k.caller = v.c AND k.endpoint = v.e AND k.key = v.k",
+            ReplyCols::UNNEST
+        ))
         .await?;
-    c.execute(&stmt, &[&caller, &endpoint, &key, &status, &body]).await?;
+    c.execute(&stmt, &cols.params()).await?;
     Ok(())
 }
 
-/// Records consumed event ids (inbox) in the transaction of their effect.
-pub(super) async fn record_inbox<C: GenericClient>(
-    c: &C,
-    origins: &[(&Origin, &'static str)],
-) -> Result<(), tokio_postgres::Error> {
-    let ids: Vec<(Uuid, &str)> = origins
-        .iter()
-        .filter_map(|(o, a)| o.inbox_event_id.map(|id| (id, *a)))
-        .collect();
-    if ids.is_empty() {
+async fn write_inbox<C: GenericClient>(c: &C, cols: &InboxCols) -> Result<(), tokio_postgres::Error> {
+    if cols.id.is_empty() {
         return Ok(());
     }
-    let id: Vec<Uuid> = ids.iter().map(|(i, _)| *i).collect();
-    let et: Vec<&str> = ids.iter().map(|(_, a)| *a).collect();
     let stmt = c
-        .prepare_cached(
-            "INSERT INTO processed_events (event_id, event_type) SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT DO NOTHING",
-        )
+        .prepare_cached(&format!(
+            "INSERT INTO processed_events (event_id, event_type) SELECT * FROM {} ON CONFLICT DO NOTHING",
+            InboxCols::UNNEST
+        ))
         .await?;
-    c.execute(&stmt, &[&id, &et]).await?;
+    c.execute(&stmt, &cols.params()).await?;
+    Ok(())
+}
+
+/// Writes a group's [`GroupRows`] inside the caller's transaction (or savepoint): one statement per
+/// table, pipelined (tokio-postgres sends them without waiting for each answer).
+pub(super) async fn insert_group_rows<C: GenericClient + Sync>(
+    tx: &C,
+    rows: &GroupRows<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    let (events, replies, inbox, audit) = (rows.events(), rows.replies(), rows.inbox(), rows.audit());
+    tokio::try_join!(
+        insert_entries(tx, &rows.entries),
+        write_outbox(tx, &events),
+        write_replies(tx, &replies),
+        write_inbox(tx, &inbox),
+        write_audit(tx, &audit),
+    )?;
     Ok(())
 }
 
