@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::books::{Acked, ClientLedger, Kind};
+use crate::h1::{H1, Reply};
 use crate::sched::{RateSchedule, pick};
 use crate::setup::Fixture;
 use crate::stats::{Outcome, Recorder, RunStats};
@@ -111,8 +112,8 @@ struct ProblemReply {
 
 /// Sends requests of one run and records what came back.
 pub struct Driver {
-    pub http: reqwest::Client,
-    pub base: String,
+    /// The measured requests' client (lean, keep-alive: see [`crate::h1`]).
+    pub http: H1,
     /// "Bearer ..." of a service caller (writes) and an admin (reads).
     pub write_auth: String,
     pub read_auth: String,
@@ -136,10 +137,8 @@ pub fn http_client(max_idle: usize) -> anyhow::Result<reqwest::Client> {
 }
 
 impl Driver {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        http: reqwest::Client,
-        base: &str,
+        http: H1,
         write_token: &str,
         read_token: &str,
         fixture: Arc<Fixture>,
@@ -148,7 +147,6 @@ impl Driver {
     ) -> Self {
         Driver {
             http,
-            base: base.trim_end_matches('/').to_string(),
             write_auth: format!("Bearer {write_token}"),
             read_auth: format!("Bearer {read_token}"),
             fixture,
@@ -175,55 +173,44 @@ impl Driver {
                     crate::books::cents_text(cents),
                     kind.as_db()
                 );
-                let mut req = self
-                    .http
-                    .post(format!("{}/wallets/{wallet_id}/transactions", self.base))
-                    .header("authorization", &self.write_auth)
-                    .header("content-type", "application/json")
-                    .body(body);
-                if self.idempotency_keys {
-                    req = req.header("idempotency-key", format!("lt-{}-{i}", self.run_tag));
+                let path = format!("/wallets/{wallet_id}/transactions");
+                let key = self.idempotency_keys.then(|| format!("lt-{}-{i}", self.run_tag));
+                let mut headers = vec![
+                    ("authorization", self.write_auth.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                if let Some(k) = &key {
+                    headers.push(("idempotency-key", k.as_str()));
                 }
                 let label = match kind {
                     Kind::Debit => "debit",
                     Kind::Credit => "credit",
                 };
-                match req.send().await {
-                    Ok(res) => {
-                        let status = res.status().as_u16();
-                        let bytes = res.bytes().await;
-                        match (status, bytes) {
-                            (201, Ok(b)) => match serde_json::from_slice::<TxnReply>(&b) {
-                                Ok(t) => (
-                                    label,
-                                    Outcome::Ok,
-                                    Some(Acked {
-                                        txn_id: t.txn_id,
-                                        wallet_id,
-                                        cents,
-                                        kind,
-                                    }),
-                                    None,
-                                ),
-                                Err(_) => (label, Outcome::Failed("201 unreadable".into()), None, Some(wallet_id)),
-                            },
-                            (s, Ok(b)) => {
-                                let code = problem_code(&b);
-                                // A 5xx may hide a commit (e.g. an unknown outcome): the books allow for it.
-                                let unknown = (s >= 500).then_some(wallet_id);
-                                (label, Outcome::Failed(format!("{s} {code}")), None, unknown)
-                            }
-                            (s, Err(e)) => (
-                                label,
-                                Outcome::Failed(format!("{s} body {}", transport_kind(&e))),
-                                None,
-                                Some(wallet_id),
-                            ),
-                        }
+                match self.http.request("POST", &path, &headers, Some(body.as_bytes())).await {
+                    Ok(Reply { status: 201, body }) => match serde_json::from_slice::<TxnReply>(&body) {
+                        Ok(t) => (
+                            label,
+                            Outcome::Ok,
+                            Some(Acked {
+                                txn_id: t.txn_id,
+                                wallet_id,
+                                cents,
+                                kind,
+                            }),
+                            None,
+                        ),
+                        Err(_) => (label, Outcome::Failed("201 unreadable".into()), None, Some(wallet_id)),
+                    },
+                    Ok(Reply { status, body }) => {
+                        let code = problem_code(&body);
+                        // A 5xx may hide a commit (e.g. an unknown outcome): the books allow for it.
+                        let unknown = (status >= 500).then_some(wallet_id);
+                        (label, Outcome::Failed(format!("{status} {code}")), None, unknown)
                     }
+                    // The request may have been applied before the connection failed: unknown outcome.
                     Err(e) => (
                         label,
-                        Outcome::Failed(format!("transport {}", transport_kind(&e))),
+                        Outcome::Failed(format!("transport {}", e.kind())),
                         None,
                         Some(wallet_id),
                     ),
@@ -231,22 +218,15 @@ impl Driver {
             }
             Op::Read { user } => {
                 let user_id = self.fixture.users[user];
+                let path = format!("/wallets/{user_id}");
                 let res = self
                     .http
-                    .get(format!("{}/wallets/{user_id}", self.base))
-                    .header("authorization", &self.read_auth)
-                    .send()
+                    .request("GET", &path, &[("authorization", self.read_auth.as_str())], None)
                     .await;
                 let outcome = match res {
-                    Ok(res) => {
-                        let status = res.status().as_u16();
-                        match res.bytes().await {
-                            Ok(_) if status == 200 => Outcome::Ok,
-                            Ok(b) => Outcome::Failed(format!("{status} {}", problem_code(&b))),
-                            Err(e) => Outcome::Failed(format!("{status} body {}", transport_kind(&e))),
-                        }
-                    }
-                    Err(e) => Outcome::Failed(format!("transport {}", transport_kind(&e))),
+                    Ok(Reply { status: 200, .. }) => Outcome::Ok,
+                    Ok(Reply { status, body }) => Outcome::Failed(format!("{status} {}", problem_code(&body))),
+                    Err(e) => Outcome::Failed(format!("transport {}", e.kind())),
                 };
                 ("read", outcome, None, None)
             }
@@ -390,20 +370,6 @@ fn problem_code(body: &[u8]) -> String {
         .ok()
         .and_then(|p| p.code)
         .unwrap_or_else(|| "-".into())
-}
-
-fn transport_kind(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else if e.is_request() {
-        "request"
-    } else {
-        "other"
-    }
 }
 
 /// Writes per wallet index in a workload's first `n` requests (used by tests).

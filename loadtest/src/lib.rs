@@ -18,6 +18,7 @@
 pub mod amqp;
 pub mod books;
 pub mod drive;
+pub mod h1;
 pub mod pgbench;
 pub mod report;
 pub mod sched;
@@ -381,7 +382,6 @@ async fn run_on(
             let run = engine_run(
                 args,
                 target,
-                &http,
                 &fixture,
                 mix,
                 default_mode(false),
@@ -420,7 +420,6 @@ async fn run_on(
                 let e = engine_run(
                     args,
                     target,
-                    &http,
                     &fixture,
                     Mix::DEBITS,
                     mode,
@@ -439,7 +438,6 @@ async fn run_on(
                 let e = engine_run(
                     args,
                     target,
-                    &http,
                     &fixture,
                     Mix::DEBITS,
                     mode,
@@ -591,7 +589,6 @@ async fn make_fixture(
 async fn engine_run(
     args: &Args,
     target: &Target,
-    http: &reqwest::Client,
     fixture: &Fixture,
     mix: Mix,
     mode: Mode,
@@ -599,9 +596,14 @@ async fn engine_run(
     books_db: Option<&str>,
 ) -> anyhow::Result<EngineRun> {
     let fixture = Arc::new(fixture.clone());
-    let driver = Arc::new(Driver::new(
-        http.clone(),
+    let client = h1::H1::new(
         &target.base_url,
+        args.max_in_flight.max(args.concurrency),
+        drive::REQUEST_TIMEOUT,
+    )
+    .await?;
+    let driver = Arc::new(Driver::new(
+        client,
         &target.auth.token(Role::Service),
         &target.auth.token(Role::Admin),
         fixture.clone(),
