@@ -217,3 +217,14 @@ async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and
         .await;
     assert_eq!(rows, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_accepts_every_variant_of_the_plain_statement() {
+    let app = common::spawn_app().await;
+    let c = app.db.as_ref().unwrap().client().await;
+    let variants = wallet_service::store::all_plain_statements();
+    assert_eq!(variants.len(), 16);
+    for sql in variants {
+        c.prepare(sql).await.unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
+    }
+}

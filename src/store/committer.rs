@@ -6,7 +6,7 @@
 //! # Two paths
 //! - **Plain batches** (credits and debits with no budget work: the booking and debit traffic) of the whole
 //!   group go to Postgres as **one statement in autocommit**: one round trip, one commit, one WAL flush
-//!   ([`PLAIN_STATEMENT`]). The version-guarded `UPDATE` of their wallets comes first, and every row the
+//!   ([`plain_statement`]). The version-guarded `UPDATE` of their wallets comes first, and every row the
 //!   statement inserts is joined to the wallets that `UPDATE` returned, so a batch whose wallet moved on
 //!   (or that repeats a reference already taken) writes nothing while its neighbours commit.
 //! - **Other batches** (status changes, budgets, refunds of budgeted debits, refusals alone) and plain ones
@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, OnceLock};
 
 use deadpool_postgres::Client;
 use deadpool_postgres::{GenericClient, Pool};
@@ -226,7 +226,7 @@ fn unnest(types: &[&str], first: usize) -> String {
     format!("unnest({})", args.join(", "))
 }
 
-/// Column types of each section of [`PLAIN_STATEMENT`], in parameter order. A section's last column is
+/// Column types of each section of the plain statement, in parameter order. A section's last column is
 /// the wallet its row belongs to (wallet updates: the wallet itself).
 const WALLET_TYPES: [&str; 5] = ["uuid", "numeric", "int8", "int8", "timestamptz"];
 const KEY_TYPES: [&str; 6] = ["uuid", "text", "text", "text", "uuid", "numeric"];
@@ -249,60 +249,127 @@ const REPLY_TYPES: [&str; 6] = ["uuid", "text", "text", "int2", "text", "uuid"];
 const INBOX_TYPES: [&str; 3] = ["uuid", "text", "uuid"];
 const AUDIT_TYPES: [&str; 8] = ["uuid", "text", "text", "text", "text", "text", "jsonb", "uuid"];
 
+/// Which optional sections a group needs. A section with no rows is left out of the statement rather than
+/// run empty: each costs the opening and locking of its table and indexes, and a debit from HTTP needs
+/// none of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sections {
+    keys: bool,
+    replies: bool,
+    inbox: bool,
+    audit: bool,
+}
+
+impl Sections {
+    fn index(self) -> usize {
+        usize::from(self.keys)
+            | usize::from(self.replies) << 1
+            | usize::from(self.inbox) << 2
+            | usize::from(self.audit) << 3
+    }
+}
+
+/// One prepared text per combination of sections, built on first use.
+static PLAIN_STATEMENTS: [OnceLock<String>; 16] = [const { OnceLock::new() }; 16];
+
 /// The whole write of a group of plain batches, as one statement. Data-modifying CTEs all run, once, on
 /// one snapshot; `upd` is the version-guarded update, and every insert joins its rows to the wallets `upd`
 /// returned. A wallet is left out of `upd` when its version moved on, or when one of its batch's
 /// reference keys is already taken: any write that takes a key of a wallet also bumps that wallet's
 /// version in the same transaction, so a key taken after our snapshot makes the version check fail, and
-/// one taken before it is seen by `NOT EXISTS`. The statement returns the wallets it updated.
-static PLAIN_STATEMENT: LazyLock<String> = LazyLock::new(|| {
-    let mut n = 1;
-    let mut next = |types: &[&str]| {
-        let u = unnest(types, n);
-        n += types.len();
-        u
-    };
-    let wallets = next(&WALLET_TYPES);
-    let keys = next(&KEY_TYPES);
-    let entries = next(&ENTRY_TYPES);
-    let events = next(&EVENT_TYPES);
-    let replies = next(&REPLY_TYPES);
-    let inbox = next(&INBOX_TYPES);
-    let audit = next(&AUDIT_TYPES);
-    let columns = EntryCols::COLUMNS;
-    format!(
-        "WITH keys AS (SELECT * FROM {keys} AS k(w, rt, ri, ty, txn, amt)), \
-         upd AS (UPDATE wallets w SET balance = v.b, version = v.nv, updated_at = v.at \
-                   FROM {wallets} AS v(id, b, nv, ev, at) \
-                  WHERE w.wallet_id = v.id AND w.version = v.ev \
-                    AND NOT EXISTS (SELECT 1 FROM keys k JOIN transaction_references r \
-                                      ON r.wallet_id = k.w AND r.reference_type = k.rt \
-                                     AND r.reference_id = k.ri AND r.type = k.ty \
-                                   WHERE k.w = v.id) \
-                 RETURNING w.wallet_id), \
-         refs AS (INSERT INTO transaction_references (wallet_id, reference_type, reference_id, type, txn_id, amount) \
-                  SELECT k.w, k.rt, k.ri, k.ty, k.txn, k.amt FROM keys k JOIN upd ON upd.wallet_id = k.w), \
-         txns AS (INSERT INTO transactions ({columns}, status) \
-                  SELECT t.*, 'COMPLETED' FROM {entries} AS t({columns}) JOIN upd ON upd.wallet_id = t.wallet_id), \
-         evts AS (INSERT INTO outbox (event_id, event_type, routing_key, aggregate_id, payload) \
-                  SELECT x.e, x.t, x.r, x.a, x.p::json FROM {events} AS x(e, t, r, a, p, w) \
-                    JOIN upd ON upd.wallet_id = x.w), \
-         idem AS (UPDATE idempotency_keys ik SET response_status = x.s, response_body = x.b \
-                    FROM {replies} AS x(c, e, k, s, b, w) JOIN upd ON upd.wallet_id = x.w \
-                   WHERE ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k), \
-         inbox AS (INSERT INTO processed_events (event_id, event_type) \
-                   SELECT x.i, x.t FROM {inbox} AS x(i, t, w) JOIN upd ON upd.wallet_id = x.w \
-                   ON CONFLICT DO NOTHING), \
-         audit AS (INSERT INTO audit_log (actor_id, actor_role, action, target_type, target_id, outcome, detail) \
-                   SELECT x.a, x.r, x.ac, x.tt, x.ti, x.o, x.d FROM {audit} AS x(a, r, ac, tt, ti, o, d, w) \
-                     JOIN upd ON upd.wallet_id = x.w) \
-         SELECT wallet_id FROM upd"
-    )
-});
+/// one taken before it is seen by `NOT EXISTS`. The statement returns the wallets it updated. Parameters
+/// come section by section, in the order of the `*_TYPES` above, present sections only.
+fn plain_statement(with: Sections) -> &'static str {
+    PLAIN_STATEMENTS[with.index()].get_or_init(|| {
+        let mut n = 1;
+        let mut next = |types: &[&str]| {
+            let u = unnest(types, n);
+            n += types.len();
+            u
+        };
+        let wallets = next(&WALLET_TYPES);
+        let keys = with.keys.then(|| next(&KEY_TYPES));
+        let entries = next(&ENTRY_TYPES);
+        let events = next(&EVENT_TYPES);
+        let replies = with.replies.then(|| next(&REPLY_TYPES));
+        let inbox = with.inbox.then(|| next(&INBOX_TYPES));
+        let audit = with.audit.then(|| next(&AUDIT_TYPES));
+        let columns = EntryCols::COLUMNS;
+        let mut ctes = Vec::new();
+        if let Some(keys) = &keys {
+            ctes.push(format!("keys AS (SELECT * FROM {keys} AS k(w, rt, ri, ty, txn, amt))"));
+        }
+        let not_taken = if keys.is_some() {
+            " AND NOT EXISTS (SELECT 1 FROM keys k JOIN transaction_references r \
+                                ON r.wallet_id = k.w AND r.reference_type = k.rt \
+                               AND r.reference_id = k.ri AND r.type = k.ty \
+                             WHERE k.w = v.id)"
+        } else {
+            ""
+        };
+        ctes.push(format!(
+            "upd AS (UPDATE wallets w SET balance = v.b, version = v.nv, updated_at = v.at \
+               FROM {wallets} AS v(id, b, nv, ev, at) \
+              WHERE w.wallet_id = v.id AND w.version = v.ev{not_taken} \
+             RETURNING w.wallet_id)"
+        ));
+        if keys.is_some() {
+            ctes.push(
+                "refs AS (INSERT INTO transaction_references (wallet_id, reference_type, reference_id, type, txn_id, amount) \
+                 SELECT k.w, k.rt, k.ri, k.ty, k.txn, k.amt FROM keys k JOIN upd ON upd.wallet_id = k.w)"
+                    .to_string(),
+            );
+        }
+        ctes.push(format!(
+            "txns AS (INSERT INTO transactions ({columns}, status) \
+             SELECT t.*, 'COMPLETED' FROM {entries} AS t({columns}) JOIN upd ON upd.wallet_id = t.wallet_id)"
+        ));
+        ctes.push(format!(
+            "evts AS (INSERT INTO outbox (event_id, event_type, routing_key, aggregate_id, payload) \
+             SELECT x.e, x.t, x.r, x.a, x.p::json FROM {events} AS x(e, t, r, a, p, w) JOIN upd ON upd.wallet_id = x.w)"
+        ));
+        if let Some(replies) = replies {
+            ctes.push(format!(
+                "idem AS (UPDATE idempotency_keys ik SET response_status = x.s, response_body = x.b \
+                   FROM {replies} AS x(c, e, k, s, b, w) JOIN upd ON upd.wallet_id = x.w \
+                  WHERE ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k)"
+            ));
+        }
+        if let Some(inbox) = inbox {
+            ctes.push(format!(
+                "inbox AS (INSERT INTO processed_events (event_id, event_type) \
+                 SELECT x.i, x.t FROM {inbox} AS x(i, t, w) JOIN upd ON upd.wallet_id = x.w ON CONFLICT DO NOTHING)"
+            ));
+        }
+        if let Some(audit) = audit {
+            ctes.push(format!(
+                "audit AS (INSERT INTO audit_log (actor_id, actor_role, action, target_type, target_id, outcome, detail) \
+                 SELECT x.a, x.r, x.ac, x.tt, x.ti, x.o, x.d FROM {audit} AS x(a, r, ac, tt, ti, o, d, w) \
+                   JOIN upd ON upd.wallet_id = x.w)"
+            ));
+        }
+        format!("WITH {} SELECT wallet_id FROM upd", ctes.join(", "))
+    })
+}
 
-/// Writes plain batches of many wallets (at most one batch per wallet) with [`PLAIN_STATEMENT`] in
-/// autocommit, and tells each batch's outcome. An `Err` with a database error means Postgres refused the
-/// statement and nothing of it committed; any other `Err` leaves the outcome unknown.
+/// Every variant of the plain statement (for a test that Postgres accepts them all).
+#[doc(hidden)]
+pub fn all_plain_statements() -> Vec<&'static str> {
+    (0..16usize)
+        .map(|i| {
+            plain_statement(Sections {
+                keys: i & 1 != 0,
+                replies: i & 2 != 0,
+                inbox: i & 4 != 0,
+                audit: i & 8 != 0,
+            })
+        })
+        .collect()
+}
+
+/// Writes plain batches of many wallets (at most one batch per wallet) as one statement in autocommit
+/// ([`plain_statement`]), and tells each batch's outcome. An `Err` with a database error means Postgres
+/// refused the statement and nothing of it committed; any other `Err` leaves the outcome unknown.
 async fn write_plain_statement(
     c: &Client,
     batches: &[&Batch],
@@ -316,30 +383,45 @@ async fn write_plain_statement(
     let keys = KeyCols::of(&rows.entries);
     let entries = EntryCols::of(&rows.entries);
     let (events, replies, inbox, audit) = (rows.events(), rows.replies(), rows.inbox(), rows.audit());
+    let with = Sections {
+        keys: !keys.is_empty(),
+        replies: !replies.wallet.is_empty(),
+        inbox: !inbox.wallet.is_empty(),
+        audit: !audit.wallet.is_empty(),
+    };
 
     let mut params: Vec<Param<'_>> = vec![&wallet_id, &balance, &version, &expected, &at];
-    params.extend(keys.params());
+    if with.keys {
+        params.extend(keys.params());
+    }
     params.extend(entries.params());
     params.extend(events.params());
     params.push(&events.wallet);
-    params.extend(replies.params());
-    params.push(&replies.wallet);
-    params.extend(inbox.params());
-    params.push(&inbox.wallet);
-    params.extend(audit.params());
-    params.push(&audit.wallet);
+    if with.replies {
+        params.extend(replies.params());
+        params.push(&replies.wallet);
+    }
+    if with.inbox {
+        params.extend(inbox.params());
+        params.push(&inbox.wallet);
+    }
+    if with.audit {
+        params.extend(audit.params());
+        params.push(&audit.wallet);
+    }
+    let types = |on: bool, n: usize| if on { n } else { 0 };
     debug_assert_eq!(
         params.len(),
         WALLET_TYPES.len()
-            + KEY_TYPES.len()
+            + types(with.keys, KEY_TYPES.len())
             + ENTRY_TYPES.len()
             + EVENT_TYPES.len()
-            + REPLY_TYPES.len()
-            + INBOX_TYPES.len()
-            + AUDIT_TYPES.len()
+            + types(with.replies, REPLY_TYPES.len())
+            + types(with.inbox, INBOX_TYPES.len())
+            + types(with.audit, AUDIT_TYPES.len())
     );
 
-    let stmt = c.prepare_cached(&PLAIN_STATEMENT).await?;
+    let stmt = c.prepare_cached(plain_statement(with)).await?;
     let updated: HashSet<Uuid> = c.query(&stmt, &params).await?.iter().map(|r| r.get(0)).collect();
 
     let mut outcomes = Vec::with_capacity(batches.len());

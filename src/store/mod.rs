@@ -15,7 +15,7 @@
 mod committer;
 mod rows;
 
-pub use committer::{GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_PENDING_BATCHES};
+pub use committer::{GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_PENDING_BATCHES, all_plain_statements};
 pub use rows::AuditRow;
 pub(crate) use rows::insert_outbox;
 use rows::{claim_references, complete_idempotency, insert_audit, insert_entries, rollback, to_json_body};
