@@ -63,12 +63,44 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Replaces ids in a path by `{id}` so metrics have one label per route, not per wallet.
-fn route_label(path: &str) -> String {
-    path.split('/')
-        .map(|seg| if Uuid::parse_str(seg).is_ok() { "{id}" } else { seg })
-        .collect::<Vec<_>>()
-        .join("/")
+/// The route a path belongs to, with ids as `{id}`: one metrics label per route, not per wallet, and a
+/// bounded set of them (a path no route serves is `other`, so a scan of random URLs cannot grow the
+/// metrics without bound). Static strings: no allocation per request.
+fn route_label(path: &str) -> &'static str {
+    let mut segs = path.trim_start_matches('/').split('/');
+    let mut next = || segs.next().filter(|s| !s.is_empty());
+    let id = |s: Option<&str>| s.is_some_and(|s| Uuid::parse_str(s).is_ok());
+    match (next(), next(), next(), next()) {
+        (Some("health"), None, _, _) => "/health",
+        (Some("ready"), None, _, _) => "/ready",
+        (Some("metrics"), None, _, _) => "/metrics",
+        (Some("openapi.json"), None, _, _) => "/openapi.json",
+        (Some("docs"), None, _, _) => "/docs",
+        (Some("transfers"), None, _, _) => "/transfers",
+        (Some("wallets"), None, _, _) => "/wallets",
+        (Some("budgets"), None, _, _) => "/budgets",
+        (Some("users"), u, None, _) if id(u) => "/users/{id}",
+        (Some("wallets"), w, None, _) if id(w) => "/wallets/{id}",
+        (Some("wallets"), w, Some("status"), None) if id(w) => "/wallets/{id}/status",
+        (Some("wallets"), w, Some("transactions"), None) if id(w) => "/wallets/{id}/transactions",
+        (Some("budgets"), b, None, _) if id(b) => "/budgets/{id}",
+        (Some("budgets"), b, Some("history"), None) if id(b) => "/budgets/{id}/history",
+        _ => "other",
+    }
+}
+
+/// The method as a static label (anything unusual is `OTHER`).
+fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 impl Ctx {
@@ -92,12 +124,13 @@ impl Ctx {
     }
 
     pub fn observe(&self, info: warp::log::Info<'_>) {
-        let labels = [
-            ("method", info.method().to_string()),
-            ("route", route_label(info.path())),
-            ("status", info.status().as_u16().to_string()),
-        ];
-        metrics::histogram!("http_request_duration_seconds", &labels).record(info.elapsed().as_secs_f64());
+        metrics::histogram!(
+            "http_request_duration_seconds",
+            "method" => method_label(info.method()),
+            "route" => route_label(info.path()),
+            "status" => info.status().as_str().to_owned(),
+        )
+        .record(info.elapsed().as_secs_f64());
     }
 
     /// A wallet's committed state for reads: the cache (shared through Redis when configured, written
@@ -311,5 +344,25 @@ pub fn default_limits(idle: Duration) -> Limits {
     Limits {
         idle_timeout: idle,
         ..Limits::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_labelled_with_ids_replaced_and_unknown_paths_bounded() {
+        let id = Uuid::new_v4();
+        assert_eq!(route_label(&format!("/wallets/{id}/transactions")), "/wallets/{id}/transactions");
+        assert_eq!(route_label(&format!("/wallets/{id}")), "/wallets/{id}");
+        assert_eq!(route_label(&format!("/budgets/{id}/history")), "/budgets/{id}/history");
+        assert_eq!(route_label("/wallets"), "/wallets");
+        assert_eq!(route_label("/health"), "/health");
+        assert_eq!(route_label("/wallets/not-an-id"), "other");
+        assert_eq!(route_label("/wp-admin/setup.php"), "other");
+        assert_eq!(route_label(&format!("/wallets/{id}/transactions/extra")), "other");
+        assert_eq!(method_label(&http::Method::POST), "POST");
+        assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "OTHER");
     }
 }

@@ -35,6 +35,8 @@ pub struct MemoryStore {
     pub commit_delay: Mutex<Duration>,
     /// The next `load` panics (actor restart tests).
     pub panic_on_next_load: AtomicBool,
+    /// The next `commit` panics before writing anything.
+    pub panic_on_next_commit: AtomicBool,
     /// The next this-many commits fail as unavailable.
     pub fail_next_commits: AtomicUsize,
     /// Sizes of the batches committed (entries + status changes + refusals), in order.
@@ -135,6 +137,9 @@ impl WalletStore for MemoryStore {
     }
 
     async fn commit(&self, batch: &Batch) -> Result<(), CommitError> {
+        if self.panic_on_next_commit.swap(false, Ordering::SeqCst) {
+            panic!("injected panic while committing a batch of wallet {}", batch.wallet_id);
+        }
         let delay = *self.commit_delay.lock().unwrap_or_else(|p| p.into_inner());
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

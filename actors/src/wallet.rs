@@ -14,9 +14,11 @@
 //! [`Limits::max_conflict_retries`]), so a second process can slow us down but never make us overdraw.
 
 use std::collections::{HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, warn};
 
@@ -501,23 +503,23 @@ impl WalletActorState {
     }
 
     /// Runs the flight's commit on its own task and reports back as a message, so the mailbox keeps
-    /// filling the next batch meanwhile. A panic in the store is caught and reported as an unknown outcome
-    /// rather than leaving the actor waiting forever.
+    /// filling the next batch meanwhile. A panic in the store is caught (on the same task, without a
+    /// second spawn) and reported as an unknown outcome rather than leaving the actor waiting forever.
     fn launch(&mut self, myself: ActorRef<WalletMsg>, flight: Flight) {
         self.in_flight = true;
         let store = self.store.clone();
         tokio::spawn(async move {
-            let unknown = |e: tokio::task::JoinError| CommitError::Unavailable {
-                reason: format!("commit task failed: {e}"),
+            let unknown = |_panic| CommitError::Unavailable {
+                reason: "the store panicked during the commit".into(),
                 outcome_unknown: true,
             };
             let flight = match flight {
                 Flight::Batch { batch, items, .. } => {
-                    let (s, b) = (store.clone(), batch.clone());
                     let started = std::time::Instant::now();
-                    let result = tokio::spawn(async move { s.commit(&b).await })
+                    let result = AssertUnwindSafe(store.commit(&batch))
+                        .catch_unwind()
                         .await
-                        .unwrap_or_else(|e| Err(unknown(e)));
+                        .unwrap_or_else(|p| Err(unknown(p)));
                     let outcome = if result.is_ok() { "ok" } else { "error" };
                     metrics::histogram!("wallet_group_commit_batch_size").record(items.len() as f64);
                     metrics::histogram!("wallet_commit_duration_seconds", "outcome" => outcome)
@@ -525,10 +527,10 @@ impl WalletActorState {
                     Flight::Batch { batch, items, result }
                 }
                 Flight::Transfer { plan, item, .. } => {
-                    let (s, p) = (store.clone(), plan.clone());
-                    let result = tokio::spawn(async move { s.transfer(&p).await })
+                    let result = AssertUnwindSafe(store.transfer(&plan))
+                        .catch_unwind()
                         .await
-                        .unwrap_or_else(|e| Err(TransferError::Commit(unknown(e))));
+                        .unwrap_or_else(|p| Err(TransferError::Commit(unknown(p))));
                     Flight::Transfer { plan, item, result }
                 }
             };

@@ -423,6 +423,29 @@ async fn an_idle_actor_stops_and_a_later_request_reloads_the_right_balance() {
 // ---------------------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_panicking_mid_commit_answers_unavailable_and_the_wallet_keeps_working() {
+    use std::sync::atomic::Ordering;
+
+    let store = Arc::new(MemoryStore::new());
+    let w = store.create_wallet(amt("10.00"), Currency::Usd);
+    let engine = start(&store, Limits::default()).await;
+    store.panic_on_next_commit.store(true, Ordering::SeqCst);
+    match engine.execute(w, debit("1.00")).await {
+        Err(Rejection::Unavailable(reason)) => assert!(reason.contains("panicked"), "{reason}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        !store.panic_on_next_commit.load(Ordering::SeqCst),
+        "the injected panic happened"
+    );
+    assert!(store.entries(w).is_empty());
+    // The actor did not die with the commit: it reloads (the outcome was unknown) and goes on.
+    assert_eq!(engine.restarts(), 0);
+    let entry = posted(engine.execute(w, debit("1.00")).await);
+    assert_eq!(entry.balance_after, amt("9.00"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_actor_is_restarted_and_the_wallet_keeps_working() {
     use std::sync::atomic::Ordering;
 
