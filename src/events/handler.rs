@@ -162,10 +162,12 @@ pub async fn handle(ctx: &Arc<Ctx>, body: &[u8], routing_key: &str) -> Outcome {
 
 async fn already_processed(ctx: &Ctx, event_id: Uuid) -> Result<bool, String> {
     let c = ctx.ledger.store.pool.get().await.map_err(|e| e.to_string())?;
-    let row = c
-        .query_opt("SELECT 1 FROM processed_events WHERE event_id = $1", &[&event_id])
+    // Prepared once per connection: one round trip per event, not a parse and then the query.
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM processed_events WHERE event_id = $1")
         .await
         .map_err(|e| e.to_string())?;
+    let row = c.query_opt(&stmt, &[&event_id]).await.map_err(|e| e.to_string())?;
     Ok(row.is_some())
 }
 
