@@ -354,7 +354,10 @@ mod tests {
     #[test]
     fn routes_are_labelled_with_ids_replaced_and_unknown_paths_bounded() {
         let id = Uuid::new_v4();
-        assert_eq!(route_label(&format!("/wallets/{id}/transactions")), "/wallets/{id}/transactions");
+        assert_eq!(
+            route_label(&format!("/wallets/{id}/transactions")),
+            "/wallets/{id}/transactions"
+        );
         assert_eq!(route_label(&format!("/wallets/{id}")), "/wallets/{id}");
         assert_eq!(route_label(&format!("/budgets/{id}/history")), "/budgets/{id}/history");
         assert_eq!(route_label("/wallets"), "/wallets");

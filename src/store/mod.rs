@@ -465,14 +465,21 @@ impl PgStore {
         hash: &[u8],
     ) -> Result<Claim, StoreError> {
         let c = self.pool.get().await.map_err(unavailable)?;
-        let claimed = c
-            .query_opt(
+        // Prepared once per connection: a keyed request costs one round trip here, not a parse and a query.
+        let stmt = c
+            .prepare_cached(
                 "INSERT INTO idempotency_keys (caller, endpoint, key, request_hash, locked_until) \
                  VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
                  ON CONFLICT (caller, endpoint, key) DO UPDATE \
                    SET request_hash = EXCLUDED.request_hash, locked_until = EXCLUDED.locked_until, created_at = now() \
                    WHERE idempotency_keys.response_status IS NULL AND idempotency_keys.locked_until < now() \
                  RETURNING 1",
+            )
+            .await
+            .map_err(unavailable)?;
+        let claimed = c
+            .query_opt(
+                &stmt,
                 &[&caller, &endpoint, &key, &hash, &(IDEMPOTENCY_LEASE_SECS as f64)],
             )
             .await
