@@ -226,6 +226,7 @@ impl App {
             .map_err(|e| format!("partitions: {e}"))?;
         let limits = Limits {
             idle_timeout: config.actor_idle_timeout,
+            max_live_actors: config.actor_max_live,
             alert_thresholds: Arc::from(config.alert_thresholds.as_slice()),
             ..Limits::default()
         };

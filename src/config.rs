@@ -38,6 +38,8 @@ pub struct Config {
     pub pii_key_b64: Option<String>,
     pub log_format: LogFormat,
     pub actor_idle_timeout: Duration,
+    /// Live wallet actors beyond which idle ones stop after 1 s (`ACTOR_MAX_LIVE`): the memory bound.
+    pub actor_max_live: usize,
     /// Currency of wallets created from `UserCreated` events.
     pub default_currency: Currency,
     /// `DEFAULT_BUDGETS`: budgets set up for new users by role (e.g. `user:MONTHLY:1000.00`); none by default.
@@ -136,6 +138,10 @@ impl Config {
             ),
             None => DEFAULT_ACTOR_IDLE,
         };
+        let actor_max_live = match var("ACTOR_MAX_LIVE") {
+            Some(s) => parse_max_live(&s)?,
+            None => wallet_actors::supervisor::MAX_LIVE_ACTORS,
+        };
         let default_currency = match var("DEFAULT_CURRENCY") {
             Some(c) => c.parse::<Currency>()?,
             None => Currency::Usd,
@@ -167,6 +173,7 @@ impl Config {
             pii_key_b64: var("PII_ENCRYPTION_KEY"),
             log_format,
             actor_idle_timeout,
+            actor_max_live,
             default_currency,
             default_budgets,
             alert_thresholds,
@@ -176,9 +183,32 @@ impl Config {
     }
 }
 
+/// Most live actors an operator may allow (each costs ~11 KB; this is ~11 GB).
+pub const MAX_ACTOR_MAX_LIVE: usize = 1_000_000;
+
+fn parse_max_live(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_ACTOR_MAX_LIVE).contains(n))
+        .ok_or(format!(
+            "ACTOR_MAX_LIVE must be a whole number from 1 to {MAX_ACTOR_MAX_LIVE}, got {s:?}"
+        ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_live_actors_is_a_bounded_whole_number() {
+        assert_eq!(parse_max_live("25000"), Ok(25_000));
+        assert_eq!(parse_max_live(" 1 "), Ok(1));
+        for bad in ["0", "-5", "many", "1000001", "2.5"] {
+            let err = parse_max_live(bad).expect_err(bad);
+            assert!(err.contains("ACTOR_MAX_LIVE"), "{err}");
+        }
+    }
 
     #[test]
     fn prefetch_accepts_whole_numbers_within_its_bound() {

@@ -14,8 +14,9 @@
 //! - [`events`]: RabbitMQ in (bookings, users → ledger, with an inbox) and out (outbox relay with
 //!   publisher confirms), or an in-process bus without `AMQP_URL`.
 //! - [`users`]: recording users (`PUT /users` and `UserCreated`).
-//! - [`store`]: Postgres: the engine's `WalletStore` (the shared `GroupCommitter`: many wallets' guarded
-//!   batches in one transaction; transfers) and the HTTP reads.
+//! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`, many
+//!   wallets' guarded batches in one commit; `store::rows`: the rows a commit writes; transfers) and the
+//!   HTTP reads.
 //! - [`db`]: pools, migrations (`sql/`, under an advisory lock), partitions, pruning, readiness ping.
 //! - [`http`]: routes, thin handlers, idempotency, problem+json errors, OpenAPI.
 //! - [`views`]: the JSON shapes of replies, idempotent replays and events.
@@ -25,7 +26,8 @@
 //! role check, Idempotency-Key claim) → `money::Ledger::post` → `wallet_actors::Engine::execute` → the
 //! wallet's actor validates it (balance, status, budgets) with the commands queued beside it and hands the
 //! batch to `store::PgStore::commit` → `store::GroupCommitter` writes it with other wallets' batches in
-//! one transaction (guarded UPDATE, rows, budget charges, outbox, idempotent reply, audit) → the wallet
+//! one commit (plain credits and debits: one statement with the guarded UPDATE and the rows, references,
+//! outbox, idempotent reply joined to it; others: savepoints with budget charges and audit) → the wallet
 //! cache is written through → 201 after the commit.
 //!
 //! A booking event takes the same path from `events::handler` into `money::Ledger`, with its event id

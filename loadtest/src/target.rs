@@ -184,6 +184,7 @@ impl Target {
             pii_key_b64: None,
             log_format: LogFormat::Text,
             actor_idle_timeout: wallet_actors::supervisor::DEFAULT_IDLE_TIMEOUT,
+            actor_max_live: wallet_actors::supervisor::MAX_LIVE_ACTORS,
             default_currency: wallet_actors::Currency::Usd,
             default_budgets: vec![],
             alert_thresholds: wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),

@@ -6,8 +6,8 @@
 //! in `transaction_references`. A batch writes its rows with set-based `unnest` inserts, so the number
 //! of statements per commit does not grow with the batch.
 //!
-//! - [`committer`]: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
-//! - [`rows`]: what a commit writes besides the wallet row (ledger rows, references, outbox, replies,
+//! - `committer`: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
+//! - `rows`: what a commit writes besides the wallet row (ledger rows, references, outbox, replies,
 //!   inbox, audit), as set-based statements.
 //! - here: [`PgStore`] (the engine's `WalletStore`: loads, commits through the committer, transfers) and
 //!   the reads and writes of the HTTP handlers (users, wallets, history, idempotency keys).

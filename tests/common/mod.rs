@@ -98,6 +98,7 @@ pub fn config(db_url: &str) -> Config {
         pii_key_b64: None,
         log_format: LogFormat::Text,
         actor_idle_timeout: Duration::from_secs(60),
+        actor_max_live: wallet_actors::supervisor::MAX_LIVE_ACTORS,
         default_currency: wallet_actors::Currency::Usd,
         default_budgets: vec![],
         alert_thresholds: vec![80, 100],
