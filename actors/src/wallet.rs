@@ -139,6 +139,7 @@ impl Actor for WalletActor {
                 state.stale = true;
             }
             WalletMsg::IdleCheck => {
+                state.retire.check_read();
                 if !state.in_flight && state.pending.is_empty() && state.retire.try_retire() {
                     debug!(wallet_id = %state.wallet.wallet_id, "idle wallet actor stops");
                     myself.stop(Some("idle".into()));

@@ -965,3 +965,32 @@ async fn beyond_the_live_actor_limit_idle_actors_stop_long_before_the_idle_timeo
     // A passivated wallet comes back with its state.
     assert_eq!(engine.get(wallets[0]).await.unwrap().balance, amt("10.00"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_whose_commits_outlast_the_pressure_idle_time_are_passivated_once_idle() {
+    let store = Arc::new(MemoryStore::new());
+    let limits = Limits {
+        idle_timeout: Duration::from_secs(3600),
+        max_live_actors: 1,
+        ..Limits::default()
+    };
+    let engine = Engine::start(store.clone(), limits).await.unwrap();
+    let wallets: Vec<_> = (0..3)
+        .map(|_| store.create_wallet(amt("10.00"), Currency::Usd))
+        .collect();
+    // Commits outlast the pressure idle time (1 s): by their last use the actors look idle while their
+    // commit is in flight; the sweeper must leave them alone (a command is in flight) and stop them after.
+    *store.commit_delay.lock().unwrap() = Duration::from_millis(1800);
+    let debits = wallets.iter().map(|w| engine.execute(*w, debit("1.00")));
+    for r in futures_util::future::join_all(debits).await {
+        posted(r);
+    }
+    *store.commit_delay.lock().unwrap() = Duration::ZERO;
+    assert_eq!(engine.live_actors(), 3);
+    // All three answered and are durable; now idle, all but one are passivated.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.live_actors() > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(engine.live_actors() <= 1, "live actors: {}", engine.live_actors());
+}
