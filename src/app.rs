@@ -48,6 +48,9 @@ pub struct Ctx {
     metrics: PrometheusHandle,
 }
 
+/// How often histogram samples are folded into their summaries when nobody scrapes `/metrics`.
+pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 fn metrics_handle() -> PrometheusHandle {
     // One recorder per process (tests build many apps in one process).
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -57,6 +60,19 @@ fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 warn!("a metrics recorder was already installed; /metrics shows this one's view only");
+            }
+            // The recorder keeps every histogram sample until upkeep drains it, which a render does and
+            // nothing else: unscraped, a few samples per request grew the heap ~0.4 MiB/s at 6.5k debits/s.
+            // A plain thread, so the upkeep does not depend on any one runtime (tests run many).
+            let upkeep = handle.clone();
+            let started = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                }
+            });
+            if let Err(e) = started {
+                warn!(error = %e, "cannot start the metrics upkeep thread; histograms drain only when scraped");
             }
             handle
         })
