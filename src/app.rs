@@ -65,12 +65,14 @@ fn metrics_handle() -> PrometheusHandle {
             // nothing else: unscraped, a few samples per request grew the heap ~0.4 MiB/s at 6.5k debits/s.
             // A plain thread, so the upkeep does not depend on any one runtime (tests run many).
             let upkeep = handle.clone();
-            let started = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
-                loop {
-                    std::thread::sleep(METRICS_UPKEEP_INTERVAL);
-                    upkeep.run_upkeep();
-                }
-            });
+            let started = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                });
             if let Err(e) = started {
                 warn!(error = %e, "cannot start the metrics upkeep thread; histograms drain only when scraped");
             }
