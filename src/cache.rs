@@ -22,7 +22,9 @@ pub const CACHE_TTL: Duration = Duration::from_secs(300);
 /// commits cannot reach this cache: a multi-instance deployment without `REDIS_URL` reads balances at
 /// most this stale (set `REDIS_URL` for instance-wide freshness).
 pub const LOCAL_CACHE_TTL: Duration = Duration::from_secs(2);
-/// Most wallets the in-process cache holds; beyond it new entries are not cached.
+/// Most wallets the in-process cache holds. When it is full, expired entries are swept out first (a walk over
+/// many wallets would otherwise fill it once with entries that stay expired forever and cache nothing more);
+/// only when it is full of live entries is a new wallet left uncached.
 pub const MAX_LOCAL_ENTRIES: usize = 200_000;
 /// Longest a cache read may take before it counts as a miss.
 pub const CACHE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -85,8 +87,18 @@ impl From<Cached> for WalletState {
     }
 }
 
+/// The in-process cache: at most `capacity` entries, each fresh for `ttl`.
+pub struct LocalCache {
+    map: DashMap<Uuid, (Cached, Instant)>,
+    capacity: usize,
+    ttl: Duration,
+    /// When the expired entries were last swept out: at most one O(capacity) sweep per `ttl`, so a cache
+    /// full of live entries does not sweep on every put.
+    last_sweep: std::sync::Mutex<Option<Instant>>,
+}
+
 pub enum WalletCache {
-    Local(DashMap<Uuid, (Cached, Instant)>),
+    Local(LocalCache),
     Redis {
         conn: redis::aio::ConnectionManager,
         prefix: String,
@@ -96,7 +108,26 @@ pub enum WalletCache {
 
 impl WalletCache {
     pub fn local() -> Self {
-        WalletCache::Local(DashMap::new())
+        Self::local_bounded(MAX_LOCAL_ENTRIES, LOCAL_CACHE_TTL)
+    }
+
+    /// An in-process cache of other limits (tests use small ones).
+    pub fn local_bounded(capacity: usize, ttl: Duration) -> Self {
+        assert!(capacity > 0, "a cache of no entries is a configuration error");
+        WalletCache::Local(LocalCache {
+            map: DashMap::new(),
+            capacity,
+            ttl,
+            last_sweep: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Entries held now, expired ones included (the in-process cache; Redis reports none).
+    pub fn local_len(&self) -> usize {
+        match self {
+            WalletCache::Local(local) => local.map.len(),
+            WalletCache::Redis { .. } => 0,
+        }
     }
 
     /// Connects to Redis; `prefix` namespaces the keys (tests use their own).
@@ -120,11 +151,8 @@ impl WalletCache {
     /// The cached committed state, or `None` (miss, expired, or the cache failed).
     pub async fn get(&self, id: Uuid) -> Option<WalletState> {
         match self {
-            WalletCache::Local(map) => {
-                let hit = map
-                    .get(&id)
-                    .filter(|e| e.1.elapsed() < LOCAL_CACHE_TTL)
-                    .map(|e| e.0.clone());
+            WalletCache::Local(LocalCache { map, ttl, .. }) => {
+                let hit = map.get(&id).filter(|e| e.1.elapsed() < *ttl).map(|e| e.0.clone());
                 hit.map(WalletState::from)
             }
             WalletCache::Redis { conn, prefix, .. } => {
@@ -152,9 +180,24 @@ impl WalletCache {
     pub fn put(&self, w: &WalletState) {
         let value = Cached::from(w);
         match self {
-            WalletCache::Local(map) => {
-                if map.len() >= MAX_LOCAL_ENTRIES && !map.contains_key(&w.wallet_id) {
-                    return;
+            WalletCache::Local(LocalCache {
+                map,
+                capacity,
+                ttl,
+                last_sweep,
+            }) => {
+                if map.len() >= *capacity && !map.contains_key(&w.wallet_id) {
+                    // Full: sweep the expired out, unless another put is sweeping or one did within `ttl`;
+                    // still full, this wallet is not cached (a miss reads Postgres).
+                    if let Ok(mut last) = last_sweep.try_lock()
+                        && last.is_none_or(|at| at.elapsed() >= *ttl)
+                    {
+                        map.retain(|_, e| e.1.elapsed() < *ttl);
+                        *last = Some(Instant::now());
+                    }
+                    if map.len() >= *capacity {
+                        return;
+                    }
                 }
                 let mut entry = map
                     .entry(w.wallet_id)
@@ -183,7 +226,7 @@ impl WalletCache {
     /// Forgets a wallet (its row changed where no full state is at hand, e.g. a transfer's destination).
     pub fn invalidate(&self, id: Uuid) {
         match self {
-            WalletCache::Local(map) => {
+            WalletCache::Local(LocalCache { map, .. }) => {
                 map.remove(&id);
             }
             WalletCache::Redis { conn, prefix, .. } => {
@@ -205,9 +248,13 @@ mod tests {
     use super::*;
 
     fn state(version: i64, balance: &str) -> WalletState {
+        state_of(Uuid::nil(), version, balance)
+    }
+
+    fn state_of(wallet_id: Uuid, version: i64, balance: &str) -> WalletState {
         let now = Utc::now();
         WalletState {
-            wallet_id: Uuid::nil(),
+            wallet_id,
             user_id: Uuid::nil(),
             company_id: Uuid::nil(),
             balance: Amount::parse(balance).unwrap(),
@@ -230,5 +277,26 @@ mod tests {
         assert_eq!(cache.get(Uuid::nil()).await.unwrap().version, 6);
         cache.invalidate(Uuid::nil());
         assert!(cache.get(Uuid::nil()).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_full_local_cache_sweeps_expired_entries_to_make_room() {
+        let ttl = Duration::from_millis(50);
+        let cache = WalletCache::local_bounded(2, ttl);
+        let (a, b, c, d) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        cache.put(&state_of(a, 1, "1.00"));
+        cache.put(&state_of(b, 1, "2.00"));
+        // Full of live entries: a third wallet is not cached, the two are kept.
+        cache.put(&state_of(c, 1, "3.00"));
+        assert!(cache.get(c).await.is_none());
+        assert_eq!(cache.local_len(), 2);
+        // Once they expired, a new wallet takes their room instead of being refused forever.
+        tokio::time::sleep(ttl * 2).await;
+        cache.put(&state_of(d, 1, "4.00"));
+        assert_eq!(
+            cache.get(d).await.map(|w| w.balance.to_string()).as_deref(),
+            Some("4.00")
+        );
+        assert_eq!(cache.local_len(), 1, "the expired entries were swept out");
     }
 }
