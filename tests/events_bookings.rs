@@ -85,6 +85,22 @@ async fn a_booking_is_debited_once_and_announced_with_transaction_completed() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(tap.of_type("TransactionCompleted").len(), 2, "one event per debit");
     assert!(broker.dead_letters().await.is_empty());
+    let c = app.client().await;
+    let inbox: Vec<String> = c
+        .query(
+            "SELECT event_type FROM processed_events WHERE event_id = ANY($1)",
+            &[&vec![event, crashed]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        inbox,
+        ["BookingCreated", "BookingCreated"],
+        "the inbox records the event's type, not the posting's direction"
+    );
     app.stop().await;
     assert_eq!(
         broker.ready_count(&broker.topology.queue).await,
@@ -170,6 +186,16 @@ async fn a_cancellation_refunds_once_and_partial_refunds_never_exceed_the_debit(
     wait_until("the refunds' events", || async { credits() == 2 }).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(credits(), 2, "one TransactionCompleted per refund");
+    let c = app.client().await;
+    let cancel_type: String = c
+        .query_one(
+            "SELECT event_type FROM processed_events WHERE event_id = $1",
+            &[&cancel],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cancel_type, "BookingCancelled");
     app.stop().await;
     assert_eq!(
         broker.ready_count(&broker.topology.queue).await,

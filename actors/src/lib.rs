@@ -35,6 +35,6 @@ pub use budget::{Budget, BudgetAlert, BudgetStatus, PeriodType};
 pub use messages::{Applied, Command, Direction, Request};
 pub use money::{Amount, AmountError, Currency};
 pub use outcome::Rejection;
-pub use state::{Entry, IdempotencyTicket, Origin, TxnType, WalletState, WalletStatus};
+pub use state::{Entry, IdempotencyTicket, InboxEvent, Origin, TxnType, WalletState, WalletStatus};
 pub use store::{Batch, CommitError, StoreError, TransferError, TransferPlan, WalletStore};
 pub use supervisor::{Engine, Limits};

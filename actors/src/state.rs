@@ -119,8 +119,16 @@ pub struct Origin {
     /// Present when the request carried an Idempotency-Key; the store completes it in the same
     /// transaction as the effect.
     pub idempotency: Option<IdempotencyTicket>,
-    /// Present for consumed events: the event id goes into the inbox in the same transaction.
-    pub inbox_event_id: Option<Uuid>,
+    /// Present for consumed events: the event goes into the inbox in the same transaction.
+    pub inbox_event: Option<InboxEvent>,
+}
+
+/// A consumed event as the inbox (`processed_events`) records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxEvent {
+    pub id: Uuid,
+    /// The event's own type (`BookingCreated`, ...), not the posting's direction.
+    pub event_type: &'static str,
 }
 
 /// A claimed Idempotency-Key: keys are scoped to the caller and the endpoint.

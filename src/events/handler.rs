@@ -2,7 +2,7 @@
 //! delayed requeue or a dead letter.
 //!
 //! Every money effect goes through [`crate::money::Ledger`] (the wallet's actor), with
-//! `Origin { role: "system", inbox_event_id: Some(event_id) }` so that the inbox row commits with the
+//! `Origin { role: "system", inbox_event: Some(InboxEvent { id, event_type }) }` so that the inbox row commits with the
 //! effect. A booking debit refused for a business reason is a final outcome: `TransactionFailed` is
 //! written to the outbox together with the inbox row, in one transaction.
 
@@ -13,7 +13,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 use wallet_actors::messages::{MAX_DESCRIPTION_LEN, MAX_REFERENCE_ID_LEN};
-use wallet_actors::{Amount, Currency, Direction, Origin, Rejection, WalletState};
+use wallet_actors::{Amount, Currency, Direction, InboxEvent, Origin, Rejection, WalletState};
 
 use crate::app::Ctx;
 use crate::auth::Role;
@@ -112,12 +112,15 @@ fn kind_of(event_type: &str) -> Option<&'static str> {
         .find(|k| *k == event_type)
 }
 
-fn origin(event_id: Uuid) -> Origin {
+fn origin(event_id: Uuid, event_type: &'static str) -> Origin {
     Origin {
         actor_id: SYSTEM_ACTOR,
         role: "system".into(),
         idempotency: None,
-        inbox_event_id: Some(event_id),
+        inbox_event: Some(InboxEvent {
+            id: event_id,
+            event_type,
+        }),
     }
 }
 
@@ -248,7 +251,11 @@ async fn booking_created(ctx: &Arc<Ctx>, event_id: Uuid, b: BookingCreated) -> O
         reference_type: Some(BOOKING_REFERENCE_TYPE.into()),
         metadata: Some(json!({"event_id": event_id, "source": "BookingCreated"})),
     };
-    match ctx.ledger.post(wallet_id, posting, origin(event_id)).await {
+    match ctx
+        .ledger
+        .post(wallet_id, posting, origin(event_id, "BookingCreated"))
+        .await
+    {
         Ok(e) => {
             debug!(%event_id, booking_id = %b.booking_id, txn_id = %e.txn_id, "booking debited");
             Outcome::Done(Done::Applied)
@@ -468,7 +475,11 @@ async fn booking_cancelled(ctx: &Arc<Ctx>, event_id: Uuid, b: BookingCancelled) 
         reference_type: Some(BOOKING_REFERENCE_TYPE.into()),
         metadata: Some(json!({"event_id": event_id, "source": "BookingCancelled"})),
     };
-    match ctx.ledger.post(wallet_id, posting, origin(event_id)).await {
+    match ctx
+        .ledger
+        .post(wallet_id, posting, origin(event_id, "BookingCancelled"))
+        .await
+    {
         Ok(_) => Outcome::Done(Done::Applied),
         Err(Rejection::DuplicateReference { .. }) => match mark_processed(ctx, event_id, "BookingCancelled").await {
             Ok(()) => Outcome::Done(Done::Duplicate),
@@ -490,7 +501,7 @@ async fn user_created(ctx: &Arc<Ctx>, event_id: Uuid, u: UserCreated) -> Outcome
     if email.len() > MAX_EMAIL_LEN || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
         return Outcome::Poison("MALFORMED: email must be an e-mail address".into());
     }
-    let o = origin(event_id);
+    let o = origin(event_id, "UserCreated");
     // Each step is idempotent, so a redelivery after a crash between them completes the rest: the
     // user record is an upsert, a second wallet is refused (`Exists`), default budgets are applied once
     // per wallet. The inbox row is written last.
@@ -560,9 +571,9 @@ async fn apply_default_budgets(ctx: &Ctx, event_id: Uuid, wallet_id: Uuid, role:
         .cloned()
         .collect();
     if !missing.is_empty() {
-        let mut o = origin(event_id);
+        let mut o = origin(event_id, "UserCreated");
         // The inbox row is the UserCreated's own, written last.
-        o.inbox_event_id = None;
+        o.inbox_event = None;
         crate::budgets::apply_defaults(&ctx.ledger, &missing, wallet_id, role.as_str(), o)
             .await
             .map_err(|r| format!("default budgets: {r}"))?;

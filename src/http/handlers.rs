@@ -91,7 +91,7 @@ pub(crate) fn origin(caller: &Caller, idempotency: Option<IdempotencyTicket>) ->
         actor_id: caller.user_id,
         role: caller.role.as_str().into(),
         idempotency,
-        inbox_event_id: None,
+        inbox_event: None,
     }
 }
 

@@ -234,7 +234,7 @@ impl<'a> GroupRows<'a> {
             .collect();
         let inbox = entries
             .iter()
-            .filter_map(|e| e.origin.inbox_event_id.map(|id| (e.wallet_id, id, e.kind.as_str())))
+            .filter_map(|e| e.origin.inbox_event.map(|ev| (e.wallet_id, ev.id, ev.event_type)))
             .collect();
         let mut audit = Vec::new();
         for b in batches {
