@@ -47,6 +47,7 @@ pub async fn migrate(url: &str) -> Result<(), String> {
         .await
         .map_err(|e| format!("migration lock: {e}"))?;
     let result = embedded::migrations::runner().run_async(&mut client).await;
+    // The lock is the session's: it also ends when this connection closes just below.
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await;

@@ -279,6 +279,7 @@ impl Engine {
     pub fn invalidate(&self, wallet_id: Uuid) {
         let actor = self.inner.registry.get(&wallet_id).and_then(|s| s.actor.get().cloned());
         if let Some(actor) = actor {
+            // An actor that stopped meanwhile has no state left to invalidate.
             let _ = actor.send_message(WalletMsg::Invalidate);
         }
     }

@@ -7,6 +7,8 @@
 //! waiting commands are validated *in order* against the new committed state and go out together as the
 //! next batch (at most [`Limits::max_batch`]). Each caller is answered only after the transaction holding
 //! its command has committed; a refused command is refused on its own and never fails its neighbours.
+//! Replies go through oneshot channels whose send fails only when the caller has gone (its request was
+//! cancelled); those failures are ignored on purpose: what committed stays committed.
 //!
 //! # Two processes, one wallet
 //! The in-memory state is a cache of the row. Batches are guarded by the row's version in SQL; on a

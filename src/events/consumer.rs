@@ -109,6 +109,7 @@ async fn session(
         _ = stop.cancelled() => return Ok(()),
     };
     let result = consume(ctx, &conn, config, stop, attempts, failures).await;
+    // Closing is a courtesy to the broker; its error cannot change the result being returned.
     let _ = conn.close(200, "bye".into()).await;
     result
 }

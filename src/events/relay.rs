@@ -151,7 +151,8 @@ pub async fn pass<S: Sink>(pool: &Pool, sink: &mut S) -> Result<usize, String> {
         .map_err(|e| format!("database: {e}"))?
         .get(0);
     if !locked {
-        // Another instance is relaying; it keeps the order.
+        // Another instance is relaying; it keeps the order. Nothing was written here, and a transaction that
+        // fails to roll back is rolled back when dropped, so the error has nothing to tell.
         let _ = tx.rollback().await;
         return Ok(0);
     }
@@ -176,6 +177,7 @@ pub async fn pass<S: Sink>(pool: &Pool, sink: &mut S) -> Result<usize, String> {
         })
         .collect();
     if rows.is_empty() {
+        // Read-only so far: a failed commit loses nothing (and releases the lock all the same).
         let _ = tx.commit().await;
         return Ok(0);
     }

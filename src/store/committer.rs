@@ -196,6 +196,7 @@ async fn committer_loop(
             if result.is_ok() && job.batch.changes_wallet() {
                 cache.put(&job.batch.after);
             }
+            // A caller that went away (cancelled request) misses its answer; the commit stands either way.
             let _ = job.reply.send(result);
         }
     }
