@@ -123,7 +123,8 @@ impl WalletCache {
     }
 
     /// Entries held now, expired ones included (the in-process cache; Redis reports none).
-    pub fn local_len(&self) -> usize {
+    #[cfg(test)]
+    fn local_len(&self) -> usize {
         match self {
             WalletCache::Local(local) => local.map.len(),
             WalletCache::Redis { .. } => 0,
