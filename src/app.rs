@@ -25,8 +25,6 @@ use crate::http::problem::ApiError;
 use crate::money::Ledger;
 use crate::store::PgStore;
 
-/// How long shutdown waits for wallet actors to finish their queues.
-pub const ENGINE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most user → wallet ids remembered (the mapping never changes, so entries never go stale).
 pub const MAX_CACHED_USER_WALLETS: usize = 1_000_000;
 
@@ -189,6 +187,8 @@ pub struct App {
     listener: TcpListener,
     ctx: Arc<Ctx>,
     events: crate::events::Setup,
+    /// From SIGTERM to exit at most (`SHUTDOWN_DRAIN_SECS`).
+    drain: Duration,
 }
 
 impl App {
@@ -214,9 +214,9 @@ impl App {
             }
         };
         crate::db::migrate(&config.database_url).await?;
-        let pool = crate::db::pool(&config.database_url, config.pool_size)?;
+        let pool = crate::db::pool(&config.database_url, config.pool_size, &config.timeouts)?;
         let read = match &config.database_read_url {
-            Some(url) => crate::db::pool(url, config.pool_size)?,
+            Some(url) => crate::db::pool(url, config.pool_size, &config.timeouts)?,
             None => pool.clone(),
         };
         // Instances over one database share one cache namespace: the cache mirrors that database.
@@ -246,6 +246,7 @@ impl App {
             idle_timeout: config.actor_idle_timeout,
             max_live_actors: config.actor_max_live,
             alert_thresholds: Arc::from(config.alert_thresholds.as_slice()),
+            reply_timeout: config.timeouts.reply,
             ..Limits::default()
         };
         let engine = Engine::start(Arc::new(store.clone()), limits).await?;
@@ -274,7 +275,12 @@ impl App {
             amqp_url: config.amqp_url.clone(),
             config: events,
         };
-        Ok(App { listener, ctx, events })
+        Ok(App {
+            listener,
+            ctx,
+            events,
+            drain: config.timeouts.shutdown_drain,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -287,37 +293,53 @@ impl App {
 
     /// Serves until `shutdown` resolves; then stops accepting and consuming, lets in-flight requests and
     /// messages finish, stops the engine and publishes what is left in the outbox.
+    /// Serves until `shutdown` resolves, then drains within the drain deadline: the listener closes, HTTP
+    /// requests and consumed messages in flight finish (each is bounded by the engine's and the store's
+    /// timeouts, which the deadline outlasts), the engine answers every command it accepted and stops, and
+    /// the outbox is flushed with what time is left.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let App { listener, ctx, events } = self;
+        let App {
+            listener,
+            ctx,
+            events,
+            drain,
+        } = self;
         info!(port = listener.local_addr().map(|a| a.port()).unwrap_or(0), "listening");
         let upkeep = tokio::spawn(partition_upkeep(ctx.ledger.store.pool.clone()));
         let sweep = tokio::spawn(budget_expiry(ctx.clone()));
-        // The consumer stops taking messages when shutdown is asked, alongside the HTTP drain.
         let stop = tokio_util::sync::CancellationToken::new();
         let mut events = crate::events::start(ctx.clone(), events, stop.clone());
-        let signal = {
-            let stop = stop.clone();
-            async move {
-                shutdown.await;
-                stop.cancel();
-            }
-        };
-        warp::serve(crate::http::routes(ctx.clone()))
+        let server = warp::serve(crate::http::routes(ctx.clone()))
             .incoming(listener)
-            .graceful(signal)
-            .run()
-            .await;
+            .graceful(stop.clone().cancelled_owned())
+            .run();
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            () = &mut server => warn!("the HTTP server stopped by itself"),
+            () = shutdown => {}
+        }
+        stop.cancel();
+        let deadline = tokio::time::Instant::now() + drain;
+        info!(drain_secs = drain.as_secs(), "draining");
+        let drained = tokio::time::timeout_at(deadline, async {
+            server.await;
+            events.consumer_stopped().await;
+            info!("HTTP and events drained; stopping the engine");
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            ctx.ledger.engine.shutdown(left).await
+        })
+        .await;
+        if !matches!(drained, Ok(true)) {
+            // What is still running is bounded on the server by statement_timeout, and cancelled once our
+            // connections close (client_connection_check_interval): nothing commits long after exit.
+            warn!("the drain deadline passed before all work finished; exiting anyway");
+        }
         upkeep.abort();
         sweep.abort();
-        stop.cancel();
-        events.consumer_stopped().await;
-        info!("HTTP and events drained; stopping the engine");
-        ctx.ledger.engine.shutdown(ENGINE_DRAIN_TIMEOUT).await;
         events.finish().await;
     }
 }
 
-/// Keeps monthly partitions created ahead of time.
 async fn partition_upkeep(pool: deadpool_postgres::Pool) {
     let mut tick = tokio::time::interval(crate::db::PARTITION_UPKEEP_EVERY);
     tick.tick().await; // the first tick is immediate; build already ran it

@@ -53,6 +53,86 @@ pub struct Config {
     /// (default [`crate::events::PREFETCH`], at most [`crate::events::MAX_PREFETCH`]). By Little's law the
     /// consumer's throughput is at most this divided by one booking's commit latency.
     pub amqp_prefetch: u16,
+    /// How long each step of a request may take; together they bound every request and the drain.
+    pub timeouts: Timeouts,
+}
+
+/// Default [`Timeouts::db_statement`]: a money statement Postgres has not finished by then is cancelled
+/// by the server itself (rolled back), whatever became of the client.
+pub const DEFAULT_DB_STATEMENT_TIMEOUT: Duration = Duration::from_millis(4_000);
+/// Default [`Timeouts::db_lock`]: a statement waiting this long on a row lock (someone holding a wallet
+/// row) gives up, rolled back, so a stalled lock turns into a clean 503 instead of a late commit.
+pub const DEFAULT_DB_LOCK_TIMEOUT: Duration = Duration::from_millis(2_000);
+/// Default [`Timeouts::shutdown_drain`]: below Kubernetes' default `terminationGracePeriodSeconds` (30).
+pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(25);
+/// Longest any of the timeouts may be set to.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The bounds that make every answer true in time (README "How money stays right"): a command waits at
+/// most `reply` in its wallet's queue, then is dropped unplanned (503, not applied) or is already in a
+/// commit, which Postgres ends within `db_statement` (and `db_lock` for a row lock); the caller waits for
+/// that commit at most [`wallet_actors::supervisor::COMMIT_WAIT`] more. The drain at SIGTERM outlasts all
+/// of it, so every accepted command is answered before the process exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `REPLY_TIMEOUT_MS`: queue wait before a command is dropped unplanned.
+    pub reply: Duration,
+    /// `DB_STATEMENT_TIMEOUT_MS`: Postgres `statement_timeout` of the service's connections.
+    pub db_statement: Duration,
+    /// `DB_LOCK_TIMEOUT_MS`: Postgres `lock_timeout` of the service's connections.
+    pub db_lock: Duration,
+    /// `SHUTDOWN_DRAIN_SECS`: how long SIGTERM waits for accepted work before the process exits.
+    pub shutdown_drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            reply: wallet_actors::supervisor::REPLY_TIMEOUT,
+            db_statement: DEFAULT_DB_STATEMENT_TIMEOUT,
+            db_lock: DEFAULT_DB_LOCK_TIMEOUT,
+            shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
+        }
+    }
+}
+
+impl Timeouts {
+    /// Checks that the bounds nest: a lock wait ends within a statement, two statements (a group and its
+    /// fallback) and a pool wait within the commit wait, and queue plus commit wait within the drain.
+    pub fn validate(&self) -> Result<(), String> {
+        let commit_wait = wallet_actors::supervisor::COMMIT_WAIT;
+        if self.db_lock > self.db_statement {
+            return Err("DB_LOCK_TIMEOUT_MS must not exceed DB_STATEMENT_TIMEOUT_MS".into());
+        }
+        if self.db_statement * 2 + crate::db::POOL_WAIT >= commit_wait {
+            return Err(format!(
+                "DB_STATEMENT_TIMEOUT_MS must be below {} ms (two statements and a pool wait within the {} s commit wait)",
+                (commit_wait - crate::db::POOL_WAIT).as_millis() / 2,
+                commit_wait.as_secs()
+            ));
+        }
+        if self.reply + commit_wait >= self.shutdown_drain {
+            return Err(format!(
+                "SHUTDOWN_DRAIN_SECS must exceed REPLY_TIMEOUT_MS plus the {} s commit wait",
+                commit_wait.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A duration from an environment variable in `unit`s, positive and at most [`MAX_TIMEOUT`].
+fn duration_var(name: &str, value: Option<String>, unit: Duration, default: Duration) -> Result<Duration, String> {
+    let Some(v) = value else { return Ok(default) };
+    v.trim()
+        .parse::<u32>()
+        .ok()
+        .map(|n| unit * n)
+        .filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT)
+        .ok_or(format!(
+            "{name} must be a positive whole number of at most {} s, got {v:?}",
+            MAX_TIMEOUT.as_secs()
+        ))
 }
 
 /// A caller may burst to this many seconds' worth of its rate limit.
@@ -162,6 +242,25 @@ impl Config {
             Some(s) => parse_prefetch(&s)?,
             None => crate::events::PREFETCH,
         };
+        let ms = Duration::from_millis(1);
+        let defaults = Timeouts::default();
+        let timeouts = Timeouts {
+            reply: duration_var("REPLY_TIMEOUT_MS", var("REPLY_TIMEOUT_MS"), ms, defaults.reply)?,
+            db_statement: duration_var(
+                "DB_STATEMENT_TIMEOUT_MS",
+                var("DB_STATEMENT_TIMEOUT_MS"),
+                ms,
+                defaults.db_statement,
+            )?,
+            db_lock: duration_var("DB_LOCK_TIMEOUT_MS", var("DB_LOCK_TIMEOUT_MS"), ms, defaults.db_lock)?,
+            shutdown_drain: duration_var(
+                "SHUTDOWN_DRAIN_SECS",
+                var("SHUTDOWN_DRAIN_SECS"),
+                Duration::from_secs(1),
+                defaults.shutdown_drain,
+            )?,
+        };
+        timeouts.validate()?;
         Ok(Config {
             port,
             database_url,
@@ -179,6 +278,7 @@ impl Config {
             alert_thresholds,
             rate_limit_per_second,
             amqp_prefetch,
+            timeouts,
         })
     }
 }
@@ -198,6 +298,59 @@ fn parse_max_live(s: &str) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_default_timeouts_nest() {
+        assert_eq!(super::Timeouts::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn timeouts_that_do_not_nest_are_refused_with_their_names() {
+        use std::time::Duration;
+        let lock_over_statement = super::Timeouts {
+            db_lock: Duration::from_secs(5),
+            ..Default::default()
+        };
+        assert!(
+            lock_over_statement
+                .validate()
+                .unwrap_err()
+                .contains("DB_LOCK_TIMEOUT_MS")
+        );
+        let drain_too_short = super::Timeouts {
+            shutdown_drain: Duration::from_secs(10),
+            ..Default::default()
+        };
+        assert!(drain_too_short.validate().unwrap_err().contains("SHUTDOWN_DRAIN_SECS"));
+        let statement_too_long = super::Timeouts {
+            db_statement: Duration::from_secs(9),
+            db_lock: Duration::from_secs(1),
+            ..Default::default()
+        };
+        assert!(
+            statement_too_long
+                .validate()
+                .unwrap_err()
+                .contains("DB_STATEMENT_TIMEOUT_MS")
+        );
+    }
+
+    #[test]
+    fn a_duration_variable_must_be_a_positive_bounded_whole_number() {
+        use std::time::Duration;
+        let ms = Duration::from_millis(1);
+        let d = Duration::from_secs(1);
+        assert_eq!(super::duration_var("X", None, ms, d), Ok(d));
+        assert_eq!(super::duration_var("X", Some("250".into()), ms, d), Ok(ms * 250));
+        for bad in ["0", "-1", "1.5", "abc", "600001"] {
+            assert!(
+                super::duration_var("X", Some(bad.into()), ms, d)
+                    .unwrap_err()
+                    .contains('X'),
+                "{bad}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

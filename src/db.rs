@@ -12,8 +12,14 @@ mod embedded {
 
 /// Advisory lock key held while migrating, so several instances starting at once migrate once.
 const MIGRATION_LOCK_KEY: i64 = 0x5741_4c4c_4554; // "WALLET"
-/// How long a pool waits for a free connection before the request fails as unavailable.
-pub const POOL_WAIT: Duration = Duration::from_secs(5);
+/// How long a pool waits for a free connection (or a new one) before the request fails as unavailable.
+pub const POOL_WAIT: Duration = Duration::from_secs(2);
+/// How often Postgres checks, while it runs a statement of ours, that our connection is still there.
+/// A statement of a process that died (kill -9) or exited is then cancelled (rolled back) within about
+/// this long, instead of committing whenever the lock it waits for is released.
+pub const CLIENT_CONNECTION_CHECK: Duration = Duration::from_secs(1);
+/// TCP keepalive idle time of the service's connections (a half-open connection is noticed).
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 /// Months of transaction partitions kept created ahead of now.
 pub const PARTITION_MONTHS_AHEAD: i32 = 3;
 /// How often partitions are checked.
@@ -21,18 +27,40 @@ pub const PARTITION_UPKEEP_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// Readiness probe's budget for `SELECT 1`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Builds a pool of at most `size` connections.
-pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
-    let mut cfg = deadpool_postgres::Config::new();
-    cfg.url = Some(url.to_string());
-    cfg.manager = Some(ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
-    });
-    let mut pc = PoolConfig::new(size);
-    pc.timeouts.wait = Some(POOL_WAIT);
-    pc.timeouts.create = Some(POOL_WAIT);
-    cfg.pool = Some(pc);
-    cfg.create_pool(Some(Runtime::Tokio1), NoTls)
+/// Builds a pool of at most `size` connections. Every connection runs with the statement and lock
+/// timeouts and the client-connection check, so no statement of ours outlives its bounds on the server.
+pub fn pool(url: &str, size: usize, timeouts: &crate::config::Timeouts) -> Result<Pool, String> {
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    let inherited = pg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+    pg.options(format!(
+        "{inherited}-c statement_timeout={} -c lock_timeout={} -c client_connection_check_interval={}",
+        timeouts.db_statement.as_millis(),
+        timeouts.db_lock.as_millis(),
+        CLIENT_CONNECTION_CHECK.as_millis()
+    ));
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(POOL_WAIT);
+    }
+    pg.keepalives(true).keepalives_idle(TCP_KEEPALIVE_IDLE);
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .config(PoolConfig {
+            max_size: size,
+            timeouts: deadpool_postgres::Timeouts {
+                wait: Some(POOL_WAIT),
+                create: Some(POOL_WAIT),
+                recycle: Some(POOL_WAIT),
+            },
+            ..PoolConfig::new(size)
+        })
+        .runtime(Runtime::Tokio1)
+        .build()
         .map_err(|e| format!("invalid database configuration: {e}"))
 }
 

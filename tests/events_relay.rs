@@ -215,7 +215,7 @@ async fn two_relays_over_one_database_publish_every_row_once_and_in_order() {
     let published = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut relays = Vec::new();
     for _ in 0..2 {
-        let pool = wallet_service::db::pool(&db.url, 2).unwrap();
+        let pool = wallet_service::db::pool(&db.url, 2, &Default::default()).unwrap();
         let mut sink = RecordingSink {
             published: published.clone(),
         };

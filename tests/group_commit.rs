@@ -200,14 +200,8 @@ async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and
 
     assert_eq!(good_task.await.unwrap(), Ok(()));
     assert!(
-        matches!(
-            bad_task.await.unwrap(),
-            Err(CommitError::Unavailable {
-                outcome_unknown: false,
-                ..
-            })
-        ),
-        "the refused batch fails alone, known not to have committed"
+        matches!(bad_task.await.unwrap(), Err(CommitError::Refused { .. })),
+        "the refused batch fails alone, known not to have committed, as refused for its own data"
     );
     assert_eq!(committer.fallbacks(), 1);
     assert_eq!(app.balance(good).await, "8.00");

@@ -113,13 +113,49 @@ impl Drop for QueueTicket {
     }
 }
 
+/// Whether a command may still be dropped by the caller who sent it. Shared by that caller
+/// ([`crate::Engine::execute`]) and the wallet's actor, so that "the caller gave up" and "the command went
+/// into a commit" can never both happen: a caller that stops waiting answers 503 only after it has taken the
+/// command out of the queue for good; once the actor has planned a command, its caller waits for the commit.
+#[derive(Debug, Clone, Default)]
+pub struct Fate(std::sync::Arc<std::sync::atomic::AtomicU8>);
+
+const QUEUED: u8 = 0;
+const PLANNED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+impl Fate {
+    fn swap(&self, from: u8, to: u8) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The actor takes the command into a batch. False when its caller has given up: drop it unplanned.
+    pub(crate) fn plan(&self) -> bool {
+        self.swap(QUEUED, PLANNED)
+    }
+
+    /// The command goes back to the queue (a version conflict): its caller may give up on it again.
+    pub(crate) fn unplan(&self) {
+        self.swap(PLANNED, QUEUED);
+    }
+
+    /// The caller stops waiting. True when the command was still queued: it will never be planned, so it
+    /// is certainly not applied. False when it is in a commit (or was): the caller must wait for that.
+    pub(crate) fn cancel(&self) -> bool {
+        self.swap(QUEUED, CANCELLED)
+    }
+}
+
 /// The wallet actor's mailbox.
 #[allow(
     clippy::large_enum_variant,
     reason = "messages are moved once into the mailbox; boxing would only add an allocation"
 )]
 pub enum WalletMsg {
-    Execute(Request, Reply<Applied>, QueueTicket),
+    Execute(Request, Reply<Applied>, QueueTicket, Fate),
     Get(Reply<WalletState>, QueueTicket),
     /// Another path (the destination leg of a transfer) changed the row: reload before the next command.
     Invalidate,

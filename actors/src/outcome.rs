@@ -52,16 +52,33 @@ pub enum Rejection {
     /// Too many commands are queued for this wallet; the caller should back off.
     #[error("too many commands queued for this wallet")]
     Overloaded,
-    /// The store could not be reached, or a commit's outcome is unknown. Safe to retry with the same
-    /// Idempotency-Key or reference.
+    /// Not applied, and certain of it: the store could not be reached before anything was written, the
+    /// commit was rolled back, or the command was dropped from the queue before it was planned. Safe to
+    /// retry. The text is for logs, never for a client.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The command went into a commit whose outcome is not known (the connection broke during it, or the
+    /// commit outlasted every bound). It may have been applied: retry with the same Idempotency-Key (the
+    /// store fences the old attempt) or look the result up by reference.
+    #[error("the outcome of the commit is unknown")]
+    OutcomeUnknown,
+    /// The request's Idempotency-Key was released or taken over by a retry before the commit: the commit
+    /// was fenced off and nothing was applied.
+    #[error("the idempotency claim was lost before the commit")]
+    ClaimLost,
+    /// The database refused this command's own data (it was isolated from its neighbours, which
+    /// committed). Nothing was applied; retrying the same command cannot help.
+    #[error("the database refused the command's data")]
+    StoreRefused,
 }
 
 impl Rejection {
     /// Whether the same command may succeed if simply retried later.
     pub fn transient(&self) -> bool {
-        matches!(self, Rejection::Overloaded | Rejection::Unavailable(_))
+        matches!(
+            self,
+            Rejection::Overloaded | Rejection::Unavailable(_) | Rejection::OutcomeUnknown | Rejection::ClaimLost
+        )
     }
 
     /// The contract's stable error code for this rejection.
@@ -82,6 +99,9 @@ impl Rejection {
             Rejection::DuplicateReference { .. } => "CONFLICT",
             Rejection::Overloaded => "UNAVAILABLE",
             Rejection::Unavailable(_) => "UNAVAILABLE",
+            Rejection::OutcomeUnknown => "OUTCOME_UNKNOWN",
+            Rejection::ClaimLost => "UNAVAILABLE",
+            Rejection::StoreRefused => "INTERNAL",
         }
     }
 }
@@ -102,5 +122,8 @@ mod tests {
             .transient()
         );
         assert!(!Rejection::WalletNotFound.transient());
+        assert!(Rejection::OutcomeUnknown.transient());
+        assert!(Rejection::ClaimLost.transient());
+        assert!(!Rejection::StoreRefused.transient());
     }
 }

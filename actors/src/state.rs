@@ -137,6 +137,10 @@ pub struct IdempotencyTicket {
     pub caller: Uuid,
     pub endpoint: String,
     pub key: String,
+    /// Written into the key's row when it was claimed. The effect commits only while the row still holds
+    /// this token (the store locks and checks it in the commit), so a claim that was released or taken over
+    /// (after its lease) can never commit late.
+    pub token: Uuid,
 }
 
 /// One money movement as it will be (or was) written: a `transactions` row.

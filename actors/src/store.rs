@@ -104,6 +104,14 @@ pub enum CommitError {
     /// transaction that did. Nothing was written.
     #[error("duplicate references")]
     DuplicateReferences(Vec<(usize, Uuid)>),
+    /// These entries' Idempotency-Keys no longer hold the claim token they were planned with (released
+    /// after their caller gave up, or taken over by a retry after the lease): nothing was written.
+    #[error("idempotency claims lost")]
+    ClaimsLost(Vec<usize>),
+    /// Postgres refused the batch for its data (a data exception or constraint of the batch's own rows).
+    /// Nothing was written; the engine isolates the command that caused it.
+    #[error("refused by the database: {reason}")]
+    Refused { reason: String },
     /// The store failed. When `outcome_unknown` the commit may or may not have happened (e.g. the
     /// connection dropped during COMMIT): the engine must reload before trusting its state.
     #[error("store unavailable: {reason}")]

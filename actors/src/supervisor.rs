@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::messages::{Applied, QueueTicket, Request, WalletMsg};
+use crate::messages::{Applied, Fate, QueueTicket, Request, WalletMsg};
 use crate::outcome::Rejection;
 use crate::state::WalletState;
 use crate::store::WalletStore;
@@ -40,8 +40,19 @@ pub const MAX_BATCH: usize = 128;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Re-plans after version conflicts before a command is answered `Unavailable`.
 pub const MAX_CONFLICT_RETRIES: u32 = 16;
-/// Longest a caller waits for its answer (covers the queue ahead and one commit).
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest a command waits in its wallet's queue before its caller gives up on it. A command given up on
+/// is taken out of the queue for good (see [`crate::messages::Fate`]), so the caller's 503 is true: it was
+/// not applied. `REPLY_TIMEOUT_MS` overrides it.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a caller waits, past [`REPLY_TIMEOUT`], for a commit its command is already in. The store bounds
+/// every statement well below this (statement and lock timeouts), so it is reached only when the commit's
+/// outcome cannot be learnt (the caller then answers "outcome unknown", never "not applied").
+pub const COMMIT_WAIT: Duration = Duration::from_secs(15);
+/// How often a caller past its reply timeout tries again to take its command out of the queue (it may be
+/// back there after a version conflict).
+const CANCEL_RETRY_PERIOD: Duration = Duration::from_millis(50);
+/// How often shutdown looks whether every accepted command has been answered.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Live actors beyond which idle ones are passivated after [`PRESSURE_IDLE_TIMEOUT`] instead of the idle
 /// timeout: a bound on memory when many distinct wallets are touched (each live actor costs ~11 KB, so
 /// ~275 MB at this bound). Measured: 50,000 let a million-wallet walk at 6.5k new wallets/s peak at 1.1 GiB
@@ -64,7 +75,10 @@ pub struct Limits {
     pub max_batch: usize,
     pub idle_timeout: Duration,
     pub max_conflict_retries: u32,
+    /// Queue wait before a caller gives up on an unplanned command ([`REPLY_TIMEOUT`]).
     pub reply_timeout: Duration,
+    /// Further wait for a commit in flight ([`COMMIT_WAIT`]).
+    pub commit_wait: Duration,
     /// Live actors beyond which idle ones stop after [`PRESSURE_IDLE_TIMEOUT`].
     pub max_live_actors: usize,
     /// Budget alert thresholds in percent, ascending (default 80 and 100).
@@ -79,6 +93,7 @@ impl Default for Limits {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_conflict_retries: MAX_CONFLICT_RETRIES,
             reply_timeout: REPLY_TIMEOUT,
+            commit_wait: COMMIT_WAIT,
             max_live_actors: MAX_LIVE_ACTORS,
             alert_thresholds: Arc::from(crate::budget::DEFAULT_ALERT_THRESHOLDS.as_slice()),
         }
@@ -106,6 +121,8 @@ struct Inner {
     supervisor: ActorRef<SetInner>,
     epoch: Instant,
     restarts: AtomicU64,
+    /// Set by [`Engine::shutdown`]: new commands are refused (not applied) while accepted ones finish.
+    closing: AtomicBool,
 }
 
 impl Inner {
@@ -235,6 +252,7 @@ impl Engine {
             supervisor: supervisor.clone(),
             epoch: Instant::now(),
             restarts: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         });
         supervisor
             .send_message(SetInner(Arc::downgrade(&inner)))
@@ -244,14 +262,23 @@ impl Engine {
     }
 
     /// Runs a command on the wallet's actor and waits for its outcome (after commit).
+    ///
+    /// The answer is exact about what happened: `Ok` after the commit; a business [`Rejection`] that
+    /// changed nothing but the audit; [`Rejection::Unavailable`] only when the command is certainly not
+    /// applied (refused at the door, dropped from the queue unplanned, or its commit rolled back);
+    /// [`Rejection::OutcomeUnknown`] when it went into a commit whose outcome could not be learnt.
     pub async fn execute(&self, wallet_id: Uuid, request: Request) -> Result<Applied, Rejection> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Rejection::Unavailable("the engine is shutting down".into()));
+        }
         let mut request = request;
         for _ in 0..MAX_SEND_ATTEMPTS {
             let (slot, actor, ticket) = self.acquire(wallet_id).await?;
             let (tx, rx) = tokio::sync::oneshot::channel();
-            match actor.send_message(WalletMsg::Execute(request, tx.into(), ticket)) {
-                Ok(()) => return self.await_reply(rx).await,
-                Err(MessagingErr::SendErr(WalletMsg::Execute(r, _, _))) => {
+            let fate = Fate::default();
+            match actor.send_message(WalletMsg::Execute(request, tx.into(), ticket, fate.clone())) {
+                Ok(()) => return self.await_command(rx, fate).await,
+                Err(MessagingErr::SendErr(WalletMsg::Execute(r, _, _, _))) => {
                     // The actor died before our message got in: it was never processed, send it again.
                     self.inner.forget(wallet_id, &slot);
                     request = r;
@@ -303,12 +330,73 @@ impl Engine {
         self.inner.restarts.load(Ordering::Relaxed)
     }
 
-    /// Lets every actor finish what it has queued, then stops them and the supervisor.
-    pub async fn shutdown(&self, timeout: Duration) {
+    /// Drains, then stops: new commands are refused from now on (not applied), every command already
+    /// accepted is committed or refused and its caller answered, then the actors and the supervisor stop.
+    /// Returns false when `deadline` passed first; commands still queued then are dropped unplanned by
+    /// their callers' own timeouts, and a statement still running is bounded by the store's statement
+    /// timeout, so nothing is left to commit long after the process exits.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        self.inner.closing.store(true, Ordering::Release);
+        let until = Instant::now() + deadline;
+        let mut drained = true;
+        while self.queued_commands() > 0 {
+            if Instant::now() >= until {
+                drained = false;
+                warn!(
+                    queued = self.queued_commands(),
+                    "drain deadline passed with commands still queued or in flight"
+                );
+                break;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
         let cell: ActorCell = self.inner.supervisor.get_cell();
-        cell.drain_children_and_wait(Some(timeout)).await;
+        let left = until.saturating_duration_since(Instant::now()).max(DRAIN_POLL);
+        cell.drain_children_and_wait(Some(left)).await;
         self.inner.supervisor.stop(Some("shutdown".into()));
-        info!("wallet engine stopped");
+        info!(drained, "wallet engine stopped");
+        drained
+    }
+
+    /// Waits for a command's answer. Past the reply timeout the caller tries to take the command out of
+    /// the queue: if it was not yet planned it never will be, and "not applied" is the truth. If it is in a
+    /// commit, the caller waits for that commit (bounded by `commit_wait`, which the store's own timeouts
+    /// keep out of reach), and past that answers "outcome unknown".
+    async fn await_command(
+        &self,
+        mut rx: tokio::sync::oneshot::Receiver<Result<Applied, Rejection>>,
+        fate: Fate,
+    ) -> Result<Applied, Rejection> {
+        let limits = &self.inner.limits;
+        if let Ok(answer) = tokio::time::timeout(limits.reply_timeout, &mut rx).await {
+            return answer.unwrap_or_else(|_| Err(Self::lost(&fate)));
+        }
+        let until = Instant::now() + limits.commit_wait;
+        loop {
+            if fate.cancel() {
+                metrics::counter!("wallet_commands_dropped_unplanned_total").increment(1);
+                return Err(Rejection::Unavailable(
+                    "timed out in the wallet's queue; dropped unplanned".into(),
+                ));
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!("a commit outlasted the commit wait; its outcome is unknown to the caller");
+                return Err(Rejection::OutcomeUnknown);
+            }
+            if let Ok(answer) = tokio::time::timeout(left.min(CANCEL_RETRY_PERIOD), &mut rx).await {
+                return answer.unwrap_or_else(|_| Err(Self::lost(&fate)));
+            }
+        }
+    }
+
+    /// The actor went away without answering: if the command was never planned it is not applied.
+    fn lost(fate: &Fate) -> Rejection {
+        if fate.cancel() {
+            Rejection::Unavailable("the wallet actor stopped before planning the command".into())
+        } else {
+            Rejection::OutcomeUnknown
+        }
     }
 
     async fn await_reply<T>(&self, rx: tokio::sync::oneshot::Receiver<Result<T, Rejection>>) -> Result<T, Rejection> {
@@ -362,7 +450,7 @@ impl Engine {
             .store
             .load(wallet_id)
             .await
-            .map_err(|e| Rejection::Unavailable(e.0))?
+            .map_err(|e| Rejection::Unavailable(e.to_string()))?
             .ok_or(Rejection::WalletNotFound)?;
         let args = WalletArgs {
             state,

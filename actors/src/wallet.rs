@@ -25,7 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, warn};
 
 use crate::budget::{Budget, BudgetAlert, BudgetStatus, MAX_BUDGETS_PER_WALLET, crossed};
-use crate::messages::{Applied, Command, Direction, QueueTicket, Reply, Request, WalletMsg};
+use crate::messages::{Applied, Command, Direction, Fate, QueueTicket, Reply, Request, WalletMsg};
 use crate::money::Amount;
 use crate::outcome::Rejection;
 use crate::state::{Entry, TxnType, WalletState, WalletStatus, new_txn_id};
@@ -47,6 +47,11 @@ struct Pending {
     request: Request,
     reply: Reply<Applied>,
     _ticket: QueueTicket,
+    /// Shared with the caller: a command whose caller gave up before it was planned is dropped unplanned.
+    fate: Fate,
+    /// Plan this command in a batch of its own: Postgres refused a batch holding it, and only alone can its
+    /// own outcome be told from its neighbours'.
+    solo: bool,
 }
 
 /// What one planned command became inside a batch.
@@ -118,11 +123,13 @@ impl Actor for WalletActor {
         state: &mut WalletActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WalletMsg::Execute(request, reply, ticket) => {
+            WalletMsg::Execute(request, reply, ticket, fate) => {
                 state.pending.push_back(Pending {
                     request,
                     reply,
                     _ticket: ticket,
+                    fate,
+                    solo: false,
                 });
                 state.pump(&myself).await;
             }
@@ -171,7 +178,7 @@ impl WalletActorState {
             }
             Err(e) => {
                 warn!(wallet_id = %self.wallet.wallet_id, error = %e, "reloading wallet failed");
-                self.fail_pending(Rejection::Unavailable(e.0));
+                self.fail_pending(Rejection::Unavailable(e.to_string()));
             }
         }
     }
@@ -219,6 +226,9 @@ impl WalletActorState {
 
         while items.len() < self.limits.max_batch {
             let Some(front) = self.pending.front() else { break };
+            if front.solo && !items.is_empty() {
+                break;
+            }
             // A transfer that will go ahead flies alone; one that will be refused folds into this batch.
             if let Command::TransferOut { amount, .. } = &front.request.command
                 && !items.is_empty()
@@ -237,6 +247,11 @@ impl WalletActorState {
                 break;
             }
             let Some(p) = self.pending.pop_front() else { break };
+            if !p.fate.plan() {
+                // Its caller stopped waiting and answered "not applied": it must never be. Dropped unanswered.
+                continue;
+            }
+            let solo = p.solo;
             let origin = p.request.origin.clone();
             let action = p.request.command.action();
             match &p.request.command {
@@ -477,6 +492,9 @@ impl WalletActorState {
                     }
                 }
             }
+            if solo {
+                break;
+            }
         }
         if items.is_empty() {
             return None;
@@ -601,10 +619,48 @@ impl WalletActorState {
                     }
                     self.requeue(again);
                 }
-                Err(CommitError::Unavailable { reason, .. }) => {
+                Err(CommitError::ClaimsLost(lost)) => {
+                    let mut again = Vec::with_capacity(items.len());
+                    for (p, planned) in items {
+                        match planned {
+                            Planned::Entry(i) if lost.contains(&i) => {
+                                let _ = p.reply.send(Err(Rejection::ClaimLost));
+                            }
+                            _ => again.push(p),
+                        }
+                    }
+                    self.requeue(again);
+                }
+                Err(CommitError::Refused { reason }) => {
+                    warn!(wallet_id = %self.wallet.wallet_id, %reason, commands = items.len(), "the database refused a batch; isolating its commands");
+                    metrics::counter!("wallet_commit_refusals_total").increment(1);
+                    if items.len() > 1 {
+                        let again = items
+                            .into_iter()
+                            .map(|(mut p, _)| {
+                                p.solo = true;
+                                p
+                            })
+                            .collect();
+                        self.requeue(again);
+                    } else {
+                        for (p, _) in items {
+                            let _ = p.reply.send(Err(Rejection::StoreRefused));
+                        }
+                    }
+                }
+                Err(CommitError::Unavailable {
+                    reason,
+                    outcome_unknown,
+                }) => {
                     self.stale = true;
+                    warn!(wallet_id = %self.wallet.wallet_id, %reason, outcome_unknown, "commit failed");
                     for (p, _) in items {
-                        let _ = p.reply.send(Err(Rejection::Unavailable(reason.clone())));
+                        let _ = p.reply.send(Err(if outcome_unknown {
+                            Rejection::OutcomeUnknown
+                        } else {
+                            Rejection::Unavailable(reason.clone())
+                        }));
                     }
                 }
             },
@@ -628,9 +684,24 @@ impl WalletActorState {
                     let existing_txn_id = d.first().map(|(_, t)| *t).unwrap_or_default();
                     let _ = item.reply.send(Err(Rejection::DuplicateReference { existing_txn_id }));
                 }
-                Err(TransferError::Commit(CommitError::Unavailable { reason, .. })) => {
+                Err(TransferError::Commit(CommitError::ClaimsLost(_))) => {
+                    let _ = item.reply.send(Err(Rejection::ClaimLost));
+                }
+                Err(TransferError::Commit(CommitError::Refused { reason })) => {
+                    warn!(wallet_id = %self.wallet.wallet_id, %reason, "the database refused a transfer");
+                    let _ = item.reply.send(Err(Rejection::StoreRefused));
+                }
+                Err(TransferError::Commit(CommitError::Unavailable {
+                    reason,
+                    outcome_unknown,
+                })) => {
                     self.stale = true;
-                    let _ = item.reply.send(Err(Rejection::Unavailable(reason)));
+                    warn!(wallet_id = %self.wallet.wallet_id, %reason, outcome_unknown, "transfer commit failed");
+                    let _ = item.reply.send(Err(if outcome_unknown {
+                        Rejection::OutcomeUnknown
+                    } else {
+                        Rejection::Unavailable(reason)
+                    }));
                 }
             },
         }
@@ -656,6 +727,7 @@ impl WalletActorState {
     /// Puts commands back at the head of the queue, in their original order.
     fn requeue(&mut self, items: Vec<Pending>) {
         for p in items.into_iter().rev() {
+            p.fate.unplan();
             self.pending.push_front(p);
         }
     }

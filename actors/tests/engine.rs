@@ -423,16 +423,17 @@ async fn an_idle_actor_stops_and_a_later_request_reloads_the_right_balance() {
 // ---------------------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_panicking_mid_commit_answers_unavailable_and_the_wallet_keeps_working() {
+async fn a_store_panicking_mid_commit_answers_outcome_unknown_and_the_wallet_keeps_working() {
     use std::sync::atomic::Ordering;
 
     let store = Arc::new(MemoryStore::new());
     let w = store.create_wallet(amt("10.00"), Currency::Usd);
     let engine = start(&store, Limits::default()).await;
     store.panic_on_next_commit.store(true, Ordering::SeqCst);
+    // A panic inside the commit leaves its outcome unknown: the caller must not be told "not applied".
     match engine.execute(w, debit("1.00")).await {
-        Err(Rejection::Unavailable(reason)) => assert!(reason.contains("panicked"), "{reason}"),
-        other => panic!("expected Unavailable, got {other:?}"),
+        Err(Rejection::OutcomeUnknown) => {}
+        other => panic!("expected OutcomeUnknown, got {other:?}"),
     }
     assert!(
         !store.panic_on_next_commit.load(Ordering::SeqCst),
@@ -457,11 +458,11 @@ async fn a_panicking_actor_is_restarted_and_the_wallet_keeps_working() {
 
     store.panic_on_next_load.store(true, Ordering::SeqCst);
     engine.invalidate(w);
-    // The command is the one that makes the actor reload, so it dies with the actor: its caller learns the
-    // outcome is unknown (here: nothing was written).
+    // The command is the one that makes the actor reload, so it dies with the actor before it was planned:
+    // its caller knows it was not applied.
     match engine.execute(w, debit("1.00")).await {
         Err(Rejection::Unavailable(reason)) => {
-            assert!(reason.contains("stopped before answering"), "{reason}")
+            assert!(reason.contains("before planning"), "{reason}")
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
@@ -993,4 +994,109 @@ async fn actors_whose_commits_outlast_the_pressure_idle_time_are_passivated_once
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(engine.live_actors() <= 1, "live actors: {}", engine.live_actors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_caller_gave_up_in_the_queue_is_answered_unavailable_and_never_applied() {
+    let store = Arc::new(MemoryStore::new());
+    let w = store.create_wallet(amt("10.00"), Currency::Usd);
+    let limits = Limits {
+        reply_timeout: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let engine = start(&store, limits).await;
+    engine.get(w).await.unwrap();
+    // The first commit takes longer than the second command may wait in the queue behind it.
+    set_commit_delay(&store, Duration::from_millis(600));
+    let first = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.execute(w, debit("1.00")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    match engine.execute(w, debit("2.00")).await {
+        Err(Rejection::Unavailable(reason)) => assert!(reason.contains("dropped unplanned"), "{reason}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered at its reply timeout, not after the commit"
+    );
+    // The first command was already in its commit: its caller waited past the reply timeout for the outcome.
+    assert_eq!(posted(first.await.unwrap()).balance_after, amt("9.00"));
+    set_commit_delay(&store, Duration::ZERO);
+    let third = posted(engine.execute(w, debit("3.00")).await);
+    assert_eq!(
+        third.balance_after,
+        amt("6.00"),
+        "the dropped command never moved money"
+    );
+    let amounts: Vec<String> = store.entries(w).iter().map(|e| e.amount.to_string()).collect();
+    assert_eq!(amounts, ["1.00", "3.00"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_waits_past_its_reply_timeout_for_a_commit_its_command_is_in() {
+    let store = Arc::new(MemoryStore::new());
+    let w = store.create_wallet(amt("10.00"), Currency::Usd);
+    let limits = Limits {
+        reply_timeout: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let engine = start(&store, limits).await;
+    set_commit_delay(&store, Duration::from_millis(300));
+    let entry = posted(engine.execute(w, debit("4.00")).await);
+    assert_eq!(entry.balance_after, amt("6.00"));
+    assert_eq!(store.entries(w).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_outlasting_the_commit_wait_is_answered_outcome_unknown_never_unavailable() {
+    let store = Arc::new(MemoryStore::new());
+    let w = store.create_wallet(amt("10.00"), Currency::Usd);
+    let limits = Limits {
+        reply_timeout: Duration::from_millis(50),
+        commit_wait: Duration::from_millis(100),
+        ..Limits::default()
+    };
+    let engine = start(&store, limits).await;
+    set_commit_delay(&store, Duration::from_millis(400));
+    assert_eq!(engine.execute(w, debit("1.00")).await, Err(Rejection::OutcomeUnknown));
+    // It did land: "unknown" was the only true answer.
+    eventually("the slow commit lands", Duration::from_secs(2), || {
+        store.entries(w).len() == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_every_accepted_command_before_the_engine_stops_and_refuses_new_ones() {
+    let store = Arc::new(MemoryStore::new());
+    let w = store.create_wallet(amt("100.00"), Currency::Usd);
+    let engine = start(&store, Limits::default()).await;
+    set_commit_delay(&store, Duration::from_millis(300));
+    let in_flight: Vec<_> = (0..5)
+        .map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.execute(w, debit("1.00")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        engine.shutdown(Duration::from_secs(5)).await,
+        "drained before the deadline"
+    );
+    for task in in_flight {
+        posted(task.await.unwrap());
+    }
+    assert_eq!(
+        store.entries(w).len(),
+        5,
+        "every accepted command committed before the engine stopped"
+    );
+    match engine.execute(w, debit("1.00")).await {
+        Err(Rejection::Unavailable(reason)) => assert!(reason.contains("shutting down"), "{reason}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(store.entries(w).len(), 5);
 }

@@ -190,6 +190,7 @@ impl Target {
             alert_thresholds: wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
             rate_limit_per_second: None,
             amqp_prefetch: o.prefetch,
+            timeouts: Default::default(),
         };
         let events = wallet_service::events::EventsConfig {
             topology: o.events.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),

@@ -268,6 +268,8 @@ async fn booking_created(ctx: &Arc<Ctx>, event_id: Uuid, b: BookingCreated) -> O
             }
         }
         Err(r) if r.transient() => transient(r),
+        // Postgres refused this event's own data: it can never succeed.
+        Err(Rejection::StoreRefused) => Outcome::Poison("MALFORMED: the ledger refused the event's data".into()),
         Err(Rejection::WalletNotFound) => Outcome::Retry(format!("WALLET_UNAVAILABLE: wallet {wallet_id} not found")),
         // Every other refusal is a business outcome (insufficient funds, wallet not active, budget
         // exceeded, …): final, announced as TransactionFailed.
@@ -486,6 +488,7 @@ async fn booking_cancelled(ctx: &Arc<Ctx>, event_id: Uuid, b: BookingCancelled) 
             Err(e) => transient(e),
         },
         Err(r) if r.transient() => transient(r),
+        Err(Rejection::StoreRefused) => Outcome::Poison("MALFORMED: the ledger refused the event's data".into()),
         // A refund the wallet cannot take now (frozen or closed wallet, balance ceiling): the money is
         // owed, so it is not dropped; after the retries it waits in the dead-letter queue.
         Err(r) => Outcome::Retry(format!("{}: refund refused: {r}", r.code())),
@@ -521,6 +524,11 @@ async fn user_created(ctx: &Arc<Ctx>, event_id: Uuid, u: UserCreated) -> Outcome
         Err(CreateWalletError::Exists(w)) => w,
         Err(CreateWalletError::UserNotFound) => return Outcome::Transient("user vanished after upsert".into()),
         Err(CreateWalletError::Store(e)) => return transient(e),
+        // No key on events (the inbox and the wallet's unique user make a redelivery converge).
+        Err(CreateWalletError::ClaimLost) => return Outcome::Transient("idempotency claim lost".into()),
+        Err(CreateWalletError::OutcomeUnknown) => {
+            return Outcome::Transient("wallet creation: the commit's outcome is unknown".into());
+        }
     };
     if let Err(e) = apply_default_budgets(ctx, event_id, wallet, role).await {
         return Outcome::Transient(e);

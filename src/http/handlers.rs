@@ -138,13 +138,10 @@ where
 {
     match idempotency::begin(&ctx.ledger.store, caller.user_id, endpoint, key, path, raw).await? {
         Begin::Replay(r) => Ok(r),
-        Begin::Run(ticket) => {
-            let result = run(ticket.clone()).await;
-            if let Err(e) = &result {
-                idempotency::finish_error(&ctx.ledger.store, &ticket, e).await;
-            }
-            result
-        }
+        Begin::Run(ticket) => match run(ticket.clone()).await {
+            Ok(r) => Ok(r),
+            Err(e) => idempotency::settle_failure(&ctx.ledger.store, &ticket, e).await,
+        },
     }
 }
 
@@ -261,6 +258,8 @@ pub async fn create_wallet(
                 "WALLET_EXISTS",
                 format!("the user already has wallet {id}"),
             )),
+            Err(CreateWalletError::ClaimLost) => Err(ApiError::from(wallet_actors::Rejection::ClaimLost)),
+            Err(CreateWalletError::OutcomeUnknown) => Err(ApiError::outcome_unknown()),
             Err(CreateWalletError::Store(e)) => Err(ApiError::unavailable(e.0)),
         }
     })

@@ -38,6 +38,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// Seconds for `Retry-After` when it is not the default (e.g. the rest of an idempotency lease).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -47,6 +49,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             errors: vec![],
+            retry_after: None,
         }
     }
 
@@ -60,6 +63,7 @@ impl ApiError {
                 field: field.into(),
                 message,
             }],
+            retry_after: None,
         }
     }
 
@@ -81,6 +85,21 @@ impl ApiError {
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", detail)
+    }
+
+    /// The request went into a commit whose outcome could not be learnt: it may have been applied.
+    pub fn outcome_unknown() -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "OUTCOME_UNKNOWN",
+            "the outcome is not known yet: retry with the same Idempotency-Key, or look the transaction up by its reference_id",
+        )
+    }
+
+    /// Sets the `Retry-After` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     /// A failure we do not explain to the client; the cause goes to the log only.
@@ -110,6 +129,7 @@ impl ApiError {
             "CURRENCY_MISMATCH" => "Currency mismatch",
             "RATE_LIMITED" => "Rate limited",
             "UNAVAILABLE" => "Service unavailable",
+            "OUTCOME_UNKNOWN" => "Outcome unknown",
             "METHOD_NOT_ALLOWED" => "Method not allowed",
             _ => "Internal error",
         }
@@ -141,11 +161,13 @@ impl ApiError {
                 HeaderValue::from_static("Bearer realm=\"wallet-service\""),
             );
         }
-        if matches!(
+        let default_retry = matches!(
             self.status,
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-        ) {
-            h.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS | StatusCode::GATEWAY_TIMEOUT
+        )
+        .then_some(RETRY_AFTER_SECS);
+        if let Some(secs) = self.retry_after.or(default_retry) {
+            h.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }
@@ -165,7 +187,9 @@ impl From<Rejection> for ApiError {
             | Rejection::BudgetExpired
             | Rejection::TooManyBudgets => StatusCode::CONFLICT,
             Rejection::BalanceOverflow | Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
-            Rejection::Overloaded | Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Overloaded | Rejection::Unavailable(_) | Rejection::ClaimLost => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::OutcomeUnknown => return ApiError::outcome_unknown(),
+            Rejection::StoreRefused => return ApiError::internal("the database refused a command's data"),
         };
         let detail = match &r {
             Rejection::WalletNotFound => "wallet not found".to_string(),
@@ -174,6 +198,10 @@ impl From<Rejection> for ApiError {
             Rejection::Unavailable(reason) => {
                 tracing::warn!(%reason, "request failed: dependency unavailable");
                 "the service is temporarily unavailable; retry with the same Idempotency-Key".to_string()
+            }
+            Rejection::ClaimLost => {
+                "the request's Idempotency-Key was released or taken over before it committed; nothing was applied"
+                    .to_string()
             }
             other => other.to_string(),
         };

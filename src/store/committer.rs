@@ -27,8 +27,10 @@ use uuid::Uuid;
 use wallet_actors::store::{Batch, CommitError};
 use wallet_actors::{Entry, TxnType};
 
-use super::commit_err;
+use super::idempotency::fence;
 use super::rows::{EntryCols, GroupRows, KeyCols, Param, claim_references, insert_group_rows, rollback};
+use super::{batch_err, commit_err};
+use wallet_actors::IdempotencyTicket;
 
 /// Committer tasks working in parallel (each holds one pooled connection while it commits a group). Two
 /// keep a commit in flight while the next group forms; more split the waiting batches into smaller
@@ -45,6 +47,11 @@ pub const MAX_PENDING_BATCHES: usize = 4096;
 /// pipelined (tokio-postgres sends them on the connection without waiting for each answer).
 pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) -> Result<(), CommitError> {
     let entries: Vec<&Entry> = batch.entries.iter().collect();
+    // The claim fence first (key rows, then the wallet row: the one lock order of every path).
+    let lost = lost_claims(tx, batch).await.map_err(batch_err)?;
+    if !lost.is_empty() {
+        return Err(CommitError::ClaimsLost(lost));
+    }
     if batch.changes_wallet() {
         let stmt = tx
             .prepare_cached(
@@ -52,7 +59,7 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
                  WHERE wallet_id = $1 AND version = $6",
             )
             .await
-            .map_err(commit_err)?;
+            .map_err(batch_err)?;
         let a = &batch.after;
         let n = tx
             .execute(
@@ -67,11 +74,11 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
                 ],
             )
             .await
-            .map_err(commit_err)?;
+            .map_err(batch_err)?;
         if n == 0 {
             return Err(CommitError::VersionConflict);
         }
-        let dups = claim_references(tx, &entries).await.map_err(commit_err)?;
+        let dups = claim_references(tx, &entries).await.map_err(batch_err)?;
         if !dups.is_empty() {
             return Err(CommitError::DuplicateReferences(dups));
         }
@@ -81,19 +88,31 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
         let stmt = tx
             .prepare_cached("SELECT version FROM wallets WHERE wallet_id = $1")
             .await
-            .map_err(commit_err)?;
+            .map_err(batch_err)?;
         let current: Option<i64> = tx
             .query_opt(&stmt, &[&batch.wallet_id])
             .await
-            .map_err(commit_err)?
+            .map_err(batch_err)?
             .map(|r| r.get(0));
         if current != Some(batch.expected_version) {
             return Err(CommitError::VersionConflict);
         }
     }
     let rows = GroupRows::of(&[batch]);
-    tokio::try_join!(crate::budgets::write_batch(tx, batch), insert_group_rows(tx, &rows)).map_err(commit_err)?;
+    tokio::try_join!(crate::budgets::write_batch(tx, batch), insert_group_rows(tx, &rows)).map_err(batch_err)?;
     Ok(())
+}
+
+/// The entries of a batch (by index) whose Idempotency-Key claims are lost; locks the others' key rows.
+async fn lost_claims<C: GenericClient>(c: &C, batch: &Batch) -> Result<Vec<usize>, tokio_postgres::Error> {
+    let (index, claims): (Vec<usize>, Vec<&IdempotencyTicket>) = batch
+        .entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.origin.idempotency.as_ref().map(|t| (i, t)))
+        .unzip();
+    let lost = fence(c, &claims).await?;
+    Ok(lost.into_iter().map(|j| index[j]).collect())
 }
 
 /// Batches of *different* wallets committed together (see the module docs).
@@ -229,7 +248,7 @@ fn unnest(types: &[&str], first: usize) -> String {
 
 /// Column types of each section of the plain statement, in parameter order. A section's last column is
 /// the wallet its row belongs to (wallet updates: the wallet itself).
-const WALLET_TYPES: [&str; 5] = ["uuid", "numeric", "int8", "int8", "timestamptz"];
+const WALLET_TYPES: [&str; 6] = ["uuid", "numeric", "int8", "int8", "timestamptz", "int4"];
 const KEY_TYPES: [&str; 6] = ["uuid", "text", "text", "text", "uuid", "numeric"];
 const ENTRY_TYPES: [&str; 12] = [
     "uuid",
@@ -246,7 +265,7 @@ const ENTRY_TYPES: [&str; 12] = [
     "text",
 ];
 const EVENT_TYPES: [&str; 6] = ["uuid", "text", "text", "uuid", "text", "uuid"];
-const REPLY_TYPES: [&str; 6] = ["uuid", "text", "text", "int2", "text", "uuid"];
+const REPLY_TYPES: [&str; 7] = ["uuid", "text", "text", "int2", "text", "uuid", "uuid"];
 const INBOX_TYPES: [&str; 3] = ["uuid", "text", "uuid"];
 const AUDIT_TYPES: [&str; 8] = ["uuid", "text", "text", "text", "text", "text", "jsonb", "uuid"];
 
@@ -300,6 +319,20 @@ fn plain_statement(with: Sections) -> &'static str {
         if let Some(keys) = &keys {
             ctes.push(format!("keys AS (SELECT * FROM {keys} AS k(w, rt, ri, ty, txn, amt))"));
         }
+        // The claim fence (see `store::idempotency`): the key rows of the replies are locked, and a wallet
+        // is updated only if every one of its replies still holds its claim token unfinished.
+        let fenced = if let Some(replies) = &replies {
+            ctes.push(format!("rep AS (SELECT * FROM {replies} AS x(c, e, k, s, b, t, w))"));
+            ctes.push(
+                "fence AS (SELECT x.w FROM idempotency_keys ik JOIN rep x \
+                             ON ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k \
+                          WHERE ik.claim_token = x.t AND ik.response_status IS NULL FOR UPDATE OF ik)"
+                    .to_string(),
+            );
+            " AND v.nr = (SELECT count(*) FROM fence f WHERE f.w = v.id)"
+        } else {
+            ""
+        };
         let not_taken = if keys.is_some() {
             " AND NOT EXISTS (SELECT 1 FROM keys k JOIN transaction_references r \
                                 ON r.wallet_id = k.w AND r.reference_type = k.rt \
@@ -310,8 +343,8 @@ fn plain_statement(with: Sections) -> &'static str {
         };
         ctes.push(format!(
             "upd AS (UPDATE wallets w SET balance = v.b, version = v.nv, updated_at = v.at \
-               FROM {wallets} AS v(id, b, nv, ev, at) \
-              WHERE w.wallet_id = v.id AND w.version = v.ev{not_taken} \
+               FROM {wallets} AS v(id, b, nv, ev, at, nr) \
+              WHERE w.wallet_id = v.id AND w.version = v.ev{not_taken}{fenced} \
              RETURNING w.wallet_id)"
         ));
         if keys.is_some() {
@@ -329,12 +362,13 @@ fn plain_statement(with: Sections) -> &'static str {
             "evts AS (INSERT INTO outbox (event_id, event_type, routing_key, aggregate_id, payload) \
              SELECT x.e, x.t, x.r, x.a, x.p::json FROM {events} AS x(e, t, r, a, p, w) JOIN upd ON upd.wallet_id = x.w)"
         ));
-        if let Some(replies) = replies {
-            ctes.push(format!(
+        if replies.is_some() {
+            ctes.push(
                 "idem AS (UPDATE idempotency_keys ik SET response_status = x.s, response_body = x.b \
-                   FROM {replies} AS x(c, e, k, s, b, w) JOIN upd ON upd.wallet_id = x.w \
-                  WHERE ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k)"
-            ));
+                   FROM rep x JOIN upd ON upd.wallet_id = x.w \
+                  WHERE ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k AND ik.claim_token = x.t)"
+                    .to_string(),
+            );
         }
         if let Some(inbox) = inbox {
             ctes.push(format!(
@@ -384,6 +418,13 @@ async fn write_plain_statement(
     let keys = KeyCols::of(&rows.entries);
     let entries = EntryCols::of(&rows.entries);
     let (events, replies, inbox, audit) = (rows.events(), rows.replies(), rows.inbox(), rows.audit());
+    let replies_of: Vec<i32> = {
+        let mut n: std::collections::HashMap<Uuid, i32> = std::collections::HashMap::new();
+        for w in &replies.wallet {
+            *n.entry(*w).or_default() += 1;
+        }
+        wallet_id.iter().map(|w| n.get(w).copied().unwrap_or(0)).collect()
+    };
     let with = Sections {
         keys: !keys.is_empty(),
         replies: !replies.wallet.is_empty(),
@@ -391,7 +432,7 @@ async fn write_plain_statement(
         audit: !audit.wallet.is_empty(),
     };
 
-    let mut params: Vec<Param<'_>> = vec![&wallet_id, &balance, &version, &expected, &at];
+    let mut params: Vec<Param<'_>> = vec![&wallet_id, &balance, &version, &expected, &at, &replies_of];
     if with.keys {
         params.extend(keys.params());
     }
@@ -431,14 +472,17 @@ async fn write_plain_statement(
             outcomes.push(Ok(()));
             continue;
         }
-        // Left out: a reference already taken, or the wallet moved on. (Read after the commit: a key taken
-        // since then was taken with a version bump, so "moved on" would be as true.)
+        // Left out: a reference already taken, a claim lost, or the wallet moved on. (Read after the
+        // commit: a key taken since then was taken with a version bump, so "moved on" would be as true.)
         let entries: Vec<&Entry> = b.entries.iter().collect();
         let taken = KeyCols::of(&entries).taken(c).await?;
-        outcomes.push(if taken.is_empty() {
-            Err(CommitError::VersionConflict)
-        } else {
+        let lost = lost_claims(c, b).await?;
+        outcomes.push(if !taken.is_empty() {
             Err(CommitError::DuplicateReferences(taken))
+        } else if !lost.is_empty() {
+            Err(CommitError::ClaimsLost(lost))
+        } else {
+            Err(CommitError::VersionConflict)
         });
     }
     Ok(outcomes)

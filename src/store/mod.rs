@@ -13,9 +13,11 @@
 //!   the reads and writes of the HTTP handlers (users, wallets, history, idempotency keys).
 
 mod committer;
+mod idempotency;
 mod rows;
 
 pub use committer::{GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_PENDING_BATCHES, all_plain_statements};
+pub use idempotency::{Claim, IDEMPOTENCY_LEASE_SECS, Resolution};
 pub use rows::AuditRow;
 pub(crate) use rows::insert_outbox;
 use rows::{claim_references, complete_idempotency, insert_audit, insert_entries, rollback, to_json_body};
@@ -54,6 +56,20 @@ pub(super) fn commit_err<E: std::fmt::Display>(e: E) -> CommitError {
     CommitError::Unavailable {
         reason: e.to_string(),
         outcome_unknown: false,
+    }
+}
+
+/// A failed statement of a batch's own writes: Postgres refusing the batch's data (a data exception, a
+/// constraint, a program limit) is [`CommitError::Refused`], so the engine isolates the command that caused
+/// it; anything else (timeouts, lock waits, a lost connection before COMMIT) rolled back and is transient.
+pub(super) fn batch_err(e: tokio_postgres::Error) -> CommitError {
+    let refused = e
+        .as_db_error()
+        .is_some_and(|d| matches!(&d.code().code()[..2], "22" | "23" | "54"));
+    if refused {
+        CommitError::Refused { reason: e.to_string() }
+    } else {
+        commit_err(e)
     }
 }
 
@@ -113,6 +129,11 @@ impl WalletStore for PgStore {
             .await
             .map_err(|e| TransferError::Commit(commit_err(e)))?;
         let tx = c.transaction().await.map_err(fail)?;
+        let claim: Vec<&wallet_actors::IdempotencyTicket> = plan.out.origin.idempotency.iter().collect();
+        if !idempotency::fence(&tx, &claim).await.map_err(fail)?.is_empty() {
+            rollback(tx).await;
+            return Err(TransferError::Commit(CommitError::ClaimsLost(vec![0])));
+        }
         let (src, dst) = (plan.out.wallet_id, plan.incoming.wallet_id);
         // Lock both rows in wallet-id order: two opposite transfers can never wait on each other in a cycle.
         let stmt = tx
@@ -242,6 +263,10 @@ impl WalletStore for PgStore {
 pub enum CreateWalletError {
     UserNotFound,
     Exists(Uuid),
+    /// The Idempotency-Key was released or taken over before the commit: nothing was written.
+    ClaimLost,
+    /// The connection broke during COMMIT: the wallet may or may not exist.
+    OutcomeUnknown,
     Store(StoreError),
 }
 
@@ -266,22 +291,6 @@ pub struct HistoryFilter {
     pub page: u32,
     pub limit: u32,
 }
-
-/// An Idempotency-Key claim's outcome.
-pub enum Claim {
-    /// Ours to run.
-    Claimed,
-    /// Finished before: replay this.
-    Replay { status: u16, body: String },
-    /// Another request with this key is running.
-    InProgress,
-    /// The key was used with another request.
-    Mismatch,
-}
-
-/// How long a claim protects a running request before another may take it over (a crashed process's
-/// claim must not block the key forever). Longer than any request can take.
-pub const IDEMPOTENCY_LEASE_SECS: i64 = 120;
 
 impl PgStore {
     pub async fn upsert_user(
@@ -335,6 +344,10 @@ impl PgStore {
             .await
             .map_err(|e| CreateWalletError::Store(unavailable(e)))?;
         let tx = c.transaction().await.map_err(st)?;
+        let claim: Vec<&wallet_actors::IdempotencyTicket> = origin.idempotency.iter().collect();
+        if !idempotency::fence(&tx, &claim).await.map_err(st)?.is_empty() {
+            return Err(CreateWalletError::ClaimLost);
+        }
         let Some(user) = tx
             .query_opt("SELECT company_id FROM users WHERE user_id = $1 FOR SHARE", &[&user_id])
             .await
@@ -392,7 +405,10 @@ impl PgStore {
             json!({"user_id": user_id, "initial_balance": initial.to_string(), "currency": currency.as_str()}),
         );
         insert_audit(&tx, &[audit]).await.map_err(st)?;
-        tx.commit().await.map_err(st)?;
+        tx.commit().await.map_err(|e| {
+            warn!(error = %e, "wallet creation: the commit's outcome is unknown");
+            CreateWalletError::OutcomeUnknown
+        })?;
         self.outbox_written.notify_one();
         Ok(wallet)
     }
@@ -454,92 +470,6 @@ impl PgStore {
             })
             .collect();
         Ok((items, total))
-    }
-
-    /// Claims an Idempotency-Key for a request, or says what happened to it before.
-    pub async fn claim_idempotency(
-        &self,
-        caller: Uuid,
-        endpoint: &str,
-        key: &str,
-        hash: &[u8],
-    ) -> Result<Claim, StoreError> {
-        let c = self.pool.get().await.map_err(unavailable)?;
-        // Prepared once per connection: a keyed request costs one round trip here, not a parse and a query.
-        let stmt = c
-            .prepare_cached(
-                "INSERT INTO idempotency_keys (caller, endpoint, key, request_hash, locked_until) \
-                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
-                 ON CONFLICT (caller, endpoint, key) DO UPDATE \
-                   SET request_hash = EXCLUDED.request_hash, locked_until = EXCLUDED.locked_until, created_at = now() \
-                   WHERE idempotency_keys.response_status IS NULL AND idempotency_keys.locked_until < now() \
-                 RETURNING 1",
-            )
-            .await
-            .map_err(unavailable)?;
-        let claimed = c
-            .query_opt(
-                &stmt,
-                &[&caller, &endpoint, &key, &hash, &(IDEMPOTENCY_LEASE_SECS as f64)],
-            )
-            .await
-            .map_err(unavailable)?;
-        if claimed.is_some() {
-            return Ok(Claim::Claimed);
-        }
-        let row = c
-            .query_opt(
-                "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE caller = $1 AND endpoint = $2 AND key = $3",
-                &[&caller, &endpoint, &key],
-            )
-            .await
-            .map_err(unavailable)?;
-        let Some(row) = row else {
-            // Released between our insert and select: the caller may simply try again.
-            return Ok(Claim::InProgress);
-        };
-        let stored: Vec<u8> = row.get(0);
-        if stored != hash {
-            return Ok(Claim::Mismatch);
-        }
-        match (row.get::<_, Option<i16>>(1), row.get::<_, Option<String>>(2)) {
-            (Some(status), Some(body)) => Ok(Claim::Replay {
-                status: status as u16,
-                body,
-            }),
-            _ => Ok(Claim::InProgress),
-        }
-    }
-
-    /// Records a reply that no effect's transaction recorded (a refusal, which moves nothing).
-    pub async fn complete_idempotency(
-        &self,
-        caller: Uuid,
-        endpoint: &str,
-        key: &str,
-        status: u16,
-        body: &str,
-    ) -> Result<(), StoreError> {
-        let c = self.pool.get().await.map_err(unavailable)?;
-        c.execute(
-            "UPDATE idempotency_keys SET response_status = $4, response_body = $5 WHERE caller = $1 AND endpoint = $2 AND key = $3 AND response_status IS NULL",
-            &[&caller, &endpoint, &key, &(status as i16), &body],
-        )
-        .await
-        .map_err(unavailable)?;
-        Ok(())
-    }
-
-    /// Gives a key back after a failure that did not commit, so a retry can run.
-    pub async fn release_idempotency(&self, caller: Uuid, endpoint: &str, key: &str) -> Result<(), StoreError> {
-        let c = self.pool.get().await.map_err(unavailable)?;
-        c.execute(
-            "DELETE FROM idempotency_keys WHERE caller = $1 AND endpoint = $2 AND key = $3 AND response_status IS NULL",
-            &[&caller, &endpoint, &key],
-        )
-        .await
-        .map_err(unavailable)?;
-        Ok(())
     }
 
     pub async fn audit(&self, row: AuditRow) -> Result<(), StoreError> {

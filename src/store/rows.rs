@@ -329,10 +329,11 @@ pub(super) struct ReplyCols<'a> {
     key: Vec<&'a str>,
     status: Vec<i16>,
     body: Vec<&'a str>,
+    token: Vec<Uuid>,
 }
 
 impl<'a> ReplyCols<'a> {
-    pub const UNNEST: &'static str = "unnest($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::text[])";
+    pub const UNNEST: &'static str = "unnest($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::uuid[])";
 
     /// Replies of the origins that carry an Idempotency-Key (the others have no key to complete).
     fn of(replies: impl Iterator<Item = (Uuid, &'a Origin, u16, &'a str)>) -> Self {
@@ -343,6 +344,7 @@ impl<'a> ReplyCols<'a> {
             key: vec![],
             status: vec![],
             body: vec![],
+            token: vec![],
         };
         for (w, o, status, body) in replies {
             if let Some(t) = &o.idempotency {
@@ -352,13 +354,21 @@ impl<'a> ReplyCols<'a> {
                 c.key.push(t.key.as_str());
                 c.status.push(status as i16);
                 c.body.push(body);
+                c.token.push(t.token);
             }
         }
         c
     }
 
-    pub fn params(&self) -> [Param<'_>; 5] {
-        [&self.caller, &self.endpoint, &self.key, &self.status, &self.body]
+    pub fn params(&self) -> [Param<'_>; 6] {
+        [
+            &self.caller,
+            &self.endpoint,
+            &self.key,
+            &self.status,
+            &self.body,
+            &self.token,
+        ]
     }
 }
 
@@ -527,7 +537,8 @@ async fn write_replies<C: GenericClient>(c: &C, cols: &ReplyCols<'_>) -> Result<
     let stmt = c
         .prepare_cached(&format!(
             "UPDATE idempotency_keys k SET response_status = v.s, response_body = v.b \
-             FROM {} AS v(c, e, k, s, b) WHERE k.caller = v.c AND k.endpoint = v.e AND k.key = v.k",
+             FROM {} AS v(c, e, k, s, b, t) \
+             WHERE k.caller = v.c AND k.endpoint = v.e AND k.key = v.k AND k.claim_token = v.t",
             ReplyCols::UNNEST
         ))
         .await?;

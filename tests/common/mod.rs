@@ -104,6 +104,7 @@ pub fn config(db_url: &str) -> Config {
         alert_thresholds: vec![80, 100],
         rate_limit_per_second: None,
         amqp_prefetch: wallet_service::events::PREFETCH,
+        timeouts: Default::default(),
     }
 }
 
