@@ -11,6 +11,8 @@
 #   PostgreSQL  127.0.0.1:5432   user postgres, trust auth over TCP   (apt package: postgresql)
 #   Redis       127.0.0.1:6379                                        (apt package: redis-server)
 #   RabbitMQ    127.0.0.1:5672   guest/guest, management on :15672    (apt package: rabbitmq-server)
+# Also the PostgreSQL server tools (initdb, pg_ctl), which the fault tests use for private clusters of their own
+# (apt package: postgresql), even when the shared server runs elsewhere.
 # Installing/starting needs root (or passwordless sudo). `apt-get update` runs only if something must be installed.
 # Works non-interactively (CI=true, no stdin).
 #
@@ -197,6 +199,26 @@ ensure_postgres() {
     log "PostgreSQL: password-less TCP login as postgres works now (edited $hba; backup at $hba.before-wallet-test)"
 }
 
+# The fault tests (tests/api/faults) start private clusters of their own with initdb/pg_ctl (as the postgres
+# OS user when run as root), wherever the shared server runs: the server tools must be installed locally.
+pg_server_tools() {
+    local d
+    for d in /usr/lib/postgresql/*/bin; do
+        [[ -x "$d/initdb" && -x "$d/pg_ctl" && -x "$d/postgres" ]] && return 0
+    done
+    return 1
+}
+
+ensure_pg_server_tools() {
+    if pg_server_tools; then
+        log "PostgreSQL server tools (initdb, pg_ctl) are installed"
+        return 0
+    fi
+    log "PostgreSQL server tools not found under /usr/lib/postgresql/*/bin; installing the postgresql package"
+    apt_install postgresql
+    pg_server_tools || die "PostgreSQL server tools still not found under /usr/lib/postgresql/*/bin"
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # Redis
 # ---------------------------------------------------------------------------------------------------------------
@@ -304,6 +326,7 @@ else
     log "== checking services =="
     if manage TEST_DATABASE_URL "$DEFAULT_TEST_DATABASE_URL"; then ensure_postgres
     else log "TEST_DATABASE_URL preset ($TEST_DATABASE_URL): not managing a local PostgreSQL"; fi
+    ensure_pg_server_tools
     if manage TEST_REDIS_URL "$DEFAULT_TEST_REDIS_URL"; then ensure_redis
     else log "TEST_REDIS_URL preset: not managing a local Redis"; fi
     if manage TEST_AMQP_URL "$DEFAULT_TEST_AMQP_URL"; then ensure_rabbitmq

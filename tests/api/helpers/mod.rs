@@ -1,0 +1,56 @@
+//! What the tests of this binary share.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`paths`] | the target directory, `target/faults/`, free ports |
+//! | [`database`] | a database of its own per test, created from `TEST_DATABASE_URL` and dropped afterwards |
+//! | [`cluster`] | a private Postgres cluster (initdb, start, `stop -m immediate`, start again), removed afterwards |
+//! | [`service`] | the real `wallet-service` binary as a child process: start, SIGTERM, SIGKILL, restart |
+//! | [`fixtures`] | tokens, users and wallets over HTTP |
+//! | [`client`] | keyed requests retried with the same `Idempotency-Key` until a final answer |
+//! | [`load`] | concurrent workers sending keyed debits, credits and transfers |
+//! | [`audit`] | reads the books: one effect per acknowledged operation, none otherwise, balances = ledger |
+//! | [`lock`] | holds a wallet row `FOR UPDATE` from a connection of its own |
+//! | [`amqp`] | a RabbitMQ vhost of its own, a publisher of booking events, the dead-letter queue |
+//! | [`summary`] | the one-line JSON figures of a test, printed and appended to `target/faults/summary.jsonl` |
+
+pub mod amqp;
+pub mod audit;
+pub mod client;
+pub mod cluster;
+pub mod database;
+pub mod fixtures;
+pub mod load;
+pub mod lock;
+pub mod paths;
+pub mod service;
+pub mod summary;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Runs a test body under a time limit, so that a hung fault test fails instead of hanging the suite.
+pub async fn within<T>(limit: Duration, what: &str, body: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, body).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {limit:?}"),
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
