@@ -16,8 +16,10 @@ use super::{fixtures, paths};
 pub const REPLY_TIMEOUT: Duration = Duration::from_millis(5_000);
 pub const DB_STATEMENT_TIMEOUT: Duration = Duration::from_millis(4_000);
 pub const DB_LOCK_TIMEOUT: Duration = Duration::from_millis(2_000);
-pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
-pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(10);
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(25);
+/// The service's `IDEMPOTENCY_LEASE_SECS` (a constant of the store, not a setting).
+pub const IDEMPOTENCY_LEASE: Duration =
+    Duration::from_secs(wallet_service::store::IDEMPOTENCY_LEASE_SECS.unsigned_abs());
 
 /// How long a start may take until `/ready` answers 200.
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -99,8 +101,7 @@ impl ServiceProcess {
             .env("REPLY_TIMEOUT_MS", REPLY_TIMEOUT.as_millis().to_string())
             .env("DB_STATEMENT_TIMEOUT_MS", DB_STATEMENT_TIMEOUT.as_millis().to_string())
             .env("DB_LOCK_TIMEOUT_MS", DB_LOCK_TIMEOUT.as_millis().to_string())
-            .env("SHUTDOWN_DRAIN_SECS", SHUTDOWN_DRAIN.as_secs().to_string())
-            .env("IDEMPOTENCY_LEASE_SECS", IDEMPOTENCY_LEASE.as_secs().to_string());
+            .env("SHUTDOWN_DRAIN_SECS", SHUTDOWN_DRAIN.as_secs().to_string());
         if let Some(url) = &self.config.amqp_url {
             cmd.env("AMQP_URL", url);
         }
