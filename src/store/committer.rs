@@ -28,7 +28,7 @@ use wallet_actors::store::{Batch, CommitError};
 use wallet_actors::{Entry, TxnType};
 
 use super::idempotency::fence;
-use super::rows::{EntryCols, GroupRows, KeyCols, Param, claim_references, insert_group_rows, rollback};
+use super::rows::{EntryCols, GroupRows, KeyCols, Param, claim_references, insert_group_rows, rollback, root_cause};
 use super::{batch_err, commit_err};
 use wallet_actors::IdempotencyTicket;
 
@@ -99,7 +99,8 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
         }
     }
     let rows = GroupRows::of(&[batch]);
-    tokio::try_join!(crate::budgets::write_batch(tx, batch), insert_group_rows(tx, &rows)).map_err(batch_err)?;
+    let (budgets, rows) = tokio::join!(crate::budgets::write_batch(tx, batch), insert_group_rows(tx, &rows));
+    root_cause([budgets, rows]).map_err(batch_err)?;
     Ok(())
 }
 

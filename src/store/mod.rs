@@ -67,9 +67,18 @@ pub(super) fn batch_err(e: tokio_postgres::Error) -> CommitError {
         .as_db_error()
         .is_some_and(|d| matches!(&d.code().code()[..2], "22" | "23" | "54"));
     if refused {
-        CommitError::Refused { reason: e.to_string() }
+        CommitError::Refused { reason: describe(&e) }
     } else {
-        commit_err(e)
+        commit_err(describe(&e))
+    }
+}
+
+/// A Postgres error for the log: its SQLSTATE and message (tokio-postgres displays a server error as just
+/// "db error").
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} {}: {}", d.severity(), d.code().code(), d.message()),
+        None => e.to_string(),
     }
 }
 

@@ -567,14 +567,33 @@ pub(super) async fn insert_group_rows<C: GenericClient + Sync>(
     rows: &GroupRows<'_>,
 ) -> Result<(), tokio_postgres::Error> {
     let (events, replies, inbox, audit) = (rows.events(), rows.replies(), rows.inbox(), rows.audit());
-    tokio::try_join!(
+    let (a, b, c, d, e) = tokio::join!(
         insert_entries(tx, &rows.entries),
         write_outbox(tx, &events),
         write_replies(tx, &replies),
         write_inbox(tx, &inbox),
         write_audit(tx, &audit),
-    )?;
-    Ok(())
+    );
+    root_cause([a, b, c, d, e])
+}
+
+/// The error that failed a set of pipelined statements of one transaction. Once one fails, Postgres
+/// answers the others "current transaction is aborted" (25P02); that one says nothing of the cause, so
+/// the first other error is returned (it tells a refused row from a timeout).
+pub(super) fn root_cause<const N: usize>(
+    results: [Result<(), tokio_postgres::Error>; N],
+) -> Result<(), tokio_postgres::Error> {
+    let aborted =
+        |e: &tokio_postgres::Error| e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION);
+    let mut fallback = None;
+    for r in results {
+        match r {
+            Ok(()) => {}
+            Err(e) if aborted(&e) => fallback = fallback.or(Some(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    fallback.map_or(Ok(()), Err)
 }
 
 pub(super) fn to_json_body<T: serde::Serialize>(v: &T) -> String {
