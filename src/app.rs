@@ -214,9 +214,9 @@ impl App {
             }
         };
         crate::db::migrate(&config.database_url).await?;
-        let pool = crate::db::pool(&config.database_url, config.pool_size, &config.timeouts)?;
+        let pool = crate::db::pool(&config.database_url, config.pool_size, &config.timeouts.statements())?;
         let read = match &config.database_read_url {
-            Some(url) => crate::db::pool(url, config.pool_size, &config.timeouts)?,
+            Some(url) => crate::db::pool(url, config.pool_size, &config.timeouts.statements())?,
             None => pool.clone(),
         };
         // Instances over one database share one cache namespace: the cache mirrors that database.

@@ -57,12 +57,6 @@ pub struct Config {
     pub timeouts: Timeouts,
 }
 
-/// Default [`Timeouts::db_statement`]: a money statement Postgres has not finished by then is cancelled
-/// by the server itself (rolled back), whatever became of the client.
-pub const DEFAULT_DB_STATEMENT_TIMEOUT: Duration = Duration::from_millis(4_000);
-/// Default [`Timeouts::db_lock`]: a statement waiting this long on a row lock (someone holding a wallet
-/// row) gives up, rolled back, so a stalled lock turns into a clean 503 instead of a late commit.
-pub const DEFAULT_DB_LOCK_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// Default [`Timeouts::shutdown_drain`]: below Kubernetes' default `terminationGracePeriodSeconds` (30).
 pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(25);
 /// Longest any of the timeouts may be set to.
@@ -89,14 +83,22 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             reply: wallet_actors::supervisor::REPLY_TIMEOUT,
-            db_statement: DEFAULT_DB_STATEMENT_TIMEOUT,
-            db_lock: DEFAULT_DB_LOCK_TIMEOUT,
+            db_statement: crate::db::DEFAULT_DB_STATEMENT_TIMEOUT,
+            db_lock: crate::db::DEFAULT_DB_LOCK_TIMEOUT,
             shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
         }
     }
 }
 
 impl Timeouts {
+    /// The bounds a database pool applies to every statement.
+    pub fn statements(&self) -> crate::db::StatementBounds {
+        crate::db::StatementBounds {
+            db_statement: self.db_statement,
+            db_lock: self.db_lock,
+        }
+    }
+
     /// Checks that the bounds nest: a lock wait ends within a statement, two statements (a group and its
     /// fallback) and a pool wait within the commit wait, and queue plus commit wait within the drain.
     pub fn validate(&self) -> Result<(), String> {

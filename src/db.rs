@@ -27,9 +27,34 @@ pub const PARTITION_UPKEEP_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// Readiness probe's budget for `SELECT 1`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The server-side bounds of every statement on a pool's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementBounds {
+    /// Postgres `statement_timeout`.
+    pub db_statement: Duration,
+    /// Postgres `lock_timeout`.
+    pub db_lock: Duration,
+}
+
+impl Default for StatementBounds {
+    fn default() -> Self {
+        StatementBounds {
+            db_statement: DEFAULT_DB_STATEMENT_TIMEOUT,
+            db_lock: DEFAULT_DB_LOCK_TIMEOUT,
+        }
+    }
+}
+
+/// Default `statement_timeout`: a money statement Postgres has not finished by then is cancelled by the
+/// server itself (rolled back), whatever became of the client.
+pub const DEFAULT_DB_STATEMENT_TIMEOUT: Duration = Duration::from_millis(4_000);
+/// Default `lock_timeout`: a statement waiting this long on a row lock (someone holding a wallet row) gives
+/// up, rolled back, so a stalled lock turns into a clean 503 instead of a late commit.
+pub const DEFAULT_DB_LOCK_TIMEOUT: Duration = Duration::from_millis(2_000);
+
 /// Builds a pool of at most `size` connections. Every connection runs with the statement and lock
 /// timeouts and the client-connection check, so no statement of ours outlives its bounds on the server.
-pub fn pool(url: &str, size: usize, timeouts: &crate::config::Timeouts) -> Result<Pool, String> {
+pub fn pool(url: &str, size: usize, timeouts: &StatementBounds) -> Result<Pool, String> {
     let mut pg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
     let inherited = pg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
     pg.options(format!(
