@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the wallet service locally — works on a fresh Debian machine as root with nothing running.
 #
-#   bash scripts/dev-run.sh
+#   bash scripts/dev-run.sh          run the service (Ctrl-C stops the service; the cluster keeps running)
+#   bash scripts/dev-run.sh stop     stop the private PostgreSQL cluster
 #
 # What it does:
 #   1. If DATABASE_URL is unset: makes sure the PostgreSQL server binaries are installed (apt-get install
@@ -17,8 +18,8 @@
 #      target/release/wallet-service (serves HTTP on $PORT, default 3003).
 # Running it again reuses the cluster and the database.
 #
-# Stop the private cluster:   runuser -u postgres -- /usr/lib/postgresql/<ver>/bin/pg_ctl -D <data dir> stop
-# (the exact command is printed when the cluster starts). Delete <repo>/.build/pgdata to start from scratch.
+# Stop the private cluster with `bash scripts/dev-run.sh stop` (it keeps running after Ctrl-C so that the next
+# start is instant). Delete <repo>/.build/pgdata (after stopping it) to start from scratch.
 #
 # Knobs (environment):
 #   DATABASE_URL            use this database; skip the private cluster entirely
@@ -72,6 +73,42 @@ pg_latest_version() {
 }
 
 tcp_open() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" >/dev/null 2>&1; }
+
+# The development cluster's folder: <repo>/.build/pgdata, or the /var/tmp fallback an earlier run chose.
+dev_cluster_base() {
+    local hash
+    hash="$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-12)"
+    if [[ ! -f "$REPO_ROOT/.build/pgdata/data/PG_VERSION" && -f "/var/tmp/wallet-dev-pg-$hash/data/PG_VERSION" ]]; then
+        printf '%s' "/var/tmp/wallet-dev-pg-$hash"
+    else
+        printf '%s' "$REPO_ROOT/.build/pgdata"
+    fi
+}
+
+# `dev-run.sh stop`: stops the private cluster if it runs.
+stop_dev_cluster() {
+    local data ver
+    data="$(dev_cluster_base)/data"
+    if [[ ! -f "$data/PG_VERSION" ]]; then
+        log "no development cluster here ($data); nothing to stop"
+        return 0
+    fi
+    ver="$(cat "$data/PG_VERSION")"
+    local run_as=()
+    [[ $EUID -ne 0 ]] || run_as=(runuser -u postgres --)
+    if "${run_as[@]}" "/usr/lib/postgresql/$ver/bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+        "${run_as[@]}" "/usr/lib/postgresql/$ver/bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+        log "stopped the development cluster ($data)"
+    else
+        log "the development cluster is not running ($data)"
+    fi
+}
+
+case "${1:-}" in
+    "") ;;
+    stop) stop_dev_cluster; exit 0 ;;
+    *) die "usage: bash scripts/dev-run.sh [stop]" ;;
+esac
 
 # ---------------------------------------------------------------------------------------------------------------
 # 1. Database
@@ -163,7 +200,7 @@ setup_dev_database() {
             -l "$logfile" -t "$PG_START_TIMEOUT_SECS" start -w >/dev/null \
             || { tail -n 20 "$logfile" >&2 2>/dev/null || true; die "the private PostgreSQL cluster did not start (log: $logfile)"; }
     fi
-    log "stop it with: ${run_as[*]} $bin/pg_ctl -D $data stop"
+    log "it keeps running after Ctrl-C; stop it with: bash scripts/dev-run.sh stop"
 
     # --- database ---
     local psql=("$bin/psql" -X -q -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1)
@@ -246,7 +283,7 @@ fi
 cat >&2 <<EOF
 
 ================================================================================
- wallet-service starting on $URL   (Ctrl-C to stop)
+ wallet-service starting on $URL   (Ctrl-C to stop; 'bash scripts/dev-run.sh stop' stops its Postgres)
  DATABASE_URL=$DATABASE_URL
  Admin dev token (sub=$DEV_SUB, company=$DEV_COMPANY):
 

@@ -91,9 +91,17 @@ pub fn pool(url: &str, size: usize, timeouts: &StatementBounds) -> Result<Pool, 
 
 /// Applies `sql/` migrations, holding an advisory lock so that concurrent starts do it once.
 pub async fn migrate(url: &str) -> Result<(), String> {
-    let (mut client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| format!("connect for migrations: {e}"))?;
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid DATABASE_URL: {e}"))?;
+    // refinery's `CREATE TABLE IF NOT EXISTS` would log a NOTICE ("already exists") at every start.
+    let inherited = cfg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+    cfg.options(format!("{inherited}-c client_min_messages=warning"));
+    let (mut client, conn) = cfg.connect(NoTls).await.map_err(|e| {
+        format!(
+            "cannot connect to Postgres at {} for migrations: {}",
+            target(&cfg),
+            causes(&e)
+        )
+    })?;
     let conn_task = tokio::spawn(conn);
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
@@ -111,6 +119,31 @@ pub async fn migrate(url: &str) -> Result<(), String> {
         info!(migration = %m.name(), version = m.version(), "migration applied");
     }
     Ok(())
+}
+
+/// `host:port` of a connection configuration, for messages (never its password).
+pub fn target(cfg: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    format!("{}:{port}", hosts.join(","))
+}
+
+/// An error with its chain of causes ("error connecting to server: Connection refused (os error 111)").
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 /// Creates missing monthly partitions of `transactions` around now.
@@ -185,4 +218,22 @@ pub async fn ping(pool: &Pool) -> Result<(), String> {
     tokio::time::timeout(READY_TIMEOUT, check)
         .await
         .map_err(|_| "database did not answer in time".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_migration_that_cannot_connect_names_the_host_the_port_and_the_cause() {
+        // A port nothing listens on (bound, then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let err = super::migrate(&format!("postgres://postgres:secret@127.0.0.1:{port}/x"))
+            .await
+            .expect_err("nothing listens there");
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(err.contains("refused"), "the cause is named: {err}");
+        assert!(!err.contains("secret"), "no password in messages: {err}");
+    }
 }
