@@ -6,35 +6,53 @@
 //! [`Engine`] and gives it a database through the [`WalletStore`] trait.
 //!
 //! # Module map
+//! From the bottom up. After `→`, the modules each one names (imports and doc links alike); each names only
+//! modules listed before it, so no import circles. `tests/module_map.rs` checks this list against the sources.
 //! - [`money`]: `Amount` (exact, two decimals, bounded by `DECIMAL(15,2)`) and `Currency`.
-//! - [`budget`]: `Budget`, periods (ISO week, month, quarter, year), threshold crossings.
+//! - [`budget`]: `Budget`, periods (ISO week, month, quarter, year), threshold crossings. → money
 //! - [`state`]: `WalletState` (the committed row), `Entry` (one transaction row), `Origin` (who asked).
-//! - [`messages`]: `Command`, `Request`, `Applied` and the actor's mailbox `WalletMsg`.
-//! - [`outcome`]: `Rejection`, every reason a command is not applied, with `transient()` and `code()`.
+//!   → money, budget
+//! - [`outcome`]: `Applied`, what a command did, and `Rejection`, every reason a command is not applied,
+//!   with `transient()` and `code()`. → money, budget, state
 //! - [`store`]: the `WalletStore` trait (load, commit a batch, commit a transfer) and its batch types.
-//! - [`wallet`]: `WalletActor`: validation, group commit, conflict re-planning.
-//! - [`supervisor`]: `Engine`: find-or-spawn, the per-wallet queue bound, restarts, idle stop.
-//! - [`memory`]: an in-memory `WalletStore` for tests of the engine.
+//!   → money, budget, state, outcome
+//! - [`limits`]: `Limits`, the engine's bounds and settings, each with a named default. → budget
+//! - [`command`]: `Command` and `Request`, and one file per command (post, transfer, status, budget
+//!   create and update), each planning itself against the simulated wallet into a draft batch.
+//!   → money, budget, state, outcome, store
+//! - [`messages`]: the actor's mailbox `WalletMsg`, and what travels through it: reply ports, queue
+//!   tickets, a command's `Fate`, the flight a commit task reports back. → state, outcome, store, command
+//! - [`registry`]: live wallets and their queued counts, the idle race, `RetireHandle`.
+//!   → outcome, limits, messages
+//! - [`wallet`]: `WalletActor`: the queue, group commit, settling a commit's result, conflict re-planning.
+//!   → state, outcome, store, limits, command, messages, registry
+//! - [`supervisor`]: `Engine`: find-or-spawn, the per-wallet queue bound, restarts, idle sweeps, drain.
+//!   → state, outcome, store, limits, messages, registry, wallet
+//! - [`memory`]: an in-memory `WalletStore` for tests of the engine. → money, state, outcome, store
 //!
 //! # A command's path
 //! `Engine::execute` → registry slot (queue ticket, bound) → the wallet's actor (spawned from the store on
-//! first use) → `pending` → planned with its neighbours into a `Batch` → `WalletStore::commit` on a task
-//! (guarded by the row's version) → `CommitDone` → each caller answered.
+//! first use) → `pending` → each command plans itself (`command/`) with its neighbours into a `Batch` →
+//! `WalletStore::commit` on a task (guarded by the row's version) → `CommitDone` → each caller answered.
 
 pub mod budget;
+pub mod command;
+pub mod limits;
 pub mod memory;
 pub mod messages;
 pub mod money;
 pub mod outcome;
+pub mod registry;
 pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod wallet;
 
 pub use budget::{Budget, BudgetAlert, BudgetStatus, PeriodType};
-pub use messages::{Applied, Command, Direction, Request};
+pub use command::{Command, Direction, Request};
+pub use limits::Limits;
 pub use money::{Amount, AmountError, Currency};
-pub use outcome::Rejection;
+pub use outcome::{Applied, Rejection};
 pub use state::{Entry, IdempotencyTicket, InboxEvent, Origin, TxnType, WalletState, WalletStatus};
 pub use store::{Batch, CommitError, StoreError, TransferError, TransferPlan, WalletStore};
-pub use supervisor::{Engine, Limits};
+pub use supervisor::Engine;

@@ -1,124 +1,44 @@
-//! Commands a wallet actor accepts and what it answers. Every reply is `Result<_, Rejection>`.
+//! The wallet actor's mailbox ([`WalletMsg`]) and what travels through it: each command with its caller's
+//! [`Reply`] port, its [`QueueTicket`] and its [`Fate`]; and the [`CommitReport`] a commit task posts
+//! back. A command's reply port moves with it (queue, flight, report), so only whoever holds the command
+//! can answer its caller, and the commands of a commit come back in its report.
+//!
+//! What a command *is* lives in `command` (its answer in `outcome`); both are re-exported here, where they
+//! were first defined, so older paths keep working.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use ractor::RpcReplyPort;
-use uuid::Uuid;
 
-use crate::money::Amount;
+use crate::command::Planned;
+pub use crate::command::{
+    Command, Direction, MAX_DESCRIPTION_LEN, MAX_REFERENCE_ID_LEN, MAX_REFERENCE_TYPE_LEN, Request,
+};
+pub use crate::outcome::Applied;
 use crate::outcome::Rejection;
-use crate::state::{Entry, Origin, WalletState, WalletStatus};
-
-/// Longest free-text description kept on a transaction.
-pub const MAX_DESCRIPTION_LEN: usize = 500;
-/// Longest reference id (the column is VARCHAR(100)).
-pub const MAX_REFERENCE_ID_LEN: usize = 100;
-/// Longest reference type (the column is VARCHAR(50)).
-pub const MAX_REFERENCE_TYPE_LEN: usize = 50;
-
-/// Credit or debit, as posted by a client or a consumed event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    Credit,
-    Debit,
-}
-
-/// A change requested of one wallet.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    Post {
-        direction: Direction,
-        amount: Amount,
-        description: Option<String>,
-        reference_id: Option<String>,
-        reference_type: Option<String>,
-        metadata: Option<serde_json::Value>,
-    },
-    SetStatus {
-        status: WalletStatus,
-        reason: Option<String>,
-    },
-    /// A new budget on this wallet (validated by the caller: positive total, end after start).
-    CreateBudget {
-        budget_id: Uuid,
-        total: Amount,
-        period: crate::budget::PeriodType,
-        start_date: chrono::NaiveDate,
-        end_date: chrono::NaiveDate,
-    },
-    /// A change of a budget's total and/or status, with the reason kept in its history.
-    UpdateBudget {
-        budget_id: Uuid,
-        total: Option<Amount>,
-        status: Option<crate::budget::BudgetStatus>,
-        reason: String,
-    },
-    /// The source leg of a transfer; the actor of the source wallet commits both legs at once.
-    TransferOut {
-        to_wallet_id: Uuid,
-        amount: Amount,
-        description: Option<String>,
-        reference_id: Option<String>,
-    },
-}
-
-impl Command {
-    /// A short name for logs, metrics and the audit log.
-    pub fn action(&self) -> &'static str {
-        match self {
-            Command::Post {
-                direction: Direction::Credit,
-                ..
-            } => "wallet.credit",
-            Command::Post {
-                direction: Direction::Debit,
-                ..
-            } => "wallet.debit",
-            Command::SetStatus { .. } => "wallet.set_status",
-            Command::TransferOut { .. } => "wallet.transfer",
-            Command::CreateBudget { .. } => "budget.create",
-            Command::UpdateBudget { .. } => "budget.update",
-        }
-    }
-}
-
-/// A command and who sent it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub command: Command,
-    pub origin: Origin,
-}
-
-/// What a successful command did.
-#[derive(Debug, Clone, PartialEq)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "a reply is moved once to its caller; boxing would only add an allocation"
-)]
-pub enum Applied {
-    Posted(Entry),
-    StatusChanged(WalletState),
-    BudgetChanged(crate::budget::Budget),
-    Transferred { out: Entry, incoming: Entry },
-}
+use crate::state::{Entry, WalletState};
+use crate::store::{Batch, CommitError, TransferError, TransferPlan};
 
 pub type Reply<T> = RpcReplyPort<Result<T, Rejection>>;
 
 /// Decrements the wallet's queued-command count when dropped, whether the command was answered or lost
 /// with a stopped actor, so the bound can never leak.
 #[derive(Debug)]
-pub struct QueueTicket(pub(crate) std::sync::Arc<std::sync::atomic::AtomicUsize>);
+pub struct QueueTicket(pub(crate) Arc<AtomicUsize>);
 
 impl Drop for QueueTicket {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Whether a command may still be dropped by the caller who sent it. Shared by that caller
-/// ([`crate::Engine::execute`]) and the wallet's actor, so that "the caller gave up" and "the command went
+/// (`Engine::execute`) and the wallet's actor, so that "the caller gave up" and "the command went
 /// into a commit" can never both happen: a caller that stops waiting answers 503 only after it has taken the
 /// command out of the queue for good; once the actor has planned a command, its caller waits for the commit.
 #[derive(Debug, Clone, Default)]
-pub struct Fate(std::sync::Arc<std::sync::atomic::AtomicU8>);
+pub struct Fate(Arc<AtomicU8>);
 
 const QUEUED: u8 = 0;
 const PLANNED: u8 = 1;
@@ -126,7 +46,6 @@ const CANCELLED: u8 = 2;
 
 impl Fate {
     fn swap(&self, from: u8, to: u8) -> bool {
-        use std::sync::atomic::Ordering;
         self.0
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
@@ -162,5 +81,38 @@ pub enum WalletMsg {
     /// The sweeper saw no use for the idle timeout: stop if still idle.
     IdleCheck,
     /// Internal: the store finished the commit that was in flight.
-    CommitDone(crate::wallet::CommitReport),
+    CommitDone(CommitReport),
 }
+
+/// A command waiting for its wallet's actor, or in a flight: it holds its caller's reply port and ticket.
+pub(crate) struct Pending {
+    pub(crate) request: Request,
+    pub(crate) reply: Reply<Applied>,
+    pub(crate) _ticket: QueueTicket,
+    /// Shared with the caller: a command whose caller gave up before it was planned is dropped unplanned.
+    pub(crate) fate: Fate,
+    /// Plan this command in a batch of its own: Postgres refused a batch holding it, and only alone can its
+    /// own outcome be told from its neighbours'.
+    pub(crate) solo: bool,
+}
+
+/// A commit in the air: what goes to the store, the commands in it, and (once it lands) the store's result.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one flight at a time per wallet, moved, never stored in bulk"
+)]
+pub(crate) enum Flight {
+    Batch {
+        batch: Arc<Batch>,
+        items: Vec<(Pending, Planned)>,
+        result: Result<(), CommitError>,
+    },
+    Transfer {
+        plan: Arc<TransferPlan>,
+        item: Pending,
+        result: Result<Entry, TransferError>,
+    },
+}
+
+/// The result of a commit, sent by the commit task back to its actor.
+pub struct CommitReport(pub(crate) Flight);

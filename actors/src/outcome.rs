@@ -1,10 +1,25 @@
-//! Why a command was not applied. One exhaustive enum, so every caller (HTTP, AMQP) must decide what each
-//! case means for it, and each case knows whether retrying can help.
+//! What a command came to: [`Applied`], what a successful one did, or [`Rejection`], why it was not
+//! applied. One exhaustive enum each, so every caller (HTTP, AMQP) must decide what each case means for it,
+//! and each rejection knows whether retrying can help.
 
 use uuid::Uuid;
 
+use crate::budget::Budget;
 use crate::money::{Amount, Currency};
-use crate::state::WalletStatus;
+use crate::state::{Entry, WalletState, WalletStatus};
+
+/// What a successful command did.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a reply is moved once to its caller; boxing would only add an allocation"
+)]
+pub enum Applied {
+    Posted(Entry),
+    StatusChanged(WalletState),
+    BudgetChanged(Budget),
+    Transferred { out: Entry, incoming: Entry },
+}
 
 /// A command the engine did not apply. Business refusals are final; the rest are transient.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! The trait through which the engine reaches the database. The service implements it over Postgres;
-//! [`crate::memory::MemoryStore`] implements it in memory for the engine's own tests.
+//! `memory::MemoryStore` implements it in memory for the engine's own tests.
 //!
 //! Every write is *guarded*: a batch names the wallet version it was planned against, and the store
 //! applies it only if the row still has that version. That is what keeps two processes (two actors for

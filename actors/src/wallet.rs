@@ -1,6 +1,9 @@
 //! `WalletActor`: one per active wallet. It serializes every command of its wallet, validates each against
 //! the committed state, and commits through the store before replying.
 //!
+//! How each command is judged lives in `command` (one file per command); this module decides which queued
+//! commands go into the next commit, runs it, and settles its result with their callers.
+//!
 //! # Group commit
 //! The actor never awaits a commit inside `handle`: it hands the batch to a task and keeps taking messages.
 //! Commands that arrive while a commit is in flight wait in `pending`; when the commit reports back, the
@@ -15,22 +18,21 @@
 //! conflict the actor reloads and re-plans the same commands (bounded by
 //! [`Limits::max_conflict_retries`]), so a second process can slow us down but never make us overdraw.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use chrono::Utc;
 use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, warn};
 
-use crate::budget::{Budget, BudgetAlert, BudgetStatus, MAX_BUDGETS_PER_WALLET, crossed};
-use crate::messages::{Applied, Command, Direction, Fate, QueueTicket, Reply, Request, WalletMsg};
-use crate::money::Amount;
+use crate::command::{Command, Draft, Planned, Step, check_transfer};
+use crate::limits::Limits;
+use crate::messages::{Applied, CommitReport, Flight, Pending, WalletMsg};
 use crate::outcome::Rejection;
-use crate::state::{Entry, TxnType, WalletState, WalletStatus, new_txn_id};
-use crate::store::{Batch, BudgetChange, CommitError, Refusal, StatusChange, TransferError, TransferPlan, WalletStore};
-use crate::supervisor::{Limits, RetireHandle};
+use crate::registry::RetireHandle;
+use crate::state::{Entry, TxnType, WalletState};
+use crate::store::{Batch, CommitError, TransferError, TransferPlan, WalletStore};
 
 /// The actor itself carries no state; see [`WalletActorState`].
 pub struct WalletActor;
@@ -42,45 +44,6 @@ pub struct WalletArgs {
     pub limits: Limits,
     pub retire: RetireHandle,
 }
-
-struct Pending {
-    request: Request,
-    reply: Reply<Applied>,
-    _ticket: QueueTicket,
-    /// Shared with the caller: a command whose caller gave up before it was planned is dropped unplanned.
-    fate: Fate,
-    /// Plan this command in a batch of its own: Postgres refused a batch holding it, and only alone can its
-    /// own outcome be told from its neighbours'.
-    solo: bool,
-}
-
-/// What one planned command became inside a batch.
-enum Planned {
-    Entry(usize),
-    Status,
-    Budget(uuid::Uuid),
-    Refused(Rejection),
-}
-
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one flight at a time per wallet, moved, never stored in bulk"
-)]
-enum Flight {
-    Batch {
-        batch: Arc<Batch>,
-        items: Vec<(Pending, Planned)>,
-        result: Result<(), CommitError>,
-    },
-    Transfer {
-        plan: Arc<TransferPlan>,
-        item: Pending,
-        result: Result<Entry, TransferError>,
-    },
-}
-
-/// The result of a commit, sent by the commit task back to its actor.
-pub struct CommitReport(Flight);
 
 pub struct WalletActorState {
     wallet: WalletState,
@@ -205,25 +168,13 @@ impl WalletActorState {
         }
     }
 
-    /// Validates waiting commands in order against a simulation of the committed state and packs them
-    /// into the next flight: a batch of posts/status changes/refusals, or one transfer on its own (it
-    /// locks a second wallet, so it is not mixed with others).
+    /// Packs waiting commands, in order, into the next flight: a batch of posts, status and budget changes
+    /// and refusals, or one transfer on its own (it locks a second wallet, so it is not mixed with others).
+    /// Each command plans itself against the draft (see `command`); this loop only decides what goes in.
     fn plan(&mut self) -> Option<Flight> {
         debug_assert!(!self.stale && !self.in_flight);
-        let mut sim = self.wallet.clone();
-        let mut entries = Vec::new();
-        let mut status_changes = Vec::new();
-        let mut refusals = Vec::new();
-        let mut budget_creates = Vec::new();
-        let mut budget_changes = Vec::new();
-        let mut alerts = Vec::new();
-        let thresholds = self.limits.alert_thresholds.clone();
+        let mut draft = Draft::new(&self.wallet, self.limits.alert_thresholds.clone());
         let mut items: Vec<(Pending, Planned)> = Vec::new();
-        // References of the entries planned so far. The store only knows committed references, and two rows
-        // with one key in one transaction violate its unique key and fail the whole batch; so a repeat waits
-        // for the next batch, where the store reports it as a duplicate of the one that took effect.
-        let mut planned_refs: HashSet<(String, String, Direction)> = HashSet::new();
-
         while items.len() < self.limits.max_batch {
             let Some(front) = self.pending.front() else { break };
             if front.solo && !items.is_empty() {
@@ -232,17 +183,18 @@ impl WalletActorState {
             // A transfer that will go ahead flies alone; one that will be refused folds into this batch.
             if let Command::TransferOut { amount, .. } = &front.request.command
                 && !items.is_empty()
-                && check_transfer(&sim, *amount).is_ok()
+                && check_transfer(draft.sim(), *amount).is_ok()
             {
                 break;
             }
+            // A repeat of a reference planned in this batch waits for the next (see `Draft::planned_refs`).
             if let Command::Post {
                 direction,
                 reference_id: Some(id),
                 reference_type: Some(ty),
                 ..
             } = &front.request.command
-                && planned_refs.contains(&(ty.clone(), id.clone(), *direction))
+                && draft.has_planned_reference(ty, id, *direction)
             {
                 break;
             }
@@ -252,244 +204,15 @@ impl WalletActorState {
                 continue;
             }
             let solo = p.solo;
-            let origin = p.request.origin.clone();
-            let action = p.request.command.action();
-            match &p.request.command {
-                Command::Post {
-                    direction,
-                    amount,
-                    description,
-                    reference_id,
-                    reference_type,
-                    metadata,
-                } => {
-                    // The debit is judged as a whole: if a budget refuses it, the balance must not move.
-                    let balance_before = sim.balance;
-                    let judged = post(&mut sim, *direction, *amount).and_then(|after| {
-                        let charged = match direction {
-                            Direction::Debit => charge_budgets(&mut sim, *amount, &thresholds, &mut alerts)?,
-                            Direction::Credit => vec![],
-                        };
-                        Ok((after, charged))
+            match p.request.plan(&mut draft) {
+                Step::Batch(planned) => items.push((p, planned)),
+                Step::Alone(plan) => {
+                    debug_assert!(items.is_empty(), "a transfer always flies alone");
+                    return Some(Flight::Transfer {
+                        plan: Arc::new(plan),
+                        item: p,
+                        result: Err(TransferError::Commit(CommitError::VersionConflict)),
                     });
-                    if judged.is_err() {
-                        sim.balance = balance_before;
-                    }
-                    match judged {
-                        Ok((balance_after, charged)) => {
-                            let (txn_id, created_at) = new_txn_id();
-                            entries.push(Entry {
-                                txn_id,
-                                wallet_id: sim.wallet_id,
-                                kind: match direction {
-                                    Direction::Credit => TxnType::Credit,
-                                    Direction::Debit => TxnType::Debit,
-                                },
-                                amount: *amount,
-                                description: description.clone(),
-                                reference_id: reference_id.clone(),
-                                reference_type: reference_type.clone(),
-                                metadata: metadata.clone(),
-                                balance_after,
-                                created_at,
-                                origin,
-                                budgets: charged,
-                            });
-                            if let (Some(ty), Some(id)) = (reference_type, reference_id) {
-                                planned_refs.insert((ty.clone(), id.clone(), *direction));
-                            }
-                            items.push((p, Planned::Entry(entries.len() - 1)));
-                        }
-                        Err(rejection) => {
-                            if let Rejection::BudgetExceeded { budget_id, exceeded_by } = &rejection {
-                                // A refusal over a hard limit is announced too, with the would-be excess.
-                                alerts.push(BudgetAlert {
-                                    budget_id: *budget_id,
-                                    threshold: 100,
-                                    exceeded_amount: exceeded_by.value(),
-                                    refused: true,
-                                });
-                            }
-                            refusals.push(Refusal {
-                                action,
-                                origin,
-                                rejection: rejection.clone(),
-                                amount: Some(*amount),
-                            });
-                            items.push((p, Planned::Refused(rejection)));
-                        }
-                    }
-                }
-                Command::CreateBudget {
-                    budget_id,
-                    total,
-                    period,
-                    start_date,
-                    end_date,
-                } => {
-                    let live = sim.budgets.iter().filter(|b| b.status != BudgetStatus::Expired).count();
-                    let refused = if sim.status == WalletStatus::Closed {
-                        Some(Rejection::WalletNotActive {
-                            wallet_id: sim.wallet_id,
-                            status: sim.status,
-                        })
-                    } else if live >= MAX_BUDGETS_PER_WALLET {
-                        Some(Rejection::TooManyBudgets)
-                    } else if end_date <= start_date {
-                        Some(Rejection::Invalid("end_date must be after start_date".into()))
-                    } else {
-                        None
-                    };
-                    match refused {
-                        Some(rejection) => {
-                            refusals.push(Refusal {
-                                action,
-                                origin,
-                                rejection: rejection.clone(),
-                                amount: Some(*total),
-                            });
-                            items.push((p, Planned::Refused(rejection)));
-                        }
-                        None => {
-                            let now = Utc::now();
-                            let b = Budget {
-                                budget_id: *budget_id,
-                                wallet_id: sim.wallet_id,
-                                total: *total,
-                                used: Amount::ZERO,
-                                period: *period,
-                                start_date: *start_date,
-                                end_date: *end_date,
-                                status: BudgetStatus::Active,
-                                created_by: origin.actor_id,
-                                alerted: vec![],
-                                created_at: now,
-                                updated_at: now,
-                            };
-                            let id = b.budget_id;
-                            sim.budgets.push(b.clone());
-                            budget_creates.push(b);
-                            items.push((p, Planned::Budget(id)));
-                        }
-                    }
-                }
-                Command::UpdateBudget {
-                    budget_id,
-                    total,
-                    status,
-                    reason,
-                } => match update_budget(&mut sim, *budget_id, *total, *status) {
-                    Ok((before, after)) => {
-                        let id = after.budget_id;
-                        budget_changes.push(BudgetChange {
-                            before,
-                            after,
-                            reason: reason.clone(),
-                            origin,
-                        });
-                        items.push((p, Planned::Budget(id)));
-                    }
-                    Err(rejection) => {
-                        refusals.push(Refusal {
-                            action,
-                            origin,
-                            rejection: rejection.clone(),
-                            amount: *total,
-                        });
-                        items.push((p, Planned::Refused(rejection)));
-                    }
-                },
-                Command::SetStatus { status, reason } => {
-                    if sim.status == WalletStatus::Closed {
-                        let rejection = Rejection::WalletClosed;
-                        refusals.push(Refusal {
-                            action,
-                            origin,
-                            rejection: rejection.clone(),
-                            amount: None,
-                        });
-                        items.push((p, Planned::Refused(rejection)));
-                    } else {
-                        status_changes.push(StatusChange {
-                            from: sim.status,
-                            to: *status,
-                            reason: reason.clone(),
-                            origin,
-                        });
-                        sim.status = *status;
-                        items.push((p, Planned::Status));
-                    }
-                }
-                Command::TransferOut {
-                    to_wallet_id,
-                    amount,
-                    description,
-                    reference_id,
-                } => {
-                    let checked = if *to_wallet_id == sim.wallet_id {
-                        Err(Rejection::Invalid("a transfer needs two different wallets".into()))
-                    } else {
-                        check_transfer(&sim, *amount)
-                    };
-                    match checked {
-                        Err(rejection) => {
-                            refusals.push(Refusal {
-                                action,
-                                origin,
-                                rejection: rejection.clone(),
-                                amount: Some(*amount),
-                            });
-                            items.push((p, Planned::Refused(rejection)));
-                        }
-                        Ok(balance_after) => {
-                            debug_assert!(items.is_empty(), "a transfer always flies alone");
-                            let mut source_after = sim.clone();
-                            source_after.balance = balance_after;
-                            source_after.version += 1;
-                            source_after.updated_at = Utc::now();
-                            let (out_id, out_at) = new_txn_id();
-                            let (in_id, in_at) = new_txn_id();
-                            let reference_type = reference_id.as_ref().map(|_| "TRANSFER".to_string());
-                            let plan = TransferPlan {
-                                expected_version: sim.version,
-                                out: Entry {
-                                    txn_id: out_id,
-                                    wallet_id: sim.wallet_id,
-                                    kind: TxnType::TransferOut,
-                                    amount: *amount,
-                                    description: description.clone(),
-                                    reference_id: reference_id.clone(),
-                                    reference_type: reference_type.clone(),
-                                    metadata: None,
-                                    balance_after,
-                                    created_at: out_at,
-                                    origin: origin.clone(),
-                                    budgets: vec![],
-                                },
-                                incoming: Entry {
-                                    txn_id: in_id,
-                                    wallet_id: *to_wallet_id,
-                                    kind: TxnType::TransferIn,
-                                    amount: *amount,
-                                    description: description.clone(),
-                                    reference_id: reference_id.clone(),
-                                    reference_type,
-                                    metadata: None,
-                                    // Filled in by the store from the destination's locked row.
-                                    balance_after: crate::money::Amount::ZERO,
-                                    created_at: in_at,
-                                    origin,
-                                    budgets: vec![],
-                                },
-                                source_after,
-                            };
-                            return Some(Flight::Transfer {
-                                plan: Arc::new(plan),
-                                item: p,
-                                result: Err(TransferError::Commit(CommitError::VersionConflict)),
-                            });
-                        }
-                    }
                 }
             }
             if solo {
@@ -499,25 +222,8 @@ impl WalletActorState {
         if items.is_empty() {
             return None;
         }
-        if !entries.is_empty() || !status_changes.is_empty() || !budget_creates.is_empty() || !budget_changes.is_empty()
-        {
-            sim.version = self.wallet.version + 1;
-            sim.updated_at = Utc::now();
-        }
-        let batch = Batch {
-            wallet_id: self.wallet.wallet_id,
-            expected_version: self.wallet.version,
-            after: sim,
-            entries,
-            status_changes,
-            refusals,
-            budget_creates,
-            budget_changes,
-            alerts,
-        };
-
         Some(Flight::Batch {
-            batch: Arc::new(batch),
+            batch: Arc::new(draft.into_batch()),
             items,
             result: Ok(()),
         })
@@ -569,141 +275,154 @@ impl WalletActorState {
     /// Applies a finished flight: answer callers, or put commands back for another attempt.
     fn settle(&mut self, flight: Flight) {
         match flight {
-            Flight::Batch { batch, items, result } => match result {
-                Ok(()) => {
-                    self.conflict_retries = 0;
-                    if batch.changes_wallet() {
-                        self.wallet = batch.after.clone();
-                        // A credit with a reference may refund a debit: the store gave the amount back to the
-                        // budgets the debit was charged to (in SQL, where the charges are), so reload them.
-                        if !self.wallet.budgets.is_empty()
-                            && batch
-                                .entries
-                                .iter()
-                                .any(|e| e.kind == TxnType::Credit && e.reference_id.is_some())
-                        {
-                            self.stale = true;
+            Flight::Batch { batch, items, result } => self.settle_batch(&batch, items, result),
+            Flight::Transfer { plan, item, result } => self.settle_transfer(&plan, item, result),
+        }
+    }
+
+    /// A batch's commit came back: answer its commands, or requeue those another attempt can still apply.
+    fn settle_batch(&mut self, batch: &Batch, items: Vec<(Pending, Planned)>, result: Result<(), CommitError>) {
+        match result {
+            Ok(()) => self.answer_committed(batch, items),
+            Err(CommitError::VersionConflict) => {
+                self.stale = true;
+                self.retry_or_fail(items.into_iter().map(|(p, _)| p).collect());
+            }
+            Err(CommitError::DuplicateReferences(dups)) => {
+                let mut again = Vec::with_capacity(items.len());
+                for (p, planned) in items {
+                    let dup = match planned {
+                        Planned::Entry(i) => dups.iter().find(|(d, _)| *d == i).map(|(_, t)| *t),
+                        _ => None,
+                    };
+                    match dup {
+                        Some(existing_txn_id) => {
+                            let _ = p.reply.send(Err(Rejection::DuplicateReference { existing_txn_id }));
                         }
-                    }
-                    for (p, planned) in items {
-                        let answer = match planned {
-                            Planned::Entry(i) => Ok(Applied::Posted(batch.entries[i].clone())),
-                            Planned::Status => Ok(Applied::StatusChanged(batch.after.clone())),
-                            Planned::Budget(id) => batch
-                                .budget_after(id)
-                                .cloned()
-                                .map(Applied::BudgetChanged)
-                                .ok_or(Rejection::BudgetNotFound),
-                            Planned::Refused(r) => Err(r),
-                        };
-                        let _ = p.reply.send(answer);
+                        None => again.push(p),
                     }
                 }
-                Err(CommitError::VersionConflict) => {
-                    self.stale = true;
-                    self.retry_or_fail(items.into_iter().map(|(p, _)| p).collect());
-                }
-                Err(CommitError::DuplicateReferences(dups)) => {
-                    let mut again = Vec::with_capacity(items.len());
-                    for (p, planned) in items {
-                        let dup = match planned {
-                            Planned::Entry(i) => dups.iter().find(|(d, _)| *d == i).map(|(_, t)| *t),
-                            _ => None,
-                        };
-                        match dup {
-                            Some(existing_txn_id) => {
-                                let _ = p.reply.send(Err(Rejection::DuplicateReference { existing_txn_id }));
-                            }
-                            None => again.push(p),
+                self.requeue(again);
+            }
+            Err(CommitError::ClaimsLost(lost)) => {
+                let mut again = Vec::with_capacity(items.len());
+                for (p, planned) in items {
+                    match planned {
+                        Planned::Entry(i) if lost.contains(&i) => {
+                            let _ = p.reply.send(Err(Rejection::ClaimLost));
                         }
+                        _ => again.push(p),
                     }
+                }
+                self.requeue(again);
+            }
+            Err(CommitError::Refused { reason }) => {
+                warn!(wallet_id = %self.wallet.wallet_id, %reason, commands = items.len(), "the database refused a batch; isolating its commands");
+                metrics::counter!("wallet_commit_refusals_total").increment(1);
+                if items.len() > 1 {
+                    let again = items
+                        .into_iter()
+                        .map(|(mut p, _)| {
+                            p.solo = true;
+                            p
+                        })
+                        .collect();
                     self.requeue(again);
-                }
-                Err(CommitError::ClaimsLost(lost)) => {
-                    let mut again = Vec::with_capacity(items.len());
-                    for (p, planned) in items {
-                        match planned {
-                            Planned::Entry(i) if lost.contains(&i) => {
-                                let _ = p.reply.send(Err(Rejection::ClaimLost));
-                            }
-                            _ => again.push(p),
-                        }
-                    }
-                    self.requeue(again);
-                }
-                Err(CommitError::Refused { reason }) => {
-                    warn!(wallet_id = %self.wallet.wallet_id, %reason, commands = items.len(), "the database refused a batch; isolating its commands");
-                    metrics::counter!("wallet_commit_refusals_total").increment(1);
-                    if items.len() > 1 {
-                        let again = items
-                            .into_iter()
-                            .map(|(mut p, _)| {
-                                p.solo = true;
-                                p
-                            })
-                            .collect();
-                        self.requeue(again);
-                    } else {
-                        for (p, _) in items {
-                            let _ = p.reply.send(Err(Rejection::StoreRefused));
-                        }
-                    }
-                }
-                Err(CommitError::Unavailable {
-                    reason,
-                    outcome_unknown,
-                }) => {
-                    self.stale = true;
-                    warn!(wallet_id = %self.wallet.wallet_id, %reason, outcome_unknown, "commit failed");
+                } else {
                     for (p, _) in items {
-                        let _ = p.reply.send(Err(if outcome_unknown {
-                            Rejection::OutcomeUnknown
-                        } else {
-                            Rejection::Unavailable(reason.clone())
-                        }));
+                        let _ = p.reply.send(Err(Rejection::StoreRefused));
                     }
                 }
-            },
-            Flight::Transfer { plan, item, result } => match result {
-                Ok(incoming) => {
-                    self.conflict_retries = 0;
-                    self.wallet = plan.source_after.clone();
-                    let _ = item.reply.send(Ok(Applied::Transferred {
-                        out: plan.out.clone(),
-                        incoming,
-                    }));
-                }
-                Err(TransferError::Rejected(r)) => {
-                    let _ = item.reply.send(Err(r));
-                }
-                Err(TransferError::Commit(CommitError::VersionConflict)) => {
-                    self.stale = true;
-                    self.retry_or_fail(vec![item]);
-                }
-                Err(TransferError::Commit(CommitError::DuplicateReferences(d))) => {
-                    let existing_txn_id = d.first().map(|(_, t)| *t).unwrap_or_default();
-                    let _ = item.reply.send(Err(Rejection::DuplicateReference { existing_txn_id }));
-                }
-                Err(TransferError::Commit(CommitError::ClaimsLost(_))) => {
-                    let _ = item.reply.send(Err(Rejection::ClaimLost));
-                }
-                Err(TransferError::Commit(CommitError::Refused { reason })) => {
-                    warn!(wallet_id = %self.wallet.wallet_id, %reason, "the database refused a transfer");
-                    let _ = item.reply.send(Err(Rejection::StoreRefused));
-                }
-                Err(TransferError::Commit(CommitError::Unavailable {
-                    reason,
-                    outcome_unknown,
-                })) => {
-                    self.stale = true;
-                    warn!(wallet_id = %self.wallet.wallet_id, %reason, outcome_unknown, "transfer commit failed");
-                    let _ = item.reply.send(Err(if outcome_unknown {
+            }
+            Err(CommitError::Unavailable {
+                reason,
+                outcome_unknown,
+            }) => {
+                self.stale = true;
+                warn!(wallet_id = %self.wallet.wallet_id, %reason, outcome_unknown, "commit failed");
+                for (p, _) in items {
+                    let _ = p.reply.send(Err(if outcome_unknown {
                         Rejection::OutcomeUnknown
                     } else {
-                        Rejection::Unavailable(reason)
+                        Rejection::Unavailable(reason.clone())
                     }));
                 }
-            },
+            }
+        }
+    }
+
+    /// The batch committed: adopt its state and answer every command in it.
+    fn answer_committed(&mut self, batch: &Batch, items: Vec<(Pending, Planned)>) {
+        self.conflict_retries = 0;
+        if batch.changes_wallet() {
+            self.wallet = batch.after.clone();
+            // A credit with a reference may refund a debit: the store gave the amount back to the budgets the
+            // debit was charged to (in SQL, where the charges are), so reload them.
+            if !self.wallet.budgets.is_empty()
+                && batch
+                    .entries
+                    .iter()
+                    .any(|e| e.kind == TxnType::Credit && e.reference_id.is_some())
+            {
+                self.stale = true;
+            }
+        }
+        for (p, planned) in items {
+            let answer = match planned {
+                Planned::Entry(i) => Ok(Applied::Posted(batch.entries[i].clone())),
+                Planned::Status => Ok(Applied::StatusChanged(batch.after.clone())),
+                Planned::Budget(id) => batch
+                    .budget_after(id)
+                    .cloned()
+                    .map(Applied::BudgetChanged)
+                    .ok_or(Rejection::BudgetNotFound),
+                Planned::Refused(r) => Err(r),
+            };
+            let _ = p.reply.send(answer);
+        }
+    }
+
+    /// A transfer's commit came back: answer its caller, or requeue it after a version conflict.
+    fn settle_transfer(&mut self, plan: &TransferPlan, item: Pending, result: Result<Entry, TransferError>) {
+        match result {
+            Ok(incoming) => {
+                self.conflict_retries = 0;
+                self.wallet = plan.source_after.clone();
+                let _ = item.reply.send(Ok(Applied::Transferred {
+                    out: plan.out.clone(),
+                    incoming,
+                }));
+            }
+            Err(TransferError::Rejected(r)) => {
+                let _ = item.reply.send(Err(r));
+            }
+            Err(TransferError::Commit(CommitError::VersionConflict)) => {
+                self.stale = true;
+                self.retry_or_fail(vec![item]);
+            }
+            Err(TransferError::Commit(CommitError::DuplicateReferences(d))) => {
+                let existing_txn_id = d.first().map(|(_, t)| *t).unwrap_or_default();
+                let _ = item.reply.send(Err(Rejection::DuplicateReference { existing_txn_id }));
+            }
+            Err(TransferError::Commit(CommitError::ClaimsLost(_))) => {
+                let _ = item.reply.send(Err(Rejection::ClaimLost));
+            }
+            Err(TransferError::Commit(CommitError::Refused { reason })) => {
+                warn!(wallet_id = %self.wallet.wallet_id, %reason, "the database refused a transfer");
+                let _ = item.reply.send(Err(Rejection::StoreRefused));
+            }
+            Err(TransferError::Commit(CommitError::Unavailable {
+                reason,
+                outcome_unknown,
+            })) => {
+                self.stale = true;
+                warn!(wallet_id = %self.wallet.wallet_id, %reason, outcome_unknown, "transfer commit failed");
+                let _ = item.reply.send(Err(if outcome_unknown {
+                    Rejection::OutcomeUnknown
+                } else {
+                    Rejection::Unavailable(reason)
+                }));
+            }
         }
     }
 
@@ -731,104 +450,4 @@ impl WalletActorState {
             self.pending.push_front(p);
         }
     }
-}
-
-/// Validates a credit or debit against the simulated state and applies it; returns the balance after.
-fn post(
-    sim: &mut WalletState,
-    direction: Direction,
-    amount: crate::money::Amount,
-) -> Result<crate::money::Amount, Rejection> {
-    if sim.status != WalletStatus::Active {
-        return Err(Rejection::WalletNotActive {
-            wallet_id: sim.wallet_id,
-            status: sim.status,
-        });
-    }
-    let after = match direction {
-        Direction::Credit => sim.balance.checked_add(amount).ok_or(Rejection::BalanceOverflow)?,
-        Direction::Debit => sim.balance.checked_sub(amount).ok_or(Rejection::InsufficientFunds {
-            balance: sim.balance,
-            requested: amount,
-        })?,
-    };
-    sim.balance = after;
-    Ok(after)
-}
-
-/// Validates the source leg of a transfer; returns the source balance after it.
-fn check_transfer(sim: &WalletState, amount: crate::money::Amount) -> Result<crate::money::Amount, Rejection> {
-    let mut s = sim.clone();
-    post(&mut s, Direction::Debit, amount)
-}
-
-/// Checks a debit of `amount` against every budget that applies today and charges it to them; returns the
-/// budgets charged. Thresholds crossed are added to `alerts` (and marked, so each is announced once).
-fn charge_budgets(
-    sim: &mut WalletState,
-    amount: Amount,
-    thresholds: &[u8],
-    alerts: &mut Vec<BudgetAlert>,
-) -> Result<Vec<uuid::Uuid>, Rejection> {
-    let today = Utc::now().date_naive();
-    for b in sim.budgets.iter().filter(|b| b.applies_on(today)) {
-        let after = b.used.value() + amount.value();
-        if after > b.total.value() {
-            let exceeded_by = Amount::new(after - b.total.value()).unwrap_or(amount);
-            return Err(Rejection::BudgetExceeded {
-                budget_id: b.budget_id,
-                exceeded_by,
-            });
-        }
-    }
-    let mut charged = Vec::new();
-    for b in sim.budgets.iter_mut().filter(|b| b.applies_on(today)) {
-        let before = b.used.value();
-        // Within total (checked above), so within the amount range.
-        b.used = b.used.checked_add(amount).unwrap_or(b.total);
-        for alert in crossed(b, before, b.used.value(), thresholds) {
-            b.alerted.push(alert.threshold);
-            alerts.push(alert);
-        }
-        charged.push(b.budget_id);
-    }
-    Ok(charged)
-}
-
-/// Applies a change of total and/or status to a budget in the simulation; returns (before, after).
-fn update_budget(
-    sim: &mut WalletState,
-    budget_id: uuid::Uuid,
-    total: Option<Amount>,
-    status: Option<BudgetStatus>,
-) -> Result<(Budget, Budget), Rejection> {
-    let today = Utc::now().date_naive();
-    let b = sim
-        .budgets
-        .iter_mut()
-        .find(|b| b.budget_id == budget_id)
-        .ok_or(Rejection::BudgetNotFound)?;
-    if b.status == BudgetStatus::Expired || b.end_date < today {
-        return Err(Rejection::BudgetExpired);
-    }
-    let before = b.clone();
-    if let Some(t) = total {
-        if t < b.used {
-            return Err(Rejection::BudgetBelowUsed { used: b.used });
-        }
-        b.total = t;
-        // Thresholds no longer reached under the new total may be announced again when crossed.
-        let used = b.used.value();
-        let total = b.total.value();
-        b.alerted
-            .retain(|&th| used >= total * rust_decimal::Decimal::from(th) / rust_decimal::Decimal::from(100));
-    }
-    if let Some(s) = status {
-        if s == BudgetStatus::Expired {
-            return Err(Rejection::Invalid("status may only be ACTIVE or SUSPENDED".into()));
-        }
-        b.status = s;
-    }
-    b.updated_at = Utc::now();
-    Ok((before, b.clone()))
 }

@@ -1,0 +1,109 @@
+//! The batch being planned: the wallet as it will be after the commands planned so far, and the rows they
+//! add. Commands plan against it in queue order, so each is judged after the ones before it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::Direction;
+use crate::budget::{Budget, BudgetAlert};
+use crate::outcome::Rejection;
+use crate::state::{Entry, WalletState};
+use crate::store::{Batch, BudgetChange, Refusal, StatusChange, TransferPlan};
+
+/// What one planned command became inside a batch: its caller's answer once the batch has committed.
+pub(crate) enum Planned {
+    /// The entry at this index of the batch's entries.
+    Entry(usize),
+    Status,
+    Budget(Uuid),
+    Refused(Rejection),
+}
+
+/// What planning one command led to.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per planned command, moved straight into its batch or flight"
+)]
+pub(crate) enum Step {
+    /// The command's part of the batch being planned.
+    Batch(Planned),
+    /// A transfer that will go ahead: it locks a second wallet, so it is committed on its own.
+    Alone(TransferPlan),
+}
+
+/// See the module docs.
+pub(crate) struct Draft {
+    /// The version the batch is planned against: the store's guard.
+    expected_version: i64,
+    /// The wallet after the commands planned so far.
+    pub(super) sim: WalletState,
+    pub(super) entries: Vec<Entry>,
+    pub(super) status_changes: Vec<StatusChange>,
+    pub(super) refusals: Vec<Refusal>,
+    pub(super) budget_creates: Vec<Budget>,
+    pub(super) budget_changes: Vec<BudgetChange>,
+    /// `BudgetExceeded` events to publish with the batch.
+    pub(super) alerts: Vec<BudgetAlert>,
+    /// References of the entries planned so far. The store only knows committed references, and two rows
+    /// with one key in one transaction violate its unique key and fail the whole batch; so a repeat waits
+    /// for the next batch, where the store reports it as a duplicate of the one that took effect.
+    pub(super) planned_refs: HashSet<(String, String, Direction)>,
+    /// Budget alert thresholds in percent, ascending.
+    pub(super) thresholds: Arc<[u8]>,
+}
+
+impl Draft {
+    /// An empty batch on top of the committed state.
+    pub(crate) fn new(committed: &WalletState, thresholds: Arc<[u8]>) -> Draft {
+        Draft {
+            expected_version: committed.version,
+            sim: committed.clone(),
+            entries: Vec::new(),
+            status_changes: Vec::new(),
+            refusals: Vec::new(),
+            budget_creates: Vec::new(),
+            budget_changes: Vec::new(),
+            alerts: Vec::new(),
+            planned_refs: HashSet::new(),
+            thresholds,
+        }
+    }
+
+    /// The wallet as the next command would find it.
+    pub(crate) fn sim(&self) -> &WalletState {
+        &self.sim
+    }
+
+    /// Whether an entry with this reference is already planned in this batch (see `planned_refs`).
+    pub(crate) fn has_planned_reference(&self, reference_type: &str, reference_id: &str, direction: Direction) -> bool {
+        self.planned_refs
+            .contains(&(reference_type.to_string(), reference_id.to_string(), direction))
+    }
+
+    /// The batch to commit. One that only carries refusals leaves the wallet as it was, version included.
+    pub(crate) fn into_batch(self) -> Batch {
+        let changes_wallet = !self.entries.is_empty()
+            || !self.status_changes.is_empty()
+            || !self.budget_creates.is_empty()
+            || !self.budget_changes.is_empty();
+        let mut after = self.sim;
+        if changes_wallet {
+            after.version = self.expected_version + 1;
+            after.updated_at = Utc::now();
+        }
+        Batch {
+            wallet_id: after.wallet_id,
+            expected_version: self.expected_version,
+            after,
+            entries: self.entries,
+            status_changes: self.status_changes,
+            refusals: self.refusals,
+            budget_creates: self.budget_creates,
+            budget_changes: self.budget_changes,
+            alerts: self.alerts,
+        }
+    }
+}

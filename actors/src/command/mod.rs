@@ -1,0 +1,182 @@
+//! What a wallet can be asked ([`Command`], sent as a [`Request`]) and how each command plans itself, one
+//! file per command (mini-redis's `cmd/` style):
+//!
+//! - `post.rs`: credits and debits; a debit is charged to the budgets that apply today.
+//! - `transfer.rs`: the source leg of a transfer, planned with its incoming leg; it flies alone.
+//! - `status.rs`: freezing, unfreezing and closing a wallet.
+//! - `budget_create.rs`, `budget_update.rs`: a wallet's budgets.
+//! - `draft.rs`: the `Draft` they plan into, and what each became in it (`Planned`, `Step`).
+//!
+//! Each judges its command against the simulated wallet in a `Draft` (the batch being planned) and adds
+//! its rows there, or says why not with a [`Rejection`]; the refusal is then recorded for the audit log in
+//! one place, `Request::plan`'s. Nothing here waits, sends or writes: the wallet actor decides which
+//! queued commands go into a batch and in what order, and commits what they planned.
+
+mod budget_create;
+mod budget_update;
+mod draft;
+mod post;
+mod status;
+mod transfer;
+
+use uuid::Uuid;
+
+use crate::budget::{BudgetStatus, PeriodType};
+use crate::money::Amount;
+use crate::outcome::Rejection;
+use crate::state::{Origin, WalletStatus};
+use crate::store::Refusal;
+
+pub(crate) use draft::{Draft, Planned, Step};
+pub(crate) use transfer::check_transfer;
+
+/// Longest free-text description kept on a transaction.
+pub const MAX_DESCRIPTION_LEN: usize = 500;
+/// Longest reference id (the column is VARCHAR(100)).
+pub const MAX_REFERENCE_ID_LEN: usize = 100;
+/// Longest reference type (the column is VARCHAR(50)).
+pub const MAX_REFERENCE_TYPE_LEN: usize = 50;
+
+/// Credit or debit, as posted by a client or a consumed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Credit,
+    Debit,
+}
+
+/// A change requested of one wallet.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Post {
+        direction: Direction,
+        amount: Amount,
+        description: Option<String>,
+        reference_id: Option<String>,
+        reference_type: Option<String>,
+        metadata: Option<serde_json::Value>,
+    },
+    SetStatus {
+        status: WalletStatus,
+        reason: Option<String>,
+    },
+    /// A new budget on this wallet (validated by the caller: positive total, end after start).
+    CreateBudget {
+        budget_id: Uuid,
+        total: Amount,
+        period: PeriodType,
+        start_date: chrono::NaiveDate,
+        end_date: chrono::NaiveDate,
+    },
+    /// A change of a budget's total and/or status, with the reason kept in its history.
+    UpdateBudget {
+        budget_id: Uuid,
+        total: Option<Amount>,
+        status: Option<BudgetStatus>,
+        reason: String,
+    },
+    /// The source leg of a transfer; the actor of the source wallet commits both legs at once.
+    TransferOut {
+        to_wallet_id: Uuid,
+        amount: Amount,
+        description: Option<String>,
+        reference_id: Option<String>,
+    },
+}
+
+impl Command {
+    /// A short name for logs, metrics and the audit log.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Command::Post {
+                direction: Direction::Credit,
+                ..
+            } => "wallet.credit",
+            Command::Post {
+                direction: Direction::Debit,
+                ..
+            } => "wallet.debit",
+            Command::SetStatus { .. } => "wallet.set_status",
+            Command::TransferOut { .. } => "wallet.transfer",
+            Command::CreateBudget { .. } => "budget.create",
+            Command::UpdateBudget { .. } => "budget.update",
+        }
+    }
+
+    /// The amount a command asks for, kept with its refusal in the audit trail.
+    fn audited_amount(&self) -> Option<Amount> {
+        match self {
+            Command::Post { amount, .. } | Command::TransferOut { amount, .. } => Some(*amount),
+            Command::CreateBudget { total, .. } => Some(*total),
+            Command::UpdateBudget { total, .. } => *total,
+            Command::SetStatus { .. } => None,
+        }
+    }
+}
+
+/// A command and who sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub command: Command,
+    pub origin: Origin,
+}
+
+impl Request {
+    /// Plans this command into `draft`, after the commands already in it: what it became in the batch, a
+    /// transfer to fly alone, or a refusal (recorded in the batch for the audit log, and nothing else).
+    pub(crate) fn plan(&self, draft: &mut Draft) -> Step {
+        let origin = &self.origin;
+        let planned = match &self.command {
+            Command::Post {
+                direction,
+                amount,
+                description,
+                reference_id,
+                reference_type,
+                metadata,
+            } => {
+                let posting = post::Posting {
+                    direction: *direction,
+                    amount: *amount,
+                    description,
+                    reference_id,
+                    reference_type,
+                    metadata,
+                };
+                post::plan(draft, origin, posting).map(Step::Batch)
+            }
+            Command::TransferOut {
+                to_wallet_id,
+                amount,
+                description,
+                reference_id,
+            } => transfer::plan(&draft.sim, origin, *to_wallet_id, *amount, description, reference_id).map(Step::Alone),
+            Command::SetStatus { status, reason } => status::plan(draft, origin, *status, reason).map(Step::Batch),
+            Command::CreateBudget {
+                budget_id,
+                total,
+                period,
+                start_date,
+                end_date,
+            } => budget_create::plan(draft, origin, *budget_id, *total, *period, (*start_date, *end_date))
+                .map(Step::Batch),
+            Command::UpdateBudget {
+                budget_id,
+                total,
+                status,
+                reason,
+            } => budget_update::plan(draft, origin, *budget_id, *total, *status, reason).map(Step::Batch),
+        };
+        planned.unwrap_or_else(|rejection| Step::Batch(self.refuse(draft, rejection)))
+    }
+
+    /// Records a refused command in the batch: the audit log keeps who asked, what and why not.
+    fn refuse(&self, draft: &mut Draft, rejection: Rejection) -> Planned {
+        draft.refusals.push(Refusal {
+            action: self.command.action(),
+            origin: self.origin.clone(),
+            rejection: rejection.clone(),
+            amount: self.command.audited_amount(),
+        });
+        Planned::Refused(rejection)
+    }
+}
