@@ -23,6 +23,8 @@
 #   API_CONFORMANCE_EXAMPLES    schemathesis --max-examples per operation and phase [20]
 #   API_CONFORMANCE_SEED        schemathesis --seed [20260101]; `random` for a new one each run
 #   API_CONFORMANCE_KEEP=1      keep the database and the service's log for a look afterwards
+#   API_CONFORMANCE_ARGS        more schemathesis arguments, split on blanks (e.g. "--include-path /budgets
+#                               --report har" to look at one operation's requests)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -52,9 +54,23 @@ from importlib.metadata import version
 sys.exit(0 if (version("schemathesis"), version("openapi-spec-validator")) == (sys.argv[1], sys.argv[2]) else 1)
 PY
 }
+# The newest Python at hand: CPython 3.11 before 3.11.8 can fail inside hypothesis with "SystemError: AST
+# constructor recursion depth mismatch" (a CPython bug in ast.parse), so 3.12+ is preferred where present.
+pick_python() {
+    local c root
+    for c in python3.13 python3.12; do
+        command -v "$c" >/dev/null 2>&1 && "$c" -c 'import ensurepip' >/dev/null 2>&1 && { command -v "$c"; return; }
+    done
+    root="$(pyenv root 2>/dev/null || true)"
+    for c in "$root"/versions/3.13*/bin/python3 "$root"/versions/3.12*/bin/python3; do
+        [[ -n "$root" && -x "$c" ]] && "$c" -c 'import ensurepip' >/dev/null 2>&1 && { printf '%s\n' "$c"; return; }
+    done
+    command -v python3
+}
 if ! venv_ok; then
     command -v python3 >/dev/null 2>&1 || die "python3 not found (Debian: apt-get install python3 python3-venv)"
-    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    PYTHON="$(pick_python)"
+    if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
         if command -v apt-get >/dev/null 2>&1 && [[ $EUID -eq 0 ]]; then
             log "installing python3-venv with apt-get"
             DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
@@ -65,7 +81,8 @@ if ! venv_ok; then
     fi
     log "creating $VENV (schemathesis $SCHEMATHESIS_VERSION, openapi-spec-validator $OPENAPI_SPEC_VALIDATOR_VERSION)"
     rm -rf "$VENV"
-    python3 -m venv "$VENV"
+    log "using $PYTHON ($("$PYTHON" --version 2>&1))"
+    "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check \
         "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" </dev/null
 fi
@@ -104,22 +121,24 @@ cleanup() {
 trap cleanup EXIT
 
 env -u AMQP_URL -u REDIS_URL -u DATABASE_READ_URL -u RATE_LIMIT_PER_SECOND \
-    DATABASE_URL="$DB_URL" JWT_SECRET="$JWT_SECRET_FOR_RUN" PORT=0 RUST_LOG=warn,wallet_service::app=info \
+    DATABASE_URL="$DB_URL" JWT_SECRET="$JWT_SECRET_FOR_RUN" PORT=0 LOG_FORMAT=json RUST_LOG=warn,wallet_service::app=info \
     "$BIN" >"$SERVICE_LOG" 2>&1 &
 SERVICE_PID=$!
 PORT=""
 for ((i = 0; i < START_WAIT_SECS * 4; i++)); do
-    PORT="$(grep -o 'port=[0-9]*' "$SERVICE_LOG" 2>/dev/null | head -1 | cut -d= -f2 || true)"
+    PORT="$(grep -o '"port":[0-9]*' "$SERVICE_LOG" 2>/dev/null | head -1 | cut -d: -f2 || true)"
     [[ -n "$PORT" ]] && break
     kill -0 "$SERVICE_PID" 2>/dev/null || { cat "$SERVICE_LOG" >&2; die "the service exited at start"; }
     sleep 0.25
 done
 [[ -n "$PORT" ]] || { cat "$SERVICE_LOG" >&2; die "the service did not log its port within ${START_WAIT_SECS}s"; }
 BASE="http://127.0.0.1:$PORT"
+ready() { [[ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/ready" || true)" == 200 ]]; }
 for ((i = 0; i < START_WAIT_SECS * 4; i++)); do
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/ready")" == 200 ]] && break
+    ready && break
     sleep 0.25
 done
+ready || { cat "$SERVICE_LOG" >&2; die "the service on $BASE is not ready after ${START_WAIT_SECS}s"; }
 log "service up on $BASE (database $DB)"
 
 # ---- 3. seed ---------------------------------------------------------------------------------------------------
@@ -204,7 +223,8 @@ run_schemathesis() {
         --workers 2 \
         --request-timeout 10 \
         --suppress-health-check all \
-        --report junit --report-junit-path "$WORK/junit-$who.xml" </dev/null
+        --report junit --report-junit-path "$WORK/junit-$who.xml" \
+        ${API_CONFORMANCE_ARGS:-} </dev/null
 }
 started=$SECONDS
 run_schemathesis admin "$ADMIN_TOKEN"

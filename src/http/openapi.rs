@@ -395,6 +395,12 @@ fn complete_operation(path: &str, op: &mut Map<String, Value>) {
             responses.entry(status).or_insert_with(|| reference(name));
         }
     }
+    if path.contains('{') {
+        // A path whose id is not a UUID matches no route.
+        responses.entry("404").or_insert_with(
+            || json!({ "description": "NOT_FOUND: the path's id is not a UUID", "content": problem_content() }),
+        );
+    }
     if has_body {
         responses.entry("413").or_insert_with(|| reference("PayloadTooLarge"));
         responses.entry("400").or_insert_with(|| {
@@ -420,6 +426,17 @@ fn complete_operation(path: &str, op: &mut Map<String, Value>) {
 pub fn complete(doc: &mut Value) {
     if let Some(components) = doc.get_mut("components") {
         merge(components, shared_components());
+        // Rules across fields that the derive cannot state.
+        merge(
+            components,
+            json!({ "schemas": {
+                "PostTransactionBody": { "dependentRequired": { "reference_type": ["reference_id"] } },
+                "UpdateBudgetBody": {
+                    "anyOf": [ { "required": ["total_amount"] }, { "required": ["status"] } ],
+                    "description": "total_amount and/or status, with the reason for the change"
+                }
+            } }),
+        );
     }
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
