@@ -120,9 +120,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Emptied here, not by the background job's own redirection, which may run after the first read below.
+: >"$SERVICE_LOG"
 env -u AMQP_URL -u REDIS_URL -u DATABASE_READ_URL -u RATE_LIMIT_PER_SECOND \
     DATABASE_URL="$DB_URL" JWT_SECRET="$JWT_SECRET_FOR_RUN" PORT=0 LOG_FORMAT=json RUST_LOG=warn,wallet_service::app=info \
-    "$BIN" >"$SERVICE_LOG" 2>&1 &
+    "$BIN" >>"$SERVICE_LOG" 2>&1 &
 SERVICE_PID=$!
 PORT=""
 for ((i = 0; i < START_WAIT_SECS * 4; i++)); do

@@ -275,3 +275,24 @@ async fn request_and_commit_latencies_are_prometheus_histograms() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_must_be_an_object_as_the_document_says() {
+    let app = common::spawn_app().await;
+    let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
+    for metadata in [json!([1, 2]), json!("note"), json!(7), json!(true)] {
+        let res = app
+            .post_txn(
+                wallet,
+                json!({"amount": "1.00", "type": "CREDIT", "metadata": metadata}),
+            )
+            .await;
+        let p = expect_problem(res, 400, "VALIDATION_FAILED").await;
+        assert_eq!(p["errors"][0]["field"], "metadata", "{p}");
+    }
+    let res = app
+        .post_txn(wallet, json!({"amount": "1.00", "type": "CREDIT", "metadata": null}))
+        .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(app.balance(wallet).await, "11.00");
+}
