@@ -5,7 +5,7 @@
 #   bash scripts/api-conformance.sh          (scripts/test.sh runs it on a full run)
 #
 # What it does:
-#   1. Python tools: a venv under target/api-conformance/venv with the pinned versions below (pip install from
+#   1. Python tools: a venv under target/api-conformance/venv-<python version> with the pinned versions below (pip install from
 #      PyPI when missing or different; `python3 -m venv` needs python3-venv on Debian, installed when missing).
 #   2. cargo build --bin wallet-service (debug, like the tests), then starts it on a free private port (PORT=0;
 #      the port is read from its log) against a fresh database created from TEST_DATABASE_URL, with an
@@ -23,6 +23,7 @@
 #   API_CONFORMANCE_EXAMPLES    schemathesis --max-examples per operation and phase [20]
 #   API_CONFORMANCE_SEED        schemathesis --seed [20260101]; `random` for a new one each run
 #   API_CONFORMANCE_KEEP=1      keep the database and the service's log for a look afterwards
+#   API_CONFORMANCE_PYTHON      the interpreter for the tools' venv [the newest python3.x found, see pick_python]
 #   API_CONFORMANCE_ARGS        more schemathesis arguments, split on blanks (e.g. "--include-path /budgets
 #                               --report har" to look at one operation's requests)
 set -euo pipefail
@@ -37,7 +38,6 @@ SEED="${API_CONFORMANCE_SEED:-20260101}"
 ADMIN_DB_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 JWT_SECRET_FOR_RUN="conformance-secret-0123456789abcdef0123456789"
 WORK="$REPO_ROOT/target/api-conformance"
-VENV="$WORK/venv"
 START_WAIT_SECS=60
 
 log() { printf '[api-conformance] %s\n' "$*" >&2; }
@@ -67,9 +67,10 @@ pick_python() {
     done
     command -v python3
 }
+command -v python3 >/dev/null 2>&1 || die "python3 not found (Debian: apt-get install python3 python3-venv)"
+PYTHON="${API_CONFORMANCE_PYTHON:-$(pick_python)}"
+VENV="$WORK/venv-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if ! venv_ok; then
-    command -v python3 >/dev/null 2>&1 || die "python3 not found (Debian: apt-get install python3 python3-venv)"
-    PYTHON="$(pick_python)"
     if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
         if command -v apt-get >/dev/null 2>&1 && [[ $EUID -eq 0 ]]; then
             log "installing python3-venv with apt-get"
@@ -85,6 +86,31 @@ if ! venv_ok; then
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check \
         "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" </dev/null
+fi
+# CPython 3.11's ast.parse can raise SystemError("AST constructor recursion depth mismatch") instead of
+# SyntaxError for a fragment that is not valid code; hypothesis parses such fragments (to describe lambdas) and
+# only expects SyntaxError, so the run stops with a runtime error (seen with 3.11.7). In a 3.11 venv, a
+# sitecustomize turns that one SystemError into the SyntaxError it stands for. Newer Pythons are left alone.
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if "$VENV/bin/python" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
+    cat >"$SITE/sitecustomize.py" <<'PY'
+# Written by scripts/api-conformance.sh (see there): CPython 3.11 ast.parse SystemError -> SyntaxError.
+import ast
+
+_parse = ast.parse
+
+
+def _parse_or_syntax_error(*args, **kwargs):
+    try:
+        return _parse(*args, **kwargs)
+    except SystemError as e:
+        if "recursion depth mismatch" not in str(e):
+            raise
+        raise SyntaxError(str(e)) from e
+
+
+ast.parse = _parse_or_syntax_error
+PY
 fi
 command -v curl >/dev/null 2>&1 || die "curl not found"
 
