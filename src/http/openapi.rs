@@ -432,7 +432,10 @@ pub fn complete(doc: &mut Value) {
             json!({ "schemas": {
                 "PostTransactionBody": { "dependentRequired": { "reference_type": ["reference_id"] } },
                 "UpdateBudgetBody": {
-                    "anyOf": [ { "required": ["total_amount"] }, { "required": ["status"] } ],
+                    "anyOf": [
+                        { "required": ["total_amount"], "properties": { "total_amount": { "not": { "type": "null" } } } },
+                        { "required": ["status"], "properties": { "status": { "not": { "type": "null" } } } }
+                    ],
                     "description": "total_amount and/or status, with the reason for the change"
                 }
             } }),
