@@ -9,8 +9,16 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /build
 
-# Only what the build needs (see .dockerignore, which whitelists Cargo.toml, Cargo.lock, actors/, loadtest/
-# when present, src/, sql/, tests/, benches/): copying the whole context lets an optional member be absent.
+# build.rs installs the /docs viewer (swagger-ui-dist) from the npm registry with `npm ci` against
+# web/package-lock.json and embeds its assets in the binary: the builder needs Node.js and npm, the runtime
+# image does not.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nodejs npm \
+ && rm -rf /var/lib/apt/lists/*
+
+# Only what the build needs (see .dockerignore, which whitelists Cargo.toml, Cargo.lock, build.rs, actors/,
+# loadtest/ when present, src/, sql/, tests/, benches/, web/'s package files): copying the whole context lets an
+# optional member be absent.
 COPY . .
 
 # Registry and target caches persist between builds; the binary is copied out of the cached target dir.

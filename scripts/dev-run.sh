@@ -14,7 +14,8 @@
 #      kept in /var/tmp/wallet-dev-pg-<hash of repo path>/ instead (the script says so).
 #      The Debian package may also create and start its own `main` cluster on 5432; it is not used.
 #   2. If JWT_SECRET is unset: uses a development secret (with a warning).
-#   3. cargo build --release, prints a dev token and ready-to-paste curl lines, then execs
+#   3. cargo build --release (installs nodejs+npm with apt-get first if npm is missing: build.rs fetches the /docs
+#      viewer from the npm registry), prints a dev token and ready-to-paste curl lines, then execs
 #      target/release/wallet-service (serves HTTP on $PORT, default 3003).
 # Running it again reuses the cluster and the database.
 #
@@ -254,6 +255,11 @@ fi
 if ! command -v cc >/dev/null 2>&1; then
     log "no C compiler found (needed to build native dependencies); installing build-essential"
     apt_install build-essential
+fi
+# build.rs installs the /docs viewer from the npm registry (npm ci in web/); the binary embeds it.
+if ! command -v npm >/dev/null 2>&1; then
+    log "npm not found (the build installs the /docs viewer with it); installing nodejs and npm"
+    apt_install nodejs npm
 fi
 
 log "cargo build --release"

@@ -24,7 +24,12 @@
 # If one of these is already set to something other than the local default, the script assumes that service is
 # provided elsewhere and does not try to install/start it locally.
 #
+# Also on a full run (no extra args): scripts/api-conformance.sh (openapi-spec-validator and a bounded schemathesis
+# run against the real binary; about a minute, plus a one-time pip install of the tools into target/). Before
+# cargo, Node.js and npm are installed with apt-get when missing (build.rs fetches the /docs viewer with npm ci).
+#
 # Knobs (environment):
+#   WALLET_TEST_CONFORMANCE=0|1  skip the conformance run / run it even with extra args [1 on a full run]
 #   WALLET_TEST_SKIP_CARGO=1     stop after the service checks (used to test this script itself; no cargo run)
 #   WALLET_TEST_SKIP_SERVICES=1  do not check/install/start any service, just run cargo
 #   WALLET_TEST_NO_NEXTEST=1     use `cargo test` even if cargo-nextest is installed
@@ -355,6 +360,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     fi
 fi
 
+if ! command -v npm >/dev/null 2>&1; then
+    log "npm not found (build.rs installs the /docs viewer with npm ci); installing nodejs and npm"
+    apt_install nodejs npm
+fi
+
 # Doctests exist only in library targets; `cargo test --doc` errors out when the workspace has none.
 run_doctests() {
     local meta
@@ -369,17 +379,34 @@ run_doctests() {
     ((status != 0)) || status=$doc_status
 }
 
+# The API conformance run (scripts/api-conformance.sh) on a full run, or when asked for.
+run_conformance() {
+    local want="${WALLET_TEST_CONFORMANCE:-}"
+    if [[ "$want" == 0 ]] || [[ -z "$want" && $# -gt 0 ]]; then
+        log "API conformance: skipped (WALLET_TEST_CONFORMANCE=${want:-unset}, extra args: $#)"
+        return 0
+    fi
+    log "== bash scripts/api-conformance.sh =="
+    local conf_status=0
+    bash scripts/api-conformance.sh || conf_status=$?
+    ((conf_status == 0)) || log "API conformance FAILED (exit status $conf_status)"
+    ((status != 0)) || status=$conf_status
+}
+
 status=0
-# Doctests go first so that the main runner's summary is the last thing printed (CI reads the closing lines).
+# Doctests and the conformance run go first so that the main runner's summary is the last thing printed (CI
+# reads the closing lines).
 if [[ "${WALLET_TEST_NO_NEXTEST:-0}" != 1 ]] && cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doctests.
     run_doctests
+    run_conformance "$@"
     log "== cargo nextest run --workspace $* =="
     main_status=0
     cargo nextest run --workspace --no-tests=warn --no-fail-fast "$@" || main_status=$?
 else
     # --all-targets leaves out doctests; run them too.
     run_doctests
+    run_conformance "$@"
     log "== cargo test --workspace --all-targets $* =="
     main_status=0
     cargo test --workspace --all-targets --no-fail-fast "$@" || main_status=$?

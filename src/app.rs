@@ -46,15 +46,48 @@ pub struct Ctx {
     metrics: PrometheusHandle,
 }
 
-/// How often histogram samples are folded into their summaries when nobody scrapes `/metrics`.
+/// How often histogram samples are folded into their buckets/summaries when nobody scrapes `/metrics`.
 pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// HTTP request latency, by route, method and status: a Prometheus histogram (operators add the buckets of
+/// every pod; summaries' quantiles cannot be aggregated).
+pub const REQUEST_LATENCY_METRIC: &str = "http_request_duration_seconds";
+/// Bucket upper bounds of [`REQUEST_LATENCY_METRIC`], in seconds: 1 ms to 10 s.
+pub const REQUEST_LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// A wallet batch's commit latency (written by the wallet actor), by outcome: a histogram.
+pub const COMMIT_LATENCY_METRIC: &str = "wallet_commit_duration_seconds";
+/// Bucket upper bounds of [`COMMIT_LATENCY_METRIC`], in seconds: 0.5 ms to 5 s.
+pub const COMMIT_LATENCY_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The recorder's builder: histograms (not summaries) for the latencies above.
+fn metrics_builder() -> PrometheusBuilder {
+    let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in [
+        (REQUEST_LATENCY_METRIC, &REQUEST_LATENCY_BUCKETS[..]),
+        (COMMIT_LATENCY_METRIC, &COMMIT_LATENCY_BUCKETS[..]),
+    ] {
+        // Only an empty bucket list is refused, and these are non-empty constants: the fallback (plain
+        // summaries) is never taken.
+        builder = builder
+            .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full(name.into()), buckets)
+            .unwrap_or_else(|e| {
+                warn!(metric = name, error = %e, "histogram buckets refused; latencies stay summaries");
+                PrometheusBuilder::new()
+            });
+    }
+    builder
+}
 
 fn metrics_handle() -> PrometheusHandle {
     // One recorder per process (tests build many apps in one process).
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = metrics_builder().build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 warn!("a metrics recorder was already installed; /metrics shows this one's view only");
@@ -83,26 +116,7 @@ fn metrics_handle() -> PrometheusHandle {
 /// bounded set of them (a path no route serves is `other`, so a scan of random URLs cannot grow the
 /// metrics without bound). Static strings: no allocation per request.
 fn route_label(path: &str) -> &'static str {
-    let mut segs = path.trim_start_matches('/').split('/');
-    let mut next = || segs.next().filter(|s| !s.is_empty());
-    let id = |s: Option<&str>| s.is_some_and(|s| Uuid::parse_str(s).is_ok());
-    match (next(), next(), next(), next()) {
-        (Some("health"), None, _, _) => "/health",
-        (Some("ready"), None, _, _) => "/ready",
-        (Some("metrics"), None, _, _) => "/metrics",
-        (Some("openapi.json"), None, _, _) => "/openapi.json",
-        (Some("docs"), None, _, _) => "/docs",
-        (Some("transfers"), None, _, _) => "/transfers",
-        (Some("wallets"), None, _, _) => "/wallets",
-        (Some("budgets"), None, _, _) => "/budgets",
-        (Some("users"), u, None, _) if id(u) => "/users/{id}",
-        (Some("wallets"), w, None, _) if id(w) => "/wallets/{id}",
-        (Some("wallets"), w, Some("status"), None) if id(w) => "/wallets/{id}/status",
-        (Some("wallets"), w, Some("transactions"), None) if id(w) => "/wallets/{id}/transactions",
-        (Some("budgets"), b, None, _) if id(b) => "/budgets/{id}",
-        (Some("budgets"), b, Some("history"), None) if id(b) => "/budgets/{id}/history",
-        _ => "other",
-    }
+    crate::http::route_of(path).map_or("other", |r| r.label)
 }
 
 /// The method as a static label (anything unusual is `OTHER`).
@@ -141,7 +155,7 @@ impl Ctx {
 
     pub fn observe(&self, info: warp::log::Info<'_>) {
         metrics::histogram!(
-            "http_request_duration_seconds",
+            REQUEST_LATENCY_METRIC,
             "method" => method_label(info.method()),
             "route" => route_label(info.path()),
             "status" => info.status().as_str().to_owned(),

@@ -5,7 +5,8 @@
 //! scattered through HTTP handlers:
 //!
 //! * [`Authenticator`] turns an `Authorization: Bearer <JWT>` header into a
-//!   [`Caller`]. The signing algorithm is *pinned* by configuration: the
+//!   [`Caller`], or refuses it with one [`AuthReason`] (the 401's stable `reason`).
+//!   The signing algorithm is *pinned* by configuration: the
 //!   algorithm written in the token header is never trusted on its own, which
 //!   is what defeats `alg: none` tokens and the classic "HS256 signed with the
 //!   RSA public key" confusion attack.
@@ -198,22 +199,129 @@ pub struct AuthConfig {
     pub audience: String,
 }
 
+/// The one thing a 401 says about why: a closed set of stable names (the problem's `reason` member).
+///
+/// A client needs to know whether to fetch a new token (EXPIRED), fix its clock (NOT_YET_VALID) or fix
+/// its configuration (the rest); nothing more is said, and never a library's text. Claim-based reasons
+/// (EXPIRED, NOT_YET_VALID, WRONG_ISSUER, WRONG_AUDIENCE, a MALFORMED claim) are only given for a token
+/// whose signature verified: the signature is checked first, so a forger learns nothing about claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthReason {
+    /// No `Authorization` header.
+    Missing,
+    /// Not `Bearer <token>`, not a JWT (encoding, JSON), or its identity claims are missing or malformed
+    /// (`sub`, `company_id` not UUIDs, an unknown `role`, no numeric `exp`).
+    Malformed,
+    /// The signature does not verify with the configured key.
+    BadSignature,
+    /// `exp` is past (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// `iss` is missing or not the configured issuer.
+    WrongIssuer,
+    /// `aud` is missing or does not include the configured audience.
+    WrongAudience,
+    /// The header's `alg` is not the pinned algorithm (`none` included).
+    Algorithm,
+}
+
+impl AuthReason {
+    pub const ALL: [AuthReason; 8] = [
+        AuthReason::Missing,
+        AuthReason::Malformed,
+        AuthReason::BadSignature,
+        AuthReason::Expired,
+        AuthReason::NotYetValid,
+        AuthReason::WrongIssuer,
+        AuthReason::WrongAudience,
+        AuthReason::Algorithm,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthReason::Missing => "MISSING",
+            AuthReason::Malformed => "MALFORMED",
+            AuthReason::BadSignature => "BAD_SIGNATURE",
+            AuthReason::Expired => "EXPIRED",
+            AuthReason::NotYetValid => "NOT_YET_VALID",
+            AuthReason::WrongIssuer => "WRONG_ISSUER",
+            AuthReason::WrongAudience => "WRONG_AUDIENCE",
+            AuthReason::Algorithm => "ALGORITHM",
+        }
+    }
+
+    /// A fixed human sentence for the problem's `detail`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            AuthReason::Missing => "no Authorization header was sent",
+            AuthReason::Malformed => "the Authorization header is not a well-formed Bearer JWT for this service",
+            AuthReason::BadSignature => "the token's signature does not verify",
+            AuthReason::Expired => "the token has expired",
+            AuthReason::NotYetValid => "the token is not valid yet (nbf)",
+            AuthReason::WrongIssuer => "the token was not issued by the expected issuer",
+            AuthReason::WrongAudience => "the token is not meant for this service (aud)",
+            AuthReason::Algorithm => "the token is not signed with the algorithm this service accepts",
+        }
+    }
+
+    /// The reason of a jsonwebtoken failure. Key and provider errors (which a token cannot cause with a
+    /// key that loaded at start) count as a bad signature.
+    fn of(kind: &jsonwebtoken::errors::ErrorKind) -> AuthReason {
+        use jsonwebtoken::errors::ErrorKind as K;
+        match kind {
+            K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) | K::InvalidClaimFormat(_) | K::InvalidSubject => {
+                AuthReason::Malformed
+            }
+            K::MissingRequiredClaim(c) if c == "iss" => AuthReason::WrongIssuer,
+            K::MissingRequiredClaim(c) if c == "aud" => AuthReason::WrongAudience,
+            K::MissingRequiredClaim(_) => AuthReason::Malformed,
+            K::ExpiredSignature => AuthReason::Expired,
+            K::ImmatureSignature => AuthReason::NotYetValid,
+            K::InvalidIssuer => AuthReason::WrongIssuer,
+            K::InvalidAudience => AuthReason::WrongAudience,
+            K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm | K::MissingAlgorithm => {
+                AuthReason::Algorithm
+            }
+            _ => AuthReason::BadSignature,
+        }
+    }
+}
+
+impl fmt::Display for AuthReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a request could not be authenticated.
 ///
-/// All three map to 401 with `WWW-Authenticate`. The `Invalid` reason exists
-/// for server logs only: telling a client *why* its token failed (bad
-/// signature vs. wrong audience vs. expired) helps attackers more than users.
+/// All map to 401 with `WWW-Authenticate` and the [`AuthReason`] of [`AuthError::reason`]. The text of
+/// `Invalid` (a library's message) is for server logs only.
 #[derive(thiserror::Error, Debug)]
 pub enum AuthError {
     /// No `Authorization` header at all.
     #[error("missing Authorization header")]
     Missing,
-    /// A header is present but is not `Bearer <token>`.
+    /// A header is present but is not `Bearer <token>` (or not visible ASCII).
     #[error("Authorization header is not a Bearer token")]
     Malformed,
-    /// A bearer token that failed validation; the reason is for logs only.
-    #[error("invalid token: {0}")]
-    Invalid(String),
+    /// A bearer token that failed validation; the text is for logs only.
+    #[error("invalid token ({0}): {1}")]
+    Invalid(AuthReason, String),
+}
+
+impl AuthError {
+    /// What a client is told.
+    pub fn reason(&self) -> AuthReason {
+        match self {
+            AuthError::Missing => AuthReason::Missing,
+            AuthError::Malformed => AuthReason::Malformed,
+            AuthError::Invalid(reason, _) => *reason,
+        }
+    }
 }
 
 /// Verifies bearer tokens against one pinned key and algorithm.
@@ -392,13 +500,14 @@ impl Authenticator {
     /// identity claims.
     fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         let data = jsonwebtoken::decode::<IncomingClaims>(token, &self.inner.key, &self.inner.validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+            .map_err(|e| AuthError::Invalid(self.reason_of(token, e.kind()), e.to_string()))?;
         let claims = data.claims;
 
-        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::Invalid("sub is not a UUID".to_owned()))?;
-        let role = claims.role.parse::<Role>().map_err(AuthError::Invalid)?;
-        let company_id = Uuid::parse_str(&claims.company_id)
-            .map_err(|_| AuthError::Invalid("company_id is not a UUID".to_owned()))?;
+        let malformed = |why: String| AuthError::Invalid(AuthReason::Malformed, why);
+        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| malformed("sub is not a UUID".to_owned()))?;
+        let role = claims.role.parse::<Role>().map_err(malformed)?;
+        let company_id =
+            Uuid::parse_str(&claims.company_id).map_err(|_| malformed("company_id is not a UUID".to_owned()))?;
 
         Ok(Verified {
             caller: Caller {
@@ -408,6 +517,32 @@ impl Authenticator {
             },
             exp: claims.exp,
         })
+    }
+
+    /// The reason of a failed decode. jsonwebtoken cannot parse a header whose `alg` it does not know
+    /// (`none`, `None`, `HS1`): that is a JSON error to it, but an algorithm refusal to the client, so a
+    /// header that is JSON with a string `alg` other than the pinned one is [`AuthReason::Algorithm`].
+    fn reason_of(&self, token: &str, kind: &jsonwebtoken::errors::ErrorKind) -> AuthReason {
+        let reason = AuthReason::of(kind);
+        if reason != AuthReason::Malformed {
+            return reason;
+        }
+        let alg = token
+            .split('.')
+            .next()
+            .and_then(|h| base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h).ok())
+            .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+            .and_then(|h| h.get("alg").and_then(|a| a.as_str()).map(str::to_owned));
+        match alg {
+            Some(alg)
+                if !alg
+                    .parse::<Algorithm>()
+                    .is_ok_and(|a| self.inner.validation.algorithms.contains(&a)) =>
+            {
+                AuthReason::Algorithm
+            }
+            _ => reason,
+        }
     }
 }
 
@@ -610,7 +745,7 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8K4E6gGdYgoNekkR5qEeVamRF3Sm
 
     fn assert_invalid(result: Result<Caller, AuthError>) {
         match result {
-            Err(AuthError::Invalid(_)) => {}
+            Err(AuthError::Invalid(..)) => {}
             other => panic!("expected AuthError::Invalid, got {other:?}"),
         }
     }
@@ -928,6 +1063,108 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8K4E6gGdYgoNekkR5qEeVamRF3Sm
     fn installing_the_crypto_provider_twice_is_harmless() {
         install_crypto_provider();
         install_crypto_provider();
+        // Still one working provider: a token signs and verifies, and a forged one is still refused.
+        let token = mint_hs256(SECRET, ISS, AUD, &caller(Role::User), Duration::from_secs(60));
+        assert!(hs256_auth().authenticate(Some(&bearer(&token))).is_ok());
+        let forged = sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(b"not-the-secret"),
+            &good_claims(),
+        );
+        assert_invalid(hs256_auth().authenticate(Some(&bearer(&forged))));
+    }
+
+    fn reason_of(result: Result<Caller, AuthError>) -> AuthReason {
+        match result {
+            Err(e) => e.reason(),
+            Ok(_) => panic!("expected a refusal"),
+        }
+    }
+
+    #[test]
+    fn every_refusal_names_its_one_stable_reason() {
+        let auth = hs256_auth();
+        let now = get_current_timestamp();
+        let check = |header: Option<String>, want: AuthReason| {
+            assert_eq!(reason_of(auth.authenticate(header.as_deref())), want, "{header:?}");
+        };
+        let token = |claims: &Value| Some(bearer(&sign_hs256(claims)));
+        check(None, AuthReason::Missing);
+        check(Some("Basic abc".into()), AuthReason::Malformed);
+        check(Some(bearer("not-a-jwt")), AuthReason::Malformed);
+        check(token(&without(good_claims(), "exp")), AuthReason::Malformed);
+        check(
+            token(&with(good_claims(), "sub", json!("alice"))),
+            AuthReason::Malformed,
+        );
+        check(
+            token(&with(good_claims(), "role", json!("root"))),
+            AuthReason::Malformed,
+        );
+        let other_key = EncodingKey::from_secret(b"some-other-secret-of-sufficient-length");
+        check(
+            Some(bearer(&sign(Algorithm::HS256, &other_key, &good_claims()))),
+            AuthReason::BadSignature,
+        );
+        check(
+            token(&with(good_claims(), "exp", json!(now - LEEWAY_SECS - 60))),
+            AuthReason::Expired,
+        );
+        check(
+            token(&with(good_claims(), "nbf", json!(now + LEEWAY_SECS + 60))),
+            AuthReason::NotYetValid,
+        );
+        check(token(&with(good_claims(), "iss", json!("x"))), AuthReason::WrongIssuer);
+        check(token(&without(good_claims(), "iss")), AuthReason::WrongIssuer);
+        check(
+            token(&with(good_claims(), "aud", json!("x"))),
+            AuthReason::WrongAudience,
+        );
+        check(token(&without(good_claims(), "aud")), AuthReason::WrongAudience);
+        check(
+            Some(bearer(&sign(
+                Algorithm::HS384,
+                &EncodingKey::from_secret(SECRET),
+                &good_claims(),
+            ))),
+            AuthReason::Algorithm,
+        );
+        let none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(good_claims().to_string());
+        check(Some(bearer(&format!("{none}.{payload}."))), AuthReason::Algorithm);
+        // A forged expired token is a bad signature: claims are judged only once the signature holds.
+        check(
+            Some(bearer(&sign(
+                Algorithm::HS256,
+                &other_key,
+                &with(good_claims(), "exp", json!(now - 3600)),
+            ))),
+            AuthReason::BadSignature,
+        );
+    }
+
+    #[test]
+    fn reasons_have_their_wire_names() {
+        let names: Vec<String> = AuthReason::ALL
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("serializes"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "\"MISSING\"",
+                "\"MALFORMED\"",
+                "\"BAD_SIGNATURE\"",
+                "\"EXPIRED\"",
+                "\"NOT_YET_VALID\"",
+                "\"WRONG_ISSUER\"",
+                "\"WRONG_AUDIENCE\"",
+                "\"ALGORITHM\""
+            ]
+        );
+        for r in AuthReason::ALL {
+            assert_eq!(format!("\"{r}\""), serde_json::to_string(&r).expect("serializes"));
+        }
     }
 
     #[test]

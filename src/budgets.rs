@@ -242,20 +242,22 @@ async fn history<C: GenericClient>(
 pub struct BudgetView {
     pub budget_id: Uuid,
     pub wallet_id: Uuid,
-    #[schema(value_type = String, example = "1000.00")]
+    #[schema(value_type = crate::http::openapi::Money)]
     pub total_amount: String,
-    #[schema(value_type = String, example = "250.00")]
+    #[schema(value_type = crate::http::openapi::Money)]
     pub used_amount: String,
-    #[schema(value_type = String, example = "750.00")]
+    #[schema(value_type = crate::http::openapi::Money)]
     pub remaining_amount: String,
-    #[schema(example = "MONTHLY")]
+    #[schema(value_type = crate::http::openapi::enums::PeriodType)]
     pub period_type: String,
     pub start_date: NaiveDate,
     pub end_date: NaiveDate,
-    #[schema(example = "ACTIVE")]
+    #[schema(value_type = crate::http::openapi::enums::BudgetStatus)]
     pub status: String,
     pub created_by: Uuid,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -290,12 +292,13 @@ impl From<&Budget> for BudgetView {
 pub struct HistoryView {
     pub history_id: Uuid,
     pub budget_id: Uuid,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::http::openapi::Money>)]
     pub old_amount: Option<String>,
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::http::openapi::Money)]
     pub new_amount: String,
     pub change_reason: String,
     pub changed_by: Uuid,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 

@@ -18,7 +18,8 @@
 //!   wallets' guarded batches in one commit; `store::rows`: the rows a commit writes; transfers) and the
 //!   HTTP reads.
 //! - [`db`]: pools, migrations (`sql/`, under an advisory lock), partitions, pruning, readiness ping.
-//! - [`http`]: routes, thin handlers, idempotency, problem+json errors, OpenAPI.
+//! - [`http`]: routes, thin handlers, idempotency, problem+json errors (with the problem catalogue), OpenAPI,
+//!   the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
 //! - [`views`]: the JSON shapes of replies, idempotent replays and events.
 //!
 //! # A debit's path

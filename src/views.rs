@@ -16,13 +16,15 @@ pub fn ts(t: DateTime<Utc>) -> String {
 pub struct WalletView {
     pub wallet_id: Uuid,
     pub user_id: Uuid,
-    #[schema(value_type = String, example = "125.50")]
+    #[schema(value_type = crate::http::openapi::Money)]
     pub balance: String,
-    #[schema(example = "USD")]
+    #[schema(value_type = crate::http::openapi::enums::Currency)]
     pub currency: String,
-    #[schema(example = "ACTIVE")]
+    #[schema(value_type = crate::http::openapi::enums::WalletStatus)]
     pub status: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -45,19 +47,20 @@ impl From<&WalletState> for WalletView {
 pub struct TransactionView {
     pub txn_id: Uuid,
     pub wallet_id: Uuid,
-    #[schema(value_type = String, example = "25.00")]
+    #[schema(value_type = crate::http::openapi::Money)]
     pub amount: String,
-    #[schema(example = "DEBIT")]
+    #[schema(value_type = crate::http::openapi::enums::TransactionType)]
     pub r#type: String,
-    #[schema(example = "COMPLETED")]
+    #[schema(value_type = crate::http::openapi::enums::TransactionStatus)]
     pub status: String,
-    #[schema(value_type = String, example = "100.50")]
+    #[schema(value_type = crate::http::openapi::Money)]
     pub balance_after: String,
     pub description: Option<String>,
     pub reference_id: Option<String>,
     pub reference_type: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -84,13 +87,15 @@ impl From<&Entry> for TransactionView {
 pub struct TransferView {
     pub from_wallet_id: Uuid,
     pub to_wallet_id: Uuid,
-    #[schema(value_type = String, example = "30.00")]
+    #[schema(value_type = crate::http::openapi::Money)]
     pub amount: String,
+    #[schema(value_type = crate::http::openapi::enums::TransactionStatus)]
     pub status: String,
     pub reference_id: Option<String>,
     pub description: Option<String>,
     /// The TRANSFER_OUT row, then the TRANSFER_IN row.
     pub transactions: Vec<TransactionView>,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -113,15 +118,18 @@ impl TransferView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryItem {
     pub txn_id: Uuid,
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::http::openapi::Money)]
     pub amount: String,
+    #[schema(value_type = crate::http::openapi::enums::TransactionType)]
     pub r#type: String,
     pub description: Option<String>,
     pub reference_id: Option<String>,
     pub reference_type: Option<String>,
+    #[schema(value_type = crate::http::openapi::enums::TransactionStatus)]
     pub status: String,
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::http::openapi::Money)]
     pub balance_after: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -143,8 +151,11 @@ pub struct UserView {
     pub user_id: Uuid,
     pub email: String,
     pub company_id: Uuid,
+    #[schema(value_type = crate::http::openapi::enums::Role)]
     pub role: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 

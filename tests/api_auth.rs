@@ -1,5 +1,6 @@
 //! JWT validation through HTTP: every way a token can be wrong answers 401 `UNAUTHENTICATED` with
-//! `WWW-Authenticate`, and the same request with a good token answers 200 (so each refusal is the token's).
+//! `WWW-Authenticate` and the stable `reason` of the check it failed, and the same request with a good
+//! token answers 200 (so each refusal is the token's).
 
 mod common;
 
@@ -63,8 +64,21 @@ async fn get_with(app: &TestApp, user: Uuid, authorization: Option<&str>) -> req
     req.send().await.expect("request")
 }
 
-/// Asserts the header value is refused with 401, a Bearer challenge and no detail about why.
-async fn assert_refused(app: &TestApp, user: Uuid, authorization: Option<&str>) {
+/// The reasons a 401 may give, and nothing else.
+const REASONS: [&str; 8] = [
+    "MISSING",
+    "MALFORMED",
+    "BAD_SIGNATURE",
+    "EXPIRED",
+    "NOT_YET_VALID",
+    "WRONG_ISSUER",
+    "WRONG_AUDIENCE",
+    "ALGORITHM",
+];
+
+/// Asserts the header value is refused with 401, a Bearer challenge and this `reason`, and that the reply
+/// says no more than that (no library text).
+async fn assert_refused(app: &TestApp, user: Uuid, authorization: Option<&str>, reason: &str) {
     let res = get_with(app, user, authorization).await;
     let challenge = res
         .headers()
@@ -76,10 +90,19 @@ async fn assert_refused(app: &TestApp, user: Uuid, authorization: Option<&str>) 
         challenge.as_deref().is_some_and(|c| c.starts_with("Bearer")),
         "WWW-Authenticate: {challenge:?}"
     );
+    assert_eq!(body["reason"], reason, "{authorization:?}: {body}");
+    assert!(REASONS.contains(&reason));
     let detail = body["detail"].as_str().unwrap().to_lowercase();
-    for leak in ["signature", "expired", "audience", "issuer", "algorithm"] {
-        assert!(!detail.contains(leak), "the reply tells why the token failed: {detail}");
+    for leak in ["invalidtoken", "json", "base64", "error(", "kind", "line ", "column"] {
+        assert!(!detail.contains(leak), "the reply carries library text: {detail}");
     }
+    let mut members: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    members.sort_unstable();
+    assert_eq!(
+        members,
+        ["code", "detail", "reason", "status", "title", "type"],
+        "nothing but the standard members and the reason: {body}"
+    );
 }
 
 async fn assert_accepted(app: &TestApp, user: Uuid, token: &str) {
@@ -108,14 +131,20 @@ async fn a_token_with_alg_none_is_401() {
     let (app, user) = setup().await;
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let claims = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&good_claims()).unwrap());
-    assert_refused(&app, user, Some(&format!("Bearer {header}.{claims}."))).await;
+    assert_refused(&app, user, Some(&format!("Bearer {header}.{claims}.")), "ALGORITHM").await;
     // Capitalised variants and a kept signature do not help either.
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"None","typ":"JWT"}"#);
-    assert_refused(&app, user, Some(&format!("Bearer {header}.{claims}."))).await;
+    assert_refused(&app, user, Some(&format!("Bearer {header}.{claims}.")), "ALGORITHM").await;
     let real = hs256(&good_claims());
     let signature = real.rsplit('.').next().unwrap();
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
-    assert_refused(&app, user, Some(&format!("Bearer {header}.{claims}.{signature}"))).await;
+    assert_refused(
+        &app,
+        user,
+        Some(&format!("Bearer {header}.{claims}.{signature}")),
+        "ALGORITHM",
+    )
+    .await;
     assert_accepted(&app, user, &real).await;
 }
 
@@ -130,6 +159,7 @@ async fn a_token_with_a_wrong_signature_or_another_algorithm_is_401() {
             "Bearer {}",
             sign(Algorithm::HS256, b"another-secret-0123456789abcdef01", &claims)
         )),
+        "BAD_SIGNATURE",
     )
     .await;
     // The right secret under another algorithm than the pinned one.
@@ -140,6 +170,7 @@ async fn a_token_with_a_wrong_signature_or_another_algorithm_is_401() {
             "Bearer {}",
             sign(Algorithm::HS384, SECRET.as_bytes(), &claims)
         )),
+        "ALGORITHM",
     )
     .await;
     assert_refused(
@@ -149,6 +180,7 @@ async fn a_token_with_a_wrong_signature_or_another_algorithm_is_401() {
             "Bearer {}",
             sign(Algorithm::HS512, SECRET.as_bytes(), &claims)
         )),
+        "ALGORITHM",
     )
     .await;
     // A tampered payload under the original signature.
@@ -160,6 +192,7 @@ async fn a_token_with_a_wrong_signature_or_another_algorithm_is_401() {
         &app,
         user,
         Some(&format!("Bearer {}.{}.{}", parts[0], forged, parts[2])),
+        "BAD_SIGNATURE",
     )
     .await;
     assert_accepted(&app, user, &good).await;
@@ -169,42 +202,49 @@ async fn a_token_with_a_wrong_signature_or_another_algorithm_is_401() {
 async fn an_expired_token_is_401() {
     let (app, user) = setup().await;
     let t = hs256(&with(good_claims(), "exp", json!(now() - 3600)));
-    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    assert_refused(&app, user, Some(&format!("Bearer {t}")), "EXPIRED").await;
     // Beyond the allowed clock skew too.
     let t = hs256(&with(good_claims(), "exp", json!(now() - 120)));
-    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    assert_refused(&app, user, Some(&format!("Bearer {t}")), "EXPIRED").await;
+    // An expired token with a bad signature is a bad signature: claims are only judged once it verifies.
+    let t = sign(
+        Algorithm::HS256,
+        b"another-secret-0123456789abcdef01",
+        &with(good_claims(), "exp", json!(now() - 3600)),
+    );
+    assert_refused(&app, user, Some(&format!("Bearer {t}")), "BAD_SIGNATURE").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_from_another_issuer_or_without_one_is_401() {
     let (app, user) = setup().await;
     let t = hs256(&with(good_claims(), "iss", json!("someone-else")));
-    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    assert_refused(&app, user, Some(&format!("Bearer {t}")), "WRONG_ISSUER").await;
     let t = hs256(&without(good_claims(), "iss"));
-    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    assert_refused(&app, user, Some(&format!("Bearer {t}")), "WRONG_ISSUER").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_another_audience_or_without_one_is_401() {
     let (app, user) = setup().await;
     let t = hs256(&with(good_claims(), "aud", json!("billing-service")));
-    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    assert_refused(&app, user, Some(&format!("Bearer {t}")), "WRONG_AUDIENCE").await;
     let t = hs256(&without(good_claims(), "aud"));
-    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    assert_refused(&app, user, Some(&format!("Bearer {t}")), "WRONG_AUDIENCE").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_without_exp_is_401() {
     let (app, user) = setup().await;
     let t = hs256(&without(good_claims(), "exp"));
-    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    assert_refused(&app, user, Some(&format!("Bearer {t}")), "MALFORMED").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_not_yet_valid_is_401() {
     let (app, user) = setup().await;
     let t = hs256(&with(good_claims(), "nbf", json!(now() + 3600)));
-    assert_refused(&app, user, Some(&format!("Bearer {t}"))).await;
+    assert_refused(&app, user, Some(&format!("Bearer {t}")), "NOT_YET_VALID").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +259,7 @@ async fn a_token_with_bad_identity_claims_is_401() {
         with(good_claims(), "company_id", json!(42)),
         without(good_claims(), "company_id"),
     ] {
-        assert_refused(&app, user, Some(&format!("Bearer {}", hs256(&claims)))).await;
+        assert_refused(&app, user, Some(&format!("Bearer {}", hs256(&claims))), "MALFORMED").await;
     }
 }
 
@@ -238,9 +278,9 @@ async fn garbage_or_a_missing_authorization_header_is_401() {
         format!("Bearer {good} extra"),
         format!("Bearer {}", "a".repeat(10_000)),
     ] {
-        assert_refused(&app, user, Some(&header)).await;
+        assert_refused(&app, user, Some(&header), "MALFORMED").await;
     }
-    assert_refused(&app, user, None).await;
+    assert_refused(&app, user, None, "MISSING").await;
     // Money-moving and admin endpoints refuse the same way, before looking at the body.
     let res = app
         .http
@@ -268,4 +308,28 @@ async fn garbage_or_a_missing_authorization_header_is_401() {
         .unwrap();
     expect_problem(res, 401, "UNAUTHENTICATED").await;
     assert_accepted(&app, user, &good).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_header_that_is_not_ascii_is_a_clean_401_malformed() {
+    let (app, user) = setup().await;
+    for raw in [
+        &b"Bearer \xc3\xa9t\xc3\xa9"[..],
+        b"Bearer abc\xff.def.ghi",
+        b"\xe2\x82\xac",
+    ] {
+        let value = reqwest::header::HeaderValue::from_bytes(raw).expect("obs-text is a valid header value");
+        let res = app
+            .http
+            .get(app.url(&format!("/wallets/{user}")))
+            .header("Authorization", value)
+            .send()
+            .await
+            .unwrap();
+        let body = expect_problem(res, 401, "UNAUTHENTICATED").await;
+        assert_eq!(body["reason"], "MALFORMED", "{body}");
+        let text = body.to_string();
+        assert!(!text.contains("Rejection") && !text.contains("InvalidHeader"), "{text}");
+    }
+    assert_accepted(&app, user, &hs256(&good_claims())).await;
 }

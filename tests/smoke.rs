@@ -14,7 +14,7 @@ async fn a_debit_is_committed_and_answered_with_201() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_docs_page_lists_every_operation_of_the_openapi_document() {
+async fn the_docs_page_renders_the_openapi_document_that_holds_every_operation() {
     let app = common::spawn_app().await;
     let api: Value = app
         .http
@@ -25,24 +25,33 @@ async fn the_docs_page_lists_every_operation_of_the_openapi_document() {
         .json()
         .await
         .unwrap();
-    let res = app.http.get(app.url("/docs")).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    let html = res.text().await.unwrap();
     let paths = api["paths"].as_object().unwrap();
     for path in [
         "/health",
         "/ready",
         "/metrics",
+        "/budgets/{id}",
         "/budgets/{budgetId}/history",
         "/transfers",
     ] {
         assert!(paths.contains_key(path), "{path} missing from openapi.json");
     }
-    for (path, item) in paths {
-        for method in item.as_object().unwrap().keys() {
-            let row = format!("<code>{}</code></td><td><code>{path}</code>", method.to_uppercase());
-            assert!(html.contains(&row), "{method} {path} missing from /docs");
-        }
-    }
+    let res = app.http.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = res.text().await.unwrap();
+    assert!(html.contains("/docs/init.js"), "{html}");
+    let init = app
+        .http
+        .get(app.url("/docs/init.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        init.contains("url: \"/openapi.json\""),
+        "the viewer reads the document: {init}"
+    );
 }

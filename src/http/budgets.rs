@@ -11,9 +11,9 @@ use uuid::Uuid;
 use wallet_actors::{Amount, BudgetStatus, PeriodType};
 use warp::reply::Response;
 
-use super::Body;
 use super::handlers::{authenticate, origin, parse, visible};
-use super::problem::{ApiError, Problem, json_response};
+use super::problem::{ApiError, json_response};
+use super::{Body, RawHeader};
 use crate::app::Ctx;
 use crate::budgets::{BudgetView, HistoryView};
 
@@ -21,11 +21,11 @@ use crate::budgets::{BudgetView, HistoryView};
 pub const MAX_CHANGE_REASON_LEN: usize = 500;
 
 /// The active budgets of a user's wallet.
-#[utoipa::path(get, path = "/budgets/{userId}", tag = "budgets",
-    params(("userId" = Uuid, Path, description = "the wallet owner's user id")),
-    responses((status = 200, body = Vec<BudgetView>), (status = 401, body = Problem), (status = 404, body = Problem)),
-    security(("bearer" = [])))]
-pub async fn list(ctx: Arc<Ctx>, auth: Option<String>, user_id: Uuid) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/budgets/{id}", tag = "budgets", operation_id = "listBudgets",
+    params(("id" = Uuid, Path, description = "Here: the wallet owner's **user id** (the same template as `PUT /budgets/{id}`, where it is a budget id)")),
+    responses((status = 200, description = "The user's ACTIVE budgets", body = Vec<BudgetView>),
+              (status = 404, description = "NOT_FOUND: no wallet for this user, or one the caller may not see")))]
+pub async fn list(ctx: Arc<Ctx>, auth: RawHeader, user_id: Uuid) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let Some(wallet_id) = ctx.wallet_of_user(user_id).await? else {
         return Err(ApiError::not_found("wallet"));
@@ -45,9 +45,9 @@ pub async fn list(ctx: Arc<Ctx>, auth: Option<String>, user_id: Uuid) -> Result<
 #[serde(deny_unknown_fields)]
 pub struct CreateBudgetBody {
     pub wallet_id: Uuid,
-    #[schema(value_type = String, example = "1000.00")]
+    #[schema(value_type = super::openapi::PositiveAmount)]
     pub total_amount: Amount,
-    #[schema(value_type = String, example = "MONTHLY")]
+    #[schema(value_type = super::openapi::enums::PeriodType)]
     pub period_type: PeriodType,
     pub start_date: NaiveDate,
     /// Inclusive; defaults to the last day of the period holding `start_date`.
@@ -55,12 +55,13 @@ pub struct CreateBudgetBody {
 }
 
 /// Creates a budget (manager of the wallet's company, or admin).
-#[utoipa::path(post, path = "/budgets", tag = "budgets", request_body = CreateBudgetBody,
-    responses((status = 201, body = BudgetView), (status = 400, body = Problem), (status = 401, body = Problem),
-              (status = 403, body = Problem), (status = 404, body = Problem),
-              (status = 409, description = "WALLET_NOT_ACTIVE (closed) or CONFLICT (too many budgets)", body = Problem)),
-    security(("bearer" = [])))]
-pub async fn create(ctx: Arc<Ctx>, auth: Option<String>, body: Body) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/budgets", tag = "budgets", request_body = CreateBudgetBody, operation_id = "createBudget",
+    responses((status = 201, description = "The new budget", body = BudgetView),
+              (status = 400, description = "VALIDATION_FAILED: a bad field, or an end_date not after start_date"),
+              (status = 403, description = "FORBIDDEN: only a manager of the wallet's company or an admin"),
+              (status = 404, description = "NOT_FOUND: no such wallet, or one the caller may not see"),
+              (status = 409, description = "WALLET_NOT_ACTIVE (the wallet is closed) or CONFLICT (the wallet has the most budgets allowed)")))]
+pub async fn create(ctx: Arc<Ctx>, auth: RawHeader, body: Body) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let (b, _) = parse::<CreateBudgetBody>(body)?;
     if b.total_amount.is_zero() {
@@ -99,23 +100,26 @@ pub async fn create(ctx: Arc<Ctx>, auth: Option<String>, body: Body) -> Result<R
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBudgetBody {
-    #[schema(value_type = Option<String>, example = "1500.00")]
+    /// Not below the budget's used_amount.
+    #[schema(value_type = Option<super::openapi::PositiveAmount>)]
     pub total_amount: Option<Amount>,
-    /// ACTIVE or SUSPENDED.
-    #[schema(value_type = Option<String>, example = "SUSPENDED")]
+    #[schema(value_type = Option<super::openapi::enums::BudgetStatusChange>)]
     pub status: Option<BudgetStatus>,
+    /// Kept in the budget's history.
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S", example = "Q3 travel freeze")]
     pub change_reason: String,
 }
 
 /// Changes a budget's total and/or status; writes a history row.
-#[utoipa::path(put, path = "/budgets/{budgetId}", tag = "budgets", request_body = UpdateBudgetBody,
-    params(("budgetId" = Uuid, Path)),
-    responses((status = 200, body = BudgetView), (status = 400, body = Problem), (status = 401, body = Problem),
-              (status = 403, body = Problem), (status = 404, body = Problem),
-              (status = 409, description = "CONFLICT: the budget has expired", body = Problem),
-              (status = 422, description = "BUDGET_EXCEEDED: total below used_amount", body = Problem)),
-    security(("bearer" = [])))]
-pub async fn update(ctx: Arc<Ctx>, auth: Option<String>, budget_id: Uuid, body: Body) -> Result<Response, ApiError> {
+#[utoipa::path(put, path = "/budgets/{id}", tag = "budgets", request_body = UpdateBudgetBody, operation_id = "updateBudget",
+    params(("id" = Uuid, Path, description = "Here: the **budget id** (the same template as `GET /budgets/{id}`, where it is a user id)")),
+    responses((status = 200, description = "The changed budget", body = BudgetView),
+              (status = 400, description = "VALIDATION_FAILED: a bad field, or neither total_amount nor status given"),
+              (status = 403, description = "FORBIDDEN: only a manager of the wallet's company or an admin"),
+              (status = 404, description = "NOT_FOUND: no such budget, or one the caller may not see"),
+              (status = 409, description = "CONFLICT: the budget has expired"),
+              (status = 422, description = "BUDGET_EXCEEDED: total_amount below the used_amount (`budget_id`, `used_amount`)")))]
+pub async fn update(ctx: Arc<Ctx>, auth: RawHeader, budget_id: Uuid, body: Body) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let (b, _) = parse::<UpdateBudgetBody>(body)?;
     let reason = b.change_reason.trim().to_string();
@@ -156,17 +160,23 @@ pub async fn update(ctx: Arc<Ctx>, auth: Option<String>, budget_id: Uuid, body: 
         .map_err(|r| match r {
             // Not among the wallet's live budgets: it exists (we found its wallet), so it has expired.
             wallet_actors::Rejection::BudgetNotFound => wallet_actors::Rejection::BudgetExpired.into(),
-            other => ApiError::from(other),
+            other => {
+                let mut e = ApiError::from(other);
+                if e.code == "BUDGET_EXCEEDED" {
+                    e.extra_mut().budget_id = Some(budget_id);
+                }
+                e
+            }
         })?;
     Ok(json_response(StatusCode::OK, &BudgetView::from(&budget)))
 }
 
 /// A budget's change history, newest first.
-#[utoipa::path(get, path = "/budgets/{budgetId}/history", tag = "budgets",
-    params(("budgetId" = Uuid, Path)),
-    responses((status = 200, body = Vec<HistoryView>), (status = 401, body = Problem), (status = 404, body = Problem)),
-    security(("bearer" = [])))]
-pub async fn history(ctx: Arc<Ctx>, auth: Option<String>, budget_id: Uuid) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/budgets/{budgetId}/history", tag = "budgets", operation_id = "budgetHistory",
+    params(("budgetId" = Uuid, Path, description = "The budget's id")),
+    responses((status = 200, description = "The budget's changes, newest first", body = Vec<HistoryView>),
+              (status = 404, description = "NOT_FOUND: no such budget, or one the caller may not see")))]
+pub async fn history(ctx: Arc<Ctx>, auth: RawHeader, budget_id: Uuid) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let wallet_id = wallet_of_budget(&ctx, budget_id).await?;
     let w = ctx.ledger.wallet(wallet_id).await?;

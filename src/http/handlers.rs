@@ -14,11 +14,11 @@ use wallet_actors::messages::{MAX_DESCRIPTION_LEN, MAX_REFERENCE_ID_LEN, MAX_REF
 use wallet_actors::{Amount, Currency, Direction, IdempotencyTicket, Origin, TxnType, WalletState, WalletStatus};
 use warp::reply::Response;
 
-use super::Body;
 use super::idempotency::{self, Begin};
 use super::problem::{ApiError, json_response};
+use super::{Body, RawHeader};
 use crate::app::Ctx;
-use crate::auth::{AuthError, Caller, Role};
+use crate::auth::{AuthError, AuthReason, Caller, Role};
 use crate::money::Posting;
 use crate::store::{AuditRow, CreateWalletError, HistoryFilter};
 use crate::views::{HistoryPage, Pagination, TransactionView, TransferView, UserView, WalletView};
@@ -35,13 +35,21 @@ pub const MAX_REASON_LEN: usize = 500;
 /// Reference type given to a reference id that came without one.
 pub const DEFAULT_REFERENCE_TYPE: &str = "EXTERNAL";
 
-/// The caller of an authenticated request: a valid token (401 otherwise), within its rate limit (429).
-pub(crate) fn authenticate(ctx: &Ctx, header: Option<String>) -> Result<Caller, ApiError> {
-    let caller = ctx.auth.authenticate(header.as_deref()).map_err(|e| {
-        if let AuthError::Invalid(reason) = &e {
-            tracing::info!(%reason, "token refused");
+/// The caller of an authenticated request: a valid token (401 with its `reason` otherwise), within its
+/// rate limit (429). A header that is not visible ASCII is MALFORMED (no token is).
+pub(crate) fn authenticate(ctx: &Ctx, header: RawHeader) -> Result<Caller, ApiError> {
+    let text = match &header {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::unauthenticated(AuthReason::Malformed))?,
+        ),
+    };
+    let caller = ctx.auth.authenticate(text).map_err(|e| {
+        if let AuthError::Invalid(_, why) = &e {
+            tracing::info!(reason = %e.reason(), %why, "token refused");
         }
-        ApiError::unauthenticated()
+        ApiError::unauthenticated(e.reason())
     })?;
     if let Some(limiter) = &ctx.rate_limiter
         && limiter.check_key(&caller.user_id).is_err()
@@ -53,6 +61,14 @@ pub(crate) fn authenticate(ctx: &Ctx, header: Option<String>) -> Result<Caller, 
         ));
     }
     Ok(caller)
+}
+
+/// The `Idempotency-Key` as text: 400 for a value that is not visible ASCII (its length is checked
+/// where it is claimed).
+pub(crate) fn idempotency_key(key: RawHeader) -> Result<Option<String>, ApiError> {
+    key.map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| ApiError::validation("Idempotency-Key", "must be 1 to 255 visible ASCII characters"))
 }
 
 /// Parses a JSON body strictly: unknown fields refused, numbers read exactly, the failing field named.
@@ -127,7 +143,7 @@ async fn idempotent<F, Fut>(
     ctx: &Ctx,
     caller: &Caller,
     endpoint: &str,
-    key: Option<String>,
+    key: RawHeader,
     path: &str,
     raw: &[u8],
     run: F,
@@ -136,6 +152,7 @@ where
     F: FnOnce(Option<IdempotencyTicket>) -> Fut,
     Fut: std::future::Future<Output = Result<Response, ApiError>>,
 {
+    let key = idempotency_key(key)?;
     match idempotency::begin(&ctx.ledger.store, caller.user_id, endpoint, key, path, raw).await? {
         Begin::Replay(r) => Ok(r),
         Begin::Run(ticket) => match run(ticket.clone()).await {
@@ -146,14 +163,16 @@ where
 }
 
 /// Liveness: the process is up.
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "{\"status\":\"ok\"}")))]
+#[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health",
+    responses((status = 200, description = "The process is up: `{\"status\":\"ok\"}`", body = super::openapi::StatusReply)))]
 pub fn health() -> Response {
     json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
 }
 
 /// Readiness: Postgres answers, migrations are applied and (with AMQP_URL) the consumer is attached.
-#[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, description = "{\"status\":\"ready\"}"), (status = 503, description = "UNAVAILABLE with the reason", body = super::problem::Problem)))]
+#[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready",
+    responses((status = 200, description = "Ready: `{\"status\":\"ready\"}`", body = super::openapi::StatusReply),
+              (status = 503, description = "UNAVAILABLE: not ready, with the reason")))]
 pub async fn ready(ctx: Arc<Ctx>) -> Response {
     match ctx.readiness().await {
         Ok(()) => json_response(StatusCode::OK, &serde_json::json!({"status": "ready"})),
@@ -162,7 +181,8 @@ pub async fn ready(ctx: Arc<Ctx>) -> Response {
 }
 
 /// Prometheus metrics (text exposition format).
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 pub fn metrics(ctx: Arc<Ctx>) -> Response {
     let mut r = Response::new(ctx.render_metrics().into());
     r.headers_mut().insert(
@@ -175,19 +195,21 @@ pub fn metrics(ctx: Arc<Ctx>) -> Response {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
+    /// Stored encrypted.
+    #[schema(format = Email, max_length = 254, example = "ada@example.com")]
     pub email: String,
     pub company_id: Uuid,
-    #[schema(value_type = String, example = "user")]
+    #[schema(value_type = super::openapi::enums::Role)]
     pub role: Role,
 }
 
 /// Records or updates a user (operators' back-fill; `UserCreated` does the same).
-#[utoipa::path(put, path = "/users/{userId}", tag = "users", request_body = UserBody,
-    params(("userId" = Uuid, Path, description = "the user's id")),
-    responses((status = 200, body = UserView), (status = 400, body = super::problem::Problem), (status = 401, body = super::problem::Problem),
-              (status = 403, body = super::problem::Problem), (status = 413, body = super::problem::Problem)),
-    security(("bearer" = [])))]
-pub async fn put_user(ctx: Arc<Ctx>, auth: Option<String>, user_id: Uuid, body: Body) -> Result<Response, ApiError> {
+#[utoipa::path(put, path = "/users/{userId}", tag = "users", request_body = UserBody, operation_id = "putUser",
+    params(("userId" = Uuid, Path, description = "The user's id")),
+    responses((status = 200, description = "The user as recorded", body = UserView),
+              (status = 400, description = "VALIDATION_FAILED: a bad field (an e-mail must contain `@`)"),
+              (status = 403, description = "FORBIDDEN: only admin or service callers record users")))]
+pub async fn put_user(ctx: Arc<Ctx>, auth: RawHeader, user_id: Uuid, body: Body) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     if !caller.can_upsert_users() {
         return Err(ApiError::forbidden("only admin or service callers may record users"));
@@ -206,27 +228,23 @@ pub async fn put_user(ctx: Arc<Ctx>, auth: Option<String>, user_id: Uuid, body: 
 pub struct CreateWalletBody {
     pub user_id: Uuid,
     /// Decimal string or number; default 0.00.
-    #[schema(value_type = Option<String>, example = "100.00")]
+    #[schema(value_type = Option<super::openapi::NonNegativeAmount>)]
     pub initial_balance: Option<Amount>,
     /// Default USD.
-    #[schema(value_type = Option<String>, example = "USD")]
+    #[schema(value_type = Option<super::openapi::enums::Currency>)]
     pub currency: Option<Currency>,
 }
 
 /// Creates the wallet of a known user.
-#[utoipa::path(post, path = "/wallets", tag = "wallets", request_body = CreateWalletBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 chars; replays the first reply")),
-    responses((status = 201, body = WalletView), (status = 400, body = super::problem::Problem), (status = 401, body = super::problem::Problem),
-              (status = 403, body = super::problem::Problem), (status = 404, body = super::problem::Problem),
-              (status = 409, description = "WALLET_EXISTS or IDEMPOTENCY_IN_PROGRESS", body = super::problem::Problem),
-              (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = super::problem::Problem)),
-    security(("bearer" = [])))]
-pub async fn create_wallet(
-    ctx: Arc<Ctx>,
-    auth: Option<String>,
-    key: Option<String>,
-    body: Body,
-) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/wallets", tag = "wallets", request_body = CreateWalletBody, operation_id = "createWallet",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a repeat replays the first reply")),
+    responses((status = 201, description = "The new wallet", body = WalletView),
+              (status = 400, description = "VALIDATION_FAILED: a bad field or Idempotency-Key"),
+              (status = 403, description = "FORBIDDEN: only a manager of the user's company or an admin creates wallets"),
+              (status = 404, description = "NOT_FOUND: the user is not known (or not visible to the caller)"),
+              (status = 409, description = "WALLET_EXISTS or IDEMPOTENCY_IN_PROGRESS"),
+              (status = 422, description = "IDEMPOTENCY_KEY_REUSED")))]
+pub async fn create_wallet(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Body) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let (b, raw) = parse::<CreateWalletBody>(body)?;
     let user = ctx
@@ -267,11 +285,11 @@ pub async fn create_wallet(
 }
 
 /// The wallet of a user.
-#[utoipa::path(get, path = "/wallets/{userId}", tag = "wallets",
-    params(("userId" = Uuid, Path, description = "the owner's user id")),
-    responses((status = 200, body = WalletView), (status = 401, body = super::problem::Problem), (status = 404, body = super::problem::Problem)),
-    security(("bearer" = [])))]
-pub async fn get_wallet(ctx: Arc<Ctx>, auth: Option<String>, user_id: Uuid) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/wallets/{userId}", tag = "wallets", operation_id = "getWallet",
+    params(("userId" = Uuid, Path, description = "The owner's user id")),
+    responses((status = 200, description = "The user's wallet", body = WalletView),
+              (status = 404, description = "NOT_FOUND: no wallet, or one the caller may not see")))]
+pub async fn get_wallet(ctx: Arc<Ctx>, auth: RawHeader, user_id: Uuid) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let Some(wallet_id) = ctx.wallet_of_user(user_id).await? else {
         return Err(ApiError::not_found("wallet"));
@@ -284,24 +302,20 @@ pub async fn get_wallet(ctx: Arc<Ctx>, auth: Option<String>, user_id: Uuid) -> R
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
-    #[schema(value_type = String, example = "FROZEN")]
+    #[schema(value_type = super::openapi::enums::WalletStatus)]
     pub status: WalletStatus,
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub reason: Option<String>,
 }
 
 /// Freezes, unfreezes or closes a wallet (CLOSED is final).
-#[utoipa::path(put, path = "/wallets/{walletId}/status", tag = "wallets", request_body = StatusBody,
-    params(("walletId" = Uuid, Path)),
-    responses((status = 200, body = WalletView), (status = 400, body = super::problem::Problem), (status = 401, body = super::problem::Problem),
-              (status = 403, body = super::problem::Problem), (status = 404, body = super::problem::Problem),
-              (status = 409, description = "WALLET_NOT_ACTIVE: the wallet is CLOSED", body = super::problem::Problem)),
-    security(("bearer" = [])))]
-pub async fn set_status(
-    ctx: Arc<Ctx>,
-    auth: Option<String>,
-    wallet_id: Uuid,
-    body: Body,
-) -> Result<Response, ApiError> {
+#[utoipa::path(put, path = "/wallets/{walletId}/status", tag = "wallets", request_body = StatusBody, operation_id = "setWalletStatus",
+    params(("walletId" = Uuid, Path, description = "The wallet's id")),
+    responses((status = 200, description = "The wallet with its new status", body = WalletView),
+              (status = 403, description = "FORBIDDEN: only a manager of the wallet's company or an admin"),
+              (status = 404, description = "NOT_FOUND: no such wallet, or one the caller may not see"),
+              (status = 409, description = "WALLET_NOT_ACTIVE: the wallet is CLOSED (final)")))]
+pub async fn set_status(ctx: Arc<Ctx>, auth: RawHeader, wallet_id: Uuid, body: Body) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let (b, _) = parse::<StatusBody>(body)?;
     let reason = optional_text("reason", b.reason, MAX_REASON_LEN)?;
@@ -325,16 +339,20 @@ pub async fn set_status(
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// 1-based page (default 1).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100_000)]
     pub page: Option<String>,
-    /// Page size, 1..=100 (default 20).
+    /// Page size (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
-    /// ISO 8601 date (inclusive, from 00:00 UTC) or timestamp.
+    /// ISO 8601 date (inclusive, from 00:00 UTC) or RFC 3339 timestamp.
     pub start_date: Option<String>,
-    /// ISO 8601 date (inclusive, whole day) or timestamp (inclusive).
+    /// ISO 8601 date (inclusive, the whole day) or RFC 3339 timestamp (inclusive); not before start_date.
     pub end_date: Option<String>,
-    /// CREDIT, DEBIT, TRANSFER_IN or TRANSFER_OUT.
+    /// Only transactions of this type.
+    #[param(value_type = Option<super::openapi::enums::TransactionType>)]
     pub r#type: Option<String>,
-    /// PENDING, COMPLETED, FAILED or CANCELLED.
+    /// Only transactions with this status.
+    #[param(value_type = Option<super::openapi::enums::TransactionStatus>)]
     pub status: Option<String>,
 }
 
@@ -367,17 +385,12 @@ fn parse_number(field: &str, v: Option<&str>, default: u32, max: u32) -> Result<
 }
 
 /// A wallet's transactions, newest first.
-#[utoipa::path(get, path = "/wallets/{walletId}/transactions", tag = "transactions",
-    params(("walletId" = Uuid, Path), HistoryQuery),
-    responses((status = 200, body = HistoryPage), (status = 400, body = super::problem::Problem), (status = 401, body = super::problem::Problem),
-              (status = 404, body = super::problem::Problem)),
-    security(("bearer" = [])))]
-pub async fn history(
-    ctx: Arc<Ctx>,
-    auth: Option<String>,
-    wallet_id: Uuid,
-    query: String,
-) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/wallets/{walletId}/transactions", tag = "transactions", operation_id = "listTransactions",
+    params(("walletId" = Uuid, Path, description = "The wallet's id"), HistoryQuery),
+    responses((status = 200, description = "A page of the wallet's transactions, newest first", body = HistoryPage),
+              (status = 400, description = "VALIDATION_FAILED: a bad or unknown query parameter"),
+              (status = 404, description = "NOT_FOUND: no such wallet, or one the caller may not see")))]
+pub async fn history(ctx: Arc<Ctx>, auth: RawHeader, wallet_id: Uuid, query: String) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let q: HistoryQuery = serde_urlencoded::from_str(&query).map_err(|e| {
         let msg = e.to_string();
@@ -450,32 +463,39 @@ pub enum PostType {
 #[serde(deny_unknown_fields)]
 pub struct PostTransactionBody {
     /// Decimal string (or JSON number, read exactly), > 0, at most 2 decimals.
-    #[schema(value_type = String, example = "25.00")]
+    #[schema(value_type = super::openapi::PositiveAmount)]
     pub amount: Amount,
     pub r#type: PostType,
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub description: Option<String>,
-    /// With `reference_type`, unique per wallet and type: a repeat has no second effect (409 CONFLICT).
+    /// With `reference_type` (default `EXTERNAL`), unique per wallet and type: a repeat has no second effect
+    /// (409 CONFLICT naming the transaction that took effect).
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S", example = "booking-42")]
     pub reference_id: Option<String>,
+    /// Needs `reference_id`.
+    #[schema(min_length = 1, max_length = 50, pattern = r"\S", example = "BOOKING")]
     pub reference_type: Option<String>,
+    /// Any JSON object, kept with the transaction.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 
 /// Credits or debits a wallet (service and admin callers). Answers after the commit.
 #[utoipa::path(post, path = "/wallets/{walletId}/transactions", tag = "transactions", request_body = PostTransactionBody,
-    params(("walletId" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "1-255 chars; replays the first reply")),
-    responses((status = 201, body = TransactionView), (status = 400, body = super::problem::Problem), (status = 401, body = super::problem::Problem),
-              (status = 403, body = super::problem::Problem), (status = 404, body = super::problem::Problem),
-              (status = 409, description = "WALLET_NOT_ACTIVE, CONFLICT (reference repeated) or IDEMPOTENCY_IN_PROGRESS", body = super::problem::Problem),
-              (status = 413, body = super::problem::Problem),
-              (status = 422, description = "INSUFFICIENT_FUNDS or IDEMPOTENCY_KEY_REUSED", body = super::problem::Problem),
-              (status = 503, description = "UNAVAILABLE (retry with the same key)", body = super::problem::Problem)),
-    security(("bearer" = [])))]
+    operation_id = "postTransaction",
+    params(("walletId" = Uuid, Path, description = "The wallet's id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a repeat replays the first reply")),
+    responses((status = 201, description = "The committed transaction", body = TransactionView),
+              (status = 400, description = "VALIDATION_FAILED: a bad field or Idempotency-Key, or a credit that would take the balance above 9999999999999.99"),
+              (status = 403, description = "FORBIDDEN: only service or admin callers post transactions"),
+              (status = 404, description = "NOT_FOUND: no such wallet, or one the caller may not see"),
+              (status = 409, description = "WALLET_NOT_ACTIVE, CONFLICT (the reference was used; `txn_id` names the transaction) or IDEMPOTENCY_IN_PROGRESS"),
+              (status = 422, description = "INSUFFICIENT_FUNDS (`balance`, `requested`), BUDGET_EXCEEDED (`budget_id`, `excess`) or IDEMPOTENCY_KEY_REUSED")))]
 pub async fn post_transaction(
     ctx: Arc<Ctx>,
-    auth: Option<String>,
+    auth: RawHeader,
     wallet_id: Uuid,
-    key: Option<String>,
+    key: RawHeader,
     body: Body,
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
@@ -484,6 +504,9 @@ pub async fn post_transaction(
     let description = optional_text("description", b.description, MAX_DESCRIPTION_LEN)?;
     let reference_id = optional_text("reference_id", b.reference_id, MAX_REFERENCE_ID_LEN)?;
     let reference_type = optional_text("reference_type", b.reference_type, MAX_REFERENCE_TYPE_LEN)?;
+    if b.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        return Err(ApiError::validation("metadata", "must be a JSON object"));
+    }
     if reference_type.is_some() && reference_id.is_none() {
         return Err(ApiError::validation("reference_id", "is required with reference_type"));
     }
@@ -527,27 +550,24 @@ pub async fn post_transaction(
 pub struct TransferBody {
     pub from_wallet_id: Uuid,
     pub to_wallet_id: Uuid,
-    #[schema(value_type = String, example = "30.00")]
+    #[schema(value_type = super::openapi::PositiveAmount)]
     pub amount: Amount,
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub description: Option<String>,
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub reference_id: Option<String>,
 }
 
 /// Moves money between two wallets of one currency: a TRANSFER_OUT and a TRANSFER_IN row, atomically.
-#[utoipa::path(post, path = "/transfers", tag = "transactions", request_body = TransferBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 chars; replays the first reply")),
-    responses((status = 201, body = TransferView), (status = 400, body = super::problem::Problem), (status = 401, body = super::problem::Problem),
-              (status = 403, body = super::problem::Problem), (status = 404, body = super::problem::Problem),
-              (status = 409, description = "WALLET_NOT_ACTIVE, CONFLICT or IDEMPOTENCY_IN_PROGRESS", body = super::problem::Problem),
-              (status = 422, description = "INSUFFICIENT_FUNDS, CURRENCY_MISMATCH or IDEMPOTENCY_KEY_REUSED", body = super::problem::Problem),
-              (status = 503, body = super::problem::Problem)),
-    security(("bearer" = [])))]
-pub async fn transfer(
-    ctx: Arc<Ctx>,
-    auth: Option<String>,
-    key: Option<String>,
-    body: Body,
-) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/transfers", tag = "transactions", request_body = TransferBody, operation_id = "transfer",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a repeat replays the first reply")),
+    responses((status = 201, description = "Both legs, committed together", body = TransferView),
+              (status = 400, description = "VALIDATION_FAILED: a bad field or Idempotency-Key, the same wallet twice, or a balance above the maximum"),
+              (status = 403, description = "FORBIDDEN: only service or admin callers transfer"),
+              (status = 404, description = "NOT_FOUND: a wallet does not exist, or the caller may not see it"),
+              (status = 409, description = "WALLET_NOT_ACTIVE, CONFLICT or IDEMPOTENCY_IN_PROGRESS"),
+              (status = 422, description = "INSUFFICIENT_FUNDS (`balance`, `requested`), CURRENCY_MISMATCH or IDEMPOTENCY_KEY_REUSED")))]
+pub async fn transfer(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Body) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let (b, raw) = parse::<TransferBody>(body)?;
     let amount = positive("amount", b.amount)?;

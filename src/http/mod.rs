@@ -2,10 +2,14 @@
 //! problem+json for every error.
 //!
 //! Every route's filter chain ends in a handler that *always* produces a response (errors rendered by
-//! [`problem::ApiError`]), so warp rejections only happen for requests that match no route; `recover`
-//! turns those into 404/405 problems.
+//! [`problem::ApiError`]), and every extracting filter is infallible (headers that are not text reach the
+//! handler, which refuses them as problems), so a request that matches no route falls through to
+//! [`unmatched`]: 405 with `Allow` for a path that exists with other methods, 404 otherwise. That fallback
+//! is infallible, so no rejection ever reaches warp's default rendering (which showed a rejection's
+//! `Debug` text); there is no `recover` left to get wrong.
 
 pub mod budgets;
+pub mod docs;
 pub mod handlers;
 pub mod idempotency;
 pub mod openapi;
@@ -16,7 +20,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::StatusCode;
+use http::HeaderValue;
+use http::Method;
 use uuid::Uuid;
 use warp::reply::Response;
 use warp::{Filter, Rejection as WarpRejection};
@@ -36,7 +41,8 @@ pub enum Body {
 
 /// Reads the body with a hard cap, whether or not the client sent Content-Length.
 fn body() -> impl Filter<Extract = (Body,), Error = WarpRejection> + Clone {
-    warp::header::optional::<u64>("content-length")
+    raw_header("content-length")
+        .map(|v: Option<HeaderValue>| v.and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok()))
         .and(warp::body::stream())
         .then(collect_body)
 }
@@ -70,12 +76,20 @@ fn with_ctx(ctx: Arc<Ctx>) -> impl Filter<Extract = (Arc<Ctx>,), Error = Infalli
     warp::any().map(move || ctx.clone())
 }
 
-fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = WarpRejection> + Clone {
-    warp::header::optional::<String>("authorization")
+/// A request header as sent, absent or not, text or not: never a rejection. (`warp::header::optional`
+/// rejects a value that is not visible ASCII, which surfaced as a 405 or a 400 with `Debug` text.)
+pub type RawHeader = Option<HeaderValue>;
+
+fn raw_header(name: &'static str) -> impl Filter<Extract = (RawHeader,), Error = Infallible> + Clone {
+    warp::header::value(name).map(Some).or(warp::any().map(|| None)).unify()
 }
 
-fn idem_header() -> impl Filter<Extract = (Option<String>,), Error = WarpRejection> + Clone {
-    warp::header::optional::<String>("idempotency-key")
+fn auth_header() -> impl Filter<Extract = (RawHeader,), Error = Infallible> + Clone {
+    raw_header("authorization")
+}
+
+fn idem_header() -> impl Filter<Extract = (RawHeader,), Error = Infallible> + Clone {
+    raw_header("idempotency-key")
 }
 
 fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
@@ -95,7 +109,14 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
     let ready = warp::path!("ready").and(warp::get()).and(c()).then(handlers::ready);
     let metrics = warp::path!("metrics").and(warp::get()).and(c()).map(handlers::metrics);
     let openapi = warp::path!("openapi.json").and(warp::get()).map(openapi::serve);
-    let docs = warp::path!("docs").and(warp::get()).map(openapi::docs);
+    let docs_page = warp::path!("docs").and(warp::get()).map(docs::page);
+    let docs_asset = warp::path!("docs" / String)
+        .and(warp::get())
+        .map(|name: String| docs::asset(&name));
+    let problems = warp::path!("problems").and(warp::get()).map(docs::problems);
+    let problem = warp::path!("problems" / String)
+        .and(warp::get())
+        .map(|slug: String| docs::problem(&slug));
 
     let put_user = warp::path!("users" / Uuid)
         .and(warp::put())
@@ -183,7 +204,13 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .or(openapi)
         .unify()
-        .or(docs)
+        .or(docs_page)
+        .unify()
+        .or(docs_asset)
+        .unify()
+        .or(problems)
+        .unify()
+        .or(problem)
         .unify()
         .boxed();
     let wallets = create_wallet
@@ -205,26 +232,77 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .or(budget_routes)
         .unify()
-        .recover(unmatched)
+        .or(warp::path::full().and(warp::method()).map(unmatched))
         .unify()
         .with(warp::log::custom(move |info| metrics_ctx.observe(info)))
         .boxed()
 }
 
-/// Requests that matched no route: 404, or 405 when the path exists with another method.
-async fn unmatched(r: WarpRejection) -> Result<Response, Infallible> {
-    let e = if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "method not allowed on this path",
-        )
-    } else if r.is_not_found() {
-        ApiError::not_found("route")
-    } else {
-        ApiError::validation("request", format!("{r:?}"))
-    };
-    // warp merges rejections of `or` chains, so a wrong method on a real path can surface as either; a
-    // path that exists is never answered 404 by its method alone.
-    Ok(e.into_response())
+/// A path template the service serves: its metrics label (ids as `{id}`) and its methods (`Allow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub label: &'static str,
+    pub allow: &'static str,
+}
+
+/// The route a path belongs to, or `None` for a path no route serves. A bounded set of labels (a scan of
+/// random URLs cannot grow the metrics) and static strings (no allocation per request).
+pub fn route_of(path: &str) -> Option<RouteInfo> {
+    let mut segs = path.trim_start_matches('/').split('/');
+    let mut next = || segs.next().filter(|s| !s.is_empty());
+    let id = |s: Option<&str>| s.is_some_and(|s| Uuid::parse_str(s).is_ok());
+    let r = |label, allow| Some(RouteInfo { label, allow });
+    match (next(), next(), next(), next()) {
+        (Some("health"), None, _, _) => r("/health", "GET"),
+        (Some("ready"), None, _, _) => r("/ready", "GET"),
+        (Some("metrics"), None, _, _) => r("/metrics", "GET"),
+        (Some("openapi.json"), None, _, _) => r("/openapi.json", "GET"),
+        (Some("docs"), None, _, _) => r("/docs", "GET"),
+        (Some("docs"), Some(_), None, _) => r("/docs/{asset}", "GET"),
+        (Some("problems"), None, _, _) => r("/problems", "GET"),
+        (Some("problems"), Some(_), None, _) => r("/problems/{slug}", "GET"),
+        (Some("transfers"), None, _, _) => r("/transfers", "POST"),
+        (Some("wallets"), None, _, _) => r("/wallets", "POST"),
+        (Some("budgets"), None, _, _) => r("/budgets", "POST"),
+        (Some("users"), u, None, _) if id(u) => r("/users/{id}", "PUT"),
+        (Some("wallets"), w, None, _) if id(w) => r("/wallets/{id}", "GET"),
+        (Some("wallets"), w, Some("status"), None) if id(w) => r("/wallets/{id}/status", "PUT"),
+        (Some("wallets"), w, Some("transactions"), None) if id(w) => r("/wallets/{id}/transactions", "GET, POST"),
+        (Some("budgets"), b, None, _) if id(b) => r("/budgets/{id}", "GET, PUT"),
+        (Some("budgets"), b, Some("history"), None) if id(b) => r("/budgets/{id}/history", "GET"),
+        _ => None,
+    }
+}
+
+/// A request no route took: 405 with `Allow` when the path exists with other methods, 404 otherwise.
+fn unmatched(path: warp::path::FullPath, _method: Method) -> Response {
+    match route_of(path.as_str()) {
+        Some(route) => {
+            let mut res = ApiError::method_not_allowed().into_response();
+            res.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static(route.allow));
+            res
+        }
+        None => ApiError::not_found("route").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_a_bounded_label_and_its_methods() {
+        let id = Uuid::new_v4();
+        let allow = |p: &str| route_of(p).map(|r| r.allow);
+        assert_eq!(allow(&format!("/wallets/{id}/transactions")), Some("GET, POST"));
+        assert_eq!(allow(&format!("/budgets/{id}")), Some("GET, PUT"));
+        assert_eq!(allow("/wallets"), Some("POST"));
+        assert_eq!(allow("/wallets/not-an-id"), None);
+        assert_eq!(allow("/problems/insufficient-funds"), Some("GET"));
+        assert_eq!(
+            route_of("/problems/anything").map(|r| r.label),
+            Some("/problems/{slug}")
+        );
+    }
 }

@@ -1,13 +1,146 @@
-//! `/openapi.json`, generated from the handlers' annotations (utoipa), so it cannot drift from the code.
+//! `/openapi.json`: generated from the handlers' annotations (utoipa), so it cannot drift from the code,
+//! then completed in one place ([`complete`]) with what every operation shares: problem responses as
+//! `application/problem+json`, the 401/429/500/503 (and 413 for bodies) that any authenticated operation
+//! may answer, with their headers, the bearer security scheme, the `Idempotency-Key` rules and the
+//! `Problem` schema with every `code` of [`CATALOGUE`]. The result passes `openapi-spec-validator`, and
+//! schemathesis checks the live service against it (`scripts/api-conformance.sh`).
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 use http::StatusCode;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use http::header::{CONTENT_TYPE, HeaderValue};
+use serde_json::{Map, Value, json};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::{RefOr, security::Http, security::HttpAuthScheme, security::SecurityScheme};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use warp::reply::Response;
 
 use super::handlers;
-use super::problem::{FieldError, Problem, json_response};
+use super::idempotency::MAX_KEY_LEN;
+use super::problem::{CATALOGUE, FieldError, PROBLEM_JSON, Problem};
+use crate::auth::AuthReason;
 use crate::views::{HistoryItem, HistoryPage, Pagination, TransactionView, TransferView, UserView, WalletView};
+
+/// A positive amount in a request: a decimal string (at most 2 decimals, at most 9999999999999.99) or a
+/// JSON number read exactly from its text.
+pub struct PositiveAmount;
+/// A non-negative amount in a request (an opening balance).
+pub struct NonNegativeAmount;
+/// An amount in a reply: always a decimal string with exactly 2 decimals.
+pub struct Money;
+
+/// Decimal string of a positive amount with at most 2 decimals and at most 13 integer digits.
+pub const POSITIVE_AMOUNT_PATTERN: &str = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,12}(\.[0-9]{1,2})?)$";
+/// Decimal string of a non-negative amount.
+pub const AMOUNT_PATTERN: &str = r"^(0|[1-9][0-9]{0,12})(\.[0-9]{1,2})?$";
+/// Amounts as the service writes them.
+pub const MONEY_PATTERN: &str = r"^[0-9]{1,13}\.[0-9]{2}$";
+/// The largest amount (DECIMAL(15,2)).
+pub const MAX_AMOUNT_TEXT: &str = "9999999999999.99";
+/// Text that is not blank: at least one character that is not white space (the service trims).
+pub const NOT_BLANK_PATTERN: &str = r"\S";
+/// An `Idempotency-Key`: visible ASCII, no surrounding blanks (HTTP strips them).
+pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~]([ -~]*[!-~])?$";
+
+/// Placeholder schemas: the components are filled in by [`complete`], which writes JSON Schema that utoipa's
+/// builders cannot express (`oneOf` of a pattern string and a bounded number).
+macro_rules! component {
+    ($t:ty, $name:literal) => {
+        impl PartialSchema for $t {
+            fn schema() -> RefOr<Schema> {
+                RefOr::T(Schema::Object(
+                    ObjectBuilder::new().schema_type(Type::String).build(),
+                ))
+            }
+        }
+        impl ToSchema for $t {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed($name)
+            }
+        }
+    };
+}
+component!(PositiveAmount, "PositiveAmount");
+component!(NonNegativeAmount, "NonNegativeAmount");
+component!(Money, "Money");
+
+/// The enums of the contract, as the wire spells them (documentation types; the service's own enums live
+/// in `wallet-actors`, which does not depend on utoipa).
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub mod enums {
+    use utoipa::ToSchema;
+
+    #[derive(ToSchema)]
+    pub enum Currency {
+        USD,
+        EUR,
+        INR,
+        GBP,
+    }
+
+    #[derive(ToSchema)]
+    pub enum WalletStatus {
+        ACTIVE,
+        FROZEN,
+        CLOSED,
+    }
+
+    #[derive(ToSchema)]
+    pub enum PeriodType {
+        WEEKLY,
+        MONTHLY,
+        QUARTERLY,
+        YEARLY,
+    }
+
+    /// A budget's status; past its end_date a budget is EXPIRED.
+    #[derive(ToSchema)]
+    pub enum BudgetStatus {
+        ACTIVE,
+        SUSPENDED,
+        EXPIRED,
+    }
+
+    /// The statuses a budget may be set to.
+    #[derive(ToSchema)]
+    pub enum BudgetStatusChange {
+        ACTIVE,
+        SUSPENDED,
+    }
+
+    #[derive(ToSchema)]
+    pub enum TransactionType {
+        CREDIT,
+        DEBIT,
+        TRANSFER_IN,
+        TRANSFER_OUT,
+    }
+
+    #[derive(ToSchema)]
+    pub enum TransactionStatus {
+        PENDING,
+        COMPLETED,
+        FAILED,
+        CANCELLED,
+    }
+
+    #[derive(ToSchema)]
+    pub enum Role {
+        user,
+        manager,
+        admin,
+        service,
+    }
+}
+
+/// `{"status": …}` of `/health` and `/ready`.
+#[derive(ToSchema)]
+pub struct StatusReply {
+    #[schema(example = "ok")]
+    pub status: String,
+}
 
 struct BearerAuth;
 
@@ -16,70 +149,420 @@ impl Modify for BearerAuth {
         let components = api.components.get_or_insert_with(Default::default);
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.bearer_format = Some("JWT".into());
+        scheme.description = Some(
+            "A JWT from the identity provider with `sub` (user UUID), `role` (user, manager, admin, service), \
+             `company_id`, `exp`, `iss`, `aud` (and `nbf` when present), signed with the one algorithm the \
+             service pins."
+                .into(),
+        );
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Wallet & Budget Service", description = "Wallets, transactions and transfers for corporate travel. \
-        Errors are application/problem+json with a stable `code`. Health: GET /health, GET /ready; metrics: GET /metrics."),
-    paths(handlers::health, handlers::ready, handlers::metrics, handlers::put_user, handlers::create_wallet, handlers::get_wallet, handlers::set_status, handlers::history,
+    info(title = "Wallet & Budget Service", description = "Wallets, transactions, transfers and budgets for corporate travel.\n\n\
+        Every endpoint but `/health`, `/ready`, `/metrics` and the documentation (`/openapi.json`, `/docs`, `/problems`) \
+        needs `Authorization: Bearer <JWT>`. Amounts are decimal strings in every reply; requests accept a decimal \
+        string or a JSON number, read exactly. Errors are `application/problem+json` (RFC 9457) with a stable `code`; \
+        each problem's `type` URI (`/problems/{slug}`) documents it. Money-moving POSTs take an `Idempotency-Key`."),
+    paths(handlers::health, handlers::ready, handlers::metrics, serve_doc, docs_doc, problems_doc, problem_doc,
+          handlers::put_user, handlers::create_wallet, handlers::get_wallet, handlers::set_status, handlers::history,
           handlers::post_transaction, handlers::transfer, super::budgets::list, super::budgets::create,
           super::budgets::update, super::budgets::history),
     components(schemas(Problem, FieldError, WalletView, TransactionView, TransferView, HistoryItem, HistoryPage, Pagination, UserView,
                        handlers::UserBody, handlers::CreateWalletBody, handlers::StatusBody, handlers::PostTransactionBody,
                        handlers::PostType, handlers::TransferBody, crate::budgets::BudgetView, crate::budgets::HistoryView,
-                       super::budgets::CreateBudgetBody, super::budgets::UpdateBudgetBody)),
+                       super::budgets::CreateBudgetBody, super::budgets::UpdateBudgetBody, StatusReply,
+                       PositiveAmount, NonNegativeAmount, Money, enums::Currency, enums::WalletStatus, enums::PeriodType,
+                       enums::BudgetStatus, enums::BudgetStatusChange, enums::TransactionType, enums::TransactionStatus,
+                       enums::Role)),
+    tags((name = "wallets"), (name = "transactions"), (name = "budgets"), (name = "users"),
+         (name = "operations", description = "Probes and metrics; no token."),
+         (name = "documentation", description = "This document, its reference page and the problem types; no token.")),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
 
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "documentation", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+#[allow(dead_code)]
+fn serve_doc() {}
+
+/// The API reference, rendered from this document by Swagger UI (served by the service itself).
+#[utoipa::path(get, path = "/docs", tag = "documentation", operation_id = "docs",
+    responses((status = 200, description = "An HTML page", content_type = "text/html", body = String)))]
+#[allow(dead_code)]
+fn docs_doc() {}
+
+/// Every problem `code`: what it means, when it happens, what to do.
+#[utoipa::path(get, path = "/problems", tag = "documentation", operation_id = "problems",
+    responses((status = 200, description = "An HTML page", content_type = "text/html", body = String)))]
+#[allow(dead_code)]
+fn problems_doc() {}
+
+/// The page behind a problem's `type` URI.
+#[utoipa::path(get, path = "/problems/{slug}", tag = "documentation", operation_id = "problem",
+    params(("slug" = String, Path, description = "The code in lower case with dashes (`insufficient-funds`)")),
+    responses((status = 200, description = "An HTML page", content_type = "text/html", body = String),
+              (status = 404, description = "NOT_FOUND: no such problem type")))]
+#[allow(dead_code)]
+fn problem_doc() {}
+
+/// Operations that need no token.
+const PUBLIC: [&str; 7] = [
+    "/health",
+    "/ready",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/problems",
+    "/problems/{slug}",
+];
+
+fn problem_content() -> Value {
+    json!({ PROBLEM_JSON: { "schema": { "$ref": "#/components/schemas/Problem" } } })
 }
 
-pub fn serve() -> Response {
-    json_response(StatusCode::OK, &document())
+/// The codes a status may carry, for a response that does not list its own.
+fn codes_of(status: u16) -> String {
+    let codes: Vec<&str> = CATALOGUE
+        .iter()
+        .filter(|k| k.status == status)
+        .map(|k| k.code)
+        .collect();
+    codes.join(", ")
 }
 
-/// `/docs`: a self-contained page listing every operation of the OpenAPI document (no scripts, no CDN,
-/// so it works on a machine without internet), linking the full document at `/openapi.json`.
-pub fn docs() -> Response {
-    let api = document();
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-    let mut rows = String::new();
-    for (path, item) in api.paths.paths.iter() {
-        let ops = [
-            ("GET", &item.get),
-            ("POST", &item.post),
-            ("PUT", &item.put),
-            ("DELETE", &item.delete),
-        ];
-        for (method, op) in ops {
-            let Some(op) = op else { continue };
-            let summary = op.summary.as_deref().or(op.description.as_deref()).unwrap_or("");
-            let codes: Vec<String> = op.responses.responses.keys().cloned().collect();
-            rows.push_str(&format!(
-                "<tr><td><code>{method}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>\n",
-                esc(path),
-                esc(summary),
-                esc(&codes.join(" "))
-            ));
+fn default_description(status: &str) -> String {
+    let n: u16 = status.parse().unwrap_or(0);
+    match n {
+        200 => "OK".into(),
+        201 => "Created".into(),
+        _ => {
+            let reason = StatusCode::from_u16(n)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error");
+            match codes_of(n) {
+                c if c.is_empty() => reason.into(),
+                c => format!("{reason}: {c}"),
+            }
         }
     }
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;text-align:left;border-bottom:1px solid #ddd}}</style>\
-         </head><body><h1>{title}</h1><p>{desc}</p><p>Full document: <a href=\"/openapi.json\">/openapi.json</a> (OpenAPI 3.1).</p>\
-         <table><tr><th>method</th><th>path</th><th>summary</th><th>responses</th></tr>{rows}</table></body></html>",
-        title = esc(&api.info.title),
-        desc = esc(api.info.description.as_deref().unwrap_or("")),
+}
+
+fn shared_components() -> Value {
+    let retry_after = json!({
+        "description": "Seconds to wait before retrying",
+        "schema": { "type": "integer", "minimum": 1 }
+    });
+    let reasons: Vec<&str> = AuthReason::ALL.iter().map(|r| r.as_str()).collect();
+    let codes: Vec<&str> = CATALOGUE.iter().map(|k| k.code).collect();
+    let money = json!({ "$ref": "#/components/schemas/Money" });
+    json!({
+        "schemas": {
+            "PositiveAmount": {
+                "description": "A positive amount: a decimal string with at most 2 decimals, or a JSON number (read \
+                    exactly from its text, never through a float), at most 9999999999999.99.",
+                "oneOf": [
+                    { "type": "string", "pattern": POSITIVE_AMOUNT_PATTERN, "maxLength": MAX_AMOUNT_TEXT.len(),
+                      "example": "25.00" },
+                    { "type": "number", "exclusiveMinimum": 0, "maximum": 9_999_999_999_999.99_f64,
+                      "multipleOf": 0.01 }
+                ]
+            },
+            "NonNegativeAmount": {
+                "description": "An amount of zero or more: a decimal string with at most 2 decimals, or a JSON number \
+                    read exactly, at most 9999999999999.99.",
+                "oneOf": [
+                    { "type": "string", "pattern": AMOUNT_PATTERN, "maxLength": MAX_AMOUNT_TEXT.len(),
+                      "example": "100.00" },
+                    { "type": "number", "minimum": 0, "maximum": 9_999_999_999_999.99_f64, "multipleOf": 0.01 }
+                ]
+            },
+            "Money": {
+                "description": "An amount as the service writes it: a decimal string with exactly 2 decimals.",
+                "type": "string", "pattern": MONEY_PATTERN, "example": "125.50"
+            },
+            "Problem": {
+                "description": "RFC 9457 problem details with the service's stable `code`; members beyond the standard \
+                    ones appear only where they apply.",
+                "type": "object",
+                "required": ["type", "title", "status", "detail", "code"],
+                "properties": {
+                    "type": { "type": "string", "format": "uri-reference",
+                              "description": "`/problems/{slug}`: the page documenting the code",
+                              "example": "/problems/insufficient-funds" },
+                    "title": { "type": "string" },
+                    "status": { "type": "integer", "minimum": 400, "maximum": 599 },
+                    "detail": { "type": "string" },
+                    "code": { "type": "string", "enum": codes },
+                    "errors": { "type": "array", "items": { "$ref": "#/components/schemas/FieldError" },
+                                "description": "VALIDATION_FAILED: each failing field" },
+                    "reason": { "type": "string", "enum": reasons,
+                                "description": "UNAUTHENTICATED: which check the token failed" },
+                    "balance": { "allOf": [money], "description": "INSUFFICIENT_FUNDS: the balance" },
+                    "requested": { "allOf": [money], "description": "INSUFFICIENT_FUNDS: the amount asked for" },
+                    "budget_id": { "type": "string", "format": "uuid", "description": "BUDGET_EXCEEDED: the budget" },
+                    "excess": { "allOf": [money], "description": "BUDGET_EXCEEDED: by how much a debit would exceed it" },
+                    "used_amount": { "allOf": [money], "description": "BUDGET_EXCEEDED: what the budget has used" },
+                    "txn_id": { "type": "string", "format": "uuid",
+                                "description": "CONFLICT of a repeated reference: the transaction that took effect" }
+                }
+            }
+        },
+        "responses": {
+            "Unauthenticated": {
+                "description": format!("UNAUTHENTICATED: no valid bearer token; `reason` is one of {}", reasons.join(", ")),
+                "headers": { "WWW-Authenticate": { "description": "The Bearer challenge",
+                                                   "schema": { "type": "string" } } },
+                "content": problem_content()
+            },
+            "RateLimited": {
+                "description": "RATE_LIMITED: too many requests from this caller (when RATE_LIMIT_PER_SECOND is set)",
+                "headers": { "Retry-After": retry_after.clone() },
+                "content": problem_content()
+            },
+            "PayloadTooLarge": {
+                "description": "PAYLOAD_TOO_LARGE: the body exceeds 64 KiB",
+                "content": problem_content()
+            },
+            "Internal": {
+                "description": "INTERNAL: an unexpected failure (details only in the service's log)",
+                "content": problem_content()
+            },
+            "Unavailable": {
+                "description": "UNAVAILABLE: a dependency is down or the wallet is overloaded; nothing was applied, \
+                    safe to retry (with the same Idempotency-Key)",
+                "headers": { "Retry-After": retry_after.clone() },
+                "content": problem_content()
+            },
+            "OutcomeUnknown": {
+                "description": "OUTCOME_UNKNOWN: the commit's outcome could not be learnt (the database connection \
+                    broke during it); it may have been applied. Retry with the same Idempotency-Key (exactly once), \
+                    or look the transaction up by its reference_id",
+                "headers": { "Retry-After": retry_after },
+                "content": problem_content()
+            }
+        }
+    })
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        for (k, v) in from {
+            match into.get_mut(&k) {
+                Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                _ => {
+                    into.insert(k, v);
+                }
+            }
+        }
+    }
+}
+
+/// Completes one operation (see the module docs).
+fn complete_operation(path: &str, op: &mut Map<String, Value>) {
+    let public = PUBLIC.contains(&path);
+    let has_body = op.contains_key("requestBody");
+    let keyed = op
+        .get("parameters")
+        .and_then(Value::as_array)
+        .is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key"));
+    let responses = op.entry("responses").or_insert_with(|| json!({}));
+    let Some(responses) = responses.as_object_mut() else {
+        return;
+    };
+    for (status, response) in responses.iter_mut() {
+        let Some(r) = response.as_object_mut() else { continue };
+        if r.contains_key("$ref") {
+            continue;
+        }
+        let missing = r.get("description").and_then(Value::as_str).is_none_or(str::is_empty);
+        if missing {
+            r.insert("description".into(), Value::String(default_description(status)));
+        }
+        if status.starts_with('4') || status.starts_with('5') {
+            r.insert("content".into(), problem_content());
+        }
+        if status == "503" || status == "409" {
+            r.insert(
+                "headers".into(),
+                json!({ "Retry-After": { "description": "Seconds to wait before retrying",
+                                         "schema": { "type": "integer", "minimum": 1 } } }),
+            );
+        }
+    }
+    let reference = |name: &str| json!({ "$ref": format!("#/components/responses/{name}") });
+    if !public {
+        for (status, name) in [
+            ("401", "Unauthenticated"),
+            ("429", "RateLimited"),
+            ("500", "Internal"),
+            ("503", "Unavailable"),
+        ] {
+            responses.entry(status).or_insert_with(|| reference(name));
+        }
+    }
+    if path.contains('{') {
+        // A path whose id is not a UUID matches no route.
+        responses.entry("404").or_insert_with(
+            || json!({ "description": "NOT_FOUND: the path's id is not a UUID", "content": problem_content() }),
+        );
+    }
+    if keyed {
+        responses.entry("504").or_insert_with(|| reference("OutcomeUnknown"));
+    }
+    if has_body {
+        responses.entry("413").or_insert_with(|| reference("PayloadTooLarge"));
+        responses.entry("400").or_insert_with(|| {
+            json!({ "description": "VALIDATION_FAILED: malformed JSON, an unknown field or a bad value",
+                    "content": problem_content() })
+        });
+    }
+    op.insert(
+        "security".into(),
+        if public { json!([]) } else { json!([{ "bearer": [] }]) },
     );
-    let mut res = Response::new(html.into());
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+        for p in params {
+            if p["name"] == "Idempotency-Key" {
+                p["schema"] = json!({ "type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN,
+                                      "pattern": IDEMPOTENCY_KEY_PATTERN });
+            }
+        }
+    }
+}
+
+/// What every operation shares, written once (see the module docs).
+pub fn complete(doc: &mut Value) {
+    if let Some(components) = doc.get_mut("components") {
+        merge(components, shared_components());
+        // Rules across fields that the derive cannot state.
+        merge(
+            components,
+            json!({ "schemas": {
+                "PostTransactionBody": { "dependentRequired": { "reference_type": ["reference_id"] } },
+                "UpdateBudgetBody": {
+                    "anyOf": [
+                        { "required": ["total_amount"], "properties": { "total_amount": { "not": { "type": "null" } } } },
+                        { "required": ["status"], "properties": { "status": { "not": { "type": "null" } } } }
+                    ],
+                    "description": "total_amount and/or status, with the reason for the change"
+                }
+            } }),
+        );
+    }
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for (method, op) in item.iter_mut() {
+            if !["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            if let Some(op) = op.as_object_mut() {
+                complete_operation(path, op);
+            }
+        }
+    }
+}
+
+/// The full document.
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    complete(&mut doc);
+    doc
+}
+
+/// `GET /openapi.json`: built once, served as the same bytes.
+pub fn serve() -> Response {
+    static BODY: OnceLock<Bytes> = OnceLock::new();
+    let body = BODY.get_or_init(|| Bytes::from(serde_json::to_vec(&document()).unwrap_or_default()));
+    let mut res = Response::new(body.clone().into());
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_response_has_a_description_and_errors_are_problem_json() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                for (status, r) in op["responses"].as_object().expect("responses") {
+                    if r.get("$ref").is_some() {
+                        continue;
+                    }
+                    assert!(
+                        r["description"].as_str().is_some_and(|d| !d.is_empty()),
+                        "{method} {path} {status}"
+                    );
+                    if status.starts_with('4') || status.starts_with('5') {
+                        assert!(r["content"].get(PROBLEM_JSON).is_some(), "{method} {path} {status}");
+                        assert!(
+                            r["content"].get("application/json").is_none(),
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+                let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+                assert_eq!(secured, !PUBLIC.contains(&path.as_str()), "{method} {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_amount_patterns_say_what_the_parser_accepts() {
+        let positive = regex::Regex::new(POSITIVE_AMOUNT_PATTERN).expect("pattern");
+        let any = regex::Regex::new(AMOUNT_PATTERN).expect("pattern");
+        let money = regex::Regex::new(MONEY_PATTERN).expect("pattern");
+        for s in [
+            "0",
+            "0.00",
+            "0.01",
+            "0.1",
+            "0.10",
+            "0.5",
+            "1",
+            "12.5",
+            "100.00",
+            "9999999999999.99",
+            "1.001",
+            "10000000000000",
+            "01",
+            "1.",
+            ".5",
+            "-1",
+            "1e3",
+            "",
+        ] {
+            // The patterns are the canonical forms the parser accepts (it also takes a few more spellings,
+            // such as leading zeros, which the document does not advertise).
+            if positive.is_match(s) {
+                assert!(wallet_actors::Amount::parse_positive(s).is_ok(), "{s}");
+            }
+            if any.is_match(s) {
+                assert!(wallet_actors::Amount::parse(s).is_ok(), "{s}");
+            }
+            if let Ok(a) = wallet_actors::Amount::parse(s) {
+                assert!(money.is_match(&a.to_string()), "{s} is written as {a}");
+            }
+        }
+        for s in ["0.01", "0.1", "0.10", "1", "12.5", "9999999999999.99"] {
+            assert!(positive.is_match(s), "{s}");
+        }
+        for s in ["0", "0.00", "0.0", "1.001", "10000000000000", "01.5"] {
+            assert!(!positive.is_match(s), "{s}");
+        }
+        let key = regex::Regex::new(IDEMPOTENCY_KEY_PATTERN).expect("pattern");
+        assert!(key.is_match("order-1") && key.is_match("a b") && !key.is_match(" a") && !key.is_match("é"));
+    }
 }

@@ -7,17 +7,245 @@ use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde::Serialize;
 use utoipa::ToSchema;
+use uuid::Uuid;
 use wallet_actors::Rejection;
 use warp::reply::Response;
+
+use crate::auth::AuthReason;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 /// Seconds a client is asked to wait after 429/503.
 pub const RETRY_AFTER_SECS: u64 = 1;
+/// Where the problem types are documented: a problem's `type` is this prefix and the code's slug.
+pub const PROBLEM_TYPE_PREFIX: &str = "/problems/";
+
+/// One problem `code` of the contract, documented: the page behind its `type` URI and the enum of the
+/// OpenAPI `Problem` schema are both made from [`CATALOGUE`].
+#[derive(Debug, Clone, Copy)]
+pub struct ProblemKind {
+    pub code: &'static str,
+    pub status: u16,
+    pub title: &'static str,
+    /// When it happens.
+    pub when: &'static str,
+    /// What the client should do.
+    pub action: &'static str,
+    /// Machine-readable members it carries beside the standard ones.
+    pub members: &'static str,
+}
+
+impl ProblemKind {
+    /// `INSUFFICIENT_FUNDS` → `insufficient-funds`.
+    pub fn slug(&self) -> String {
+        slug(self.code)
+    }
+}
+
+fn slug(code: &str) -> String {
+    code.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Every problem `code` the service answers with.
+pub const CATALOGUE: &[ProblemKind] = &[
+    ProblemKind {
+        code: "VALIDATION_FAILED",
+        status: 400,
+        title: "Validation failed",
+        when: "The request is malformed: JSON that does not parse, an unknown or missing field, a value of the wrong \
+               type or out of range (an amount with more than 2 decimals, zero or negative, above 9999999999999.99), \
+               a bad query parameter or header (an Idempotency-Key that is not 1-255 visible ASCII characters).",
+        action: "Fix the request; `errors` names each failing field. A request refused with 400 does not consume its \
+                 Idempotency-Key, so the corrected request may reuse it.",
+        members: "errors: [{field, message}]",
+    },
+    ProblemKind {
+        code: "UNAUTHENTICATED",
+        status: 401,
+        title: "Unauthenticated",
+        when: "No bearer token, or one that is not valid for this service. `reason` says which check failed: MISSING, \
+               MALFORMED, BAD_SIGNATURE, EXPIRED, NOT_YET_VALID, WRONG_ISSUER, WRONG_AUDIENCE or ALGORITHM.",
+        action: "Send `Authorization: Bearer <JWT>` with a token from the identity provider; get a new token when it \
+                 has expired.",
+        members: "reason",
+    },
+    ProblemKind {
+        code: "FORBIDDEN",
+        status: 403,
+        title: "Forbidden",
+        when: "The caller may see the resource but not change it (for example a user asking to post a transaction, or \
+               a manager acting on another company's wallet they can see).",
+        action: "Use a caller with the needed role; repeating the request will not help.",
+        members: "",
+    },
+    ProblemKind {
+        code: "NOT_FOUND",
+        status: 404,
+        title: "Not found",
+        when: "No such resource, or one the caller may not see (the two are answered alike, so ids reveal nothing).",
+        action: "Check the id and that the caller may see the resource.",
+        members: "",
+    },
+    ProblemKind {
+        code: "METHOD_NOT_ALLOWED",
+        status: 405,
+        title: "Method not allowed",
+        when: "The path exists, but not with this method.",
+        action: "Use one of the methods listed in the `Allow` header.",
+        members: "",
+    },
+    ProblemKind {
+        code: "WALLET_NOT_ACTIVE",
+        status: 409,
+        title: "Wallet not active",
+        when: "The wallet (or the other wallet of a transfer) is FROZEN or CLOSED: it refuses debits and credits, and a \
+               CLOSED wallet cannot change status again.",
+        action: "Ask a manager to set the wallet ACTIVE (not possible once CLOSED).",
+        members: "",
+    },
+    ProblemKind {
+        code: "WALLET_EXISTS",
+        status: 409,
+        title: "Wallet exists",
+        when: "The user already has a wallet; a user has one.",
+        action: "Use the existing wallet (GET /wallets/{userId}).",
+        members: "",
+    },
+    ProblemKind {
+        code: "IDEMPOTENCY_IN_PROGRESS",
+        status: 409,
+        title: "Idempotent request in progress",
+        when: "A request with the same Idempotency-Key is still being processed.",
+        action: "Retry the same request with the same key a little later; it then answers with the first outcome.",
+        members: "",
+    },
+    ProblemKind {
+        code: "CONFLICT",
+        status: 409,
+        title: "Conflict",
+        when: "The request conflicts with the resource's state: a transaction with the same reference_type, \
+               reference_id and type already exists on the wallet (a booking is debited once and refunded at most \
+               once), a budget has expired, or the wallet holds the most budgets allowed.",
+        action: "For a repeated reference nothing more is needed: `txn_id` names the transaction that took effect.",
+        members: "txn_id (a repeated reference)",
+    },
+    ProblemKind {
+        code: "PAYLOAD_TOO_LARGE",
+        status: 413,
+        title: "Payload too large",
+        when: "The request body exceeds 64 KiB.",
+        action: "Send a smaller body.",
+        members: "",
+    },
+    ProblemKind {
+        code: "INSUFFICIENT_FUNDS",
+        status: 422,
+        title: "Insufficient funds",
+        when: "A debit or transfer larger than the wallet's balance. Nothing changed.",
+        action: "Credit the wallet first or debit less; `balance` and `requested` give the amounts.",
+        members: "balance, requested",
+    },
+    ProblemKind {
+        code: "BUDGET_EXCEEDED",
+        status: 422,
+        title: "Budget exceeded",
+        when: "A debit would take an ACTIVE budget's used_amount above its total_amount, or a budget's total_amount \
+               would be set below what is already used. Nothing changed.",
+        action: "Debit at most the budget's remaining amount, or ask a manager to raise the budget. `budget_id` names \
+                 the budget; `excess` is by how much a debit would exceed it; `used_amount` what a budget has used.",
+        members: "budget_id, excess (a refused debit), used_amount (a total below it)",
+    },
+    ProblemKind {
+        code: "IDEMPOTENCY_KEY_REUSED",
+        status: 422,
+        title: "Idempotency key reused",
+        when: "The Idempotency-Key was used before by this caller on this endpoint with a different request.",
+        action: "Use a new key for a new request.",
+        members: "",
+    },
+    ProblemKind {
+        code: "CURRENCY_MISMATCH",
+        status: 422,
+        title: "Currency mismatch",
+        when: "A transfer between wallets of different currencies.",
+        action: "Transfer only between wallets of one currency.",
+        members: "",
+    },
+    ProblemKind {
+        code: "RATE_LIMITED",
+        status: 429,
+        title: "Rate limited",
+        when: "The caller sent more requests than its per-second limit allows.",
+        action: "Wait for the `Retry-After` seconds, then retry.",
+        members: "",
+    },
+    ProblemKind {
+        code: "INTERNAL",
+        status: 500,
+        title: "Internal error",
+        when: "An unexpected failure in the service. The details are in the service's log, never in the reply.",
+        action: "Retry later with the same Idempotency-Key; report it if it persists.",
+        members: "",
+    },
+    ProblemKind {
+        code: "UNAVAILABLE",
+        status: 503,
+        title: "Service unavailable",
+        when: "A dependency (the database) is down, the wallet is overloaded, or the request waited too long in the \
+               wallet's queue and was dropped unplanned; nothing was applied.",
+        action: "Safe to retry after the `Retry-After` seconds, with the same Idempotency-Key.",
+        members: "",
+    },
+    ProblemKind {
+        code: "OUTCOME_UNKNOWN",
+        status: 504,
+        title: "Outcome unknown",
+        when: "The request went into a commit whose outcome the service could not learn: the connection to the \
+               database broke during the commit and the database did not answer again within 5 seconds. The \
+               request may or may not have been applied.",
+        action: "Retry after the `Retry-After` seconds with the same Idempotency-Key: the retry replays the reply if \
+                 it was applied, and applies it exactly once if it was not. Without a key, look the transaction up \
+                 by its reference_id before trying again.",
+        members: "",
+    },
+];
+
+/// The catalogue entry of a code.
+pub fn kind(code: &str) -> Option<&'static ProblemKind> {
+    CATALOGUE.iter().find(|k| k.code == code)
+}
+
+/// The catalogue entry whose slug this is (`insufficient-funds`).
+pub fn kind_by_slug(s: &str) -> Option<&'static ProblemKind> {
+    CATALOGUE.iter().find(|k| k.slug() == s)
+}
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
+}
+
+/// Machine-readable members beside the standard ones, each present only where it applies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Extra {
+    /// 401: which check the token failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<AuthReason>,
+    /// INSUFFICIENT_FUNDS: the balance the debit was checked against, and the amount asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    /// BUDGET_EXCEEDED: the budget, by how much a debit would exceed it, or what it has used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excess: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_amount: Option<String>,
+    /// CONFLICT of a repeated reference: the transaction that took effect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub txn_id: Option<Uuid>,
 }
 
 /// The problem document.
@@ -30,6 +258,9 @@ pub struct Problem {
     pub code: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub extra: Extra,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +271,8 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     /// Seconds for `Retry-After` when it is not the default (e.g. the rest of an idempotency lease).
     pub retry_after: Option<u64>,
+    /// Boxed: most errors have none, and `Result<_, ApiError>` stays small.
+    pub extra: Option<Box<Extra>>,
 }
 
 impl ApiError {
@@ -50,6 +283,7 @@ impl ApiError {
             detail: detail.into(),
             errors: vec![],
             retry_after: None,
+            extra: None,
         }
     }
 
@@ -64,14 +298,32 @@ impl ApiError {
                 message,
             }],
             retry_after: None,
+            extra: None,
         }
     }
 
-    pub fn unauthenticated() -> Self {
-        Self::new(
+    /// 401 with the stable `reason` (the only thing said about why; never a library's text).
+    pub fn unauthenticated(reason: AuthReason) -> Self {
+        let mut e = Self::new(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
-            "a valid bearer token is required",
+            format!("a valid bearer token is required: {}", reason.describe()),
+        );
+        e.extra_mut().reason = Some(reason);
+        e
+    }
+
+    /// The machine-readable members, created on first use.
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// 405 for a path that exists with other methods (the router adds `Allow`).
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "method not allowed on this path; see the Allow header",
         )
     }
 
@@ -113,37 +365,19 @@ impl ApiError {
     }
 
     fn title(&self) -> &'static str {
-        match self.code {
-            "VALIDATION_FAILED" => "Validation failed",
-            "UNAUTHENTICATED" => "Unauthenticated",
-            "FORBIDDEN" => "Forbidden",
-            "NOT_FOUND" => "Not found",
-            "WALLET_NOT_ACTIVE" => "Wallet not active",
-            "WALLET_EXISTS" => "Wallet exists",
-            "IDEMPOTENCY_IN_PROGRESS" => "Idempotent request in progress",
-            "CONFLICT" => "Conflict",
-            "PAYLOAD_TOO_LARGE" => "Payload too large",
-            "INSUFFICIENT_FUNDS" => "Insufficient funds",
-            "BUDGET_EXCEEDED" => "Budget exceeded",
-            "IDEMPOTENCY_KEY_REUSED" => "Idempotency key reused",
-            "CURRENCY_MISMATCH" => "Currency mismatch",
-            "RATE_LIMITED" => "Rate limited",
-            "UNAVAILABLE" => "Service unavailable",
-            "OUTCOME_UNKNOWN" => "Outcome unknown",
-            "METHOD_NOT_ALLOWED" => "Method not allowed",
-            _ => "Internal error",
-        }
+        kind(self.code).map_or("Error", |k| k.title)
     }
 
     /// The problem document's JSON text (also what an idempotency record stores).
     pub fn body(&self) -> String {
         let p = Problem {
-            r#type: format!("/problems/{}", self.code.to_ascii_lowercase().replace('_', "-")),
+            r#type: format!("{PROBLEM_TYPE_PREFIX}{}", slug(self.code)),
             title: self.title().into(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             code: self.code.into(),
             errors: self.errors.clone(),
+            extra: self.extra.as_deref().cloned().unwrap_or_default(),
         };
         serde_json::to_string(&p).unwrap_or_default()
     }
@@ -206,11 +440,22 @@ impl From<Rejection> for ApiError {
             other => other.to_string(),
         };
         let mut e = ApiError::new(status, r.code(), detail);
-        if let Rejection::BalanceOverflow = r {
-            e.errors.push(FieldError {
+        match r {
+            Rejection::BalanceOverflow => e.errors.push(FieldError {
                 field: "amount".into(),
                 message: "the balance would exceed 9999999999999.99".into(),
-            });
+            }),
+            Rejection::InsufficientFunds { balance, requested } => {
+                e.extra_mut().balance = Some(balance.to_string());
+                e.extra_mut().requested = Some(requested.to_string());
+            }
+            Rejection::BudgetExceeded { budget_id, exceeded_by } => {
+                e.extra_mut().budget_id = Some(budget_id);
+                e.extra_mut().excess = Some(exceeded_by.to_string());
+            }
+            Rejection::BudgetBelowUsed { used } => e.extra_mut().used_amount = Some(used.to_string()),
+            Rejection::DuplicateReference { existing_txn_id } => e.extra_mut().txn_id = Some(existing_txn_id),
+            _ => {}
         }
         e
     }
