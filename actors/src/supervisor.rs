@@ -362,7 +362,7 @@ impl Engine {
             .store
             .load(wallet_id)
             .await
-            .map_err(|e| Rejection::Unavailable(e.0))?
+            .map_err(|e| Rejection::Unavailable(e.to_string()))?
             .ok_or(Rejection::WalletNotFound)?;
         let args = WalletArgs {
             state,

@@ -171,7 +171,7 @@ impl WalletActorState {
             }
             Err(e) => {
                 warn!(wallet_id = %self.wallet.wallet_id, error = %e, "reloading wallet failed");
-                self.fail_pending(Rejection::Unavailable(e.0));
+                self.fail_pending(Rejection::Unavailable(e.to_string()));
             }
         }
     }

@@ -232,12 +232,7 @@ pub async fn create_wallet(
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let (b, raw) = parse::<CreateWalletBody>(body)?;
-    let user = ctx
-        .ledger
-        .store
-        .get_user(b.user_id)
-        .await
-        .map_err(|e| ApiError::unavailable(e.0))?;
+    let user = ctx.ledger.store.get_user(b.user_id).await?;
     let Some(user) = user.filter(|u| caller.can_view(u.user_id, u.company_id)) else {
         return Err(ApiError::not_found("user"));
     };
@@ -261,7 +256,7 @@ pub async fn create_wallet(
                 "WALLET_EXISTS",
                 format!("the user already has wallet {id}"),
             )),
-            Err(CreateWalletError::Store(e)) => Err(ApiError::unavailable(e.0)),
+            Err(CreateWalletError::Store(e)) => Err(e.into()),
         }
     })
     .await
@@ -421,12 +416,7 @@ pub async fn history(
     }
     let w = ctx.ledger.wallet(wallet_id).await?;
     visible(&caller, &w)?;
-    let (transactions, total) = ctx
-        .ledger
-        .store
-        .history(wallet_id, &f)
-        .await
-        .map_err(|e| ApiError::unavailable(e.0))?;
+    let (transactions, total) = ctx.ledger.store.history(wallet_id, &f).await?;
     Ok(json_response(
         StatusCode::OK,
         &HistoryPage {
