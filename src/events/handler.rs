@@ -130,9 +130,11 @@ fn transient<E: std::fmt::Display>(e: E) -> Outcome {
 
 /// Handles one message body (`routing_key` is only reported).
 pub async fn handle(ctx: &Arc<Ctx>, body: &[u8], routing_key: &str) -> Outcome {
-    let envelope: Envelope = match serde_json::from_slice(body) {
+    // Strictly, as HTTP bodies: one document, and no NUL in any string or key (Postgres would refuse
+    // it on every attempt, so such a message is poison, not transient).
+    let envelope: Envelope = match crate::decode::strict(body) {
         Ok(e) => e,
-        Err(e) => return Outcome::Poison(format!("MALFORMED: not an event envelope: {e}")),
+        Err(e) => return Outcome::Poison(format!("MALFORMED: not an acceptable event envelope: {e}")),
     };
     let Some(kind) = kind_of(&envelope.event_type) else {
         return Outcome::Poison(format!(

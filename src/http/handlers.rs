@@ -55,7 +55,8 @@ pub(crate) fn authenticate(ctx: &Ctx, header: Option<String>) -> Result<Caller, 
     Ok(caller)
 }
 
-/// Parses a JSON body strictly: unknown fields refused, numbers read exactly, the failing field named.
+/// Parses a JSON body strictly ([`crate::decode::strict`]): one document, unknown fields refused, no NUL
+/// in any string or key, numbers read exactly, the failing field named.
 pub(crate) fn parse<T: DeserializeOwned>(body: Body) -> Result<(T, Bytes), ApiError> {
     let bytes = match body {
         Body::Ok(b) => b,
@@ -68,21 +69,9 @@ pub(crate) fn parse<T: DeserializeOwned>(body: Body) -> Result<(T, Bytes), ApiEr
         }
         Body::Broken => return Err(ApiError::validation("body", "the body could not be read")),
     };
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
+    match crate::decode::strict::<T>(&bytes) {
         Ok(v) => Ok((v, bytes)),
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let msg = inner.to_string();
-            let field = match (path.as_str(), msg.split('`').nth(1)) {
-                (".", Some(f)) if msg.starts_with("unknown field") || msg.starts_with("missing field") => f.to_string(),
-                (".", _) => "body".to_string(),
-                (p, _) => p.to_string(),
-            };
-            let message = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            Err(ApiError::validation(&field, message))
-        }
+        Err(e) => Err(ApiError::validation(&e.field, e.message)),
     }
 }
 
@@ -448,6 +437,7 @@ pub struct PostTransactionBody {
     /// With `reference_type`, unique per wallet and type: a repeat has no second effect (409 CONFLICT).
     pub reference_id: Option<String>,
     pub reference_type: Option<String>,
+    /// A JSON object (no NUL in any key or string); `null` is the same as absent.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
@@ -479,6 +469,12 @@ pub async fn post_transaction(
         return Err(ApiError::validation("reference_id", "is required with reference_type"));
     }
     let reference_type = reference_type.or_else(|| reference_id.as_ref().map(|_| DEFAULT_REFERENCE_TYPE.to_string()));
+    // `null` is as good as absent; anything else must be an object (the contract's shape).
+    let metadata = match b.metadata {
+        None | Some(serde_json::Value::Null) => None,
+        Some(m @ serde_json::Value::Object(_)) => Some(m),
+        Some(_) => return Err(ApiError::validation("metadata", "must be a JSON object")),
+    };
     if !caller.can_move_money() {
         let w = ctx.ledger.wallet(wallet_id).await?;
         visible(&caller, &w)?;
@@ -495,7 +491,7 @@ pub async fn post_transaction(
         description,
         reference_id,
         reference_type,
-        metadata: b.metadata,
+        metadata,
     };
     let path = format!("/wallets/{wallet_id}/transactions");
     idempotent(
