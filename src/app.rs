@@ -42,6 +42,8 @@ pub struct Ctx {
     pub user_wallets: DashMap<Uuid, Uuid>,
     /// The event consumer's state (readiness) and the in-process bus.
     pub events: Arc<crate::events::EventsState>,
+    /// Whether the database was seen to hold this binary's newest migration (checked by readiness until
+    /// it was; a migrated database does not become unmigrated).
     migrated: AtomicBool,
     metrics: PrometheusHandle,
 }
@@ -134,13 +136,25 @@ fn method_label(m: &http::Method) -> &'static str {
 }
 
 impl Ctx {
+    /// Why the service is not ready, in words safe for a client (causes are logged): Postgres does not
+    /// answer, its migration history lacks this binary's newest migration, or (with `AMQP_URL`) the
+    /// consumer is not attached. A positive migration check is remembered; a negative one is repeated.
     pub async fn readiness(&self) -> Result<(), String> {
+        let pool = &self.ledger.store.pool;
+        let unreachable = |e: wallet_actors::StoreError| {
+            warn!(kind = e.kind(), cause = e.cause(), "not ready: database check failed");
+            "database unreachable".to_string()
+        };
+        crate::db::ping(pool).await.map_err(unreachable)?;
         if !self.migrated.load(Ordering::Acquire) {
-            return Err("migrations not applied".into());
+            if !crate::db::migrations_applied(pool).await.map_err(unreachable)? {
+                return Err(format!(
+                    "migrations not applied: the database lacks migration V{}",
+                    crate::db::newest_migration()
+                ));
+            }
+            self.migrated.store(true, Ordering::Release);
         }
-        crate::db::ping(&self.ledger.store.pool)
-            .await
-            .map_err(|e| format!("database: {e}"))?;
         self.events.readiness()
     }
 
@@ -173,7 +187,7 @@ impl Ctx {
         match self.ledger.store.load(wallet_id).await {
             Ok(Some(w)) => Ok(w),
             Ok(None) => Err(ApiError::not_found("wallet")),
-            Err(e) => Err(ApiError::unavailable(e.0)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -182,12 +196,7 @@ impl Ctx {
         if let Some(id) = self.user_wallets.get(&user_id) {
             return Ok(Some(*id));
         }
-        let found = self
-            .ledger
-            .store
-            .wallet_id_of_user(user_id)
-            .await
-            .map_err(|e| ApiError::unavailable(e.0))?;
+        let found = self.ledger.store.wallet_id_of_user(user_id).await?;
         if let Some(id) = found
             && self.user_wallets.len() < MAX_CACHED_USER_WALLETS
         {
@@ -282,7 +291,7 @@ impl App {
                 governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
             }),
             events: Arc::new(crate::events::EventsState::new(config.amqp_url.is_some())),
-            migrated: AtomicBool::new(true),
+            migrated: AtomicBool::new(false),
             metrics: metrics_handle(),
         });
         let events = crate::events::Setup {

@@ -13,9 +13,10 @@ use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use uuid::Uuid;
-use wallet_actors::store::Batch;
+use wallet_actors::store::{Batch, StoreError};
 use wallet_actors::{Amount, Budget, BudgetStatus, Engine, PeriodType, TxnType};
 
+use crate::store::{corrupt, unavailable};
 use crate::views::{OutboxEvent, ts};
 
 /// How often budgets past their end are marked EXPIRED (correctness does not depend on it: the actor
@@ -25,39 +26,44 @@ pub const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(300);
 pub(crate) const BUDGET_COLUMNS: &str = "budget_id, wallet_id, total_amount, used_amount, period_type, start_date, end_date, \
      status, created_by, alerted_thresholds, created_at, updated_at";
 
-pub(crate) fn budget_from_row(r: &tokio_postgres::Row) -> Result<Budget, String> {
-    let amount = |col: &str| -> Result<Amount, String> {
-        Amount::new(r.try_get::<_, Decimal>(col).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+pub(crate) fn budget_from_row(r: &tokio_postgres::Row) -> Result<Budget, StoreError> {
+    let amount = |col: &str| -> Result<Amount, StoreError> {
+        Amount::new(r.try_get::<_, Decimal>(col).map_err(corrupt)?).map_err(corrupt)
     };
-    let alerted: Vec<i16> = r.try_get("alerted_thresholds").map_err(|e| e.to_string())?;
+    let alerted: Vec<i16> = r.try_get("alerted_thresholds").map_err(corrupt)?;
     Ok(Budget {
-        budget_id: r.try_get("budget_id").map_err(|e| e.to_string())?,
-        wallet_id: r.try_get("wallet_id").map_err(|e| e.to_string())?,
+        budget_id: r.try_get("budget_id").map_err(corrupt)?,
+        wallet_id: r.try_get("wallet_id").map_err(corrupt)?,
         total: amount("total_amount")?,
         used: amount("used_amount")?,
         period: r
             .try_get::<_, &str>("period_type")
-            .map_err(|e| e.to_string())?
-            .parse()?,
-        start_date: r.try_get("start_date").map_err(|e| e.to_string())?,
-        end_date: r.try_get("end_date").map_err(|e| e.to_string())?,
-        status: r.try_get::<_, &str>("status").map_err(|e| e.to_string())?.parse()?,
-        created_by: r.try_get("created_by").map_err(|e| e.to_string())?,
+            .map_err(corrupt)?
+            .parse()
+            .map_err(corrupt)?,
+        start_date: r.try_get("start_date").map_err(corrupt)?,
+        end_date: r.try_get("end_date").map_err(corrupt)?,
+        status: r
+            .try_get::<_, &str>("status")
+            .map_err(corrupt)?
+            .parse()
+            .map_err(corrupt)?,
+        created_by: r.try_get("created_by").map_err(corrupt)?,
         alerted: alerted.into_iter().filter_map(|t| u8::try_from(t).ok()).collect(),
-        created_at: r.try_get("created_at").map_err(|e| e.to_string())?,
-        updated_at: r.try_get("updated_at").map_err(|e| e.to_string())?,
+        created_at: r.try_get("created_at").map_err(corrupt)?,
+        updated_at: r.try_get("updated_at").map_err(corrupt)?,
     })
 }
 
 /// The wallet's budgets that are not EXPIRED, for its actor.
-pub(crate) async fn load_live<C: GenericClient>(c: &C, wallet_id: Uuid) -> Result<Vec<Budget>, String> {
+pub(crate) async fn load_live<C: GenericClient>(c: &C, wallet_id: Uuid) -> Result<Vec<Budget>, StoreError> {
     let stmt = c
         .prepare_cached(&format!(
             "SELECT {BUDGET_COLUMNS} FROM budgets WHERE wallet_id = $1 AND status <> 'EXPIRED' ORDER BY created_at"
         ))
         .await
-        .map_err(|e| e.to_string())?;
-    let rows = c.query(&stmt, &[&wallet_id]).await.map_err(|e| e.to_string())?;
+        .map_err(unavailable)?;
+    let rows = c.query(&stmt, &[&wallet_id]).await.map_err(unavailable)?;
     rows.iter().map(budget_from_row).collect()
 }
 

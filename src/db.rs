@@ -5,6 +5,9 @@ use std::time::Duration;
 use deadpool_postgres::{ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tracing::info;
+use wallet_actors::StoreError;
+
+use crate::store::unavailable;
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -209,15 +212,44 @@ pub async fn prune_inbox(pool: &Pool) -> Result<u64, String> {
 }
 
 /// Whether Postgres answers now (readiness).
-pub async fn ping(pool: &Pool) -> Result<(), String> {
+pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     let check = async {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
-        client.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
-        Ok::<(), String>(())
+        let client = pool.get().await.map_err(unavailable)?;
+        client.simple_query("SELECT 1").await.map_err(unavailable)?;
+        Ok::<(), StoreError>(())
     };
-    tokio::time::timeout(READY_TIMEOUT, check)
-        .await
-        .map_err(|_| "database did not answer in time".to_string())?
+    tokio::time::timeout(READY_TIMEOUT, check).await.map_err(unavailable)?
+}
+
+/// The version of the newest migration built into this binary (`sql/`).
+pub fn newest_migration() -> i64 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether the database's migration history holds the newest migration of this binary (readiness).
+/// No history table at all is `false`.
+pub async fn migrations_applied(pool: &Pool) -> Result<bool, StoreError> {
+    let newest = newest_migration();
+    let check = async {
+        let client = pool.get().await.map_err(unavailable)?;
+        let found = client
+            .query_opt(
+                "SELECT 1 FROM refinery_schema_history WHERE version::bigint = $1",
+                &[&newest],
+            )
+            .await;
+        match found {
+            Ok(row) => Ok(row.is_some()),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    };
+    tokio::time::timeout(READY_TIMEOUT, check).await.map_err(unavailable)?
 }
 
 #[cfg(test)]

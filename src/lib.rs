@@ -17,7 +17,8 @@
 //! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`, many
 //!   wallets' guarded batches in one commit; `store::rows`: the rows a commit writes; transfers) and the
 //!   HTTP reads.
-//! - [`db`]: pools, migrations (`sql/`, under an advisory lock), partitions, pruning, readiness ping.
+//! - [`db`]: pools, migrations (`sql/`, under an advisory lock), partitions, pruning, readiness checks.
+//! - [`decode`]: strict JSON for HTTP bodies and consumed events (one document, no NUL in any text).
 //! - [`http`]: routes, thin handlers, idempotency, problem+json errors (with the problem catalogue), OpenAPI,
 //!   the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
 //! - [`views`]: the JSON shapes of replies, idempotent replays and events.
@@ -41,6 +42,7 @@ pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod decode;
 pub mod events;
 pub mod http;
 pub mod money;

@@ -31,7 +31,6 @@ pub async fn upsert(
             role.as_str(),
             user_audit(origin, user_id, company_id, role),
         )
-        .await
-        .map_err(|e| ApiError::unavailable(e.0))?;
+        .await?;
     user_view(ctx, &row)
 }

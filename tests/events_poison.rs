@@ -151,3 +151,78 @@ async fn a_booking_for_a_user_announced_later_is_decided_within_the_retries() {
     assert!(broker.dead_letters().await.is_empty());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_with_a_nul_in_its_text_is_dead_lettered_at_once_and_changes_nothing() {
+    let vhost = Vhost::new().await;
+    let db = Arc::new(common::TestDb::new().await);
+    let mut events = fast_events();
+    // Were it taken for transient, it would be retried for a long time rather than dead-lettered.
+    events.retry.max_attempts = 20;
+    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), events).await;
+    app.attached().await;
+    let broker = Broker::connect(&vhost).await;
+    let (user, wallet) = app.user_with_wallet("100.00", Currency::Usd).await;
+
+    let started = Instant::now();
+    broker
+        .publish_event(
+            Uuid::now_v7(),
+            "BookingCreated",
+            json!({"booking_id": "b-nul-desc", "user_id": user, "amount": "5.00", "currency": "USD",
+                   "description": "Hotel\u{0}Paris"}),
+        )
+        .await;
+    broker
+        .publish_event(
+            Uuid::now_v7(),
+            "BookingCreated",
+            json!({"booking_id": "b-\u{0}", "user_id": user, "amount": "5.00", "currency": "USD"}),
+        )
+        .await;
+    let stranger = Uuid::new_v4();
+    broker
+        .publish_event(
+            Uuid::now_v7(),
+            "UserCreated",
+            json!({"user_id": stranger, "email": "nul\u{0}@example.com", "company_id": Uuid::new_v4(),
+                   "role": "user"}),
+        )
+        .await;
+    // And a good one behind them.
+    broker.booking_created("b-fine", user, "5.00", "USD").await;
+
+    wait_until("the good booking is debited", || async {
+        app.balance(wallet).await == "95.00"
+    })
+    .await;
+    let dlq = broker.topology.dead_letter_queue.clone();
+    wait_until("three dead letters", || async { broker.ready_count(&dlq).await >= 3 }).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "dead-lettered at once, not after backoff"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dead = broker.dead_letters().await;
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    let mut fields = Vec::new();
+    for d in &dead {
+        let reason = d.reason.as_deref().unwrap_or_default();
+        assert!(reason.starts_with("MALFORMED") && reason.contains("NUL"), "{d:?}");
+        assert_eq!(d.attempts, Some(1), "poison, dead-lettered on its first attempt: {d:?}");
+        fields.push(reason.to_string());
+    }
+    for field in ["data.description", "data.booking_id", "data.email"] {
+        assert!(fields.iter().any(|r| r.contains(field)), "{field} named in {fields:?}");
+    }
+    assert!(app.booking_rows(wallet, "b-nul-desc").await.is_empty());
+    let c = app.client().await;
+    let users: i64 = c
+        .query_one("SELECT count(*) FROM users WHERE user_id = $1", &[&stranger])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 0);
+    app.stop().await;
+    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
+}

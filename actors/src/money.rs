@@ -111,6 +111,23 @@ impl Amount {
         Self::new(value)
     }
 
+    /// Parses an amount written as a JSON string in a request or an event, strictly: ASCII digits,
+    /// optionally a point and one or two more digits (`12`, `12.5`, `012.50`), nothing else. No
+    /// whitespace around it, no `+`, no exponent, no bare point (`12.`, `.5`); a `-` is refused as
+    /// negative (`-0` too). [`Amount::parse`] stays the lenient form for configuration text.
+    pub fn parse_strict(text: &str) -> Result<Self, AmountError> {
+        let unsigned = text.strip_prefix('-').unwrap_or(text);
+        let digit = |c: char| c.is_ascii_digit();
+        if !unsigned.starts_with(digit) || !unsigned.ends_with(digit) {
+            return Err(AmountError::NotANumber);
+        }
+        let a = Self::parse(text)?;
+        if text.starts_with('-') {
+            return Err(AmountError::Negative);
+        }
+        Ok(a)
+    }
+
     /// [`Amount::parse`], and the value must be greater than zero.
     pub fn parse_positive(text: &str) -> Result<Self, AmountError> {
         let a = Self::parse(text)?;
@@ -158,18 +175,24 @@ impl Serialize for Amount {
 }
 
 impl<'de> Deserialize<'de> for Amount {
-    /// Accepts a string or a JSON number, parsed from its text. The service enables serde_json's
-    /// `arbitrary_precision`, so a number reaches us as its original digits, never through f64.
+    /// Accepts a string ([`Amount::parse_strict`]) or a JSON number, parsed from its text (an exponent
+    /// allowed, a `-` refused as negative). The service enables serde_json's `arbitrary_precision`, so a
+    /// number reaches us as its original digits, never through f64.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
-        let text = match &v {
-            serde_json::Value::String(s) => s.clone(),
+        let parsed = match &v {
+            serde_json::Value::String(s) => Amount::parse_strict(s),
             serde_json::Value::Number(n) => {
-                return Amount::parse_json_number(&n.to_string()).map_err(serde::de::Error::custom);
+                let text = n.to_string();
+                if text.starts_with('-') {
+                    Err(AmountError::Negative)
+                } else {
+                    Amount::parse_json_number(&text)
+                }
             }
             _ => return Err(serde::de::Error::custom("amount must be a decimal string or number")),
         };
-        Amount::parse(&text).map_err(serde::de::Error::custom)
+        parsed.map_err(serde::de::Error::custom)
     }
 }
 
@@ -254,5 +277,40 @@ mod tests {
         assert!(serde_json::from_str::<Amount>("1e400").is_err());
         // A decimal *string* stays plain decimal.
         assert!(serde_json::from_str::<Amount>("\"1e2\"").is_err());
+    }
+
+    #[test]
+    fn amount_strings_in_json_follow_the_strict_grammar() {
+        let strict = |t: &str| serde_json::from_value::<Amount>(serde_json::Value::String(t.into()));
+        for ok in ["12", "12.5", "12.50", "012.50", "0", "0.01", "9999999999999.99"] {
+            assert!(strict(ok).is_ok(), "{ok:?} is accepted");
+        }
+        assert_eq!(strict("012.50").unwrap().to_string(), "12.50");
+        for (bad, why) in [
+            (" 12", AmountError::NotANumber),
+            ("12 ", AmountError::NotANumber),
+            ("\t12", AmountError::NotANumber),
+            ("+12", AmountError::NotANumber),
+            ("12.", AmountError::NotANumber),
+            (".5", AmountError::NotANumber),
+            ("1e2", AmountError::NotANumber),
+            ("1_000", AmountError::NotANumber),
+            ("", AmountError::NotANumber),
+            ("-", AmountError::NotANumber),
+            ("--5", AmountError::NotANumber),
+            ("-5", AmountError::Negative),
+            ("-0", AmountError::Negative),
+            ("1.005", AmountError::TooManyDecimals),
+        ] {
+            assert_eq!(Amount::parse_strict(bad), Err(why.clone()), "{bad:?}");
+            assert!(strict(bad).is_err(), "{bad:?} is refused in JSON");
+        }
+        // Numbers keep their grammar (exponents allowed); a minus sign is negative, even on zero.
+        assert_eq!(serde_json::from_str::<Amount>("1e2").unwrap().to_string(), "100.00");
+        assert_eq!(serde_json::from_str::<Amount>("12").unwrap().to_string(), "12.00");
+        assert!(serde_json::from_str::<Amount>("-0").is_err());
+        assert!(serde_json::from_str::<Amount>("-1.5").is_err());
+        // The lenient form (configuration) is unchanged.
+        assert_eq!(Amount::parse(" +12 ").unwrap().to_string(), "12.00");
     }
 }

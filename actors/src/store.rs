@@ -12,10 +12,59 @@ use uuid::Uuid;
 use crate::outcome::Rejection;
 use crate::state::{Entry, Origin, WalletState, WalletStatus};
 
-/// Failure to reach or read the store. Always transient from the engine's point of view.
+/// Why the store failed, by what failed. Each variant carries the underlying cause as text, for the
+/// log only: it may name the database, a library or the operating system, so it never goes to a client
+/// (the service turns a `StoreError` into a generic 503 or 500 in one place).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The database could not be reached: no connection from the pool in time, the connection failed or
+    /// closed, the server is shutting down or out of resources. Retrying later may succeed.
+    #[error("database unreachable: {0}")]
+    Unreachable(String),
+    /// The database is up but could not run the statement now: a lock or statement timeout, a
+    /// serialization failure or a deadlock. Retrying later may succeed.
+    #[error("database busy: {0}")]
+    Busy(String),
+    /// The database refused a statement for the data it carried (SQLSTATE classes 22, 23, 54: a value it
+    /// cannot store, a constraint, a limit). The same statement will be refused again.
+    #[error("database refused the statement: {0}")]
+    Refused(String),
+    /// A stored value could not be read back (wrong type, out of range, unknown enum text).
+    #[error("stored value unreadable: {0}")]
+    Corrupt(String),
+    /// Anything else (a statement the database does not understand, an unexpected reply).
+    #[error("store failure: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed if simply retried later.
+    pub fn transient(&self) -> bool {
+        matches!(self, StoreError::Unreachable(_) | StoreError::Busy(_))
+    }
+
+    /// The underlying cause (for logs only).
+    pub fn cause(&self) -> &str {
+        match self {
+            StoreError::Unreachable(c)
+            | StoreError::Busy(c)
+            | StoreError::Refused(c)
+            | StoreError::Corrupt(c)
+            | StoreError::Other(c) => c,
+        }
+    }
+
+    /// A stable name of the variant, for log fields and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unreachable(_) => "unreachable",
+            StoreError::Busy(_) => "busy",
+            StoreError::Refused(_) => "refused",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Other(_) => "other",
+        }
+    }
+}
 
 /// A status change planned inside a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,12 +13,12 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 use wallet_actors::messages::{MAX_DESCRIPTION_LEN, MAX_REFERENCE_ID_LEN};
-use wallet_actors::{Amount, Currency, Direction, InboxEvent, Origin, Rejection, WalletState};
+use wallet_actors::{Amount, Currency, Direction, InboxEvent, Origin, Rejection, StoreError, WalletState};
 
 use crate::app::Ctx;
 use crate::auth::Role;
 use crate::money::Posting;
-use crate::store::CreateWalletError;
+use crate::store::{CreateWalletError, unavailable};
 use crate::views::OutboxEvent;
 
 /// `reference_type` of booking debits and refunds.
@@ -130,9 +130,11 @@ fn transient<E: std::fmt::Display>(e: E) -> Outcome {
 
 /// Handles one message body (`routing_key` is only reported).
 pub async fn handle(ctx: &Arc<Ctx>, body: &[u8], routing_key: &str) -> Outcome {
-    let envelope: Envelope = match serde_json::from_slice(body) {
+    // Strictly, as HTTP bodies: one document, and no NUL in any string or key (Postgres would refuse
+    // it on every attempt, so such a message is poison, not transient).
+    let envelope: Envelope = match crate::decode::strict(body) {
         Ok(e) => e,
-        Err(e) => return Outcome::Poison(format!("MALFORMED: not an event envelope: {e}")),
+        Err(e) => return Outcome::Poison(format!("MALFORMED: not an acceptable event envelope: {e}")),
     };
     let Some(kind) = kind_of(&envelope.event_type) else {
         return Outcome::Poison(format!(
@@ -163,26 +165,26 @@ pub async fn handle(ctx: &Arc<Ctx>, body: &[u8], routing_key: &str) -> Outcome {
     }
 }
 
-async fn already_processed(ctx: &Ctx, event_id: Uuid) -> Result<bool, String> {
-    let c = ctx.ledger.store.pool.get().await.map_err(|e| e.to_string())?;
+async fn already_processed(ctx: &Ctx, event_id: Uuid) -> Result<bool, StoreError> {
+    let c = ctx.ledger.store.pool.get().await.map_err(unavailable)?;
     // Prepared once per connection: one round trip per event, not a parse and then the query.
     let stmt = c
         .prepare_cached("SELECT 1 FROM processed_events WHERE event_id = $1")
         .await
-        .map_err(|e| e.to_string())?;
-    let row = c.query_opt(&stmt, &[&event_id]).await.map_err(|e| e.to_string())?;
+        .map_err(unavailable)?;
+    let row = c.query_opt(&stmt, &[&event_id]).await.map_err(unavailable)?;
     Ok(row.is_some())
 }
 
 /// Records an event id whose effect committed under another event id (or that needed no effect).
-async fn mark_processed(ctx: &Ctx, event_id: Uuid, event_type: &str) -> Result<(), String> {
-    let c = ctx.ledger.store.pool.get().await.map_err(|e| e.to_string())?;
+async fn mark_processed(ctx: &Ctx, event_id: Uuid, event_type: &str) -> Result<(), StoreError> {
+    let c = ctx.ledger.store.pool.get().await.map_err(unavailable)?;
     c.execute(
         "INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         &[&event_id, &event_type],
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(unavailable)?;
     Ok(())
 }
 
@@ -300,17 +302,17 @@ impl Refused<'_> {
         }
     }
 
-    async fn write(&self, ctx: &Ctx, code: &'static str, detail: &str) -> Result<(), String> {
-        let mut c = ctx.ledger.store.pool.get().await.map_err(|e| e.to_string())?;
-        let tx = c.transaction().await.map_err(|e| e.to_string())?;
+    async fn write(&self, ctx: &Ctx, code: &'static str, detail: &str) -> Result<(), StoreError> {
+        let mut c = ctx.ledger.store.pool.get().await.map_err(unavailable)?;
+        let tx = c.transaction().await.map_err(unavailable)?;
         let result = self.write_in(&tx, code, detail).await;
         match result {
-            Ok(()) => tx.commit().await.map_err(|e| e.to_string()),
+            Ok(()) => tx.commit().await.map_err(unavailable),
             Err(e) => {
                 if let Err(r) = tx.rollback().await {
                     warn!(error = %r, "rollback of a refusal failed");
                 }
-                Err(e.to_string())
+                Err(unavailable(e))
             }
         }
     }
@@ -390,20 +392,20 @@ struct BookingState {
     refused: bool,
 }
 
-async fn booking_state(ctx: &Ctx, wallet_id: Uuid, booking_id: &str) -> Result<BookingState, String> {
-    let c = ctx.ledger.store.pool.get().await.map_err(|e| e.to_string())?;
+async fn booking_state(ctx: &Ctx, wallet_id: Uuid, booking_id: &str) -> Result<BookingState, StoreError> {
+    let c = ctx.ledger.store.pool.get().await.map_err(unavailable)?;
     let rows = c
         .query(
             "SELECT type, amount FROM transaction_references WHERE wallet_id = $1 AND reference_type = $2 AND reference_id = $3",
             &[&wallet_id, &BOOKING_REFERENCE_TYPE, &booking_id],
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(unavailable)?;
     let mut debit = None;
     let mut refunded = false;
     for r in &rows {
         match r.get::<_, &str>(0) {
-            "DEBIT" => debit = Some(Amount::new(r.get(1)).map_err(|e| e.to_string())?),
+            "DEBIT" => debit = Some(Amount::new(r.get(1)).map_err(unavailable)?),
             "CREDIT" => refunded = true,
             _ => {}
         }
@@ -415,7 +417,7 @@ async fn booking_state(ctx: &Ctx, wallet_id: Uuid, booking_id: &str) -> Result<B
             &[&booking_id, &BOOKING_REFUSED_ACTION, &wallet_id.to_string()],
         )
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(unavailable)?
         .is_some()
     } else {
         false
@@ -555,21 +557,27 @@ async fn apply_default_budgets(ctx: &Ctx, event_id: Uuid, wallet_id: Uuid, role:
     if wanted.is_empty() {
         return Ok(());
     }
-    let mut c = ctx.ledger.store.pool.get().await.map_err(|e| e.to_string())?;
-    let tx = c.transaction().await.map_err(|e| e.to_string())?;
+    let mut c = ctx
+        .ledger
+        .store
+        .pool
+        .get()
+        .await
+        .map_err(|e| unavailable(e).to_string())?;
+    let tx = c.transaction().await.map_err(|e| unavailable(e).to_string())?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&DEFAULT_BUDGETS_LOCK, &wallet_id.to_string()],
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| unavailable(e).to_string())?;
     let existing: Vec<String> = tx
         .query(
             "SELECT DISTINCT period_type FROM budgets WHERE wallet_id = $1",
             &[&wallet_id],
         )
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| unavailable(e).to_string())?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -587,5 +595,5 @@ async fn apply_default_budgets(ctx: &Ctx, event_id: Uuid, wallet_id: Uuid, role:
             .map_err(|r| format!("default budgets: {r}"))?;
     }
     // Releases the lock (a dropped transaction rolls back, which releases it too).
-    tx.commit().await.map_err(|e| e.to_string())
+    tx.commit().await.map_err(|e| unavailable(e).to_string())
 }

@@ -181,12 +181,7 @@ pub async fn history(ctx: Arc<Ctx>, auth: RawHeader, budget_id: Uuid) -> Result<
     let wallet_id = wallet_of_budget(&ctx, budget_id).await?;
     let w = ctx.ledger.wallet(wallet_id).await?;
     visible(&caller, &w).map_err(|_| ApiError::not_found("budget"))?;
-    let rows = ctx
-        .ledger
-        .store
-        .budget_history(budget_id)
-        .await
-        .map_err(|e| ApiError::unavailable(e.0))?;
+    let rows = ctx.ledger.store.budget_history(budget_id).await?;
     Ok(json_response(StatusCode::OK, &rows))
 }
 
@@ -194,7 +189,6 @@ async fn wallet_of_budget(ctx: &Ctx, budget_id: Uuid) -> Result<Uuid, ApiError> 
     ctx.ledger
         .store
         .wallet_of_budget(budget_id)
-        .await
-        .map_err(|e| ApiError::unavailable(e.0))?
+        .await?
         .ok_or_else(|| ApiError::not_found("budget"))
 }

@@ -71,7 +71,8 @@ pub(crate) fn idempotency_key(key: RawHeader) -> Result<Option<String>, ApiError
         .map_err(|_| ApiError::validation("Idempotency-Key", "must be 1 to 255 visible ASCII characters"))
 }
 
-/// Parses a JSON body strictly: unknown fields refused, numbers read exactly, the failing field named.
+/// Parses a JSON body strictly ([`crate::decode::strict`]): one document, unknown fields refused, no NUL
+/// in any string or key, numbers read exactly, the failing field named.
 pub(crate) fn parse<T: DeserializeOwned>(body: Body) -> Result<(T, Bytes), ApiError> {
     let bytes = match body {
         Body::Ok(b) => b,
@@ -84,21 +85,9 @@ pub(crate) fn parse<T: DeserializeOwned>(body: Body) -> Result<(T, Bytes), ApiEr
         }
         Body::Broken => return Err(ApiError::validation("body", "the body could not be read")),
     };
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
+    match crate::decode::strict::<T>(&bytes) {
         Ok(v) => Ok((v, bytes)),
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let msg = inner.to_string();
-            let field = match (path.as_str(), msg.split('`').nth(1)) {
-                (".", Some(f)) if msg.starts_with("unknown field") || msg.starts_with("missing field") => f.to_string(),
-                (".", _) => "body".to_string(),
-                (p, _) => p.to_string(),
-            };
-            let message = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            Err(ApiError::validation(&field, message))
-        }
+        Err(e) => Err(ApiError::validation(&e.field, e.message)),
     }
 }
 
@@ -247,12 +236,7 @@ pub struct CreateWalletBody {
 pub async fn create_wallet(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Body) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let (b, raw) = parse::<CreateWalletBody>(body)?;
-    let user = ctx
-        .ledger
-        .store
-        .get_user(b.user_id)
-        .await
-        .map_err(|e| ApiError::unavailable(e.0))?;
+    let user = ctx.ledger.store.get_user(b.user_id).await?;
     let Some(user) = user.filter(|u| caller.can_view(u.user_id, u.company_id)) else {
         return Err(ApiError::not_found("user"));
     };
@@ -278,7 +262,7 @@ pub async fn create_wallet(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body:
             )),
             Err(CreateWalletError::ClaimLost) => Err(ApiError::from(wallet_actors::Rejection::ClaimLost)),
             Err(CreateWalletError::OutcomeUnknown) => Err(ApiError::outcome_unknown()),
-            Err(CreateWalletError::Store(e)) => Err(ApiError::unavailable(e.0)),
+            Err(CreateWalletError::Store(e)) => Err(e.into()),
         }
     })
     .await
@@ -433,12 +417,7 @@ pub async fn history(ctx: Arc<Ctx>, auth: RawHeader, wallet_id: Uuid, query: Str
     }
     let w = ctx.ledger.wallet(wallet_id).await?;
     visible(&caller, &w)?;
-    let (transactions, total) = ctx
-        .ledger
-        .store
-        .history(wallet_id, &f)
-        .await
-        .map_err(|e| ApiError::unavailable(e.0))?;
+    let (transactions, total) = ctx.ledger.store.history(wallet_id, &f).await?;
     Ok(json_response(
         StatusCode::OK,
         &HistoryPage {
@@ -475,7 +454,7 @@ pub struct PostTransactionBody {
     /// Needs `reference_id`.
     #[schema(min_length = 1, max_length = 50, pattern = r"\S", example = "BOOKING")]
     pub reference_type: Option<String>,
-    /// Any JSON object, kept with the transaction.
+    /// A JSON object (no NUL in any key or string); `null` is the same as absent.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
@@ -511,6 +490,12 @@ pub async fn post_transaction(
         return Err(ApiError::validation("reference_id", "is required with reference_type"));
     }
     let reference_type = reference_type.or_else(|| reference_id.as_ref().map(|_| DEFAULT_REFERENCE_TYPE.to_string()));
+    // `null` is as good as absent; anything else must be an object (the contract's shape).
+    let metadata = match b.metadata {
+        None | Some(serde_json::Value::Null) => None,
+        Some(m @ serde_json::Value::Object(_)) => Some(m),
+        Some(_) => return Err(ApiError::validation("metadata", "must be a JSON object")),
+    };
     if !caller.can_move_money() {
         let w = ctx.ledger.wallet(wallet_id).await?;
         visible(&caller, &w)?;
@@ -527,7 +512,7 @@ pub async fn post_transaction(
         description,
         reference_id,
         reference_type,
-        metadata: b.metadata,
+        metadata,
     };
     let path = format!("/wallets/{wallet_id}/transactions");
     idempotent(

@@ -58,11 +58,7 @@ pub async fn begin(
     h.update([0]);
     h.update(body);
     let hash = h.finalize().to_vec();
-    match store
-        .claim_idempotency(caller, endpoint, &key, &hash)
-        .await
-        .map_err(|e| ApiError::unavailable(e.0))?
-    {
+    match store.claim_idempotency(caller, endpoint, &key, &hash).await? {
         Claim::Claimed { token } => Ok(Begin::Run(Some(IdempotencyTicket {
             caller,
             endpoint: endpoint.into(),

@@ -8,7 +8,7 @@ use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use wallet_actors::Rejection;
+use wallet_actors::{Rejection, StoreError};
 use warp::reply::Response;
 
 use crate::auth::AuthReason;
@@ -218,6 +218,11 @@ pub fn kind(code: &str) -> Option<&'static ProblemKind> {
 pub fn kind_by_slug(s: &str) -> Option<&'static ProblemKind> {
     CATALOGUE.iter().find(|k| k.slug() == s)
 }
+/// The `detail` of every 503 caused by a dependency: fixed, so that no database, library or operating
+/// system message reaches a client (the cause is logged).
+pub const UNAVAILABLE_DETAIL: &str = "the service is temporarily unavailable; retry with the same Idempotency-Key";
+/// The `detail` of every 500.
+pub const INTERNAL_DETAIL: &str = "an internal error occurred";
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FieldError {
@@ -357,11 +362,7 @@ impl ApiError {
     /// A failure we do not explain to the client; the cause goes to the log only.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "an internal error occurred",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", INTERNAL_DETAIL)
     }
 
     fn title(&self) -> &'static str {
@@ -431,7 +432,7 @@ impl From<Rejection> for ApiError {
             // Store details are for the log, not for the client.
             Rejection::Unavailable(reason) => {
                 tracing::warn!(%reason, "request failed: dependency unavailable");
-                "the service is temporarily unavailable; retry with the same Idempotency-Key".to_string()
+                UNAVAILABLE_DETAIL.to_string()
             }
             Rejection::ClaimLost => {
                 "the request's Idempotency-Key was released or taken over before it committed; nothing was applied"
@@ -461,6 +462,25 @@ impl From<Rejection> for ApiError {
     }
 }
 
+/// The one place a store failure becomes an HTTP error: transient (unreachable, busy) → 503
+/// `UNAVAILABLE` with `Retry-After`, anything else → 500 `INTERNAL`. The cause is logged; the client gets a
+/// fixed sentence.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.transient() {
+            tracing::warn!(
+                kind = e.kind(),
+                cause = e.cause(),
+                "request failed: database unavailable"
+            );
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", UNAVAILABLE_DETAIL)
+        } else {
+            tracing::error!(kind = e.kind(), cause = e.cause(), "request failed: store error");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", INTERNAL_DETAIL)
+        }
+    }
+}
+
 /// JSON reply with a status.
 pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
     let body = serde_json::to_string(value).unwrap_or_default();
@@ -479,4 +499,30 @@ pub fn raw_json(status: StatusCode, body: String) -> Response {
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_becomes_503_or_500_with_a_fixed_detail() {
+        let cause = "error connecting to server: Connection refused (os error 111)";
+        for (e, status, code) in [
+            (StoreError::Unreachable(cause.into()), 503, "UNAVAILABLE"),
+            (StoreError::Busy(cause.into()), 503, "UNAVAILABLE"),
+            (StoreError::Refused(cause.into()), 500, "INTERNAL"),
+            (StoreError::Corrupt(cause.into()), 500, "INTERNAL"),
+            (StoreError::Other(cause.into()), 500, "INTERNAL"),
+        ] {
+            let api = ApiError::from(e);
+            assert_eq!((api.status.as_u16(), api.code), (status, code));
+            let body = api.body();
+            assert!(!body.contains("os error") && !body.contains("connecting"), "{body}");
+            let res = api.into_response();
+            assert_eq!(res.headers().contains_key(RETRY_AFTER), status == 503);
+        }
+        let api = ApiError::from(Rejection::Unavailable(cause.into()));
+        assert_eq!(api.detail, UNAVAILABLE_DETAIL);
+    }
 }

@@ -48,13 +48,120 @@ pub struct PgStore {
     pub cache: std::sync::Arc<crate::cache::WalletCache>,
 }
 
-pub(super) fn unavailable<E: std::fmt::Display>(e: E) -> StoreError {
-    StoreError(e.to_string())
+/// A failure the store can say something about: what failed ([`StoreError`]'s variant) and its cause,
+/// with the whole chain of sources (for the log only).
+pub(crate) trait Classify {
+    fn classify(&self) -> StoreError;
 }
 
-pub(super) fn commit_err<E: std::fmt::Display>(e: E) -> CommitError {
+/// The error and its sources, `": "`-separated: tokio-postgres shows only `db error` at the top, the
+/// server's message is its source.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The variant for a SQLSTATE (see the PostgreSQL manual's appendix A).
+fn by_sqlstate(code: &str, cause: String) -> StoreError {
+    match code {
+        // Connection exceptions; too many connections and other insufficient resources; shutdown, crash
+        // and "cannot connect now"; system errors (I/O).
+        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("58") => StoreError::Unreachable(cause),
+        "57P01" | "57P02" | "57P03" => StoreError::Unreachable(cause),
+        // Serialization failure, deadlock, lock not available, query cancelled (statement timeout),
+        // object in use.
+        "40001" | "40P01" | "55P03" | "57014" | "55006" => StoreError::Busy(cause),
+        // Data exceptions (e.g. a NUL in text), integrity constraints, program limits (e.g. a value too
+        // large for an index row).
+        c if c.starts_with("22") || c.starts_with("23") || c.starts_with("54") => StoreError::Refused(cause),
+        _ => StoreError::Other(cause),
+    }
+}
+
+impl Classify for tokio_postgres::Error {
+    fn classify(&self) -> StoreError {
+        let cause = chain(self);
+        if let Some(db) = self.as_db_error() {
+            let cause = format!("{cause} (SQLSTATE {})", db.code().code());
+            return by_sqlstate(db.code().code(), cause);
+        }
+        let io = std::error::Error::source(self).is_some_and(|s| s.is::<std::io::Error>());
+        let top = self.to_string();
+        if self.is_closed() || io || top.starts_with("timeout") || top.starts_with("error connecting") {
+            StoreError::Unreachable(cause)
+        } else if top.starts_with("error deserializing") {
+            StoreError::Corrupt(cause)
+        } else {
+            StoreError::Other(cause)
+        }
+    }
+}
+
+impl Classify for deadpool_postgres::PoolError {
+    /// No connection: the pool timed out, is closed, or could not open one.
+    fn classify(&self) -> StoreError {
+        StoreError::Unreachable(chain(self))
+    }
+}
+
+impl Classify for tokio::time::error::Elapsed {
+    fn classify(&self) -> StoreError {
+        StoreError::Unreachable(format!("timed out: {self}"))
+    }
+}
+
+impl Classify for wallet_actors::AmountError {
+    /// An amount read back from a row that the type refuses.
+    fn classify(&self) -> StoreError {
+        StoreError::Corrupt(format!("stored amount {self}"))
+    }
+}
+
+impl Classify for StoreError {
+    fn classify(&self) -> StoreError {
+        self.clone()
+    }
+}
+
+impl Classify for str {
+    fn classify(&self) -> StoreError {
+        StoreError::Other(self.to_string())
+    }
+}
+
+impl Classify for String {
+    fn classify(&self) -> StoreError {
+        StoreError::Other(self.clone())
+    }
+}
+
+impl<T: Classify + ?Sized> Classify for &T {
+    fn classify(&self) -> StoreError {
+        (**self).classify()
+    }
+}
+
+/// The store error for a failure (pool, connection, statement, row), classified.
+pub(crate) fn unavailable<E: Classify>(e: E) -> StoreError {
+    e.classify()
+}
+
+/// A value read back from a row that we cannot use.
+pub(crate) fn corrupt<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// A commit that failed before it could have committed. The reason names the class of the failure (see
+/// [`unavailable`]) and its cause, for the log.
+pub(super) fn commit_err<E: Classify>(e: E) -> CommitError {
     CommitError::Unavailable {
-        reason: e.to_string(),
+        reason: e.classify().to_string(),
         outcome_unknown: false,
     }
 }
@@ -86,19 +193,19 @@ const WALLET_COLUMNS: &str =
     "w.wallet_id, w.user_id, u.company_id, w.balance, w.currency, w.status, w.version, w.created_at, w.updated_at";
 
 fn wallet_from_row(row: &tokio_postgres::Row) -> Result<WalletState, StoreError> {
-    let balance: Decimal = row.try_get("balance").map_err(unavailable)?;
-    let currency: String = row.try_get("currency").map_err(unavailable)?;
-    let status: String = row.try_get("status").map_err(unavailable)?;
+    let balance: Decimal = row.try_get("balance").map_err(corrupt)?;
+    let currency: String = row.try_get("currency").map_err(corrupt)?;
+    let status: String = row.try_get("status").map_err(corrupt)?;
     Ok(WalletState {
-        wallet_id: row.try_get("wallet_id").map_err(unavailable)?,
-        user_id: row.try_get("user_id").map_err(unavailable)?,
-        company_id: row.try_get("company_id").map_err(unavailable)?,
-        balance: Amount::new(balance).map_err(|e| StoreError(format!("stored balance invalid: {e}")))?,
-        currency: currency.parse::<Currency>().map_err(StoreError)?,
-        status: status.parse::<WalletStatus>().map_err(StoreError)?,
-        version: row.try_get("version").map_err(unavailable)?,
-        created_at: row.try_get("created_at").map_err(unavailable)?,
-        updated_at: row.try_get("updated_at").map_err(unavailable)?,
+        wallet_id: row.try_get("wallet_id").map_err(corrupt)?,
+        user_id: row.try_get("user_id").map_err(corrupt)?,
+        company_id: row.try_get("company_id").map_err(corrupt)?,
+        balance: Amount::new(balance).map_err(|e| StoreError::Corrupt(format!("stored balance invalid: {e}")))?,
+        currency: currency.parse::<Currency>().map_err(corrupt)?,
+        status: status.parse::<WalletStatus>().map_err(corrupt)?,
+        version: row.try_get("version").map_err(corrupt)?,
+        created_at: row.try_get("created_at").map_err(corrupt)?,
+        updated_at: row.try_get("updated_at").map_err(corrupt)?,
         budgets: vec![],
     })
 }
@@ -121,7 +228,7 @@ impl WalletStore for PgStore {
         let Some(mut wallet) = row.as_ref().map(wallet_from_row).transpose()? else {
             return Ok(None);
         };
-        wallet.budgets = budgets.map_err(StoreError)?;
+        wallet.budgets = budgets?;
         self.cache.put(&wallet);
         Ok(Some(wallet))
     }
@@ -167,7 +274,7 @@ impl WalletStore for PgStore {
             let d_status: WalletStatus = d
                 .get::<_, &str>(3)
                 .parse()
-                .map_err(|e: String| TransferError::Commit(commit_err(e)))?;
+                .map_err(|e: String| TransferError::Commit(commit_err(corrupt(e))))?;
             if d_status != WalletStatus::Active {
                 return refuse(Rejection::WalletNotActive {
                     wallet_id: dst,
@@ -177,7 +284,7 @@ impl WalletStore for PgStore {
             let d_currency: Currency = d
                 .get::<_, &str>(2)
                 .parse()
-                .map_err(|e: String| TransferError::Commit(commit_err(e)))?;
+                .map_err(|e: String| TransferError::Commit(commit_err(corrupt(e))))?;
             if d_currency != plan.source_after.currency {
                 return refuse(Rejection::CurrencyMismatch {
                     from: plan.source_after.currency,
@@ -544,5 +651,54 @@ impl PgStore {
                 created_at: crate::views::ts(r.get(6)),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified_by_what_failed() {
+        let class = |code: &str| by_sqlstate(code, String::new()).kind();
+        // Unreachable: connection exceptions, resources, shutdown.
+        for code in ["08006", "08001", "53300", "53100", "57P01", "57P03", "58030"] {
+            assert_eq!(class(code), "unreachable", "{code}");
+        }
+        // Busy: contention and timeouts.
+        for code in ["40001", "40P01", "55P03", "57014"] {
+            assert_eq!(class(code), "busy", "{code}");
+        }
+        // Refused for its data: a NUL in text (22021 and 22P05), a check or unique constraint, a limit.
+        for code in ["22021", "22P05", "22003", "23505", "23514", "54000"] {
+            assert_eq!(class(code), "refused", "{code}");
+        }
+        // Anything else (a missing relation, a syntax error, a server bug) is no one's data and no outage.
+        for code in ["42P01", "42601", "XX000", "25P02"] {
+            assert_eq!(class(code), "other", "{code}");
+        }
+        assert!(by_sqlstate("57P01", "x".into()).transient());
+        assert!(by_sqlstate("40001", "x".into()).transient());
+        assert!(!by_sqlstate("22021", "x".into()).transient());
+        assert!(!by_sqlstate("42P01", "x".into()).transient());
+    }
+
+    #[test]
+    fn the_helpers_keep_the_cause_for_the_log() {
+        let e = unavailable("batch left unwritten");
+        assert_eq!(e, StoreError::Other("batch left unwritten".into()));
+        assert_eq!(e.cause(), "batch left unwritten");
+        let e = unavailable(wallet_actors::AmountError::Negative);
+        assert_eq!(e.kind(), "corrupt");
+        match commit_err(StoreError::Unreachable("pool timed out".into())) {
+            CommitError::Unavailable {
+                reason,
+                outcome_unknown,
+            } => {
+                assert_eq!(reason, "database unreachable: pool timed out");
+                assert!(!outcome_unknown);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
