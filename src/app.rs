@@ -7,204 +7,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
-use uuid::Uuid;
-use wallet_actors::{Currency, Engine, Limits};
+use wallet_actors::{Engine, Limits};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::crypto::PiiCipher;
-use crate::http::problem::ApiError;
-use crate::money::Ledger;
+use crate::http::Ctx;
+use crate::service::{Service, Settings};
 use crate::store::PgStore;
-
-/// Most user → wallet ids remembered (the mapping never changes, so entries never go stale).
-pub const MAX_CACHED_USER_WALLETS: usize = 1_000_000;
-
-/// What every handler needs.
-pub struct Ctx {
-    pub auth: Authenticator,
-    pub ledger: Ledger,
-    pub pii: PiiCipher,
-    pub default_currency: Currency,
-    /// Budgets set up for new users (`DEFAULT_BUDGETS`).
-    pub default_budgets: Vec<crate::budgets::DefaultBudget>,
-    /// Per-caller request limit (`RATE_LIMIT_PER_SECOND`), when configured.
-    pub rate_limiter: Option<governor::DefaultKeyedRateLimiter<Uuid>>,
-    /// user id → wallet id; a wallet's owner never changes.
-    pub user_wallets: DashMap<Uuid, Uuid>,
-    /// The event consumer's state (readiness) and the in-process bus.
-    pub events: Arc<crate::events::EventsState>,
-    /// Whether the database was seen to hold this binary's newest migration (checked by readiness until
-    /// it was; a migrated database does not become unmigrated).
-    migrated: AtomicBool,
-    metrics: PrometheusHandle,
-}
-
-/// How often histogram samples are folded into their buckets/summaries when nobody scrapes `/metrics`.
-pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
-/// HTTP request latency, by route, method and status: a Prometheus histogram (operators add the buckets of
-/// every pod; summaries' quantiles cannot be aggregated).
-pub const REQUEST_LATENCY_METRIC: &str = "http_request_duration_seconds";
-/// Bucket upper bounds of [`REQUEST_LATENCY_METRIC`], in seconds: 1 ms to 10 s.
-pub const REQUEST_LATENCY_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
-/// A wallet batch's commit latency (written by the wallet actor), by outcome: a histogram.
-pub const COMMIT_LATENCY_METRIC: &str = "wallet_commit_duration_seconds";
-/// Bucket upper bounds of [`COMMIT_LATENCY_METRIC`], in seconds: 0.5 ms to 5 s.
-pub const COMMIT_LATENCY_BUCKETS: [f64; 13] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
-/// The recorder's builder: histograms (not summaries) for the latencies above.
-fn metrics_builder() -> PrometheusBuilder {
-    let mut builder = PrometheusBuilder::new();
-    for (name, buckets) in [
-        (REQUEST_LATENCY_METRIC, &REQUEST_LATENCY_BUCKETS[..]),
-        (COMMIT_LATENCY_METRIC, &COMMIT_LATENCY_BUCKETS[..]),
-    ] {
-        // Only an empty bucket list is refused, and these are non-empty constants: the fallback (plain
-        // summaries) is never taken.
-        builder = builder
-            .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full(name.into()), buckets)
-            .unwrap_or_else(|e| {
-                warn!(metric = name, error = %e, "histogram buckets refused; latencies stay summaries");
-                PrometheusBuilder::new()
-            });
-    }
-    builder
-}
-
-fn metrics_handle() -> PrometheusHandle {
-    // One recorder per process (tests build many apps in one process).
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = metrics_builder().build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                warn!("a metrics recorder was already installed; /metrics shows this one's view only");
-            }
-            // The recorder keeps every histogram sample until upkeep drains it, which a render does and
-            // nothing else: unscraped, a few samples per request grew the heap ~0.4 MiB/s at 6.5k debits/s.
-            // A plain thread, so the upkeep does not depend on any one runtime (tests run many).
-            let upkeep = handle.clone();
-            let started = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(METRICS_UPKEEP_INTERVAL);
-                        upkeep.run_upkeep();
-                    }
-                });
-            if let Err(e) = started {
-                warn!(error = %e, "cannot start the metrics upkeep thread; histograms drain only when scraped");
-            }
-            handle
-        })
-        .clone()
-}
-
-/// The route a path belongs to, with ids as `{id}`: one metrics label per route, not per wallet, and a
-/// bounded set of them (a path no route serves is `other`, so a scan of random URLs cannot grow the
-/// metrics without bound). Static strings: no allocation per request.
-fn route_label(path: &str) -> &'static str {
-    crate::http::route_of(path).map_or("other", |r| r.label)
-}
-
-/// The method as a static label (anything unusual is `OTHER`).
-fn method_label(m: &http::Method) -> &'static str {
-    match *m {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
-    }
-}
-
-impl Ctx {
-    /// Why the service is not ready, in words safe for a client (causes are logged): Postgres does not
-    /// answer, its migration history lacks this binary's newest migration, or (with `AMQP_URL`) the
-    /// consumer is not attached. A positive migration check is remembered; a negative one is repeated.
-    pub async fn readiness(&self) -> Result<(), String> {
-        let pool = &self.ledger.store.pool;
-        let unreachable = |e: wallet_actors::StoreError| {
-            warn!(kind = e.kind(), cause = e.cause(), "not ready: database check failed");
-            "database unreachable".to_string()
-        };
-        crate::db::ping(pool).await.map_err(unreachable)?;
-        if !self.migrated.load(Ordering::Acquire) {
-            if !crate::db::migrations_applied(pool).await.map_err(unreachable)? {
-                return Err(format!(
-                    "migrations not applied: the database lacks migration V{}",
-                    crate::db::newest_migration()
-                ));
-            }
-            self.migrated.store(true, Ordering::Release);
-        }
-        self.events.readiness()
-    }
-
-    pub fn render_metrics(&self) -> String {
-        metrics::gauge!("wallet_live_actors").set(self.ledger.engine.live_actors() as f64);
-        metrics::gauge!("wallet_queued_commands").set(self.ledger.engine.queued_commands() as f64);
-        let status = self.ledger.store.pool.status();
-        metrics::gauge!("db_pool_in_use").set((status.size - status.available) as f64);
-        metrics::gauge!("db_pool_size").set(status.max_size as f64);
-        self.metrics.render()
-    }
-
-    pub fn observe(&self, info: warp::log::Info<'_>) {
-        metrics::histogram!(
-            REQUEST_LATENCY_METRIC,
-            "method" => method_label(info.method()),
-            "route" => route_label(info.path()),
-            "status" => info.status().as_str().to_owned(),
-        )
-        .record(info.elapsed().as_secs_f64());
-    }
-
-    /// A wallet's committed state for reads: the cache (shared through Redis when configured, written
-    /// through after every commit), else Postgres. Budgets are not included.
-    pub async fn wallet_for_read(&self, wallet_id: Uuid) -> Result<wallet_actors::WalletState, ApiError> {
-        if let Some(w) = self.ledger.store.cache.get(wallet_id).await {
-            return Ok(w);
-        }
-        use wallet_actors::WalletStore;
-        match self.ledger.store.load(wallet_id).await {
-            Ok(Some(w)) => Ok(w),
-            Ok(None) => Err(ApiError::not_found("wallet")),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The wallet id of a user, remembered once found.
-    pub async fn wallet_of_user(&self, user_id: Uuid) -> Result<Option<Uuid>, ApiError> {
-        if let Some(id) = self.user_wallets.get(&user_id) {
-            return Ok(Some(*id));
-        }
-        let found = self.ledger.store.wallet_id_of_user(user_id).await?;
-        if let Some(id) = found
-            && self.user_wallets.len() < MAX_CACHED_USER_WALLETS
-        {
-            self.user_wallets.insert(user_id, id);
-        }
-        Ok(found)
-    }
-}
 
 pub struct App {
     listener: TcpListener,
@@ -276,13 +91,18 @@ impl App {
         let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], config.port)))
             .await
             .map_err(|e| format!("cannot bind port {}: {e}", config.port))?;
+        let service = Arc::new(Service::new(
+            engine,
+            store,
+            Settings {
+                pii,
+                default_currency: config.default_currency,
+                default_budgets: config.default_budgets.clone(),
+            },
+        ));
         let ctx = Arc::new(Ctx {
             auth,
-            ledger: Ledger { engine, store },
-            pii,
-            default_currency: config.default_currency,
-            default_budgets: config.default_budgets.clone(),
-            user_wallets: DashMap::new(),
+            service,
             rate_limiter: config.rate_limit_per_second.map(|rate| {
                 let burst = rate.saturating_mul(
                     std::num::NonZeroU32::new(crate::config::RATE_LIMIT_BURST_FACTOR)
@@ -291,8 +111,7 @@ impl App {
                 governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
             }),
             events: Arc::new(crate::events::EventsState::new(config.amqp_url.is_some())),
-            migrated: AtomicBool::new(false),
-            metrics: metrics_handle(),
+            metrics: crate::telemetry::metrics_handle(),
         });
         let events = crate::events::Setup {
             amqp_url: config.amqp_url.clone(),
@@ -328,10 +147,14 @@ impl App {
             drain,
         } = self;
         info!(port = listener.local_addr().map(|a| a.port()).unwrap_or(0), "listening");
-        let upkeep = tokio::spawn(partition_upkeep(ctx.ledger.store.pool.clone()));
+        let upkeep = tokio::spawn(partition_upkeep(ctx.service.store().pool.clone()));
         let sweep = tokio::spawn(budget_expiry(ctx.clone()));
         let stop = tokio_util::sync::CancellationToken::new();
-        let mut events = crate::events::start(ctx.clone(), events, stop.clone());
+        let adapter = Arc::new(crate::events::Ctx {
+            service: ctx.service.clone(),
+            events: ctx.events.clone(),
+        });
+        let mut events = crate::events::start(adapter, events, stop.clone());
         let server = warp::serve(crate::http::routes(ctx.clone()))
             .incoming(listener)
             .graceful(stop.clone().cancelled_owned())
@@ -349,7 +172,7 @@ impl App {
             events.consumer_stopped().await;
             info!("HTTP and events drained; stopping the engine");
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            ctx.ledger.engine.shutdown(left).await
+            ctx.service.shutdown(left).await
         })
         .await;
         if !matches!(drained, Ok(true)) {
@@ -388,14 +211,14 @@ async fn partition_upkeep(pool: deadpool_postgres::Pool) {
 
 /// Marks budgets past their end EXPIRED, periodically (the actor also checks dates at use).
 async fn budget_expiry(ctx: Arc<Ctx>) {
-    let mut tick = tokio::time::interval(crate::budgets::EXPIRY_SWEEP_EVERY);
+    let mut tick = tokio::time::interval(crate::service::budgets::EXPIRY_SWEEP_EVERY);
     loop {
         tick.tick().await;
         if let Some(limiter) = &ctx.rate_limiter {
             // Forget callers whose buckets are full again, so the limiter's memory stays bounded.
             limiter.retain_recent();
         }
-        match crate::budgets::sweep_expired(&ctx.ledger.store.pool, &ctx.ledger.engine).await {
+        match crate::service::budgets::sweep_expired(&ctx.service).await {
             Ok(n) if n > 0 => info!(expired = n, "budgets expired"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "budget expiry sweep failed; will retry"),
@@ -408,28 +231,5 @@ pub fn default_limits(idle: Duration) -> Limits {
     Limits {
         idle_timeout: idle,
         ..Limits::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_are_labelled_with_ids_replaced_and_unknown_paths_bounded() {
-        let id = Uuid::new_v4();
-        assert_eq!(
-            route_label(&format!("/wallets/{id}/transactions")),
-            "/wallets/{id}/transactions"
-        );
-        assert_eq!(route_label(&format!("/wallets/{id}")), "/wallets/{id}");
-        assert_eq!(route_label(&format!("/budgets/{id}/history")), "/budgets/{id}/history");
-        assert_eq!(route_label("/wallets"), "/wallets");
-        assert_eq!(route_label("/health"), "/health");
-        assert_eq!(route_label("/wallets/not-an-id"), "other");
-        assert_eq!(route_label("/wp-admin/setup.php"), "other");
-        assert_eq!(route_label(&format!("/wallets/{id}/transactions/extra")), "other");
-        assert_eq!(method_label(&http::Method::POST), "POST");
-        assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "OTHER");
     }
 }

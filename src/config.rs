@@ -43,7 +43,7 @@ pub struct Config {
     /// Currency of wallets created from `UserCreated` events.
     pub default_currency: Currency,
     /// `DEFAULT_BUDGETS`: budgets set up for new users by role (e.g. `user:MONTHLY:1000.00`); none by default.
-    pub default_budgets: Vec<crate::budgets::DefaultBudget>,
+    pub default_budgets: Vec<crate::service::budgets::DefaultBudget>,
     /// `BUDGET_ALERT_THRESHOLDS`: percentages announced once each with `BudgetExceeded` (default `80,100`).
     pub alert_thresholds: Vec<u8>,
     /// `RATE_LIMIT_PER_SECOND`: requests per second allowed to one caller (JWT `sub`), with bursts of
@@ -228,7 +228,7 @@ impl Config {
             Some(c) => c.parse::<Currency>()?,
             None => Currency::Usd,
         };
-        let default_budgets = crate::budgets::parse_defaults(&var("DEFAULT_BUDGETS").unwrap_or_default())?;
+        let default_budgets = crate::service::budgets::parse_defaults(&var("DEFAULT_BUDGETS").unwrap_or_default())?;
         let alert_thresholds = match var("BUDGET_ALERT_THRESHOLDS") {
             Some(s) => parse_thresholds(&s)?,
             None => wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),

@@ -2,42 +2,46 @@
 //! with PostgreSQL as the truth.
 //!
 //! # Module map
-//! - [`app`]: `App::build(config)` and `App::run(shutdown)`; `Ctx`, what handlers share.
+//! Arrows run one way (adapters → use cases → store and engine; nothing below imports anything above):
+//! `app` → `http`, `events` → `service` → `store` → `cache`, `views` → `schema`; `config`, `telemetry` sit
+//! beside `app`; `auth`, `crypto`, `decode`, `db` are leaves for whoever needs them.
+//! - [`app`]: `App::build(config)` wires everything; `App::run(shutdown)` serves and drains.
+//! - [`service`]: THE USE-CASE LAYER. `Service` alone holds the engine, the store and the cache and
+//!   offers typed operations with enum errors: post, transfer, status, budgets (through the wallet's
+//!   actor), wallets, users, reads, readiness; `service::bookings` (booking and user events as use cases,
+//!   inbox in the effect's commit); `service::budgets` (expiry sweep, default budgets).
+//! - [`http`]: the HTTP adapter: `http::Ctx` (auth, service, rate limit, metrics), routes, thin handlers
+//!   that parse, authorize, call one operation and render; idempotency (claim before, fenced commit,
+//!   resolution of unknown outcomes); problem+json (with the problem catalogue); OpenAPI; the `/docs`
+//!   viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
+//! - [`events`]: the AMQP adapter: consumer (decode → `service` → ack), outbox relay with publisher
+//!   confirms, topology, or an in-process bus without `AMQP_URL`.
+//! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`;
+//!   `store::rows`: what a commit writes; `store::idempotency`: claims and their fence; `store::budgets`;
+//!   `store::bookings`: inbox, refused bookings, default-budget lock), users, wallets, history.
+//! - [`db`]: pools (statement/lock timeouts), migrations (`sql/`, under an advisory lock), partitions,
+//!   pruning, readiness checks.
 //! - [`cache`]: wallet states written through after each commit (Redis, or in process), versioned.
-//! - [`config`]: environment variables of the contract, validated at start.
-//! - [`telemetry`]: tracing subscriber (text or JSON).
-//! - [`auth`]: JWT validation (pinned algorithm, exp/iss/aud/nbf; verified tokens remembered until their
-//!   `exp`, bounded) and who-may-see-what rules.
-//! - [`crypto`]: AES-256-GCM for PII (e-mails) and the keyed look-up hash.
-//! - [`budgets`]: budget SQL written in the wallet's batch, the expiry sweep, default budgets, views.
-//! - [`money`]: `Ledger`, the one path to money for HTTP and events.
-//! - [`events`]: RabbitMQ in (bookings, users → ledger, with an inbox) and out (outbox relay with
-//!   publisher confirms), or an in-process bus without `AMQP_URL`.
-//! - [`users`]: recording users (`PUT /users` and `UserCreated`).
-//! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`, many
-//!   wallets' guarded batches in one commit; `store::rows`: the rows a commit writes; transfers) and the
-//!   HTTP reads.
-//! - [`db`]: pools, migrations (`sql/`, under an advisory lock), partitions, pruning, readiness checks.
-//! - [`decode`]: strict JSON for HTTP bodies and consumed events (one document, no NUL in any text).
-//! - [`http`]: routes, thin handlers, idempotency, problem+json errors (with the problem catalogue), OpenAPI,
-//!   the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
-//! - [`views`]: the JSON shapes of replies, idempotent replays and events.
+//! - [`views`]: the JSON shapes of replies, idempotent replays and events; [`schema`]: their
+//!   documentation-only OpenAPI types.
+//! - [`config`]: environment variables of the contract, validated at start; [`telemetry`]: logs, metrics.
+//! - [`auth`]: JWT validation and who-may-see-what rules; [`crypto`]: AES-256-GCM for PII;
+//!   [`decode`]: strict JSON (one document, no NUL in any text).
 //!
 //! # A debit's path
 //! `http::routes` (body ≤ 64 KiB) → `handlers::post_transaction` (JWT → caller, strict JSON → posting,
-//! role check, Idempotency-Key claim) → `money::Ledger::post` → `wallet_actors::Engine::execute` → the
-//! wallet's actor validates it (balance, status, budgets) with the commands queued beside it and hands the
-//! batch to `store::PgStore::commit` → `store::GroupCommitter` writes it with other wallets' batches in
-//! one commit (plain credits and debits: one statement with the guarded UPDATE and the rows, references,
-//! outbox, idempotent reply joined to it; others: savepoints with budget charges and audit) → the wallet
-//! cache is written through → 201 after the commit.
+//! role check, Idempotency-Key claim with a fence token) → `service::Service::post` →
+//! `wallet_actors::Engine::execute` → the wallet's actor plans it (balance, status, budgets) with the
+//! commands queued beside it and hands the batch to `store::PgStore::commit` → `store::GroupCommitter`
+//! writes it with other wallets' batches in one commit (plain credits and debits: one statement with the
+//! claim fence, the guarded UPDATE and the rows, references, outbox, idempotent reply joined to it;
+//! others: savepoints) → the wallet cache is written through → 201 after the commit.
 //!
-//! A booking event takes the same path from `events::handler` into `money::Ledger`, with its event id
+//! A booking event takes the same path from `events::handler` into `service::bookings`, with its event id
 //! written to the inbox in the same transaction, and is acked after the commit.
 
 pub mod app;
 pub mod auth;
-pub mod budgets;
 pub mod cache;
 pub mod config;
 pub mod crypto;
@@ -45,8 +49,8 @@ pub mod db;
 pub mod decode;
 pub mod events;
 pub mod http;
-pub mod money;
+pub mod schema;
+pub mod service;
 pub mod store;
 pub mod telemetry;
-pub mod users;
 pub mod views;

@@ -1,11 +1,12 @@
 //! JSON shapes of the contract, shared by the HTTP replies, the idempotency records (which must replay a
 //! reply byte for byte) and the event payloads. Amounts are decimal strings, never floats.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use wallet_actors::{Entry, WalletState};
+use wallet_actors::{Budget, BudgetStatus, Entry, WalletState};
 
 /// RFC 3339 with milliseconds and `Z`, the one timestamp format of every reply.
 pub fn ts(t: DateTime<Utc>) -> String {
@@ -16,11 +17,11 @@ pub fn ts(t: DateTime<Utc>) -> String {
 pub struct WalletView {
     pub wallet_id: Uuid,
     pub user_id: Uuid,
-    #[schema(value_type = crate::http::openapi::Money)]
+    #[schema(value_type = crate::schema::Money)]
     pub balance: String,
-    #[schema(value_type = crate::http::openapi::enums::Currency)]
+    #[schema(value_type = crate::schema::enums::Currency)]
     pub currency: String,
-    #[schema(value_type = crate::http::openapi::enums::WalletStatus)]
+    #[schema(value_type = crate::schema::enums::WalletStatus)]
     pub status: String,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -47,13 +48,13 @@ impl From<&WalletState> for WalletView {
 pub struct TransactionView {
     pub txn_id: Uuid,
     pub wallet_id: Uuid,
-    #[schema(value_type = crate::http::openapi::Money)]
+    #[schema(value_type = crate::schema::Money)]
     pub amount: String,
-    #[schema(value_type = crate::http::openapi::enums::TransactionType)]
+    #[schema(value_type = crate::schema::enums::TransactionType)]
     pub r#type: String,
-    #[schema(value_type = crate::http::openapi::enums::TransactionStatus)]
+    #[schema(value_type = crate::schema::enums::TransactionStatus)]
     pub status: String,
-    #[schema(value_type = crate::http::openapi::Money)]
+    #[schema(value_type = crate::schema::Money)]
     pub balance_after: String,
     pub description: Option<String>,
     pub reference_id: Option<String>,
@@ -87,9 +88,9 @@ impl From<&Entry> for TransactionView {
 pub struct TransferView {
     pub from_wallet_id: Uuid,
     pub to_wallet_id: Uuid,
-    #[schema(value_type = crate::http::openapi::Money)]
+    #[schema(value_type = crate::schema::Money)]
     pub amount: String,
-    #[schema(value_type = crate::http::openapi::enums::TransactionStatus)]
+    #[schema(value_type = crate::schema::enums::TransactionStatus)]
     pub status: String,
     pub reference_id: Option<String>,
     pub description: Option<String>,
@@ -118,16 +119,16 @@ impl TransferView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryItem {
     pub txn_id: Uuid,
-    #[schema(value_type = crate::http::openapi::Money)]
+    #[schema(value_type = crate::schema::Money)]
     pub amount: String,
-    #[schema(value_type = crate::http::openapi::enums::TransactionType)]
+    #[schema(value_type = crate::schema::enums::TransactionType)]
     pub r#type: String,
     pub description: Option<String>,
     pub reference_id: Option<String>,
     pub reference_type: Option<String>,
-    #[schema(value_type = crate::http::openapi::enums::TransactionStatus)]
+    #[schema(value_type = crate::schema::enums::TransactionStatus)]
     pub status: String,
-    #[schema(value_type = crate::http::openapi::Money)]
+    #[schema(value_type = crate::schema::Money)]
     pub balance_after: String,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -151,7 +152,7 @@ pub struct UserView {
     pub user_id: Uuid,
     pub email: String,
     pub company_id: Uuid,
-    #[schema(value_type = crate::http::openapi::enums::Role)]
+    #[schema(value_type = crate::schema::enums::Role)]
     pub role: String,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -224,4 +225,69 @@ impl OutboxEvent {
             },
         )
     }
+}
+
+/// The budget's JSON shape (`GET /budgets/{userId}` and friends).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BudgetView {
+    pub budget_id: Uuid,
+    pub wallet_id: Uuid,
+    #[schema(value_type = crate::schema::Money)]
+    pub total_amount: String,
+    #[schema(value_type = crate::schema::Money)]
+    pub used_amount: String,
+    #[schema(value_type = crate::schema::Money)]
+    pub remaining_amount: String,
+    #[schema(value_type = crate::schema::enums::PeriodType)]
+    pub period_type: String,
+    pub start_date: NaiveDate,
+    pub end_date: NaiveDate,
+    #[schema(value_type = crate::schema::enums::BudgetStatus)]
+    pub status: String,
+    pub created_by: Uuid,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+impl From<&Budget> for BudgetView {
+    fn from(b: &Budget) -> Self {
+        // Past its end a budget is EXPIRED whether or not the sweep has written it yet.
+        let status = if b.status == BudgetStatus::Active && b.end_date < Utc::now().date_naive() {
+            BudgetStatus::Expired
+        } else {
+            b.status
+        };
+        let fmt = |d: Decimal| format!("{d:.2}");
+        BudgetView {
+            budget_id: b.budget_id,
+            wallet_id: b.wallet_id,
+            total_amount: b.total.to_string(),
+            used_amount: b.used.to_string(),
+            remaining_amount: fmt(b.remaining()),
+            period_type: b.period.to_string(),
+            start_date: b.start_date,
+            end_date: b.end_date,
+            status: status.to_string(),
+            created_by: b.created_by,
+            created_at: ts(b.created_at),
+            updated_at: ts(b.updated_at),
+        }
+    }
+}
+
+/// A `budget_history` row.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryView {
+    pub history_id: Uuid,
+    pub budget_id: Uuid,
+    #[schema(value_type = Option<crate::schema::Money>)]
+    pub old_amount: Option<String>,
+    #[schema(value_type = crate::schema::Money)]
+    pub new_amount: String,
+    pub change_reason: String,
+    pub changed_by: Uuid,
+    #[schema(format = DateTime)]
+    pub created_at: String,
 }

@@ -306,7 +306,7 @@ async fn two_instances_debiting_the_same_wallets_concurrently_never_overdraw_or_
     assert!(conflicts > 0.0, "no version conflict happened:\n{metrics}");
     for app in [&app1, &app2] {
         assert_eq!(
-            app.ctx.ledger.store.committer.fallbacks(),
+            app.ctx.service.store().committer.fallbacks(),
             0,
             "version conflicts are re-planned, not refused statements"
         );

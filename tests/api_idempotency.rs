@@ -173,7 +173,7 @@ async fn a_key_whose_request_is_still_running_answers_409_idempotency_in_progres
         }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.ctx.ledger.engine.queued_commands() == 0 {
+    while app.ctx.service.engine().queued_commands() == 0 {
         assert!(Instant::now() < deadline, "the first request never reached the wallet");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

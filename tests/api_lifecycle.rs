@@ -47,7 +47,7 @@ async fn requests_in_flight_when_shutdown_is_signalled_complete() {
         })
         .collect();
     // Every request has reached the wallet's actor (queued behind the blocked commit).
-    let engine = app.ctx.ledger.engine.clone();
+    let engine = app.ctx.service.engine().clone();
     wait_until("all requests reached the engine", Duration::from_secs(10), || {
         engine.queued_commands() == REQUESTS
     })
@@ -207,8 +207,8 @@ async fn an_idle_wallet_actor_stops_and_the_next_request_reloads_the_balance_fro
     let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let res = app.post_txn(wallet, json!({"amount": "10.00", "type": "DEBIT"})).await;
     assert_eq!(res.status(), 201);
-    assert!(app.ctx.ledger.engine.live_actors() >= 1);
-    let engine = app.ctx.ledger.engine.clone();
+    assert!(app.ctx.service.engine().live_actors() >= 1);
+    let engine = app.ctx.service.engine().clone();
     wait_until("the idle actor stopped", Duration::from_secs(10), || {
         engine.live_actors() == 0
     })
@@ -233,7 +233,11 @@ async fn an_idle_wallet_actor_stops_and_the_next_request_reloads_the_balance_fro
         problem["detail"].as_str().unwrap().contains("balance 80.00"),
         "judged on the reloaded balance: {problem}"
     );
-    assert_eq!(app.ctx.ledger.engine.live_actors(), 1, "a new actor serves the wallet");
+    assert_eq!(
+        app.ctx.service.engine().live_actors(),
+        1,
+        "a new actor serves the wallet"
+    );
     // The load refreshed the cache, so reads show the database's balance again.
     let (status, body) = json_of(
         app.http

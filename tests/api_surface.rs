@@ -252,12 +252,12 @@ async fn request_and_commit_latencies_are_prometheus_histograms() {
         .unwrap();
     for (metric, bounds) in [
         (
-            wallet_service::app::REQUEST_LATENCY_METRIC,
-            &wallet_service::app::REQUEST_LATENCY_BUCKETS[..],
+            wallet_service::telemetry::REQUEST_LATENCY_METRIC,
+            &wallet_service::telemetry::REQUEST_LATENCY_BUCKETS[..],
         ),
         (
-            wallet_service::app::COMMIT_LATENCY_METRIC,
-            &wallet_service::app::COMMIT_LATENCY_BUCKETS[..],
+            wallet_service::telemetry::COMMIT_LATENCY_METRIC,
+            &wallet_service::telemetry::COMMIT_LATENCY_BUCKETS[..],
         ),
     ] {
         let lines = buckets(&text, metric);

@@ -321,7 +321,7 @@ async fn a_refund_after_the_period_ended_restores_the_budget_it_was_charged_to_o
     )
     .await
     .unwrap();
-    wallet_service::budgets::sweep_expired(&app.ctx.ledger.store.pool, &app.ctx.ledger.engine)
+    wallet_service::service::budgets::sweep_expired(&app.ctx.service)
         .await
         .unwrap();
     let status: String = c

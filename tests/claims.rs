@@ -9,7 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 use wallet_actors::store::{Batch, CommitError};
 use wallet_actors::{Amount, Direction, Entry, IdempotencyTicket, Origin, Rejection, TxnType, WalletStore};
-use wallet_service::money::Posting;
+use wallet_service::service::Posting;
 use wallet_service::store::{Claim, Resolution};
 
 fn amount(s: &str) -> Amount {
@@ -22,8 +22,8 @@ const ENDPOINT: &str = "POST /wallets/{walletId}/transactions";
 async fn claim(app: &common::TestApp, caller: Uuid, key: &str) -> IdempotencyTicket {
     match app
         .ctx
-        .ledger
-        .store
+        .service
+        .store()
         .claim_idempotency(caller, ENDPOINT, key, b"body")
         .await
         .unwrap()
@@ -40,7 +40,7 @@ async fn claim(app: &common::TestApp, caller: Uuid, key: &str) -> IdempotencyTic
 
 /// A one-debit batch of 1.00 under `ticket`, planned against the wallet's committed state.
 async fn keyed_debit(app: &common::TestApp, wallet: Uuid, ticket: &IdempotencyTicket) -> Batch {
-    let before = app.ctx.ledger.store.load(wallet).await.unwrap().unwrap();
+    let before = app.ctx.service.store().load(wallet).await.unwrap().unwrap();
     let mut after = before.clone();
     after.balance = before.balance.checked_sub(amount("1.00")).unwrap();
     after.version = before.version + 1;
@@ -88,7 +88,7 @@ async fn debits(app: &common::TestApp, wallet: Uuid) -> i64 {
 async fn a_commit_whose_claim_was_released_writes_nothing() {
     let app = common::spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.ledger.store;
+    let store = &app.ctx.service.store();
     let ticket = claim(&app, Uuid::new_v4(), "released").await;
     assert!(store.release_idempotency(&ticket).await.unwrap());
     let batch = keyed_debit(&app, wallet, &ticket).await;
@@ -101,7 +101,7 @@ async fn a_commit_whose_claim_was_released_writes_nothing() {
 async fn a_claim_taken_over_after_its_lease_fences_the_old_holder_and_the_new_one_commits() {
     let app = common::spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.ledger.store;
+    let store = &app.ctx.service.store();
     let caller = Uuid::new_v4();
     let old = claim(&app, caller, "stalled").await;
     // While the lease runs, the key is in progress, with the rest of the lease as Retry-After.
@@ -162,7 +162,7 @@ async fn a_claim_taken_over_after_its_lease_fences_the_old_holder_and_the_new_on
 async fn resolving_an_unknown_outcome_finds_the_committed_reply_or_fences_the_attempt_off() {
     let app = common::spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.ledger.store;
+    let store = &app.ctx.service.store();
     let committed = claim(&app, Uuid::new_v4(), "committed").await;
     store
         .commit(&keyed_debit(&app, wallet, &committed).await)
@@ -190,7 +190,7 @@ async fn resolving_an_unknown_outcome_finds_the_committed_reply_or_fences_the_at
 async fn a_release_racing_a_commit_that_holds_the_key_waits_and_then_finds_its_reply() {
     let app = common::spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = app.ctx.ledger.store.clone();
+    let store = app.ctx.service.store().clone();
     let ticket = claim(&app, Uuid::new_v4(), "racing").await;
     let batch = keyed_debit(&app, wallet, &ticket).await;
     // The wallet row is held, so the commit locks the key row (the fence comes first) and then waits.
@@ -239,7 +239,7 @@ async fn a_command_postgres_refuses_for_its_data_fails_alone_and_its_neighbours_
     // would send it. Postgres refuses the text, and the batch it shares with good debits is split.
     let tasks: Vec<_> = (0..40)
         .map(|i| {
-            let (ledger, origin) = (app.ctx.ledger.clone(), origin.clone());
+            let (ledger, origin) = (app.ctx.service.clone(), origin.clone());
             let description = if i % 10 == 3 { "bad\u{0}text" } else { "good" };
             let p = posting(description);
             tokio::spawn(async move { (i % 10 == 3, ledger.post(wallet, p, origin).await) })

@@ -55,7 +55,7 @@ async fn a_booking_is_debited_once_and_announced_with_transaction_completed() {
     );
     let bytes = body.to_string().into_bytes();
     assert_eq!(
-        handler::handle(&app.ctx, &bytes, "booking.created").await,
+        handler::handle(&app.ctx.service, &bytes, "booking.created").await,
         Outcome::Done(Done::Applied)
     );
     broker

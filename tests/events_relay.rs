@@ -14,7 +14,7 @@ use events_common::{Broker, Vhost, fast_events, start_app, wait_until};
 use uuid::Uuid;
 use wallet_actors::{Amount, Currency, Direction, Origin};
 use wallet_service::events::{relay, topology};
-use wallet_service::money::Posting;
+use wallet_service::service::Posting;
 
 fn debit(amount: &str, reference: &str) -> Posting {
     Posting {
@@ -46,7 +46,7 @@ async fn rows_written_while_the_broker_is_unreachable_are_published_after_a_rest
         for i in 0..5 {
             first
                 .ctx
-                .ledger
+                .service
                 .post(w, debit("1.00", &format!("r{i}")), Origin::default())
                 .await
                 .expect("debit");
@@ -127,7 +127,7 @@ async fn without_a_broker_the_outbox_drains_into_the_in_process_bus() {
     let mut bus = app.ctx.events.subscribe();
     let (user, wallet) = app.user_with_wallet("10.00", Currency::Inr).await;
     app.ctx
-        .ledger
+        .service
         .post(wallet, debit("2.50", "bus-1"), Origin::default())
         .await
         .unwrap();
@@ -161,7 +161,7 @@ async fn published_rows_are_pruned_after_the_retention_period() {
     let recent = Uuid::now_v7();
     c.execute(insert, &[&old, &8]).await.unwrap();
     c.execute(insert, &[&recent, &6]).await.unwrap();
-    let pruned = relay::prune(&app.ctx.ledger.store.pool, relay::OUTBOX_RETENTION)
+    let pruned = relay::prune(&app.ctx.service.store().pool, relay::OUTBOX_RETENTION)
         .await
         .unwrap();
     assert_eq!(pruned, 1);

@@ -19,7 +19,7 @@ async fn user_created_records_the_user_creates_a_wallet_and_its_default_budgets_
     let mut cfg = config_for(&db, Some(vhost.amqp_url()));
     cfg.default_currency = Currency::Gbp;
     cfg.default_budgets =
-        wallet_service::budgets::parse_defaults("user:MONTHLY:1000.00,*:YEARLY:5000.00").expect("defaults");
+        wallet_service::service::budgets::parse_defaults("user:MONTHLY:1000.00,*:YEARLY:5000.00").expect("defaults");
     let mut app = start_app_with(db.clone(), cfg, fast_events()).await;
     app.attached().await;
     let broker = Broker::connect(&vhost).await;
@@ -69,7 +69,7 @@ async fn user_created_records_the_user_creates_a_wallet_and_its_default_budgets_
         !String::from_utf8_lossy(&encrypted).contains("Example.com"),
         "the e-mail is stored encrypted"
     );
-    assert_eq!(app.ctx.pii.decrypt(&encrypted).unwrap(), "Ada@Example.com");
+    assert_eq!(app.ctx.service.pii().decrypt(&encrypted).unwrap(), "Ada@Example.com");
     let wallets: i64 = c
         .query_one("SELECT count(*) FROM wallets WHERE user_id = $1", &[&user])
         .await

@@ -23,7 +23,7 @@ async fn debit_batch(
     version: Option<i64>,
     reference: Option<&str>,
 ) -> Batch {
-    let before = app.ctx.ledger.store.load(wallet).await.unwrap().unwrap();
+    let before = app.ctx.service.store().load(wallet).await.unwrap().unwrap();
     let mut after = before.clone();
     after.balance = before.balance.checked_sub(amount(value)).unwrap();
     after.version = before.version + 1;
@@ -77,7 +77,7 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
     );
 
     // One committer, parked on a row lock, so the next three batches queue up and form one group.
-    let store = &app.ctx.ledger.store;
+    let store = &app.ctx.service.store();
     let committer =
         GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), store.outbox_written.clone(), 1);
     let db = app.db.as_ref().unwrap();
@@ -145,7 +145,7 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
 
 /// A batch that freezes the wallet (goes through the savepoint path).
 async fn freeze_batch(app: &common::TestApp, wallet: Uuid) -> Batch {
-    let before = app.ctx.ledger.store.load(wallet).await.unwrap().unwrap();
+    let before = app.ctx.service.store().load(wallet).await.unwrap().unwrap();
     let mut after = before.clone();
     after.status = wallet_actors::WalletStatus::Frozen;
     after.version = before.version + 1;
@@ -173,7 +173,7 @@ async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and
     let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, good) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, bad) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.ledger.store;
+    let store = &app.ctx.service.store();
     let committer =
         GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), store.outbox_written.clone(), 1);
     let db = app.db.as_ref().unwrap();

@@ -34,9 +34,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::Ctx;
 use super::handler::{self, Done, Outcome};
 use super::{EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, backoff};
-use crate::app::Ctx;
 
 /// In-process tries of a delivery whose handling failed transiently, before it is requeued.
 pub const TRANSIENT_TRIES: u32 = 8;
@@ -255,7 +255,7 @@ async fn process(shared: &Shared, d: Delivery) {
     loop {
         // A handler that panics on a message would panic again on its redelivery: treat it as a
         // message to retry a bounded number of times, then dead-letter, instead of losing the delivery.
-        let handled = AssertUnwindSafe(handler::handle(&shared.ctx, &d.data, &routing_key))
+        let handled = AssertUnwindSafe(handler::handle(&shared.ctx.service, &d.data, &routing_key))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Outcome::Retry("PANIC: handling this message panicked".into()));

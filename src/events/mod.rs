@@ -47,8 +47,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::app::Ctx;
-
 /// Deliveries a consumer may hold unacknowledged (and process concurrently) unless `AMQP_PREFETCH` says
 /// otherwise. Each delivery waits for its commit (a group commit, a few milliseconds to tens of
 /// milliseconds under load), so the consumer's rate is at most prefetch ÷ commit latency: 64 capped it near
@@ -121,6 +119,13 @@ impl Default for RetryPolicy {
             delay_max: RETRY_DELAY_MAX,
         }
     }
+}
+
+/// What the AMQP adapter shares: the use-case layer (the only way events reach money) and the consumer's
+/// readiness state.
+pub struct Ctx {
+    pub service: Arc<crate::service::Service>,
+    pub events: Arc<EventsState>,
 }
 
 /// Everything about events that is not the broker's URL (that is `AMQP_URL` in [`crate::config`]).
@@ -228,7 +233,7 @@ pub struct Running {
 pub fn start(ctx: Arc<Ctx>, setup: Setup, stop: CancellationToken) -> Running {
     let config = Arc::new(setup.config);
     let relay_stop = CancellationToken::new();
-    let pool = ctx.ledger.store.pool.clone();
+    let pool = ctx.service.store().pool.clone();
     let (consumer, relay) = match setup.amqp_url {
         Some(url) => {
             info!(queue = %config.topology.queue, "events: consuming from and publishing to RabbitMQ");
@@ -238,7 +243,7 @@ pub fn start(ctx: Arc<Ctx>, setup: Setup, stop: CancellationToken) -> Running {
                 pool,
                 sink,
                 config.relay_interval,
-                ctx.ledger.store.outbox_written.clone(),
+                ctx.service.store().outbox_written.clone(),
                 relay_stop.clone(),
             ));
             (Some(consumer), relay)
@@ -250,7 +255,7 @@ pub fn start(ctx: Arc<Ctx>, setup: Setup, stop: CancellationToken) -> Running {
                 pool,
                 sink,
                 config.relay_interval,
-                ctx.ledger.store.outbox_written.clone(),
+                ctx.service.store().outbox_written.clone(),
                 relay_stop.clone(),
             ));
             (None, relay)

@@ -14,8 +14,8 @@ use warp::reply::Response;
 use super::handlers::{authenticate, origin, parse, visible};
 use super::problem::{ApiError, json_response};
 use super::{Body, RawHeader};
-use crate::app::Ctx;
-use crate::budgets::{BudgetView, HistoryView};
+use crate::http::Ctx;
+use crate::views::{BudgetView, HistoryView};
 
 /// Longest change reason kept.
 pub const MAX_CHANGE_REASON_LEN: usize = 500;
@@ -27,10 +27,10 @@ pub const MAX_CHANGE_REASON_LEN: usize = 500;
               (status = 404, description = "NOT_FOUND: no wallet for this user, or one the caller may not see")))]
 pub async fn list(ctx: Arc<Ctx>, auth: RawHeader, user_id: Uuid) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
-    let Some(wallet_id) = ctx.wallet_of_user(user_id).await? else {
+    let Some(wallet_id) = ctx.service.wallet_of_user(user_id).await? else {
         return Err(ApiError::not_found("wallet"));
     };
-    let w = ctx.ledger.wallet(wallet_id).await?;
+    let w = ctx.service.wallet(wallet_id).await?;
     visible(&caller, &w)?;
     let views: Vec<BudgetView> = w
         .budgets
@@ -76,7 +76,7 @@ pub async fn create(ctx: Arc<Ctx>, auth: RawHeader, body: Body) -> Result<Respon
         };
         return Err(ApiError::validation("end_date", msg));
     }
-    let w = ctx.ledger.wallet(b.wallet_id).await?;
+    let w = ctx.service.wallet(b.wallet_id).await?;
     visible(&caller, &w)?;
     if !caller.can_manage(w.company_id) {
         return Err(ApiError::forbidden(
@@ -84,7 +84,7 @@ pub async fn create(ctx: Arc<Ctx>, auth: RawHeader, body: Body) -> Result<Respon
         ));
     }
     let budget = ctx
-        .ledger
+        .service
         .create_budget(
             b.wallet_id,
             b.total_amount,
@@ -139,7 +139,7 @@ pub async fn update(ctx: Arc<Ctx>, auth: RawHeader, budget_id: Uuid, body: Body)
         return Err(ApiError::validation("body", "give total_amount and/or status"));
     }
     let wallet_id = wallet_of_budget(&ctx, budget_id).await?;
-    let w = ctx.ledger.wallet(wallet_id).await?;
+    let w = ctx.service.wallet(wallet_id).await?;
     visible(&caller, &w).map_err(|_| ApiError::not_found("budget"))?;
     if !caller.can_manage(w.company_id) {
         return Err(ApiError::forbidden(
@@ -147,7 +147,7 @@ pub async fn update(ctx: Arc<Ctx>, auth: RawHeader, budget_id: Uuid, body: Body)
         ));
     }
     let budget = ctx
-        .ledger
+        .service
         .update_budget(
             wallet_id,
             budget_id,
@@ -179,15 +179,14 @@ pub async fn update(ctx: Arc<Ctx>, auth: RawHeader, budget_id: Uuid, body: Body)
 pub async fn history(ctx: Arc<Ctx>, auth: RawHeader, budget_id: Uuid) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let wallet_id = wallet_of_budget(&ctx, budget_id).await?;
-    let w = ctx.ledger.wallet(wallet_id).await?;
+    let w = ctx.service.wallet(wallet_id).await?;
     visible(&caller, &w).map_err(|_| ApiError::not_found("budget"))?;
-    let rows = ctx.ledger.store.budget_history(budget_id).await?;
+    let rows = ctx.service.budget_history(budget_id).await?;
     Ok(json_response(StatusCode::OK, &rows))
 }
 
 async fn wallet_of_budget(ctx: &Ctx, budget_id: Uuid) -> Result<Uuid, ApiError> {
-    ctx.ledger
-        .store
+    ctx.service
         .wallet_of_budget(budget_id)
         .await?
         .ok_or_else(|| ApiError::not_found("budget"))

@@ -17,10 +17,10 @@ use warp::reply::Response;
 use super::idempotency::{self, Begin};
 use super::problem::{ApiError, json_response};
 use super::{Body, RawHeader};
-use crate::app::Ctx;
 use crate::auth::{AuthError, AuthReason, Caller, Role};
-use crate::money::Posting;
-use crate::store::{AuditRow, CreateWalletError, HistoryFilter};
+use crate::http::Ctx;
+use crate::service::Posting;
+use crate::store::{CreateWalletError, HistoryFilter};
 use crate::views::{HistoryPage, Pagination, TransactionView, TransferView, UserView, WalletView};
 
 /// Default and largest page size of history queries.
@@ -142,11 +142,11 @@ where
     Fut: std::future::Future<Output = Result<Response, ApiError>>,
 {
     let key = idempotency_key(key)?;
-    match idempotency::begin(&ctx.ledger.store, caller.user_id, endpoint, key, path, raw).await? {
+    match idempotency::begin(&ctx.service, caller.user_id, endpoint, key, path, raw).await? {
         Begin::Replay(r) => Ok(r),
         Begin::Run(ticket) => match run(ticket.clone()).await {
             Ok(r) => Ok(r),
-            Err(e) => idempotency::settle_failure(&ctx.ledger.store, &ticket, e).await,
+            Err(e) => idempotency::settle_failure(&ctx.service, &ticket, e).await,
         },
     }
 }
@@ -208,7 +208,10 @@ pub async fn put_user(ctx: Arc<Ctx>, auth: RawHeader, user_id: Uuid, body: Body)
     if email.len() > MAX_EMAIL_LEN || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
         return Err(ApiError::validation("email", "must be an e-mail address"));
     }
-    let user = crate::users::upsert(&ctx, user_id, &email, b.company_id, b.role, &origin(&caller, None)).await?;
+    let user = ctx
+        .service
+        .record_user(user_id, &email, b.company_id, b.role, &origin(&caller, None))
+        .await?;
     Ok(json_response(StatusCode::OK, &user))
 }
 
@@ -236,7 +239,7 @@ pub struct CreateWalletBody {
 pub async fn create_wallet(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Body) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let (b, raw) = parse::<CreateWalletBody>(body)?;
-    let user = ctx.ledger.store.get_user(b.user_id).await?;
+    let user = ctx.service.user(b.user_id).await?;
     let Some(user) = user.filter(|u| caller.can_view(u.user_id, u.company_id)) else {
         return Err(ApiError::not_found("user"));
     };
@@ -246,14 +249,11 @@ pub async fn create_wallet(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body:
         ));
     }
     let initial = b.initial_balance.unwrap_or(Amount::ZERO);
-    let currency = b.currency.unwrap_or(ctx.default_currency);
+    let currency = b.currency.unwrap_or(ctx.service.default_currency());
     idempotent(&ctx, &caller, "POST /wallets", key, "/wallets", &raw, |ticket| async {
         let o = origin(&caller, ticket);
-        match ctx.ledger.store.create_wallet(b.user_id, initial, currency, &o).await {
-            Ok(w) => {
-                ctx.user_wallets.insert(w.user_id, w.wallet_id);
-                Ok(json_response(StatusCode::CREATED, &WalletView::from(&w)))
-            }
+        match ctx.service.create_wallet(b.user_id, initial, currency, &o).await {
+            Ok(w) => Ok(json_response(StatusCode::CREATED, &WalletView::from(&w))),
             Err(CreateWalletError::UserNotFound) => Err(ApiError::not_found("user")),
             Err(CreateWalletError::Exists(id)) => Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -275,10 +275,14 @@ pub async fn create_wallet(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body:
               (status = 404, description = "NOT_FOUND: no wallet, or one the caller may not see")))]
 pub async fn get_wallet(ctx: Arc<Ctx>, auth: RawHeader, user_id: Uuid) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
-    let Some(wallet_id) = ctx.wallet_of_user(user_id).await? else {
+    let Some(wallet_id) = ctx.service.wallet_of_user(user_id).await? else {
         return Err(ApiError::not_found("wallet"));
     };
-    let w = ctx.wallet_for_read(wallet_id).await?;
+    let w = ctx
+        .service
+        .wallet_for_read(wallet_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("wallet"))?;
     visible(&caller, &w)?;
     Ok(json_response(StatusCode::OK, &WalletView::from(&w)))
 }
@@ -303,7 +307,7 @@ pub async fn set_status(ctx: Arc<Ctx>, auth: RawHeader, wallet_id: Uuid, body: B
     let caller = authenticate(&ctx, auth)?;
     let (b, _) = parse::<StatusBody>(body)?;
     let reason = optional_text("reason", b.reason, MAX_REASON_LEN)?;
-    let w = ctx.ledger.wallet(wallet_id).await?;
+    let w = ctx.service.wallet(wallet_id).await?;
     visible(&caller, &w)?;
     if !caller.can_manage(w.company_id) {
         return Err(ApiError::forbidden(
@@ -311,7 +315,7 @@ pub async fn set_status(ctx: Arc<Ctx>, auth: RawHeader, wallet_id: Uuid, body: B
         ));
     }
     let w = ctx
-        .ledger
+        .service
         .set_status(wallet_id, b.status, reason, origin(&caller, None))
         .await?;
     Ok(json_response(StatusCode::OK, &WalletView::from(&w)))
@@ -415,9 +419,9 @@ pub async fn history(ctx: Arc<Ctx>, auth: RawHeader, wallet_id: Uuid, query: Str
         }
         f.status = Some(s.to_string());
     }
-    let w = ctx.ledger.wallet(wallet_id).await?;
+    let w = ctx.service.wallet(wallet_id).await?;
     visible(&caller, &w)?;
-    let (transactions, total) = ctx.ledger.store.history(wallet_id, &f).await?;
+    let (transactions, total) = ctx.service.history(wallet_id, &f).await?;
     Ok(json_response(
         StatusCode::OK,
         &HistoryPage {
@@ -497,7 +501,7 @@ pub async fn post_transaction(
         Some(_) => return Err(ApiError::validation("metadata", "must be a JSON object")),
     };
     if !caller.can_move_money() {
-        let w = ctx.ledger.wallet(wallet_id).await?;
+        let w = ctx.service.wallet(wallet_id).await?;
         visible(&caller, &w)?;
         return Err(ApiError::forbidden(
             "only service or admin callers may post transactions",
@@ -523,7 +527,7 @@ pub async fn post_transaction(
         &path,
         &raw,
         |ticket| async {
-            let entry = ctx.ledger.post(wallet_id, posting, origin(&caller, ticket)).await?;
+            let entry = ctx.service.post(wallet_id, posting, origin(&caller, ticket)).await?;
             Ok(json_response(StatusCode::CREATED, &TransactionView::from(&entry)))
         },
     )
@@ -562,7 +566,7 @@ pub async fn transfer(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Body
     let description = optional_text("description", b.description, MAX_DESCRIPTION_LEN)?;
     let reference_id = optional_text("reference_id", b.reference_id, MAX_REFERENCE_ID_LEN)?;
     if !caller.can_move_money() {
-        let w = ctx.ledger.wallet(b.from_wallet_id).await?;
+        let w = ctx.service.wallet(b.from_wallet_id).await?;
         visible(&caller, &w)?;
         return Err(ApiError::forbidden("only service or admin callers may transfer"));
     }
@@ -575,7 +579,7 @@ pub async fn transfer(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Body
         &raw,
         |ticket| async {
             let (out, incoming) = ctx
-                .ledger
+                .service
                 .transfer(
                     b.from_wallet_id,
                     b.to_wallet_id,
@@ -589,30 +593,4 @@ pub async fn transfer(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Body
         },
     )
     .await
-}
-
-/// Audit row for a user record written over HTTP.
-pub fn user_audit(o: &Origin, user_id: Uuid, company_id: Uuid, role: Role) -> AuditRow {
-    AuditRow {
-        actor_id: Some(o.actor_id),
-        actor_role: o.role.clone(),
-        action: "user.upsert".into(),
-        target_type: "user",
-        target_id: user_id.to_string(),
-        outcome: "APPLIED".into(),
-        detail: serde_json::json!({"company_id": company_id, "role": role.as_str()}),
-    }
-}
-
-/// Renders a stored user.
-pub fn user_view(ctx: &Ctx, u: &crate::store::UserRow) -> Result<UserView, ApiError> {
-    let email = ctx.pii.decrypt(&u.email_encrypted).map_err(ApiError::internal)?;
-    Ok(UserView {
-        user_id: u.user_id,
-        email,
-        company_id: u.company_id,
-        role: u.role.clone(),
-        created_at: crate::views::ts(u.created_at),
-        updated_at: crate::views::ts(u.updated_at),
-    })
 }

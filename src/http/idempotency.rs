@@ -18,7 +18,8 @@ use wallet_actors::IdempotencyTicket;
 use warp::reply::Response;
 
 use super::problem::{ApiError, raw_json};
-use crate::store::{Claim, PgStore, Resolution};
+use crate::service::Service;
+use crate::store::{Claim, Resolution};
 
 /// How long a request whose commit had an unknown outcome keeps trying to learn it before it answers 504.
 pub const RESOLVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
@@ -39,7 +40,7 @@ pub enum Begin {
 /// Validates the key, then claims it or finds its earlier outcome. Call only after the request has been
 /// validated: a request refused with 400 does not consume its key.
 pub async fn begin(
-    store: &PgStore,
+    service: &Service,
     caller: Uuid,
     endpoint: &str,
     key: Option<String>,
@@ -58,7 +59,7 @@ pub async fn begin(
     h.update([0]);
     h.update(body);
     let hash = h.finalize().to_vec();
-    match store.claim_idempotency(caller, endpoint, &key, &hash).await? {
+    match service.claim_idempotency(caller, endpoint, &key, &hash).await? {
         Claim::Claimed { token } => Ok(Begin::Run(Some(IdempotencyTicket {
             caller,
             endpoint: endpoint.into(),
@@ -85,18 +86,18 @@ pub async fn begin(
 
 /// After a refusal or failure of a keyed request: settles its key and returns the request's true answer.
 pub async fn settle_failure(
-    store: &PgStore,
+    service: &Service,
     ticket: &Option<IdempotencyTicket>,
     error: ApiError,
 ) -> Result<Response, ApiError> {
     let Some(t) = ticket else { return Err(error) };
     if error.code == "OUTCOME_UNKNOWN" {
-        return resolve(store, t, error).await;
+        return resolve(service, t, error).await;
     }
     let settled = if error.status.is_server_error() {
-        store.release_idempotency(t).await.map(|_| ())
+        service.release_idempotency(t).await.map(|_| ())
     } else {
-        store
+        service
             .complete_idempotency(t, error.status.as_u16(), &error.body())
             .await
     };
@@ -110,11 +111,11 @@ pub async fn settle_failure(
 
 /// Learns the outcome of a commit that went silent, through its key: releasing it fences the attempt off
 /// (then "not applied" is true), or the key holds the reply the attempt committed (replayed).
-async fn resolve(store: &PgStore, t: &IdempotencyTicket, unknown: ApiError) -> Result<Response, ApiError> {
+async fn resolve(service: &Service, t: &IdempotencyTicket, unknown: ApiError) -> Result<Response, ApiError> {
     let until = std::time::Instant::now() + RESOLVE_WINDOW;
     let mut pause = RESOLVE_FIRST_PAUSE;
     loop {
-        match store.resolve_idempotency(t).await {
+        match service.resolve_idempotency(t).await {
             Ok(Resolution::NotApplied) => {
                 metrics::counter!("idempotency_resolutions_total", "outcome" => "not_applied").increment(1);
                 return Err(ApiError::unavailable(

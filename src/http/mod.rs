@@ -14,6 +14,9 @@ pub mod handlers;
 pub mod idempotency;
 pub mod openapi;
 pub mod problem;
+mod state;
+
+pub use state::Ctx;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,7 +29,6 @@ use uuid::Uuid;
 use warp::reply::Response;
 use warp::{Filter, Rejection as WarpRejection};
 
-use crate::app::Ctx;
 use problem::ApiError;
 
 /// Largest request body accepted (413 beyond).

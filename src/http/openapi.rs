@@ -5,16 +5,14 @@
 //! `Problem` schema with every `code` of [`CATALOGUE`]. The result passes `openapi-spec-validator`, and
 //! schemathesis checks the live service against it (`scripts/api-conformance.sh`).
 
-use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use serde_json::{Map, Value, json};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::openapi::{RefOr, security::Http, security::HttpAuthScheme, security::SecurityScheme};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::openapi::{security::Http, security::HttpAuthScheme, security::SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 use warp::reply::Response;
 
 use super::handlers;
@@ -23,117 +21,7 @@ use super::problem::{CATALOGUE, FieldError, PROBLEM_JSON, Problem};
 use crate::auth::AuthReason;
 use crate::views::{HistoryItem, HistoryPage, Pagination, TransactionView, TransferView, UserView, WalletView};
 
-/// A positive amount in a request: a decimal string (at most 2 decimals, at most 9999999999999.99) or a
-/// JSON number read exactly from its text.
-pub struct PositiveAmount;
-/// A non-negative amount in a request (an opening balance).
-pub struct NonNegativeAmount;
-/// An amount in a reply: always a decimal string with exactly 2 decimals.
-pub struct Money;
-
-/// Decimal string of a positive amount with at most 2 decimals and at most 13 integer digits.
-pub const POSITIVE_AMOUNT_PATTERN: &str = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,12}(\.[0-9]{1,2})?)$";
-/// Decimal string of a non-negative amount.
-pub const AMOUNT_PATTERN: &str = r"^(0|[1-9][0-9]{0,12})(\.[0-9]{1,2})?$";
-/// Amounts as the service writes them.
-pub const MONEY_PATTERN: &str = r"^[0-9]{1,13}\.[0-9]{2}$";
-/// The largest amount (DECIMAL(15,2)).
-pub const MAX_AMOUNT_TEXT: &str = "9999999999999.99";
-/// Text that is not blank: at least one character that is not white space (the service trims).
-pub const NOT_BLANK_PATTERN: &str = r"\S";
-/// An `Idempotency-Key`: visible ASCII, no surrounding blanks (HTTP strips them).
-pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~]([ -~]*[!-~])?$";
-
-/// Placeholder schemas: the components are filled in by [`complete`], which writes JSON Schema that utoipa's
-/// builders cannot express (`oneOf` of a pattern string and a bounded number).
-macro_rules! component {
-    ($t:ty, $name:literal) => {
-        impl PartialSchema for $t {
-            fn schema() -> RefOr<Schema> {
-                RefOr::T(Schema::Object(
-                    ObjectBuilder::new().schema_type(Type::String).build(),
-                ))
-            }
-        }
-        impl ToSchema for $t {
-            fn name() -> Cow<'static, str> {
-                Cow::Borrowed($name)
-            }
-        }
-    };
-}
-component!(PositiveAmount, "PositiveAmount");
-component!(NonNegativeAmount, "NonNegativeAmount");
-component!(Money, "Money");
-
-/// The enums of the contract, as the wire spells them (documentation types; the service's own enums live
-/// in `wallet-actors`, which does not depend on utoipa).
-#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
-pub mod enums {
-    use utoipa::ToSchema;
-
-    #[derive(ToSchema)]
-    pub enum Currency {
-        USD,
-        EUR,
-        INR,
-        GBP,
-    }
-
-    #[derive(ToSchema)]
-    pub enum WalletStatus {
-        ACTIVE,
-        FROZEN,
-        CLOSED,
-    }
-
-    #[derive(ToSchema)]
-    pub enum PeriodType {
-        WEEKLY,
-        MONTHLY,
-        QUARTERLY,
-        YEARLY,
-    }
-
-    /// A budget's status; past its end_date a budget is EXPIRED.
-    #[derive(ToSchema)]
-    pub enum BudgetStatus {
-        ACTIVE,
-        SUSPENDED,
-        EXPIRED,
-    }
-
-    /// The statuses a budget may be set to.
-    #[derive(ToSchema)]
-    pub enum BudgetStatusChange {
-        ACTIVE,
-        SUSPENDED,
-    }
-
-    #[derive(ToSchema)]
-    pub enum TransactionType {
-        CREDIT,
-        DEBIT,
-        TRANSFER_IN,
-        TRANSFER_OUT,
-    }
-
-    #[derive(ToSchema)]
-    pub enum TransactionStatus {
-        PENDING,
-        COMPLETED,
-        FAILED,
-        CANCELLED,
-    }
-
-    #[derive(ToSchema)]
-    pub enum Role {
-        user,
-        manager,
-        admin,
-        service,
-    }
-}
+pub use crate::schema::*;
 
 /// `{"status": …}` of `/health` and `/ready`.
 #[derive(ToSchema)]
@@ -172,7 +60,7 @@ impl Modify for BearerAuth {
           super::budgets::update, super::budgets::history),
     components(schemas(Problem, FieldError, WalletView, TransactionView, TransferView, HistoryItem, HistoryPage, Pagination, UserView,
                        handlers::UserBody, handlers::CreateWalletBody, handlers::StatusBody, handlers::PostTransactionBody,
-                       handlers::PostType, handlers::TransferBody, crate::budgets::BudgetView, crate::budgets::HistoryView,
+                       handlers::PostType, handlers::TransferBody, crate::views::BudgetView, crate::views::HistoryView,
                        super::budgets::CreateBudgetBody, super::budgets::UpdateBudgetBody, StatusReply,
                        PositiveAmount, NonNegativeAmount, Money, enums::Currency, enums::WalletStatus, enums::PeriodType,
                        enums::BudgetStatus, enums::BudgetStatusChange, enums::TransactionType, enums::TransactionStatus,

@@ -99,7 +99,7 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
         }
     }
     let rows = GroupRows::of(&[batch]);
-    let (budgets, rows) = tokio::join!(crate::budgets::write_batch(tx, batch), insert_group_rows(tx, &rows));
+    let (budgets, rows) = tokio::join!(super::write_budgets(tx, batch), insert_group_rows(tx, &rows));
     root_cause([budgets, rows]).map_err(batch_err)?;
     Ok(())
 }

@@ -12,10 +12,16 @@
 //! - here: [`PgStore`] (the engine's `WalletStore`: loads, commits through the committer, transfers) and
 //!   the reads and writes of the HTTP handlers (users, wallets, history, idempotency keys).
 
+mod bookings;
+mod budgets;
 mod committer;
 mod idempotency;
 mod rows;
 
+pub use bookings::{
+    BOOKING_REFERENCE_TYPE, BOOKING_REFUSED_ACTION, BookingState, DefaultBudgetsLock, RefusedBooking, SYSTEM_ACTOR,
+};
+pub(crate) use budgets::{alert_events, write_batch as write_budgets};
 pub use committer::{GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_PENDING_BATCHES, all_plain_statements};
 pub use idempotency::{Claim, IDEMPOTENCY_LEASE_SECS, Resolution};
 pub use rows::AuditRow;
@@ -223,7 +229,7 @@ impl WalletStore for PgStore {
         // Both statements pipelined on the one connection: a cold wallet (the first booking of a user) costs
         // one round trip, not two. The budgets of a missing wallet are simply none.
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&wallet_id];
-        let (row, budgets) = tokio::join!(c.query_opt(&stmt, &params), crate::budgets::load_live(&c, wallet_id));
+        let (row, budgets) = tokio::join!(c.query_opt(&stmt, &params), budgets::load_live(&c, wallet_id));
         let row = row.map_err(unavailable)?;
         let Some(mut wallet) = row.as_ref().map(wallet_from_row).transpose()? else {
             return Ok(None);
@@ -629,7 +635,7 @@ impl PgStore {
         Ok(row.map(|r| r.get(0)))
     }
 
-    pub async fn budget_history(&self, budget_id: Uuid) -> Result<Vec<crate::budgets::HistoryView>, StoreError> {
+    pub async fn budget_history(&self, budget_id: Uuid) -> Result<Vec<crate::views::HistoryView>, StoreError> {
         let c = self.read.get().await.map_err(unavailable)?;
         let rows = c
             .query(
@@ -641,7 +647,7 @@ impl PgStore {
             .map_err(unavailable)?;
         Ok(rows
             .iter()
-            .map(|r| crate::budgets::HistoryView {
+            .map(|r| crate::views::HistoryView {
                 history_id: r.get(0),
                 budget_id: r.get(1),
                 old_amount: r.get::<_, Option<Decimal>>(2).map(fmt_amount),

@@ -222,7 +222,7 @@ impl<'a> GroupRows<'a> {
             event_wallet.push(e.wallet_id);
         }
         for b in batches {
-            for ev in crate::budgets::alert_events(b) {
+            for ev in super::alert_events(b) {
                 events.push(ev);
                 event_wallet.push(b.wallet_id);
             }

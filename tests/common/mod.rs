@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
-use wallet_service::app::{App, Ctx};
+use wallet_service::app::App;
 use wallet_service::auth::{AuthConfig, Caller, KeySource, Role, mint_hs256};
 use wallet_service::config::{Config, LogFormat};
+use wallet_service::http::Ctx;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 pub const ISSUER: &str = "user-management";

@@ -18,10 +18,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 use wallet_actors::{Amount, Currency, Origin};
-use wallet_service::app::{App, Ctx};
+use wallet_service::app::App;
 use wallet_service::auth::Role;
 use wallet_service::config::Config;
 use wallet_service::events::{EventsConfig, RetryPolicy, Topology};
+use wallet_service::http::Ctx;
 
 use crate::common::{self, TestDb};
 
@@ -268,20 +269,21 @@ impl EvApp {
             role: "admin".into(),
             ..Origin::default()
         };
-        wallet_service::users::upsert(
-            &self.ctx,
-            user,
-            &format!("{user}@example.com"),
-            Uuid::new_v4(),
-            Role::User,
-            &origin,
-        )
-        .await
-        .expect("user recorded");
+        self.ctx
+            .service
+            .record_user(
+                user,
+                &format!("{user}@example.com"),
+                Uuid::new_v4(),
+                Role::User,
+                &origin,
+            )
+            .await
+            .expect("user recorded");
         let w = self
             .ctx
-            .ledger
-            .store
+            .service
+            .store()
             .create_wallet(user, Amount::parse(balance).expect("amount"), currency, &origin)
             .await
             .expect("wallet created");

@@ -1,27 +1,20 @@
-//! Budgets on the service side: their SQL (loaded with the wallet, written in the wallet's batch), the
-//! expiry sweep, and default budgets for new users.
+//! Budget SQL: loaded with the wallet, written in the wallet's batch (same transaction as its debits),
+//! and the expiry sweep.
 //!
-//! The *check* lives in the wallet actor (`wallet_actors::wallet`), in the same serialized step as the
-//! balance check. Here the batch's budget work is written in the same transaction as its debits, and
+//! The *check* lives in the wallet actor (`wallet_actors::command::post`), in the same serialized step as
+//! the balance check. Here the batch's budget work is written in the same transaction as its debits, and
 //! guarded in SQL: `used_amount <= total_amount` is a CHECK constraint, and the wallet row's version guard
 //! means a second process cannot interleave its own budget writes for this wallet.
 
-use std::time::Duration;
-
-use chrono::{NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use uuid::Uuid;
 use wallet_actors::store::{Batch, StoreError};
-use wallet_actors::{Amount, Budget, BudgetStatus, Engine, PeriodType, TxnType};
+use wallet_actors::{Amount, Budget, TxnType};
 
-use crate::store::{corrupt, unavailable};
-use crate::views::{OutboxEvent, ts};
-
-/// How often budgets past their end are marked EXPIRED (correctness does not depend on it: the actor
-/// treats a budget past its end as expired at use).
-pub const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(300);
+use super::{PgStore, corrupt, unavailable};
+use crate::views::OutboxEvent;
 
 pub(crate) const BUDGET_COLUMNS: &str = "budget_id, wallet_id, total_amount, used_amount, period_type, start_date, end_date, \
      status, created_by, alerted_thresholds, created_at, updated_at";
@@ -243,156 +236,18 @@ async fn history<C: GenericClient>(
     Ok(())
 }
 
-/// The budget's JSON shape (`GET /budgets/{userId}` and friends).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BudgetView {
-    pub budget_id: Uuid,
-    pub wallet_id: Uuid,
-    #[schema(value_type = crate::http::openapi::Money)]
-    pub total_amount: String,
-    #[schema(value_type = crate::http::openapi::Money)]
-    pub used_amount: String,
-    #[schema(value_type = crate::http::openapi::Money)]
-    pub remaining_amount: String,
-    #[schema(value_type = crate::http::openapi::enums::PeriodType)]
-    pub period_type: String,
-    pub start_date: NaiveDate,
-    pub end_date: NaiveDate,
-    #[schema(value_type = crate::http::openapi::enums::BudgetStatus)]
-    pub status: String,
-    pub created_by: Uuid,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
-}
-
-impl From<&Budget> for BudgetView {
-    fn from(b: &Budget) -> Self {
-        // Past its end a budget is EXPIRED whether or not the sweep has written it yet.
-        let status = if b.status == BudgetStatus::Active && b.end_date < Utc::now().date_naive() {
-            BudgetStatus::Expired
-        } else {
-            b.status
-        };
-        let fmt = |d: Decimal| format!("{d:.2}");
-        BudgetView {
-            budget_id: b.budget_id,
-            wallet_id: b.wallet_id,
-            total_amount: b.total.to_string(),
-            used_amount: b.used.to_string(),
-            remaining_amount: fmt(b.remaining()),
-            period_type: b.period.to_string(),
-            start_date: b.start_date,
-            end_date: b.end_date,
-            status: status.to_string(),
-            created_by: b.created_by,
-            created_at: ts(b.created_at),
-            updated_at: ts(b.updated_at),
-        }
-    }
-}
-
-/// A `budget_history` row.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct HistoryView {
-    pub history_id: Uuid,
-    pub budget_id: Uuid,
-    #[schema(value_type = Option<crate::http::openapi::Money>)]
-    pub old_amount: Option<String>,
-    #[schema(value_type = crate::http::openapi::Money)]
-    pub new_amount: String,
-    pub change_reason: String,
-    pub changed_by: Uuid,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-}
-
-/// Marks budgets past their end as EXPIRED and tells their wallets' actors to reload.
-pub async fn sweep_expired(pool: &deadpool_postgres::Pool, engine: &Engine) -> Result<u64, String> {
-    let c = pool.get().await.map_err(|e| e.to_string())?;
-    let rows = c
-        .query(
-            "UPDATE budgets SET status = 'EXPIRED', updated_at = CURRENT_TIMESTAMP \
-             WHERE status IN ('ACTIVE', 'SUSPENDED') AND end_date < (now() AT TIME ZONE 'UTC')::date RETURNING wallet_id",
-            &[],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    for r in &rows {
-        engine.invalidate(r.get(0));
-    }
-    Ok(rows.len() as u64)
-}
-
-/// A default allocation: a budget of `total` per `period` for new users of a role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DefaultBudget {
-    pub role: String,
-    pub period: PeriodType,
-    pub total: Amount,
-}
-
-/// Parses `DEFAULT_BUDGETS`, e.g. `user:MONTHLY:1000.00,manager:MONTHLY:5000.00` (role `*` for all).
-pub fn parse_defaults(spec: &str) -> Result<Vec<DefaultBudget>, String> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let parts: Vec<&str> = item.split(':').collect();
-            let [role, period, total] = parts.as_slice() else {
-                return Err(format!("DEFAULT_BUDGETS item {item:?} must be role:PERIOD:amount"));
-            };
-            if !["user", "manager", "admin", "service", "*"].contains(role) {
-                return Err(format!("DEFAULT_BUDGETS role {role:?} is not a role"));
-            }
-            let total = Amount::parse_positive(total).map_err(|e| format!("DEFAULT_BUDGETS amount {total:?} {e}"))?;
-            Ok(DefaultBudget {
-                role: role.to_string(),
-                period: period.parse()?,
-                total,
-            })
-        })
-        .collect()
-}
-
-/// Sets up the configured default budgets of a new user's wallet (starting with the current period).
-/// Called by the `UserCreated` consumer; goes through the wallet's actor like any budget change.
-pub async fn apply_defaults(
-    ledger: &crate::money::Ledger,
-    defaults: &[DefaultBudget],
-    wallet_id: Uuid,
-    role: &str,
-    origin: wallet_actors::Origin,
-) -> Result<Vec<Budget>, wallet_actors::Rejection> {
-    let today = Utc::now().date_naive();
-    let mut created = Vec::new();
-    for d in defaults.iter().filter(|d| d.role == role || d.role == "*") {
-        let start = d.period.start_of(today);
-        let end = d.period.end_of(today);
-        created.push(
-            ledger
-                .create_budget(wallet_id, d.total, d.period, start, end, origin.clone())
-                .await?,
-        );
-    }
-    Ok(created)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_budgets_parse_roles_periods_and_amounts() {
-        let d = parse_defaults("user:MONTHLY:1000.00, *:YEARLY:5000").unwrap();
-        assert_eq!(d.len(), 2);
-        assert_eq!(d[0].period, PeriodType::Monthly);
-        assert_eq!(d[1].total.to_string(), "5000.00");
-        assert!(parse_defaults("user:DAILY:1").is_err());
-        assert!(parse_defaults("boss:MONTHLY:1").is_err());
-        assert!(parse_defaults("user:MONTHLY:0").is_err());
-        assert!(parse_defaults("user:MONTHLY").is_err());
-        assert!(parse_defaults("").unwrap().is_empty());
+impl PgStore {
+    /// Marks budgets past their end as EXPIRED; returns the wallets whose actors must reload.
+    pub async fn expire_budgets(&self) -> Result<Vec<Uuid>, StoreError> {
+        let c = self.pool.get().await.map_err(unavailable)?;
+        let rows = c
+            .query(
+                "UPDATE budgets SET status = 'EXPIRED', updated_at = CURRENT_TIMESTAMP \
+                 WHERE status IN ('ACTIVE', 'SUSPENDED') AND end_date < (now() AT TIME ZONE 'UTC')::date RETURNING wallet_id",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }
