@@ -51,10 +51,10 @@ impl App {
                 PiiCipher::development()
             }
         };
-        crate::db::migrate(&config.database_url).await?;
-        let pool = crate::db::pool(&config.database_url, config.pool_size, &config.timeouts.statements())?;
+        crate::store::db::migrate(&config.database_url).await?;
+        let pool = crate::store::db::pool(&config.database_url, config.pool_size, &config.timeouts.statements())?;
         let read = match &config.database_read_url {
-            Some(url) => crate::db::pool(url, config.pool_size, &config.timeouts.statements())?,
+            Some(url) => crate::store::db::pool(url, config.pool_size, &config.timeouts.statements())?,
             None => pool.clone(),
         };
         // Instances over one database share one cache namespace: the cache mirrors that database.
@@ -77,7 +77,7 @@ impl App {
             cache,
             outbox_written,
         };
-        crate::db::ensure_partitions(&pool)
+        crate::store::db::ensure_partitions(&pool)
             .await
             .map_err(|e| format!("partitions: {e}"))?;
         let limits = Limits {
@@ -187,21 +187,21 @@ impl App {
 }
 
 async fn partition_upkeep(pool: deadpool_postgres::Pool) {
-    let mut tick = tokio::time::interval(crate::db::PARTITION_UPKEEP_EVERY);
+    let mut tick = tokio::time::interval(crate::store::db::PARTITION_UPKEEP_EVERY);
     tick.tick().await; // the first tick is immediate; build already ran it
     loop {
         tick.tick().await;
-        match crate::db::ensure_partitions(&pool).await {
+        match crate::store::db::ensure_partitions(&pool).await {
             Ok(n) if n > 0 => info!(created = n, "transaction partitions created"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "partition upkeep failed; will retry"),
         }
-        match crate::db::prune_idempotency_keys(&pool).await {
+        match crate::store::db::prune_idempotency_keys(&pool).await {
             Ok(n) if n > 0 => info!(pruned = n, "old idempotency keys pruned"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "idempotency key pruning failed; will retry"),
         }
-        match crate::db::prune_inbox(&pool).await {
+        match crate::store::db::prune_inbox(&pool).await {
             Ok(n) if n > 0 => info!(pruned = n, "old inbox rows pruned"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "inbox pruning failed; will retry"),

@@ -83,8 +83,8 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             reply: wallet_actors::supervisor::REPLY_TIMEOUT,
-            db_statement: crate::db::DEFAULT_DB_STATEMENT_TIMEOUT,
-            db_lock: crate::db::DEFAULT_DB_LOCK_TIMEOUT,
+            db_statement: crate::store::db::DEFAULT_DB_STATEMENT_TIMEOUT,
+            db_lock: crate::store::db::DEFAULT_DB_LOCK_TIMEOUT,
             shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
         }
     }
@@ -92,8 +92,8 @@ impl Default for Timeouts {
 
 impl Timeouts {
     /// The bounds a database pool applies to every statement.
-    pub fn statements(&self) -> crate::db::StatementBounds {
-        crate::db::StatementBounds {
+    pub fn statements(&self) -> crate::store::db::StatementBounds {
+        crate::store::db::StatementBounds {
             db_statement: self.db_statement,
             db_lock: self.db_lock,
         }
@@ -106,10 +106,10 @@ impl Timeouts {
         if self.db_lock > self.db_statement {
             return Err("DB_LOCK_TIMEOUT_MS must not exceed DB_STATEMENT_TIMEOUT_MS".into());
         }
-        if self.db_statement * 2 + crate::db::POOL_WAIT >= commit_wait {
+        if self.db_statement * 2 + crate::store::db::POOL_WAIT >= commit_wait {
             return Err(format!(
                 "DB_STATEMENT_TIMEOUT_MS must be below {} ms (two statements and a pool wait within the {} s commit wait)",
-                (commit_wait - crate::db::POOL_WAIT).as_millis() / 2,
+                (commit_wait - crate::store::db::POOL_WAIT).as_millis() / 2,
                 commit_wait.as_secs()
             ));
         }

@@ -4,7 +4,7 @@
 //! # Module map
 //! Arrows run one way (adapters → use cases → store and engine; nothing below imports anything above):
 //! `app` → `http`, `events` → `service` → `store` → `cache`, `views` → `schema`; `config`, `telemetry` sit
-//! beside `app`; `auth`, `crypto`, `decode`, `db` are leaves for whoever needs them.
+//! beside `app`; `auth`, `crypto`, `decode` are leaves for whoever needs them.
 //! - [`app`]: `App::build(config)` wires everything; `App::run(shutdown)` serves and drains.
 //! - [`service`]: THE USE-CASE LAYER. `Service` alone holds the engine, the store and the cache and
 //!   offers typed operations with enum errors: post, transfer, status, budgets (through the wallet's
@@ -18,9 +18,9 @@
 //!   confirms, topology, or an in-process bus without `AMQP_URL`.
 //! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`;
 //!   `store::rows`: what a commit writes; `store::idempotency`: claims and their fence; `store::budgets`;
-//!   `store::bookings`: inbox, refused bookings, default-budget lock), users, wallets, history.
-//! - [`db`]: pools (statement/lock timeouts), migrations (`sql/`, under an advisory lock), partitions,
-//!   pruning, readiness checks.
+//!   `store::bookings`: inbox, refused bookings, default-budget lock; `store::outbox`: the relay's pass;
+//!   `store::db`: pools with statement and lock timeouts, migrations (`sql/`, under an advisory lock),
+//!   partitions, pruning, readiness), users, wallets, history. Every SQL statement is under `store/`.
 //! - [`cache`]: wallet states written through after each commit (Redis, or in process), versioned.
 //! - [`views`]: the JSON shapes of replies, idempotent replays and events; [`schema`]: their
 //!   documentation-only OpenAPI types.
@@ -45,7 +45,6 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod crypto;
-pub mod db;
 pub mod decode;
 pub mod events;
 pub mod http;

@@ -291,3 +291,28 @@ pub struct HistoryView {
     #[schema(format = DateTime)]
     pub created_at: String,
 }
+
+/// A reply's JSON text. Serializing these views cannot fail (strings, numbers and ids only); should it
+/// ever, the failure is logged and the body is empty rather than a request path panicking.
+fn body_of<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "serializing a reply failed");
+        String::new()
+    })
+}
+
+/// The 201 body of a posting. Built here only: the store records it with the commit (for replays) and
+/// HTTP sends the same text.
+pub fn posting_reply(e: &Entry) -> String {
+    body_of(&TransactionView::from(e))
+}
+
+/// The 201 body of a transfer (see [`posting_reply`]).
+pub fn transfer_reply(out: &Entry, incoming: &Entry) -> String {
+    body_of(&TransferView::new(out, incoming))
+}
+
+/// The body of a wallet (201 on creation, 200 on reads; see [`posting_reply`]).
+pub fn wallet_reply(w: &WalletState) -> String {
+    body_of(&WalletView::from(w))
+}

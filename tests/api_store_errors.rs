@@ -192,7 +192,7 @@ async fn a_500_from_a_statement_postgres_refuses_names_no_database_message() {
 async fn ready_is_503_naming_migrations_while_the_newest_is_not_recorded_and_200_once_it_is() {
     let app = common::spawn_app().await;
     let c = app.db.as_ref().unwrap().client().await;
-    let newest = wallet_service::db::newest_migration();
+    let newest = wallet_service::store::db::newest_migration();
     // The history as an older binary would have left it: the newest migration missing.
     let removed = c
         .query(

@@ -202,7 +202,7 @@ async fn two_relays_over_one_database_publish_every_row_once_and_in_order() {
     // The relay reads rows without row locks: the database's advisory lock alone must keep a second relay
     // (another instance) from publishing the same rows or overtaking the first.
     let db = common::TestDb::new().await;
-    wallet_service::db::migrate(&db.url).await.unwrap();
+    wallet_service::store::db::migrate(&db.url).await.unwrap();
     let c = db.client().await;
     const ROWS: i64 = 1_200;
     c.execute(
@@ -215,7 +215,7 @@ async fn two_relays_over_one_database_publish_every_row_once_and_in_order() {
     let published = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut relays = Vec::new();
     for _ in 0..2 {
-        let pool = wallet_service::db::pool(&db.url, 2, &Default::default()).unwrap();
+        let pool = wallet_service::store::db::pool(&db.url, 2, &Default::default()).unwrap();
         let mut sink = RecordingSink {
             published: published.clone(),
         };

@@ -17,7 +17,7 @@ async fn idempotency_keys_older_than_the_retention_are_pruned_and_fresh_ones_kep
         .await
         .unwrap();
     }
-    let pruned = wallet_service::db::prune_idempotency_keys(&app.ctx.service.store().pool)
+    let pruned = wallet_service::store::db::prune_idempotency_keys(&app.ctx.service.store().pool)
         .await
         .unwrap();
     assert_eq!(pruned, 1);
@@ -49,7 +49,7 @@ async fn transaction_partitions_exist_for_the_months_ahead() {
     assert!(n >= 4, "this month, one back and three ahead: {n}");
     // Creating them again is a no-op.
     assert_eq!(
-        wallet_service::db::ensure_partitions(&app.ctx.service.store().pool)
+        wallet_service::store::db::ensure_partitions(&app.ctx.service.store().pool)
             .await
             .unwrap(),
         0
@@ -69,7 +69,7 @@ async fn inbox_rows_older_than_the_retention_are_pruned() {
     .await
     .unwrap();
     assert_eq!(
-        wallet_service::db::prune_inbox(&app.ctx.service.store().pool)
+        wallet_service::store::db::prune_inbox(&app.ctx.service.store().pool)
             .await
             .unwrap(),
         1

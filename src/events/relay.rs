@@ -21,37 +21,21 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use uuid::Uuid;
 
 use super::{BusEvent, EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, backoff};
 
-/// Rows claimed (and published) per pass.
-pub const RELAY_BATCH: i64 = 500;
 /// How often the relay looks for rows when the last pass found none.
 pub const RELAY_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a published row is kept before it is pruned.
 pub const OUTBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often published rows are pruned.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
-/// Rows deleted per prune statement (a prune loops until none are left).
-pub const PRUNE_BATCH: i64 = 10_000;
 /// Longest wait for one batch's publisher confirms.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 /// At shutdown, how long the relay keeps publishing what is left in the outbox.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Advisory lock key of the relay (per database): "WALOUT".
-pub const RELAY_LOCK_KEY: i64 = 0x5741_4c4f_5554;
 
-/// One claimed outbox row.
-#[derive(Debug, Clone)]
-pub struct OutboxRow {
-    pub seq: i64,
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub routing_key: String,
-    /// The JSON body as written (published byte for byte).
-    pub payload: String,
-}
+pub use crate::store::outbox::{OutboxRow, PRUNE_BATCH, RELAY_BATCH, RELAY_LOCK_KEY, prune};
 
 /// Where the relay publishes.
 #[async_trait]
@@ -137,62 +121,16 @@ pub async fn run<S: Sink>(
 /// One claim–publish–mark pass; returns how many rows were published.
 pub async fn pass<S: Sink>(pool: &Pool, sink: &mut S) -> Result<usize, String> {
     sink.ready().await?;
-    let mut c = pool.get().await.map_err(|e| format!("database: {e}"))?;
-    let tx = c.transaction().await.map_err(|e| format!("database: {e}"))?;
-    // The published mark need not wait for its WAL flush: if a crash loses it, the rows are sent again,
-    // which at-least-once delivery allows (consumers dedup by message_id). It saves a flush per pass that
-    // would queue with the money commits' flushes.
-    let locked: bool = tx
-        .query_one(
-            "SELECT pg_try_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)",
-            &[&RELAY_LOCK_KEY],
-        )
-        .await
-        .map_err(|e| format!("database: {e}"))?
-        .get(0);
-    if !locked {
-        // Another instance is relaying; it keeps the order. Nothing was written here, and a transaction that
-        // fails to roll back is rolled back when dropped, so the error has nothing to tell.
-        let _ = tx.rollback().await;
+    let Some(pass) = crate::store::outbox::begin_pass(pool).await? else {
+        return Ok(0); // another instance is relaying; it keeps the order
+    };
+    if pass.rows.is_empty() {
+        pass.finish(&[]).await?;
         return Ok(0);
     }
-    let stmt = tx
-        .prepare_cached(
-            "SELECT seq, event_id, event_type, routing_key, payload::text FROM outbox \
-             WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-        )
-        .await
-        .map_err(|e| format!("database: {e}"))?;
-    let rows: Vec<OutboxRow> = tx
-        .query(&stmt, &[&RELAY_BATCH])
-        .await
-        .map_err(|e| format!("database: {e}"))?
-        .iter()
-        .map(|r| OutboxRow {
-            seq: r.get(0),
-            event_id: r.get(1),
-            event_type: r.get(2),
-            routing_key: r.get(3),
-            payload: r.get(4),
-        })
-        .collect();
-    if rows.is_empty() {
-        // Read-only so far: a failed commit loses nothing (and releases the lock all the same).
-        let _ = tx.commit().await;
-        return Ok(0);
-    }
-    let (confirmed, error) = sink.publish(&rows).await;
-    if confirmed > 0 {
-        let seqs: Vec<i64> = rows[..confirmed].iter().map(|r| r.seq).collect();
-        let stmt = tx
-            .prepare_cached("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
-            .await
-            .map_err(|e| format!("database: {e}"))?;
-        tx.execute(&stmt, &[&seqs])
-            .await
-            .map_err(|e| format!("database: {e}"))?;
-    }
-    tx.commit().await.map_err(|e| format!("database: {e}"))?;
+    let (confirmed, error) = sink.publish(&pass.rows).await;
+    let seqs: Vec<i64> = pass.rows[..confirmed].iter().map(|r| r.seq).collect();
+    pass.finish(&seqs).await?;
     if confirmed > 0 {
         metrics::counter!("events_published_total").increment(confirmed as u64);
         debug!(rows = confirmed, "outbox rows published");
@@ -200,28 +138,6 @@ pub async fn pass<S: Sink>(pool: &Pool, sink: &mut S) -> Result<usize, String> {
     match error {
         Some(e) => Err(e),
         None => Ok(confirmed),
-    }
-}
-
-/// Deletes rows published more than `retention` ago; returns how many.
-pub async fn prune(pool: &Pool, retention: Duration) -> Result<u64, String> {
-    let c = pool.get().await.map_err(|e| e.to_string())?;
-    let secs = retention.as_secs_f64();
-    let mut total = 0;
-    loop {
-        // Oldest first by `seq` (the primary key), which is also the order rows age in.
-        let n = c
-            .execute(
-                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE published_at IS NOT NULL \
-                 AND published_at < now() - make_interval(secs => $1) ORDER BY seq LIMIT $2)",
-                &[&secs, &PRUNE_BATCH],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        total += n;
-        if (n as i64) < PRUNE_BATCH {
-            return Ok(total);
-        }
     }
 }
 

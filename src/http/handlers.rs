@@ -15,7 +15,7 @@ use wallet_actors::{Amount, Currency, Direction, IdempotencyTicket, Origin, TxnT
 use warp::reply::Response;
 
 use super::idempotency::{self, Begin};
-use super::problem::{ApiError, json_response};
+use super::problem::{ApiError, json_response, raw_json};
 use super::{Body, RawHeader};
 use crate::auth::{AuthError, AuthReason, Caller, Role};
 use crate::http::Ctx;
@@ -253,7 +253,7 @@ pub async fn create_wallet(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body:
     idempotent(&ctx, &caller, "POST /wallets", key, "/wallets", &raw, |ticket| async {
         let o = origin(&caller, ticket);
         match ctx.service.create_wallet(b.user_id, initial, currency, &o).await {
-            Ok(w) => Ok(json_response(StatusCode::CREATED, &WalletView::from(&w))),
+            Ok(w) => Ok(raw_json(StatusCode::CREATED, crate::views::wallet_reply(&w))),
             Err(CreateWalletError::UserNotFound) => Err(ApiError::not_found("user")),
             Err(CreateWalletError::Exists(id)) => Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -284,7 +284,7 @@ pub async fn get_wallet(ctx: Arc<Ctx>, auth: RawHeader, user_id: Uuid) -> Result
         .await?
         .ok_or_else(|| ApiError::not_found("wallet"))?;
     visible(&caller, &w)?;
-    Ok(json_response(StatusCode::OK, &WalletView::from(&w)))
+    Ok(raw_json(StatusCode::OK, crate::views::wallet_reply(&w)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -318,7 +318,7 @@ pub async fn set_status(ctx: Arc<Ctx>, auth: RawHeader, wallet_id: Uuid, body: B
         .service
         .set_status(wallet_id, b.status, reason, origin(&caller, None))
         .await?;
-    Ok(json_response(StatusCode::OK, &WalletView::from(&w)))
+    Ok(raw_json(StatusCode::OK, crate::views::wallet_reply(&w)))
 }
 
 /// Query of `GET /wallets/{walletId}/transactions`.
@@ -528,7 +528,7 @@ pub async fn post_transaction(
         &raw,
         |ticket| async {
             let entry = ctx.service.post(wallet_id, posting, origin(&caller, ticket)).await?;
-            Ok(json_response(StatusCode::CREATED, &TransactionView::from(&entry)))
+            Ok(raw_json(StatusCode::CREATED, crate::views::posting_reply(&entry)))
         },
     )
     .await
@@ -589,7 +589,10 @@ pub async fn transfer(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Body
                     origin(&caller, ticket),
                 )
                 .await?;
-            Ok(json_response(StatusCode::CREATED, &TransferView::new(&out, &incoming)))
+            Ok(raw_json(
+                StatusCode::CREATED,
+                crate::views::transfer_reply(&out, &incoming),
+            ))
         },
     )
     .await

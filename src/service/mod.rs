@@ -364,12 +364,12 @@ impl Service {
             tracing::warn!(kind = e.kind(), cause = e.cause(), "not ready: database check failed");
             "database unreachable".to_string()
         };
-        crate::db::ping(pool).await.map_err(unreachable)?;
+        crate::store::db::ping(pool).await.map_err(unreachable)?;
         if !self.migrated.load(Ordering::Acquire) {
-            if !crate::db::migrations_applied(pool).await.map_err(unreachable)? {
+            if !crate::store::db::migrations_applied(pool).await.map_err(unreachable)? {
                 return Err(format!(
                     "migrations not applied: the database lacks migration V{}",
-                    crate::db::newest_migration()
+                    crate::store::db::newest_migration()
                 ));
             }
             self.migrated.store(true, Ordering::Release);

@@ -15,7 +15,9 @@
 mod bookings;
 mod budgets;
 mod committer;
+pub mod db;
 mod idempotency;
+pub mod outbox;
 mod rows;
 
 pub use bookings::{
@@ -26,7 +28,7 @@ pub use committer::{GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_PEN
 pub use idempotency::{Claim, IDEMPOTENCY_LEASE_SECS, Resolution};
 pub use rows::AuditRow;
 pub(crate) use rows::insert_outbox;
-use rows::{claim_references, complete_idempotency, insert_audit, insert_entries, rollback, to_json_body};
+use rows::{claim_references, complete_idempotency, insert_audit, insert_entries, rollback};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -38,7 +40,7 @@ use uuid::Uuid;
 use wallet_actors::store::{Batch, CommitError, StoreError, TransferError, TransferPlan, WalletStore};
 use wallet_actors::{Amount, Currency, Entry, Origin, Rejection, TxnType, WalletState, WalletStatus};
 
-use crate::views::{OutboxEvent, TransferView, WalletView};
+use crate::views::OutboxEvent;
 
 /// The Postgres store: `pool` for writes and engine loads, `read` for history queries (a replica when
 /// `DATABASE_READ_URL` is set).
@@ -353,7 +355,7 @@ impl WalletStore for PgStore {
             OutboxEvent::transaction_completed(&incoming),
         ];
         insert_outbox(&tx, &events).await.map_err(fail)?;
-        let body = to_json_body(&TransferView::new(&plan.out, &incoming));
+        let body = crate::views::transfer_reply(&plan.out, &incoming);
         complete_idempotency(&tx, &[(&plan.out.origin, 201, body)])
             .await
             .map_err(fail)?;
@@ -515,7 +517,7 @@ impl PgStore {
             },
         );
         insert_outbox(&tx, &[event]).await.map_err(st)?;
-        complete_idempotency(&tx, &[(origin, 201, to_json_body(&WalletView::from(&wallet)))])
+        complete_idempotency(&tx, &[(origin, 201, crate::views::wallet_reply(&wallet))])
             .await
             .map_err(st)?;
         let audit = AuditRow::from_origin(

@@ -11,12 +11,12 @@ use deadpool_postgres::{GenericClient, Transaction};
 use rust_decimal::Decimal;
 use serde_json::json;
 use tokio_postgres::types::ToSql;
-use tracing::{error, warn};
+use tracing::warn;
 use uuid::Uuid;
 use wallet_actors::store::Batch;
 use wallet_actors::{Entry, Origin};
 
-use crate::views::{OutboxEvent, TransactionView};
+use crate::views::OutboxEvent;
 
 /// A statement parameter.
 pub(super) type Param<'a> = &'a (dyn ToSql + Sync);
@@ -230,7 +230,7 @@ impl<'a> GroupRows<'a> {
         let replies = entries
             .iter()
             .filter(|e| e.origin.idempotency.is_some())
-            .map(|e| (e.wallet_id, &e.origin, to_json_body(&TransactionView::from(*e))))
+            .map(|e| (e.wallet_id, &e.origin, crate::views::posting_reply(e)))
             .collect();
         let inbox = entries
             .iter()
@@ -594,13 +594,6 @@ pub(super) fn root_cause<const N: usize>(
         }
     }
     fallback.map_or(Ok(()), Err)
-}
-
-pub(super) fn to_json_body<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|e| {
-        error!(error = %e, "serializing a reply failed");
-        String::new()
-    })
 }
 
 pub(super) async fn rollback(tx: Transaction<'_>) {

@@ -7,7 +7,7 @@ use tokio_postgres::NoTls;
 use tracing::info;
 use wallet_actors::StoreError;
 
-use crate::store::unavailable;
+use super::unavailable;
 
 mod embedded {
     refinery::embed_migrations!("sql");
