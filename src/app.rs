@@ -34,6 +34,8 @@ pub struct Ctx {
     pub ledger: Ledger,
     pub pii: PiiCipher,
     pub default_currency: Currency,
+    /// The largest opening balance of a wallet (`MAX_INITIAL_BALANCE`).
+    pub max_initial_balance: wallet_actors::Amount,
     /// Budgets set up for new users (`DEFAULT_BUDGETS`).
     pub default_budgets: Vec<crate::budgets::DefaultBudget>,
     /// Per-caller request limit (`RATE_LIMIT_PER_SECOND`), when configured.
@@ -281,6 +283,7 @@ impl App {
             ledger: Ledger { engine, store },
             pii,
             default_currency: config.default_currency,
+            max_initial_balance: config.max_initial_balance,
             default_budgets: config.default_budgets.clone(),
             user_wallets: DashMap::new(),
             rate_limiter: config.rate_limit_per_second.map(|rate| {
