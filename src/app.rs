@@ -98,6 +98,7 @@ impl App {
                 pii,
                 default_currency: config.default_currency,
                 default_budgets: config.default_budgets.clone(),
+                max_initial_balance: config.max_initial_balance,
             },
         ));
         let ctx = Arc::new(Ctx {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use wallet_actors::Currency;
+use wallet_actors::{Amount, Currency};
 
 use crate::auth::{AuthConfig, KeySource};
 
@@ -17,6 +17,9 @@ pub const DEFAULT_POOL_SIZE: usize = 20;
 pub const MAX_POOL_SIZE: usize = 500;
 /// Default idle time after which a wallet actor stops.
 pub const DEFAULT_ACTOR_IDLE: Duration = Duration::from_secs(60);
+
+/// Default `MAX_INITIAL_BALANCE`: the largest opening balance `POST /wallets` accepts.
+pub const DEFAULT_MAX_INITIAL_BALANCE: Amount = Amount::from_whole(1_000_000);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -42,6 +45,9 @@ pub struct Config {
     pub actor_max_live: usize,
     /// Currency of wallets created from `UserCreated` events.
     pub default_currency: Currency,
+    /// `MAX_INITIAL_BALANCE`: the largest opening balance of a wallet created over HTTP (default
+    /// [`DEFAULT_MAX_INITIAL_BALANCE`]); more is refused with 400. The opening balance is a ledger entry.
+    pub max_initial_balance: Amount,
     /// `DEFAULT_BUDGETS`: budgets set up for new users by role (e.g. `user:MONTHLY:1000.00`); none by default.
     pub default_budgets: Vec<crate::service::budgets::DefaultBudget>,
     /// `BUDGET_ALERT_THRESHOLDS`: percentages announced once each with `BudgetExceeded` (default `80,100`).
@@ -158,6 +164,23 @@ pub fn parse_thresholds(spec: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Parses `MAX_INITIAL_BALANCE`: an amount (at most 2 decimals, at most 9999999999999.99); 0 allows no
+/// opening balance at all.
+pub fn parse_max_initial_balance(spec: &str) -> Result<Amount, String> {
+    Amount::parse(spec)
+        .map_err(|e| format!("MAX_INITIAL_BALANCE must be an amount of at most 2 decimals: {spec:?} {e}"))
+}
+
+/// The opening balance of a new wallet (none asked: 0.00), if it is within `max` (`MAX_INITIAL_BALANCE`);
+/// otherwise the message for the field.
+pub fn opening_balance(asked: Option<Amount>, max: Amount) -> Result<Amount, String> {
+    let opening = asked.unwrap_or(Amount::ZERO);
+    if opening > max {
+        return Err(format!("may be at most {max} (MAX_INITIAL_BALANCE)"));
+    }
+    Ok(opening)
+}
+
 /// Parses `AMQP_PREFETCH`: a whole number 1..=[`crate::events::MAX_PREFETCH`].
 pub fn parse_prefetch(spec: &str) -> Result<u16, String> {
     spec.trim()
@@ -228,6 +251,10 @@ impl Config {
             Some(c) => c.parse::<Currency>()?,
             None => Currency::Usd,
         };
+        let max_initial_balance = match var("MAX_INITIAL_BALANCE") {
+            Some(s) => parse_max_initial_balance(&s)?,
+            None => DEFAULT_MAX_INITIAL_BALANCE,
+        };
         let default_budgets = crate::service::budgets::parse_defaults(&var("DEFAULT_BUDGETS").unwrap_or_default())?;
         let alert_thresholds = match var("BUDGET_ALERT_THRESHOLDS") {
             Some(s) => parse_thresholds(&s)?,
@@ -276,6 +303,7 @@ impl Config {
             actor_idle_timeout,
             actor_max_live,
             default_currency,
+            max_initial_balance,
             default_budgets,
             alert_thresholds,
             rate_limit_per_second,
@@ -363,6 +391,25 @@ mod tests {
             let err = parse_max_live(bad).expect_err(bad);
             assert!(err.contains("ACTOR_MAX_LIVE"), "{err}");
         }
+    }
+
+    #[test]
+    fn max_initial_balance_is_an_amount_and_bounds_the_opening_balance() {
+        assert_eq!(DEFAULT_MAX_INITIAL_BALANCE.to_string(), "1000000.00");
+        assert_eq!(
+            parse_max_initial_balance(" 250.50 ").map(|a| a.to_string()),
+            Ok("250.50".into())
+        );
+        assert_eq!(parse_max_initial_balance("0"), Ok(Amount::ZERO));
+        for bad in ["-1", "1.001", "lots", "10000000000000", ""] {
+            let err = parse_max_initial_balance(bad).expect_err(bad);
+            assert!(err.contains("MAX_INITIAL_BALANCE"), "{err}");
+        }
+        let max = DEFAULT_MAX_INITIAL_BALANCE;
+        assert_eq!(opening_balance(None, max), Ok(Amount::ZERO));
+        assert_eq!(opening_balance(Some(max), max), Ok(max));
+        let over = Amount::parse("1000000.01").unwrap();
+        assert!(opening_balance(Some(over), max).unwrap_err().contains("1000000.00"));
     }
 
     #[test]

@@ -287,7 +287,11 @@ async fn two_instances_debiting_the_same_wallets_concurrently_never_overdraw_or_
         assert!(balance >= Decimal::ZERO);
     }
     let rows = app1.count("SELECT count(*) FROM transactions", &[]).await;
-    assert_eq!(rows, created);
+    assert_eq!(
+        rows,
+        created + WALLETS as i64,
+        "the 201s and each wallet's opening balance"
+    );
     // The race was real: commits of one instance moved wallets under the other's batches.
     let metrics = app1
         .http

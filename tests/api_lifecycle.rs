@@ -82,7 +82,8 @@ async fn requests_in_flight_when_shutdown_is_signalled_complete() {
     assert_eq!(
         app.count("SELECT count(*) FROM transactions WHERE wallet_id = $1", &[&wallet])
             .await,
-        30
+        30 + 1,
+        "the 201s and the opening balance"
     );
 }
 

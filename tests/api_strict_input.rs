@@ -43,9 +43,13 @@ async fn refused(res: reqwest::Response, field: &str) -> Value {
     problem
 }
 
+/// Ledger rows posted to the wallet since it was opened (its opening balance is a ledger row too).
 async fn txn_rows(app: &TestApp, wallet: Uuid) -> i64 {
-    app.count("SELECT count(*) FROM transactions WHERE wallet_id = $1", &[&wallet])
-        .await
+    app.count(
+        "SELECT count(*) FROM transactions WHERE wallet_id = $1 AND reference_type IS DISTINCT FROM 'OPENING'",
+        &[&wallet],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,9 +31,13 @@ async fn history(app: &TestApp, token: &str, wallet: Uuid, query: &str) -> reqwe
         .expect("request")
 }
 
+/// Ledger rows posted to the wallet since it was opened (its opening balance is a ledger row too).
 async fn txn_rows(app: &TestApp, wallet: Uuid) -> i64 {
-    app.count("SELECT count(*) FROM transactions WHERE wallet_id = $1", &[&wallet])
-        .await
+    app.count(
+        "SELECT count(*) FROM transactions WHERE wallet_id = $1 AND reference_type IS DISTINCT FROM 'OPENING'",
+        &[&wallet],
+    )
+    .await
 }
 
 /// Posts and expects 201; returns the reply.
@@ -194,7 +198,8 @@ async fn invalid_amounts_and_unknown_fields_are_refused_with_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credit_that_would_overflow_the_balance_is_refused_with_400() {
     let app = common::spawn_app().await;
-    let (_, _, wallet) = app.user_with_wallet("9999999999999.00", "USD").await;
+    let (_, _, wallet) = app.user_with_wallet("0.00", "USD").await;
+    posted(&app, wallet, json!({"amount": "9999999999999.00", "type": "CREDIT"})).await;
     let res = app.post_txn(wallet, json!({"amount": "1.00", "type": "CREDIT"})).await;
     expect_problem(res, 400, "VALIDATION_FAILED").await;
     assert_eq!(app.balance(wallet).await, "9999999999999.00");
@@ -480,11 +485,12 @@ async fn history_filters_by_type_and_status() {
     assert_eq!(page["pagination"]["total"], 2);
     let (_, page) = json_of(history(&app, &t, wallet, "?type=CREDIT&limit=1").await).await;
     assert_eq!(amounts(&page), ["2.00"]);
-    assert_eq!(page["pagination"]["total"], 1);
+    // And the opening balance.
+    assert_eq!(page["pagination"]["total"], 2);
     let (_, page) = json_of(history(&app, &t, wallet, "?type=TRANSFER_IN").await).await;
     assert_eq!(page["pagination"]["total"], 0);
     let (_, page) = json_of(history(&app, &t, wallet, "?status=COMPLETED").await).await;
-    assert_eq!(page["pagination"]["total"], 3);
+    assert_eq!(page["pagination"]["total"], 4);
     let (_, page) = json_of(history(&app, &t, wallet, "?status=FAILED").await).await;
     assert_eq!(page["pagination"]["total"], 0);
 }

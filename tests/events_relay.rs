@@ -56,8 +56,8 @@ async fn rows_written_while_the_broker_is_unreachable_are_published_after_a_rest
     first.stop().await;
     assert_eq!(
         first.unpublished().await,
-        18,
-        "3 WalletCreated + 15 TransactionCompleted wait in the outbox"
+        21,
+        "3 WalletCreated + 18 TransactionCompleted (3 opening balances, 15 debits) wait in the outbox"
     );
 
     let broker = Broker::connect(&vhost).await;
@@ -70,7 +70,7 @@ async fn rows_written_while_the_broker_is_unreachable_are_published_after_a_rest
         second.unpublished().await == 0
     })
     .await;
-    wait_until("the tap saw 18 events", || async { tap.all().len() >= 18 }).await;
+    wait_until("the tap saw 21 events", || async { tap.all().len() >= 21 }).await;
 
     let c = second.client().await;
     let rows = c
@@ -114,7 +114,8 @@ async fn rows_written_while_the_broker_is_unreachable_are_published_after_a_rest
             .filter(|p| p.body["event_type"] == "TransactionCompleted" && p.body["data"]["wallet_id"] == w.to_string())
             .filter_map(|p| p.body["data"]["new_balance"].as_str())
             .collect();
-        assert_eq!(balances, vec!["99.00", "98.00", "97.00", "96.00", "95.00"]);
+        // The opening balance (a ledger entry), then the debits.
+        assert_eq!(balances, vec!["100.00", "99.00", "98.00", "97.00", "96.00", "95.00"]);
     }
     second.stop().await;
 }
@@ -132,7 +133,7 @@ async fn without_a_broker_the_outbox_drains_into_the_in_process_bus() {
         .await
         .unwrap();
     let mut got = Vec::new();
-    while got.len() < 2 {
+    while got.len() < 3 {
         let e = tokio::time::timeout(Duration::from_secs(10), bus.recv())
             .await
             .expect("an event on the bus")
@@ -143,9 +144,12 @@ async fn without_a_broker_the_outbox_drains_into_the_in_process_bus() {
     assert_eq!(got[0].routing_key, "wallet.created");
     assert_eq!(got[0].payload["data"]["user_id"], user.to_string());
     assert_eq!(got[0].payload["data"]["currency"], "INR");
+    // The opening balance, a ledger entry, then the debit.
     assert_eq!(got[1].event_type, "TransactionCompleted");
-    assert_eq!(got[1].payload["data"]["new_balance"], "7.50");
-    assert_eq!(got[1].payload["event_id"], got[1].event_id.to_string());
+    assert_eq!(got[1].payload["data"]["new_balance"], "10.00");
+    assert_eq!(got[2].event_type, "TransactionCompleted");
+    assert_eq!(got[2].payload["data"]["new_balance"], "7.50");
+    assert_eq!(got[2].payload["event_id"], got[2].event_id.to_string());
     wait_until("rows marked published", || async { app.unpublished().await == 0 }).await;
     app.stop().await;
 }

@@ -1,6 +1,6 @@
 //! An in-memory [`WalletStore`] with the same guards as the Postgres one (version check, non-negative
-//! balance, unique references), for testing the engine without a database. Not for production: nothing
-//! is durable.
+//! balance, unique references, no refund above its debit), for testing the engine without a database.
+//! Not for production: nothing is durable.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::money::{Amount, Currency};
 use crate::outcome::Rejection;
-use crate::state::{Entry, WalletState, WalletStatus};
+use crate::state::{Entry, TxnType, WalletState, WalletStatus};
 use crate::store::{Batch, CommitError, Refusal, StoreError, TransferError, TransferPlan, WalletStore};
 
 type RefKey = (Uuid, String, String, &'static str);
@@ -23,7 +23,8 @@ struct Data {
     wallets: HashMap<Uuid, WalletState>,
     initial: HashMap<Uuid, Amount>,
     entries: Vec<Entry>,
-    references: HashMap<RefKey, Uuid>,
+    /// Each reference key with the transaction that holds it and its amount.
+    references: HashMap<RefKey, (Uuid, Amount)>,
     refusals: Vec<Refusal>,
 }
 
@@ -116,6 +117,31 @@ impl MemoryStore {
         Amount::new(b).expect("replayed balance is a valid amount")
     }
 
+    /// The credits of `entries` (by index) that refund a debit with their reference, committed or earlier
+    /// in the batch, for more than it took; with the amount debited.
+    fn refunds_over_debits(d: &Data, entries: &[Entry]) -> Vec<(usize, Amount)> {
+        let debit_of = |e: &Entry| {
+            let mut k = Self::ref_key(e)?;
+            k.3 = TxnType::Debit.as_str();
+            d.references.get(&k).map(|(_, a)| *a).or_else(|| {
+                entries
+                    .iter()
+                    .find(|x| x.kind == TxnType::Debit && Self::ref_key(x).as_ref() == Some(&k))
+                    .map(|x| x.amount)
+            })
+        };
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.kind == TxnType::Credit)
+            .filter_map(|(i, e)| {
+                debit_of(e)
+                    .filter(|debited| e.amount > *debited)
+                    .map(|debited| (i, debited))
+            })
+            .collect()
+    }
+
     fn ref_key(e: &Entry) -> Option<RefKey> {
         Some((
             e.wallet_id,
@@ -165,7 +191,7 @@ impl WalletStore for MemoryStore {
                 .entries
                 .iter()
                 .enumerate()
-                .filter_map(|(i, e)| Self::ref_key(e).and_then(|k| d.references.get(&k).map(|t| (i, *t))))
+                .filter_map(|(i, e)| Self::ref_key(e).and_then(|k| d.references.get(&k).map(|(t, _)| (i, *t))))
                 .collect();
             if !dups.is_empty() {
                 return Err(CommitError::DuplicateReferences(dups));
@@ -184,9 +210,13 @@ impl WalletStore for MemoryStore {
                     outcome_unknown: false,
                 });
             }
+            let over = Self::refunds_over_debits(&d, &batch.entries);
+            if !over.is_empty() {
+                return Err(CommitError::RefundsExceedDebits(over));
+            }
             for e in &batch.entries {
                 if let Some(k) = Self::ref_key(e) {
-                    d.references.insert(k, e.txn_id);
+                    d.references.insert(k, (e.txn_id, e.amount));
                 }
             }
             d.entries.extend(batch.entries.iter().cloned());
@@ -226,7 +256,7 @@ impl WalletStore for MemoryStore {
             }));
         }
         if let Some(k) = Self::ref_key(&plan.out)
-            && let Some(t) = d.references.get(&k)
+            && let Some((t, _)) = d.references.get(&k)
         {
             return Err(TransferError::Commit(CommitError::DuplicateReferences(vec![(0, *t)])));
         }
@@ -241,7 +271,7 @@ impl WalletStore for MemoryStore {
         dest_after.version += 1;
         for e in [&plan.out, &incoming] {
             if let Some(k) = Self::ref_key(e) {
-                d.references.insert(k, e.txn_id);
+                d.references.insert(k, (e.txn_id, e.amount));
             }
         }
         d.entries.push(plan.out.clone());

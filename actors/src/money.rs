@@ -44,6 +44,21 @@ pub struct Amount(Decimal);
 
 impl Amount {
     pub const ZERO: Amount = Amount(Decimal::ZERO);
+    /// The largest amount, [`MAX_AMOUNT`].
+    pub const MAX: Amount = Amount(MAX_AMOUNT);
+
+    /// A whole number of currency units (`from_whole(5)` is 5.00), for named constants: any `u32` is
+    /// within `MAX_AMOUNT`.
+    pub const fn from_whole(units: u32) -> Amount {
+        let hundredths = units as u64 * 100;
+        Amount(Decimal::from_parts(
+            hundredths as u32,
+            (hundredths >> 32) as u32,
+            0,
+            false,
+            MINOR_DIGITS,
+        ))
+    }
 
     /// Validates a decimal already in hand (e.g. read back from Postgres).
     pub fn new(value: Decimal) -> Result<Self, AmountError> {
@@ -244,6 +259,17 @@ mod tests {
         assert_eq!(Amount::parse("125.5").unwrap().to_string(), "125.50");
         assert_eq!(Amount::parse("0").unwrap().to_string(), "0.00");
         assert_eq!(Amount::parse("9999999999999.99").unwrap().value(), MAX_AMOUNT);
+        assert_eq!(Amount::parse("9999999999999.99"), Ok(Amount::MAX));
+    }
+
+    #[test]
+    fn whole_units_are_exact_amounts_up_to_the_largest_u32() {
+        assert_eq!(Amount::from_whole(0), Amount::ZERO);
+        assert_eq!(Amount::from_whole(1_000_000), Amount::parse("1000000.00").unwrap());
+        assert_eq!(Amount::from_whole(1_000_000).to_string(), "1000000.00");
+        let max = Amount::from_whole(u32::MAX);
+        assert_eq!(max, Amount::parse("4294967295").unwrap());
+        assert_eq!(Amount::new(max.value()), Ok(max));
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub enum Rejection {
     /// is debited once and refunded at most once. `existing_txn_id` is the one that took effect.
     #[error("a transaction with this reference already exists ({existing_txn_id})")]
     DuplicateReference { existing_txn_id: Uuid },
+    /// A refund (a CREDIT with the `reference_type` and `reference_id` of a DEBIT of the same wallet) of
+    /// more than that debit took. Nothing changed. Judged by the store, where the debits are.
+    #[error("a refund may not exceed its debit ({debited})")]
+    RefundExceedsDebit { debited: Amount },
     /// Too many commands are queued for this wallet; the caller should back off.
     #[error("too many commands queued for this wallet")]
     Overloaded,
@@ -112,6 +116,7 @@ impl Rejection {
             Rejection::Invalid(_) => "VALIDATION_FAILED",
             Rejection::BalanceOverflow => "VALIDATION_FAILED",
             Rejection::DuplicateReference { .. } => "CONFLICT",
+            Rejection::RefundExceedsDebit { .. } => "REFUND_EXCEEDS_DEBIT",
             Rejection::Overloaded => "UNAVAILABLE",
             Rejection::Unavailable(_) => "UNAVAILABLE",
             Rejection::OutcomeUnknown => "OUTCOME_UNKNOWN",
@@ -140,5 +145,6 @@ mod tests {
         assert!(Rejection::OutcomeUnknown.transient());
         assert!(Rejection::ClaimLost.transient());
         assert!(!Rejection::StoreRefused.transient());
+        assert!(!Rejection::RefundExceedsDebit { debited: Amount::ZERO }.transient());
     }
 }

@@ -99,15 +99,22 @@ pub struct Batch {
     pub entries: Vec<Entry>,
     pub status_changes: Vec<StatusChange>,
     pub refusals: Vec<Refusal>,
-    /// Budgets created in this batch.
-    pub budget_creates: Vec<crate::budget::Budget>,
+    /// Budgets created in this batch, each with who created it (for the audit log).
+    pub budget_creates: Vec<BudgetCreate>,
     /// Budgets changed in this batch (total/status), each with a history row.
     pub budget_changes: Vec<BudgetChange>,
     /// `BudgetExceeded` events to publish (threshold crossings, and refusals over a hard limit).
     pub alerts: Vec<crate::budget::BudgetAlert>,
 }
 
-/// A budget's total and/or status change, for the row update and its `budget_history` row.
+/// A budget created in a batch, and who asked: the row, its first `budget_history` row and its audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetCreate {
+    pub budget: crate::budget::Budget,
+    pub origin: Origin,
+}
+
+/// A budget's total and/or status change, for the row update, its `budget_history` row and its audit row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetChange {
     pub before: crate::budget::Budget,
@@ -153,6 +160,11 @@ pub enum CommitError {
     /// transaction that did. Nothing was written.
     #[error("duplicate references")]
     DuplicateReferences(Vec<(usize, Uuid)>),
+    /// These credits (by index in `Batch::entries`) refund a debit of the wallet (a DEBIT with the same
+    /// `reference_type` and `reference_id`) for more than it took; each with the amount debited. Nothing
+    /// was written.
+    #[error("refunds exceed their debits")]
+    RefundsExceedDebits(Vec<(usize, crate::money::Amount)>),
     /// These entries' Idempotency-Keys no longer hold the claim token they were planned with (released
     /// after their caller gave up, or taken over by a retry after the lease): nothing was written.
     #[error("idempotency claims lost")]

@@ -288,33 +288,18 @@ impl WalletActorState {
                 self.stale = true;
                 self.retry_or_fail(items.into_iter().map(|(p, _)| p).collect());
             }
-            Err(CommitError::DuplicateReferences(dups)) => {
-                let mut again = Vec::with_capacity(items.len());
-                for (p, planned) in items {
-                    let dup = match planned {
-                        Planned::Entry(i) => dups.iter().find(|(d, _)| *d == i).map(|(_, t)| *t),
-                        _ => None,
-                    };
-                    match dup {
-                        Some(existing_txn_id) => {
-                            let _ = p.reply.send(Err(Rejection::DuplicateReference { existing_txn_id }));
-                        }
-                        None => again.push(p),
-                    }
-                }
-                self.requeue(again);
-            }
+            Err(CommitError::DuplicateReferences(dups)) => self.refuse_entries(items, |i| {
+                dups.iter()
+                    .find(|(d, _)| *d == i)
+                    .map(|(_, t)| Rejection::DuplicateReference { existing_txn_id: *t })
+            }),
+            Err(CommitError::RefundsExceedDebits(over)) => self.refuse_entries(items, |i| {
+                over.iter()
+                    .find(|(o, _)| *o == i)
+                    .map(|(_, debited)| Rejection::RefundExceedsDebit { debited: *debited })
+            }),
             Err(CommitError::ClaimsLost(lost)) => {
-                let mut again = Vec::with_capacity(items.len());
-                for (p, planned) in items {
-                    match planned {
-                        Planned::Entry(i) if lost.contains(&i) => {
-                            let _ = p.reply.send(Err(Rejection::ClaimLost));
-                        }
-                        _ => again.push(p),
-                    }
-                }
-                self.requeue(again);
+                self.refuse_entries(items, |i| lost.contains(&i).then_some(Rejection::ClaimLost))
             }
             Err(CommitError::Refused { reason }) => {
                 warn!(wallet_id = %self.wallet.wallet_id, %reason, commands = items.len(), "the database refused a batch; isolating its commands");
@@ -349,6 +334,24 @@ impl WalletActorState {
                 }
             }
         }
+    }
+
+    /// Nothing of the batch was written because of some of its entries: answers the commands of those
+    /// entries (`refusal` of the entry's index) and puts the others back to be planned again.
+    fn refuse_entries(&mut self, items: Vec<(Pending, Planned)>, refusal: impl Fn(usize) -> Option<Rejection>) {
+        let mut again = Vec::with_capacity(items.len());
+        for (p, planned) in items {
+            match planned {
+                Planned::Entry(i) => match refusal(i) {
+                    Some(r) => {
+                        let _ = p.reply.send(Err(r));
+                    }
+                    None => again.push(p),
+                },
+                _ => again.push(p),
+            }
+        }
+        self.requeue(again);
     }
 
     /// The batch committed: adopt its state and answer every command in it.
@@ -403,6 +406,11 @@ impl WalletActorState {
             Err(TransferError::Commit(CommitError::DuplicateReferences(d))) => {
                 let existing_txn_id = d.first().map(|(_, t)| *t).unwrap_or_default();
                 let _ = item.reply.send(Err(Rejection::DuplicateReference { existing_txn_id }));
+            }
+            Err(TransferError::Commit(CommitError::RefundsExceedDebits(over))) => {
+                // Transfer legs are no refunds; answered as the store said all the same.
+                let debited = over.first().map(|(_, d)| *d).unwrap_or_default();
+                let _ = item.reply.send(Err(Rejection::RefundExceedsDebit { debited }));
             }
             Err(TransferError::Commit(CommitError::ClaimsLost(_))) => {
                 let _ = item.reply.send(Err(Rejection::ClaimLost));

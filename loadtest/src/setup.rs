@@ -149,9 +149,13 @@ pub async fn read_books(database_url: &str, wallets: &[Uuid]) -> anyhow::Result<
         .await?;
     }
     db.batch_execute("ANALYZE loadtest_run_wallets").await?;
+    // What a wallet opened with: its initial balance, and the opening balance that POST /wallets writes as
+    // a ledger entry (reference_type OPENING), which is then no row of the run.
     let ws = db
         .query(
-            "SELECT w.wallet_id, (w.initial_balance * 100)::bigint, (w.balance * 100)::bigint \
+            "SELECT w.wallet_id, ((w.initial_balance + COALESCE((SELECT sum(t.amount) FROM transactions t \
+                 WHERE t.wallet_id = w.wallet_id AND t.type = 'CREDIT' AND t.reference_type = 'OPENING'), 0)) * 100)::bigint, \
+                 (w.balance * 100)::bigint \
              FROM wallets w JOIN loadtest_run_wallets r USING (wallet_id)",
             &[],
         )
@@ -167,7 +171,8 @@ pub async fn read_books(database_url: &str, wallets: &[Uuid]) -> anyhow::Result<
     let rows = db
         .query(
             "SELECT t.txn_id, t.wallet_id, (t.amount * 100)::bigint, t.type \
-             FROM transactions t JOIN loadtest_run_wallets r USING (wallet_id)",
+             FROM transactions t JOIN loadtest_run_wallets r USING (wallet_id) \
+             WHERE t.reference_type IS DISTINCT FROM 'OPENING'",
             &[],
         )
         .await

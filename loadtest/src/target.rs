@@ -186,6 +186,8 @@ impl Target {
             actor_idle_timeout: wallet_actors::supervisor::DEFAULT_IDLE_TIMEOUT,
             actor_max_live: wallet_actors::supervisor::MAX_LIVE_ACTORS,
             default_currency: wallet_actors::Currency::Usd,
+            // The run's wallets open with `--initial-balance`, far above the production default.
+            max_initial_balance: wallet_actors::Amount::MAX,
             default_budgets: vec![],
             alert_thresholds: wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
             rate_limit_per_second: None,

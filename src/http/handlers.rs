@@ -248,7 +248,8 @@ pub async fn create_wallet(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body:
             "only a manager of the user's company or an admin may create wallets",
         ));
     }
-    let initial = b.initial_balance.unwrap_or(Amount::ZERO);
+    let initial = crate::config::opening_balance(b.initial_balance, ctx.service.max_initial_balance())
+        .map_err(|m| ApiError::validation("initial_balance", m))?;
     let currency = b.currency.unwrap_or(ctx.service.default_currency());
     idempotent(&ctx, &caller, "POST /wallets", key, "/wallets", &raw, |ticket| async {
         let o = origin(&caller, ticket);

@@ -196,6 +196,7 @@ fn shared_components() -> Value {
                     "budget_id": { "type": "string", "format": "uuid", "description": "BUDGET_EXCEEDED: the budget" },
                     "excess": { "allOf": [money], "description": "BUDGET_EXCEEDED: by how much a debit would exceed it" },
                     "used_amount": { "allOf": [money], "description": "BUDGET_EXCEEDED: what the budget has used" },
+                    "debited": { "allOf": [money], "description": "REFUND_EXCEEDS_DEBIT: the debit being refunded" },
                     "txn_id": { "type": "string", "format": "uuid",
                                 "description": "CONFLICT of a repeated reference: the transaction that took effect" }
                 }

@@ -155,6 +155,15 @@ pub const CATALOGUE: &[ProblemKind] = &[
         members: "budget_id, excess (a refused debit), used_amount (a total below it)",
     },
     ProblemKind {
+        code: "REFUND_EXCEEDS_DEBIT",
+        status: 422,
+        title: "Refund exceeds debit",
+        when: "A CREDIT with the reference_type and reference_id of a DEBIT on the same wallet is a refund of that \
+               debit, and it would give back more than the debit took. Nothing changed.",
+        action: "Refund at most the debited amount, given in `debited` (a debit is refunded at most once).",
+        members: "debited",
+    },
+    ProblemKind {
         code: "IDEMPOTENCY_KEY_REUSED",
         status: 422,
         title: "Idempotency key reused",
@@ -248,6 +257,9 @@ pub struct Extra {
     pub excess: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub used_amount: Option<String>,
+    /// REFUND_EXCEEDS_DEBIT: the amount of the debit being refunded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debited: Option<String>,
     /// CONFLICT of a repeated reference: the transaction that took effect.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub txn_id: Option<Uuid>,
@@ -415,7 +427,8 @@ impl From<Rejection> for ApiError {
             Rejection::InsufficientFunds { .. }
             | Rejection::CurrencyMismatch { .. }
             | Rejection::BudgetExceeded { .. }
-            | Rejection::BudgetBelowUsed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | Rejection::BudgetBelowUsed { .. }
+            | Rejection::RefundExceedsDebit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::WalletNotActive { .. }
             | Rejection::WalletClosed
             | Rejection::DuplicateReference { .. }
@@ -456,6 +469,7 @@ impl From<Rejection> for ApiError {
             }
             Rejection::BudgetBelowUsed { used } => e.extra_mut().used_amount = Some(used.to_string()),
             Rejection::DuplicateReference { existing_txn_id } => e.extra_mut().txn_id = Some(existing_txn_id),
+            Rejection::RefundExceedsDebit { debited } => e.extra_mut().debited = Some(debited.to_string()),
             _ => {}
         }
         e

@@ -278,6 +278,11 @@ async fn booking_cancelled(ctx: &Service, event_id: Uuid, b: BookingCancelled) -
         },
         Err(r) if r.transient() => transient(r),
         Err(Rejection::StoreRefused) => Outcome::Poison("MALFORMED: the ledger refused the event's data".into()),
+        // The store's refund rule (the authority; the check above only spares the engine a round trip).
+        Err(r @ Rejection::RefundExceedsDebit { .. }) => Outcome::Poison(format!(
+            "REFUND_EXCEEDS_DEBIT: refund {refund} of booking {:?}: {r}",
+            b.booking_id
+        )),
         // A refund the wallet cannot take now (frozen or closed wallet, balance ceiling): the money is
         // owed, so it is not dropped; after the retries it waits in the dead-letter queue.
         Err(r) => Outcome::Retry(format!("{}: refund refused: {r}", r.code())),

@@ -39,6 +39,8 @@ pub struct Settings {
     pub default_currency: Currency,
     /// Budgets set up for new users (`DEFAULT_BUDGETS`).
     pub default_budgets: Vec<budgets::DefaultBudget>,
+    /// The largest opening balance of a wallet (`MAX_INITIAL_BALANCE`).
+    pub max_initial_balance: Amount,
 }
 
 /// The use cases. Its engine and store are private: nothing outside reaches money except through it.
@@ -100,6 +102,11 @@ impl Service {
     #[doc(hidden)]
     pub fn pii(&self) -> &PiiCipher {
         &self.settings.pii
+    }
+
+    /// The largest opening balance a new wallet may have (`MAX_INITIAL_BALANCE`).
+    pub fn max_initial_balance(&self) -> Amount {
+        self.settings.max_initial_balance
     }
 
     pub fn default_currency(&self) -> Currency {

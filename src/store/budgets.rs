@@ -73,7 +73,7 @@ struct Exceeded {
 /// Writes a batch's budget work: new budgets and their first history row, changes and their history rows,
 /// the debits' charges and `used_amount`, refunds of referenced credits, announced thresholds.
 pub(crate) async fn write_batch<C: GenericClient>(c: &C, batch: &Batch) -> Result<(), tokio_postgres::Error> {
-    for b in &batch.budget_creates {
+    for b in batch.budget_creates.iter().map(|c| &c.budget) {
         let stmt = c
             .prepare_cached(
                 "INSERT INTO budgets (budget_id, wallet_id, total_amount, period_type, start_date, end_date, status, created_by) \

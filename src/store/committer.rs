@@ -9,9 +9,10 @@
 //!   ([`plain_statement`]). The version-guarded `UPDATE` of their wallets comes first, and every row the
 //!   statement inserts is joined to the wallets that `UPDATE` returned, so a batch whose wallet moved on
 //!   (or that repeats a reference already taken) writes nothing while its neighbours commit.
-//! - **Other batches** (status changes, budgets, refunds of budgeted debits, refusals alone) and plain ones
-//!   the statement could not take (Postgres refused it: nothing of it committed) are written in one
-//!   transaction, each in its own savepoint ([`write_batch`]), so one failing batch never fails another.
+//! - **Other batches** (status changes, budgets, credits with a reference — refunds, which give back to
+//!   budgets and may not exceed their debit —, refusals alone) and plain ones the statement could not take
+//!   (Postgres refused it: nothing of it committed) are written in one transaction, each in its own
+//!   savepoint ([`write_batch`]), so one failing batch never fails another.
 //!
 //! Either way each caller is answered only after the commit holding its batch (or with the reason its
 //! batch did not commit). Groups are sorted by wallet id, the order transfers lock rows in.
@@ -28,7 +29,10 @@ use wallet_actors::store::{Batch, CommitError};
 use wallet_actors::{Entry, TxnType};
 
 use super::idempotency::fence;
-use super::rows::{EntryCols, GroupRows, KeyCols, Param, claim_references, insert_group_rows, rollback, root_cause};
+use super::rows::{
+    EntryCols, GroupRows, KeyCols, Param, claim_references, insert_group_rows, refunds_over_debits, rollback,
+    root_cause,
+};
 use super::{batch_err, commit_err};
 use wallet_actors::IdempotencyTicket;
 
@@ -42,9 +46,10 @@ pub const MAX_GROUP_BATCHES: usize = 64;
 pub const MAX_PENDING_BATCHES: usize = 4096;
 
 /// Writes one wallet's batch inside the caller's transaction (or savepoint): the guarded wallet update,
-/// its reference keys, rows, budget work, outbox events, idempotent replies, inbox rows and audit rows.
-/// On any error the caller rolls back what this wrote. Statements that do not depend on each other are
-/// pipelined (tokio-postgres sends them on the connection without waiting for each answer).
+/// its reference keys (and the refund rule: a refund may not exceed its debit), rows, budget work, outbox
+/// events, idempotent replies, inbox rows and audit rows. On any error the caller rolls back what this
+/// wrote. Statements that do not depend on each other are pipelined (tokio-postgres sends them on the
+/// connection without waiting for each answer).
 pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) -> Result<(), CommitError> {
     let entries: Vec<&Entry> = batch.entries.iter().collect();
     // The claim fence first (key rows, then the wallet row: the one lock order of every path).
@@ -81,6 +86,11 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
         let dups = claim_references(tx, &entries).await.map_err(batch_err)?;
         if !dups.is_empty() {
             return Err(CommitError::DuplicateReferences(dups));
+        }
+        // The refund rule, for HTTP and events alike: after the keys, so a debit earlier in this batch counts.
+        let over = refunds_over_debits(tx, &entries).await?;
+        if !over.is_empty() {
+            return Err(CommitError::RefundsExceedDebits(over));
         }
     } else {
         // Refusals only: they were judged on the state of `expected_version`; if the row moved on (another

@@ -382,6 +382,37 @@ impl WalletStore for PgStore {
     }
 }
 
+/// `reference_type` of a wallet's opening balance (its `reference_id` is the wallet id).
+pub const OPENING_REFERENCE_TYPE: &str = "OPENING";
+/// `description` of a wallet's opening balance.
+pub const OPENING_DESCRIPTION: &str = "Opening balance";
+
+/// The ledger entry of a new wallet's opening balance: a CREDIT of `amount` onto a balance of zero, by the
+/// caller who created the wallet (its audit record, as every posting's row is).
+fn opening_entry(wallet_id: Uuid, amount: Amount, origin: &Origin) -> Entry {
+    let (txn_id, created_at) = wallet_actors::state::new_txn_id();
+    Entry {
+        txn_id,
+        wallet_id,
+        kind: TxnType::Credit,
+        amount,
+        description: Some(OPENING_DESCRIPTION.into()),
+        reference_id: Some(wallet_id.to_string()),
+        reference_type: Some(OPENING_REFERENCE_TYPE.into()),
+        metadata: None,
+        balance_after: amount,
+        created_at,
+        // Who asked; the wallet's reply completes the Idempotency-Key, not the entry.
+        origin: Origin {
+            actor_id: origin.actor_id,
+            role: origin.role.clone(),
+            idempotency: None,
+            inbox_event: None,
+        },
+        budgets: vec![],
+    }
+}
+
 /// Why a wallet was not created.
 #[derive(Debug)]
 pub enum CreateWalletError {
@@ -453,7 +484,9 @@ impl PgStore {
     }
 
     /// Creates a wallet, its `WalletCreated` outbox row, its audit row and (if any) its idempotent reply,
-    /// in one transaction.
+    /// in one transaction. A non-zero opening balance is a ledger entry in that transaction, like any
+    /// credit (see [`opening_entry`]): the row starts with `initial_balance` 0, so its balance is the sum of
+    /// its ledger rows. The bound (`MAX_INITIAL_BALANCE`) is the caller's to check.
     pub async fn create_wallet(
         &self,
         user_id: Uuid,
@@ -483,7 +516,7 @@ impl PgStore {
         let wallet_id = Uuid::now_v7();
         let row = tx
             .query_opt(
-                "INSERT INTO wallets (wallet_id, user_id, balance, initial_balance, currency) VALUES ($1, $2, $3, $3, $4) \
+                "INSERT INTO wallets (wallet_id, user_id, balance, initial_balance, currency) VALUES ($1, $2, $3, 0, $4) \
                  ON CONFLICT (user_id) DO NOTHING \
                  RETURNING wallet_id, user_id, $5::uuid AS company_id, balance, currency, status, version, created_at, updated_at",
                 &[&wallet_id, &user_id, &initial.value(), &currency.as_str(), &company_id],
@@ -498,6 +531,17 @@ impl PgStore {
             return Err(CreateWalletError::Exists(existing.get(0)));
         };
         let wallet = wallet_from_row(&row).map_err(CreateWalletError::Store)?;
+        let opening = (!initial.is_zero()).then(|| opening_entry(wallet_id, initial, origin));
+        if let Some(entry) = &opening {
+            let entries = [entry];
+            // The wallet is new, so its opening reference cannot be taken.
+            if !claim_references(&tx, &entries).await.map_err(st)?.is_empty() {
+                return Err(CreateWalletError::Store(StoreError::Other(
+                    "the opening balance's reference of a new wallet is taken".into(),
+                )));
+            }
+            insert_entries(&tx, &entries).await.map_err(st)?;
+        }
         #[derive(serde::Serialize)]
         struct Created {
             wallet_id: Uuid,
@@ -516,7 +560,10 @@ impl PgStore {
                 currency: currency.as_str(),
             },
         );
-        insert_outbox(&tx, &[event]).await.map_err(st)?;
+        let events: Vec<OutboxEvent> = std::iter::once(event)
+            .chain(opening.iter().map(OutboxEvent::transaction_completed))
+            .collect();
+        insert_outbox(&tx, &events).await.map_err(st)?;
         complete_idempotency(&tx, &[(origin, 201, crate::views::wallet_reply(&wallet))])
             .await
             .map_err(st)?;
@@ -526,7 +573,12 @@ impl PgStore {
             "wallet",
             wallet_id.to_string(),
             "APPLIED",
-            json!({"user_id": user_id, "initial_balance": initial.to_string(), "currency": currency.as_str()}),
+            json!({
+                "user_id": user_id,
+                "initial_balance": initial.to_string(),
+                "currency": currency.as_str(),
+                "opening_txn_id": opening.as_ref().map(|e| e.txn_id),
+            }),
         );
         insert_audit(&tx, &[audit]).await.map_err(st)?;
         tx.commit().await.map_err(|e| {

@@ -13,8 +13,10 @@ use serde_json::json;
 use tokio_postgres::types::ToSql;
 use tracing::warn;
 use uuid::Uuid;
-use wallet_actors::store::Batch;
-use wallet_actors::{Entry, Origin};
+use wallet_actors::store::{Batch, CommitError};
+use wallet_actors::{Amount, Entry, Origin, TxnType};
+
+use super::{batch_err, commit_err};
 
 use crate::views::OutboxEvent;
 
@@ -201,8 +203,8 @@ impl<'a> KeyCols<'a> {
 
 /// Everything committed batches write besides the wallet rows and reference keys, each row tagged with
 /// the wallet whose batch it belongs to: ledger rows, outbox events (`TransactionCompleted`,
-/// `BudgetExceeded`), idempotent replies, inbox rows, and audit rows (status changes and refusals; a
-/// posting's own ledger row is its audit record).
+/// `BudgetExceeded`), idempotent replies, inbox rows, and audit rows (status changes, budgets created and
+/// changed, refusals; a posting's own ledger row is its audit record).
 pub(super) struct GroupRows<'a> {
     pub entries: Vec<&'a Entry>,
     events: Vec<OutboxEvent>,
@@ -246,6 +248,42 @@ impl<'a> GroupRows<'a> {
                     b.wallet_id.to_string(),
                     "APPLIED",
                     json!({"from": s.from.as_str(), "to": s.to.as_str(), "reason": s.reason}),
+                );
+                audit.push((b.wallet_id, row));
+            }
+            for c in &b.budget_creates {
+                let budget = &c.budget;
+                let row = AuditRow::from_origin(
+                    &c.origin,
+                    "budget.create",
+                    "budget",
+                    budget.budget_id.to_string(),
+                    "APPLIED",
+                    json!({
+                        "wallet_id": b.wallet_id,
+                        "total_amount": budget.total.to_string(),
+                        "period_type": budget.period.as_str(),
+                        "start_date": budget.start_date,
+                        "end_date": budget.end_date,
+                    }),
+                );
+                audit.push((b.wallet_id, row));
+            }
+            for ch in &b.budget_changes {
+                let row = AuditRow::from_origin(
+                    &ch.origin,
+                    "budget.update",
+                    "budget",
+                    ch.after.budget_id.to_string(),
+                    "APPLIED",
+                    json!({
+                        "wallet_id": b.wallet_id,
+                        "old_total": ch.before.total.to_string(),
+                        "new_total": ch.after.total.to_string(),
+                        "old_status": ch.before.status.as_str(),
+                        "new_status": ch.after.status.as_str(),
+                        "reason": ch.reason,
+                    }),
                 );
                 audit.push((b.wallet_id, row));
             }
@@ -519,6 +557,54 @@ pub(super) async fn claim_references<C: GenericClient>(
         return Ok(vec![]);
     }
     keys.taken(c).await
+}
+
+/// The credits of `entries` (by index) that refund a debit of their wallet for more than it took, with the
+/// amount debited: the refund rule of HTTP and events alike. A refund is a CREDIT with the `reference_type`
+/// and `reference_id` of a DEBIT of the same wallet, as `transaction_references` holds them (committed, or
+/// claimed earlier in this transaction: a debit in the same batch counts).
+pub(super) async fn refunds_over_debits<C: GenericClient>(
+    c: &C,
+    entries: &[&Entry],
+) -> Result<Vec<(usize, Amount)>, CommitError> {
+    let mut index: Vec<i64> = vec![];
+    let mut wallet: Vec<Uuid> = vec![];
+    let mut rtype: Vec<&str> = vec![];
+    let mut rid: Vec<&str> = vec![];
+    let mut amount: Vec<Decimal> = vec![];
+    for (i, e) in entries.iter().enumerate() {
+        if let (TxnType::Credit, Some(rt), Some(ri)) = (e.kind, e.reference_type.as_deref(), e.reference_id.as_deref())
+        {
+            index.push(i as i64);
+            wallet.push(e.wallet_id);
+            rtype.push(rt);
+            rid.push(ri);
+            amount.push(e.amount.value());
+        }
+    }
+    if index.is_empty() {
+        return Ok(vec![]);
+    }
+    let stmt = c
+        .prepare_cached(
+            "SELECT k.i, r.amount FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::numeric[]) AS k(i, w, rt, ri, a) \
+               JOIN transaction_references r ON r.wallet_id = k.w AND r.reference_type = k.rt \
+                AND r.reference_id = k.ri AND r.type = 'DEBIT' \
+              WHERE k.a > r.amount ORDER BY k.i",
+        )
+        .await
+        .map_err(batch_err)?;
+    let rows = c
+        .query(&stmt, &[&index, &wallet, &rtype, &rid, &amount])
+        .await
+        .map_err(batch_err)?;
+    rows.iter()
+        .map(|r| {
+            let i = usize::try_from(r.get::<_, i64>(0)).map_err(|e| commit_err(e.to_string()))?;
+            let debited = Amount::new(r.get::<_, Decimal>(1)).map_err(commit_err)?;
+            Ok((i, debited))
+        })
+        .collect()
 }
 
 /// Records the replies of idempotent requests in the transaction of their effect.

@@ -101,6 +101,7 @@ pub fn config(db_url: &str) -> Config {
         actor_idle_timeout: Duration::from_secs(60),
         actor_max_live: wallet_actors::supervisor::MAX_LIVE_ACTORS,
         default_currency: wallet_actors::Currency::Usd,
+        max_initial_balance: wallet_service::config::DEFAULT_MAX_INITIAL_BALANCE,
         default_budgets: vec![],
         alert_thresholds: vec![80, 100],
         rate_limit_per_second: None,

@@ -8,6 +8,7 @@ use crate::budget::{Budget, BudgetStatus, MAX_BUDGETS_PER_WALLET, PeriodType};
 use crate::money::Amount;
 use crate::outcome::Rejection;
 use crate::state::{Origin, WalletState, WalletStatus};
+use crate::store::BudgetCreate;
 
 /// Plans the new budget; debits after it in the batch are charged to it too. `dates` are its start and
 /// (inclusive) end.
@@ -37,7 +38,10 @@ pub(super) fn plan(
         updated_at: now,
     };
     draft.sim.budgets.push(budget.clone());
-    draft.budget_creates.push(budget);
+    draft.budget_creates.push(BudgetCreate {
+        budget,
+        origin: origin.clone(),
+    });
     Ok(Planned::Budget(budget_id))
 }
 

@@ -8,10 +8,10 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::Direction;
-use crate::budget::{Budget, BudgetAlert};
+use crate::budget::BudgetAlert;
 use crate::outcome::Rejection;
 use crate::state::{Entry, WalletState};
-use crate::store::{Batch, BudgetChange, Refusal, StatusChange, TransferPlan};
+use crate::store::{Batch, BudgetChange, BudgetCreate, Refusal, StatusChange, TransferPlan};
 
 /// What one planned command became inside a batch: its caller's answer once the batch has committed.
 pub(crate) enum Planned {
@@ -43,7 +43,7 @@ pub(crate) struct Draft {
     pub(super) entries: Vec<Entry>,
     pub(super) status_changes: Vec<StatusChange>,
     pub(super) refusals: Vec<Refusal>,
-    pub(super) budget_creates: Vec<Budget>,
+    pub(super) budget_creates: Vec<BudgetCreate>,
     pub(super) budget_changes: Vec<BudgetChange>,
     /// `BudgetExceeded` events to publish with the batch.
     pub(super) alerts: Vec<BudgetAlert>,

@@ -424,7 +424,13 @@ impl Auditor {
         report.bank_breaks = self.bank_breaks().await;
         for r in self
             .db
-            .query("SELECT wallet_id, balance, initial_balance FROM wallets", &[])
+            // What a wallet opened with: its opening balance is a ledger entry (reference_type OPENING).
+            .query(
+                "SELECT w.wallet_id, w.balance, w.initial_balance + COALESCE((SELECT sum(t.amount) FROM transactions t \
+                   WHERE t.wallet_id = w.wallet_id AND t.type = 'CREDIT' AND t.reference_type = 'OPENING'), 0) \
+                 FROM wallets w",
+                &[],
+            )
             .await
             .expect("wallets")
         {
