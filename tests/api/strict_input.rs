@@ -3,12 +3,13 @@
 //! Idempotency-Key not consumed), trailing data after the document, amounts outside the strict grammar,
 //! and `metadata` that is not an object. Real app, real Postgres.
 
-mod common;
-
-use common::{TestApp, expect_problem, json_of};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wallet_service::auth::Role;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::token;
+use crate::helpers::replies::{expect_problem, json_of};
 
 /// Sends a raw JSON body.
 async fn send(
@@ -50,7 +51,7 @@ async fn txn_rows(app: &TestApp, wallet: Uuid) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_in_any_text_of_a_posting_is_refused_with_400_and_does_not_consume_the_key() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let base = json!({"amount": "1.00", "type": "CREDIT"});
     let with = |extra: Value| {
@@ -110,10 +111,10 @@ async fn a_nul_in_any_text_of_a_posting_is_refused_with_400_and_does_not_consume
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_in_a_transfer_status_reason_budget_reason_or_user_field_is_refused_with_400() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, company, wallet) = app.user_with_wallet("100.00", "USD").await;
     let (_, _, other) = app.user_with_wallet("0.00", "USD").await;
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
+    let manager = token(Role::Manager, Uuid::new_v4(), company);
 
     // Transfers: description and reference_id.
     for (extra, field) in [
@@ -240,9 +241,9 @@ async fn a_nul_in_a_transfer_status_reason_budget_reason_or_user_field_is_refuse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailing_data_after_the_json_document_is_refused_on_every_body() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, company, wallet) = app.user_with_wallet("100.00", "USD").await;
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
+    let manager = token(Role::Manager, Uuid::new_v4(), company);
     let two = |a: &str, b: &str| format!("{a}{b}");
 
     // Postings: the reported case, and other tails.
@@ -335,7 +336,7 @@ async fn trailing_data_after_the_json_document_is_refused_on_every_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn string_amounts_follow_the_strict_grammar_and_numbers_keep_exponents() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, company, wallet) = app.user_with_wallet("100.00", "USD").await;
     for bad in [" 12", "12 ", "+12", "12.", ".5", "1e2", "\t1", "1 2", "-0", "１２"] {
         let body = json!({"amount": bad, "type": "CREDIT"}).to_string();
@@ -366,7 +367,7 @@ async fn string_amounts_follow_the_strict_grammar_and_numbers_keep_exponents() {
     let end = start + chrono::Duration::days(10);
     let body = json!({"wallet_id": wallet, "total_amount": "+50", "period_type": "MONTHLY",
                       "start_date": start, "end_date": end});
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
+    let manager = token(Role::Manager, Uuid::new_v4(), company);
     let res = send(
         &app,
         reqwest::Method::POST,
@@ -381,7 +382,7 @@ async fn string_amounts_follow_the_strict_grammar_and_numbers_keep_exponents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_must_be_a_json_object() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     for metadata in [json!([1, 2]), json!("note"), json!(12), json!(true), json!([])] {
         let body = json!({"amount": "1.00", "type": "CREDIT", "metadata": metadata}).to_string();

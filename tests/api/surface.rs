@@ -1,14 +1,14 @@
 //! The API surface as outside tools and people meet it: the `/docs` reference and its same-origin assets,
 //! the problem `type` pages, the machine-readable members of problems, headers that are not text, `Allow`
 //! on 405, and Prometheus histograms on `/metrics`.
-mod common;
-
 use chrono::{Duration, Utc};
-use common::{TestApp, expect_problem, json_of};
 use reqwest::header::HeaderValue;
 use serde_json::json;
 use uuid::Uuid;
 use wallet_service::http::problem::CATALOGUE;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::replies::{expect_problem, json_of};
 
 /// Every `src="…"` and `href="…"` of a page.
 fn references(html: &str) -> Vec<String> {
@@ -25,7 +25,7 @@ fn references(html: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docs_is_a_viewer_page_whose_assets_the_service_serves_itself() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let res = app.http.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let headers = res.headers().clone();
@@ -70,7 +70,7 @@ async fn docs_is_a_viewer_page_whose_assets_the_service_serves_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_problem_type_uri_resolves_to_its_page() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, doc) = json_of(app.http.get(app.url("/openapi.json")).send().await.unwrap()).await;
     let declared: Vec<String> = doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
         .as_array()
@@ -108,7 +108,7 @@ async fn every_problem_type_uri_resolves_to_its_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_carry_their_amounts_and_ids_as_members() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("50.00", "USD").await;
 
     let res = app.post_txn(wallet, json!({"amount": "80.00", "type": "DEBIT"})).await;
@@ -164,7 +164,7 @@ async fn refusals_carry_their_amounts_and_ids_as_members() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_that_is_not_ascii_is_400_and_moves_nothing() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
     for raw in [&b"caf\xc3\xa9"[..], b"\xff\xfe"] {
         let res = app
@@ -195,7 +195,7 @@ async fn an_idempotency_key_that_is_not_ascii_is_400_and_moves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_405_says_which_methods_the_path_has() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let id = Uuid::new_v4();
     for (method, path, allow) in [
         (
@@ -233,7 +233,7 @@ fn buckets<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_and_commit_latencies_are_prometheus_histograms() {
-    let app: TestApp = common::spawn_app().await;
+    let app: TestApp = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
     assert_eq!(
         app.post_txn(wallet, json!({"amount": "1.00", "type": "DEBIT"}))
@@ -278,7 +278,7 @@ async fn request_and_commit_latencies_are_prometheus_histograms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_must_be_an_object_as_the_document_says() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
     for metadata in [json!([1, 2]), json!("note"), json!(7), json!(true)] {
         let res = app

@@ -2,16 +2,17 @@
 //! `WWW-Authenticate` and the stable `reason` of the check it failed, and the same request with a good
 //! token answers 200 (so each refusal is the token's).
 
-mod common;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{AUDIENCE, ISSUER, SECRET, TestApp, expect_problem};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::{AUDIENCE, ISSUER, JWT_SECRET};
+use crate::helpers::replies::expect_problem;
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
@@ -36,7 +37,7 @@ fn sign(alg: Algorithm, secret: &[u8], claims: &Value) -> String {
 }
 
 fn hs256(claims: &Value) -> String {
-    sign(Algorithm::HS256, SECRET.as_bytes(), claims)
+    sign(Algorithm::HS256, JWT_SECRET.as_bytes(), claims)
 }
 
 fn with(mut claims: Value, key: &str, value: Value) -> Value {
@@ -51,7 +52,7 @@ fn without(mut claims: Value, key: &str) -> Value {
 
 /// A wallet to read, and the app.
 async fn setup() -> (TestApp, Uuid) {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, _, _) = app.user_with_wallet("1.00", "USD").await;
     (app, user)
 }
@@ -168,7 +169,7 @@ async fn a_token_with_a_wrong_signature_or_another_algorithm_is_401() {
         user,
         Some(&format!(
             "Bearer {}",
-            sign(Algorithm::HS384, SECRET.as_bytes(), &claims)
+            sign(Algorithm::HS384, JWT_SECRET.as_bytes(), &claims)
         )),
         "ALGORITHM",
     )
@@ -178,7 +179,7 @@ async fn a_token_with_a_wrong_signature_or_another_algorithm_is_401() {
         user,
         Some(&format!(
             "Bearer {}",
-            sign(Algorithm::HS512, SECRET.as_bytes(), &claims)
+            sign(Algorithm::HS512, JWT_SECRET.as_bytes(), &claims)
         )),
         "ALGORITHM",
     )

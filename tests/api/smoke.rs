@@ -1,10 +1,10 @@
-mod common;
-
 use serde_json::{Value, json};
+
+use crate::helpers::app::spawn_app;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debit_is_committed_and_answered_with_201() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let res = app.post_txn(wallet, json!({"amount": "25.50", "type": "DEBIT"})).await;
     assert_eq!(res.status(), 201);
@@ -15,7 +15,7 @@ async fn a_debit_is_committed_and_answered_with_201() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docs_page_renders_the_openapi_document_that_holds_every_operation() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let api: Value = app
         .http
         .get(app.url("/openapi.json"))

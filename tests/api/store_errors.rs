@@ -2,17 +2,18 @@
 //! retry may help, 500 `INTERNAL` when it will not), never *how*: no database, library or operating
 //! system text in the body. And `/ready` reports whether this binary's migrations are applied.
 
-mod common;
-
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use common::{TestApp, expect_problem};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wallet_service::auth::Role;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::token;
+use crate::helpers::replies::expect_problem;
 
 /// Words of Postgres', tokio-postgres', deadpool's and the OS's messages that no 5xx body may hold.
 const LEAKY: [&str; 11] = [
@@ -61,28 +62,11 @@ async fn send_json(app: &TestApp, method: reqwest::Method, path: &str, token: &s
         .expect("request")
 }
 
-async fn set_connections(name: &str, allowed: bool) {
-    let admin = common::admin_client().await;
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allowed}"))
-        .await
-        .expect("alter database");
-    if !allowed {
-        admin
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&name],
-            )
-            .await
-            .expect("terminate backends");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_while_the_database_refuses_connections_names_no_database_library_or_os_message() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company, wallet) = app.user_with_wallet("100.00", "USD").await;
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
+    let manager = token(Role::Manager, Uuid::new_v4(), company);
     let start = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
     let res = send_json(
         &app,
@@ -95,9 +79,8 @@ async fn a_503_while_the_database_refuses_connections_names_no_database_library_
     .await;
     let budget: Value = res.json().await.unwrap();
     let budget_id = budget["budget_id"].as_str().expect("budget created").to_string();
-    let name = app.db.as_ref().unwrap().name.clone();
 
-    set_connections(&name, false).await;
+    app.db.set_connections(false).await;
     let checks = async {
         // Each of these reaches Postgres through another path: the user → wallet look-up, the user upsert,
         // the user read of wallet creation, the Idempotency-Key claim and the commit of a posting, the
@@ -143,16 +126,16 @@ async fn a_503_while_the_database_refuses_connections_names_no_database_library_
     };
     let outcome = tokio::time::timeout(Duration::from_secs(60), AssertUnwindSafe(checks).catch_unwind()).await;
     // Restore before asserting, so that the database can be dropped whatever happened.
-    set_connections(&name, true).await;
+    app.db.set_connections(true).await;
     outcome.expect("replies came in time").expect("every reply was opaque");
     assert_eq!(app.balance(wallet).await, "100.00");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_from_a_statement_postgres_refuses_names_no_database_message() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, company, wallet) = app.user_with_wallet("100.00", "USD").await;
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
+    let manager = token(Role::Manager, Uuid::new_v4(), company);
     let start = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
     let res = send_json(
         &app,
@@ -165,7 +148,7 @@ async fn a_500_from_a_statement_postgres_refuses_names_no_database_message() {
     .await;
     let budget: Value = res.json().await.unwrap();
     let budget_id = budget["budget_id"].as_str().expect("budget created").to_string();
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     // A statement Postgres cannot run (a missing relation) and one it refuses for its data (a
     // constraint): neither gets better by retrying, so both are 500, not 503.
     c.batch_execute(
@@ -190,8 +173,8 @@ async fn a_500_from_a_statement_postgres_refuses_names_no_database_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_503_naming_migrations_while_the_newest_is_not_recorded_and_200_once_it_is() {
-    let app = common::spawn_app().await;
-    let c = app.db.as_ref().unwrap().client().await;
+    let app = spawn_app().await;
+    let c = app.db.client().await;
     let newest = wallet_service::db::newest_migration();
     // The history as an older binary would have left it: the newest migration missing.
     let removed = c
@@ -228,9 +211,8 @@ async fn ready_is_503_naming_migrations_while_the_newest_is_not_recorded_and_200
     assert_eq!(res.status(), 200, "a migrated database stays migrated");
 
     // A database without any history is not ready.
-    let other = std::sync::Arc::new(common::TestDb::new().await);
-    let second = common::spawn_app_with(other.clone(), common::config(&other.url)).await;
-    let c2 = other.client().await;
+    let second = spawn_app().await;
+    let c2 = second.db.client().await;
     c2.batch_execute("DROP TABLE refinery_schema_history").await.unwrap();
     let res = second.http.get(second.url("/ready")).send().await.unwrap();
     let problem = expect_problem(res, 503, "UNAVAILABLE").await;

@@ -1,9 +1,9 @@
 //! The shared wallet cache over a real Redis: two instances over one database see each other's commits
 //! through it, and an older version never overwrites a newer one.
-mod common;
-
 use redis::AsyncCommands;
 use serde_json::{Value, json};
+
+use crate::helpers::app::{TestApp, spawn_app};
 
 fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -11,14 +11,12 @@ fn redis_url() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debit_on_one_instance_is_read_from_the_shared_cache_by_another() {
-    let db = std::sync::Arc::new(common::TestDb::new().await);
-    let mut cfg = common::config(&db.url);
-    cfg.redis_url = Some(redis_url());
-    let a = common::spawn_app_with(db.clone(), cfg.clone()).await;
-    let b = common::spawn_app_with(db.clone(), cfg).await;
+    let a = TestApp::builder().redis(&redis_url()).spawn().await;
+    let b = a.another().redis(&redis_url()).spawn().await;
+    let db = a.db.clone();
     let (user, _, wallet) = a.user_with_wallet("100.00", "USD").await;
 
-    let get = |app: &common::TestApp| {
+    let get = |app: &TestApp| {
         let req = app
             .http
             .get(app.url(&format!("/wallets/{user}")))
@@ -65,12 +63,10 @@ async fn a_debit_on_one_instance_is_read_from_the_shared_cache_by_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_another_instances_commit_is_seen_once_the_local_entry_expires() {
-    let db = std::sync::Arc::new(common::TestDb::new().await);
-    let cfg = common::config(&db.url);
-    let a = common::spawn_app_with(db.clone(), cfg.clone()).await;
-    let b = common::spawn_app_with(db.clone(), cfg).await;
+    let a = spawn_app().await;
+    let b = a.another().spawn().await;
     let (user, _, wallet) = a.user_with_wallet("100.00", "USD").await;
-    let get = |app: &common::TestApp| {
+    let get = |app: &TestApp| {
         let req = app
             .http
             .get(app.url(&format!("/wallets/{user}")))
