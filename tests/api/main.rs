@@ -12,6 +12,8 @@
 //! - `concurrency`: many requests on one wallet, two instances over one database; `cache_redis`: the
 //!   shared wallet cache; `rate_limit`: 429s per caller.
 //! - `lifecycle`: draining, readiness, idle actors; `store_errors`: opaque 5xx when the database fails.
+//! - `store`: the store driven directly: the claim fence (`store::claims`), the group committer
+//!   (`store::group_commit`), upkeep (`store::upkeep`).
 //!
 //! `faults`: process-level fault tests (issue 10). Each starts the real `wallet-service` binary, drives it
 //! from outside as a booking service would (keyed requests retried with the same `Idempotency-Key` until a
@@ -30,6 +32,7 @@ mod idempotency;
 mod lifecycle;
 mod rate_limit;
 mod smoke;
+mod store;
 mod store_errors;
 mod strict_input;
 mod surface;

@@ -19,6 +19,7 @@ use wallet_actors::Engine;
 use wallet_service::app::{App, Ctx};
 use wallet_service::auth::{AuthConfig, KeySource};
 use wallet_service::config::{Config, LogFormat};
+use wallet_service::money::Ledger;
 use wallet_service::store::PgStore;
 
 use super::database::TestDatabase;
@@ -232,6 +233,11 @@ impl TestApp {
     }
 
     // ---- internals: the only places that reach into the app's context ----
+
+    /// The one path to money (postings, transfers) as HTTP and events take it, bypassing their edges.
+    pub fn ledger(&self) -> Ledger {
+        self.ctx.ledger.clone()
+    }
 
     /// The wallet engine (its actors and their queues).
     pub fn engine(&self) -> &Engine {

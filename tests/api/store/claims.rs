@@ -1,8 +1,6 @@
 //! The claim fence: an Idempotency-Key's effect commits only while its claim token holds, so a released or
 //! taken-over claim can never commit late, and an unknown outcome is resolved through the key. Also: a
 //! command Postgres refuses for its own data fails alone, its neighbours on the same wallet commit.
-mod common;
-
 use std::time::Duration;
 
 use serde_json::json;
@@ -12,6 +10,8 @@ use wallet_actors::{Amount, Direction, Entry, IdempotencyTicket, Origin, Rejecti
 use wallet_service::money::Posting;
 use wallet_service::store::{Claim, Resolution};
 
+use crate::helpers::app::{TestApp, spawn_app};
+
 fn amount(s: &str) -> Amount {
     Amount::parse(s).unwrap()
 }
@@ -19,11 +19,9 @@ fn amount(s: &str) -> Amount {
 const ENDPOINT: &str = "POST /wallets/{walletId}/transactions";
 
 /// Claims `key` as a fresh caller and returns its ticket.
-async fn claim(app: &common::TestApp, caller: Uuid, key: &str) -> IdempotencyTicket {
+async fn claim(app: &TestApp, caller: Uuid, key: &str) -> IdempotencyTicket {
     match app
-        .ctx
-        .ledger
-        .store
+        .store()
         .claim_idempotency(caller, ENDPOINT, key, b"body")
         .await
         .unwrap()
@@ -39,8 +37,8 @@ async fn claim(app: &common::TestApp, caller: Uuid, key: &str) -> IdempotencyTic
 }
 
 /// A one-debit batch of 1.00 under `ticket`, planned against the wallet's committed state.
-async fn keyed_debit(app: &common::TestApp, wallet: Uuid, ticket: &IdempotencyTicket) -> Batch {
-    let before = app.ctx.ledger.store.load(wallet).await.unwrap().unwrap();
+async fn keyed_debit(app: &TestApp, wallet: Uuid, ticket: &IdempotencyTicket) -> Batch {
+    let before = app.store().load(wallet).await.unwrap().unwrap();
     let mut after = before.clone();
     after.balance = before.balance.checked_sub(amount("1.00")).unwrap();
     after.version = before.version + 1;
@@ -76,7 +74,7 @@ async fn keyed_debit(app: &common::TestApp, wallet: Uuid, ticket: &IdempotencyTi
     }
 }
 
-async fn debits(app: &common::TestApp, wallet: Uuid) -> i64 {
+async fn debits(app: &TestApp, wallet: Uuid) -> i64 {
     app.count(
         "SELECT count(*) FROM transactions WHERE wallet_id = $1 AND type = 'DEBIT'",
         &[&wallet],
@@ -86,9 +84,9 @@ async fn debits(app: &common::TestApp, wallet: Uuid) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_claim_was_released_writes_nothing() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.ledger.store;
+    let store = app.store();
     let ticket = claim(&app, Uuid::new_v4(), "released").await;
     assert!(store.release_idempotency(&ticket).await.unwrap());
     let batch = keyed_debit(&app, wallet, &ticket).await;
@@ -99,9 +97,9 @@ async fn a_commit_whose_claim_was_released_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_taken_over_after_its_lease_fences_the_old_holder_and_the_new_one_commits() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.ledger.store;
+    let store = app.store();
     let caller = Uuid::new_v4();
     let old = claim(&app, caller, "stalled").await;
     // While the lease runs, the key is in progress, with the rest of the lease as Retry-After.
@@ -113,7 +111,7 @@ async fn a_claim_taken_over_after_its_lease_fences_the_old_holder_and_the_new_on
         Claim::InProgress { retry_after_secs } => assert!((1..=10).contains(&retry_after_secs)),
         _ => panic!("expected in progress"),
     }
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     c.execute(
         "UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE key = 'stalled'",
         &[],
@@ -160,9 +158,9 @@ async fn a_claim_taken_over_after_its_lease_fences_the_old_holder_and_the_new_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolving_an_unknown_outcome_finds_the_committed_reply_or_fences_the_attempt_off() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.ledger.store;
+    let store = app.store();
     let committed = claim(&app, Uuid::new_v4(), "committed").await;
     store
         .commit(&keyed_debit(&app, wallet, &committed).await)
@@ -188,13 +186,13 @@ async fn resolving_an_unknown_outcome_finds_the_committed_reply_or_fences_the_at
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_racing_a_commit_that_holds_the_key_waits_and_then_finds_its_reply() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = app.ctx.ledger.store.clone();
+    let store = app.store().clone();
     let ticket = claim(&app, Uuid::new_v4(), "racing").await;
     let batch = keyed_debit(&app, wallet, &ticket).await;
     // The wallet row is held, so the commit locks the key row (the fence comes first) and then waits.
-    let mut locker = app.db.as_ref().unwrap().client().await;
+    let mut locker = app.db.client().await;
     let lock = locker.transaction().await.unwrap();
     lock.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&wallet])
         .await
@@ -220,7 +218,7 @@ async fn a_release_racing_a_commit_that_holds_the_key_waits_and_then_finds_its_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_postgres_refuses_for_its_data_fails_alone_and_its_neighbours_on_the_wallet_commit() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let posting = |description: &str| Posting {
         direction: Direction::Debit,
@@ -239,7 +237,7 @@ async fn a_command_postgres_refuses_for_its_data_fails_alone_and_its_neighbours_
     // would send it. Postgres refuses the text, and the batch it shares with good debits is split.
     let tasks: Vec<_> = (0..40)
         .map(|i| {
-            let (ledger, origin) = (app.ctx.ledger.clone(), origin.clone());
+            let (ledger, origin) = (app.ledger(), origin.clone());
             let description = if i % 10 == 3 { "bad\u{0}text" } else { "good" };
             let p = posting(description);
             tokio::spawn(async move { (i % 10 == 3, ledger.post(wallet, p, origin).await) })

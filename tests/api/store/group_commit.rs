@@ -1,8 +1,6 @@
 //! The shared committer: batches of several wallets committed together (plain ones as one statement, the
 //! others each in a savepoint of one transaction), so a refused batch never fails its neighbours and every
 //! accepted one is durable before its reply.
-mod common;
-
 use std::sync::Arc;
 
 use serde_json::json;
@@ -11,19 +9,15 @@ use wallet_actors::store::{Batch, CommitError};
 use wallet_actors::{Amount, Entry, Origin, TxnType, WalletStore, state::new_txn_id};
 use wallet_service::store::GroupCommitter;
 
+use crate::helpers::app::{TestApp, spawn_app};
+
 fn amount(s: &str) -> Amount {
     Amount::parse(s).unwrap()
 }
 
 /// A one-debit batch planned against the wallet's current state (or a given version).
-async fn debit_batch(
-    app: &common::TestApp,
-    wallet: Uuid,
-    value: &str,
-    version: Option<i64>,
-    reference: Option<&str>,
-) -> Batch {
-    let before = app.ctx.ledger.store.load(wallet).await.unwrap().unwrap();
+async fn debit_batch(app: &TestApp, wallet: Uuid, value: &str, version: Option<i64>, reference: Option<&str>) -> Batch {
+    let before = app.store().load(wallet).await.unwrap().unwrap();
     let mut after = before.clone();
     after.balance = before.balance.checked_sub(amount(value)).unwrap();
     after.version = before.version + 1;
@@ -60,7 +54,7 @@ async fn debit_batch(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones_are_durable() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, good) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, stale) = app.user_with_wallet("10.00", "USD").await;
@@ -77,10 +71,10 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
     );
 
     // One committer, parked on a row lock, so the next three batches queue up and form one group.
-    let store = &app.ctx.ledger.store;
+    let store = app.store();
     let committer =
         GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), store.outbox_written.clone(), 1);
-    let db = app.db.as_ref().unwrap();
+    let db = &app.db;
     let mut locker = db.client().await;
     let lock = locker.transaction().await.unwrap();
     lock.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&parked])
@@ -144,8 +138,8 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
 }
 
 /// A batch that freezes the wallet (goes through the savepoint path).
-async fn freeze_batch(app: &common::TestApp, wallet: Uuid) -> Batch {
-    let before = app.ctx.ledger.store.load(wallet).await.unwrap().unwrap();
+async fn freeze_batch(app: &TestApp, wallet: Uuid) -> Batch {
+    let before = app.store().load(wallet).await.unwrap().unwrap();
     let mut after = before.clone();
     after.status = wallet_actors::WalletStatus::Frozen;
     after.version = before.version + 1;
@@ -169,14 +163,14 @@ async fn freeze_batch(app: &common::TestApp, wallet: Uuid) -> Batch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and_the_good_ones_commit() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, good) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, bad) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.ledger.store;
+    let store = app.store();
     let committer =
         GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), store.outbox_written.clone(), 1);
-    let db = app.db.as_ref().unwrap();
+    let db = &app.db;
     let mut locker = db.client().await;
     let lock = locker.transaction().await.unwrap();
     lock.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&parked])
@@ -214,8 +208,8 @@ async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_accepts_every_variant_of_the_plain_statement() {
-    let app = common::spawn_app().await;
-    let c = app.db.as_ref().unwrap().client().await;
+    let app = spawn_app().await;
+    let c = app.db.client().await;
     let variants = wallet_service::store::all_plain_statements();
     assert_eq!(variants.len(), 16);
     for sql in variants {
