@@ -14,6 +14,7 @@
 //! - `lifecycle`: draining, readiness, idle actors; `store_errors`: opaque 5xx when the database fails.
 //! - `store`: the store driven directly: the claim fence (`store::claims`), the group committer
 //!   (`store::group_commit`), upkeep (`store::upkeep`).
+//! - `events`: bookings, users, poison, the outbox relay, stops and reconnects through a real RabbitMQ.
 //!
 //! `faults`: process-level fault tests (issue 10). Each starts the real `wallet-service` binary, drives it
 //! from outside as a booking service would (keyed requests retried with the same `Idempotency-Key` until a
@@ -26,6 +27,7 @@ mod auth;
 mod budgets;
 mod cache_redis;
 mod concurrency;
+mod events;
 mod faults;
 mod helpers;
 mod idempotency;

@@ -15,7 +15,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::ms;
-use crate::helpers::amqp::{Publisher, Vhost, envelope};
+use crate::helpers::amqp::{Broker, Vhost, envelope};
 use crate::helpers::audit::Auditor;
 use crate::helpers::database::TestDatabase;
 use crate::helpers::fixtures::Bank;
@@ -127,7 +127,7 @@ async fn the_consumer_survives_its_connection_closed_twice_with_duplicates_and_p
         let poison_bodies: HashSet<Vec<u8>> = messages.iter().filter(|m| m.poison).map(|m| m.body.clone()).collect();
         let published = messages.len();
 
-        let publisher = Arc::new(Publisher::connect(&vhost).await);
+        let publisher = Arc::new(Broker::connect(&vhost).await);
         let sent = Arc::new(AtomicUsize::new(0));
         let publishing = {
             let (publisher, sent) = (publisher.clone(), sent.clone());
@@ -200,13 +200,13 @@ async fn the_consumer_survives_its_connection_closed_twice_with_duplicates_and_p
 
         let all_debited = eventually(WAIT, || async { debited().await >= BOOKINGS as i64 }).await;
         let dlq = publisher.topology.dead_letter_queue.clone();
-        let all_dead = eventually(WAIT, || async { publisher.ready(&dlq).await as usize >= poisoned }).await;
+        let all_dead = eventually(WAIT, || async { publisher.ready_count(&dlq).await as usize >= poisoned }).await;
         let queue = publisher.topology.queue.clone();
         let drained = eventually(WAIT, || async {
-            publisher.ready(&queue).await == 0 && vhost.unacknowledged(&queue).await == Some(0)
+            publisher.ready_count(&queue).await == 0 && vhost.unacknowledged(&queue).await == Some(0)
         })
         .await;
-        let dead = publisher.take_dead_letters().await;
+        let dead = publisher.dead_letters().await;
 
         // Every booking debited exactly once, and nothing else debited.
         let per_booking: HashMap<String, i64> = db

@@ -1,29 +1,36 @@
 //! The real app in-process: `App::build` and `run` on port 0, against a database of its own (dropped after
 //! the test, even after a panic), with the tests' configuration. [`spawn_app`] starts the usual one;
 //! [`TestApp::builder`] the variants (another instance over the same database, a broker, Redis, the events'
-//! retries, any other setting).
+//! retries, any other setting). Without a broker the app's events go to its in-process bus.
 //!
 //! This file is the only door of the tests to the service's internals: [`config`] alone builds a
-//! `Config`, and the `TestApp` methods under "internals" alone reach into the app's context (the engine, the
-//! store, the event state). The test modules speak HTTP, SQL and these methods.
+//! `Config` ([`fast_events`] the events' settings), and the `TestApp` methods under "internals" alone reach
+//! into the app's context (the engine, the store, the event state). The test modules speak HTTP, SQL and
+//! these methods.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 use wallet_actors::Engine;
 use wallet_service::app::{App, Ctx};
 use wallet_service::auth::{AuthConfig, KeySource};
 use wallet_service::config::{Config, LogFormat};
+use wallet_service::events::handler::{self, Outcome};
+use wallet_service::events::{BusEvent, EventsConfig, RetryPolicy};
 use wallet_service::money::Ledger;
 use wallet_service::store::PgStore;
 
 use super::database::TestDatabase;
 use super::fixtures::{self, Bank};
+use super::wait_until;
+
+/// How long a graceful stop may take.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
 
 /// The app's configuration in tests: port 0, this database, HS256 with the tests' secret, no Redis, no
 /// broker (the in-process bus), text logs.
@@ -53,6 +60,19 @@ pub fn config(database_url: &str) -> Config {
     }
 }
 
+/// The events' settings with short retry delays and relay interval, so that bounded retries end quickly.
+pub fn fast_events() -> EventsConfig {
+    EventsConfig {
+        retry: RetryPolicy {
+            max_attempts: 4,
+            delay_min: Duration::from_millis(50),
+            delay_max: Duration::from_millis(200),
+        },
+        relay_interval: Duration::from_millis(50),
+        ..EventsConfig::default()
+    }
+}
+
 /// Starts the app against a fresh database.
 pub async fn spawn_app() -> TestApp {
     TestApp::builder().spawn().await
@@ -66,6 +86,8 @@ type Configure = Box<dyn FnOnce(&mut Config)>;
 pub struct AppBuilder {
     db: Option<Arc<TestDatabase>>,
     redis_url: Option<String>,
+    amqp_url: Option<String>,
+    events: Option<EventsConfig>,
     configure: Option<Configure>,
 }
 
@@ -79,6 +101,18 @@ impl AppBuilder {
     /// With the shared wallet cache in this Redis.
     pub fn redis(mut self, url: &str) -> AppBuilder {
         self.redis_url = Some(url.to_string());
+        self
+    }
+
+    /// With its events on this broker (consumed from and published to it).
+    pub fn amqp(mut self, url: &str) -> AppBuilder {
+        self.amqp_url = Some(url.to_string());
+        self
+    }
+
+    /// With these events' settings (names, retries, prefetch, intervals) instead of the defaults.
+    pub fn events(mut self, events: EventsConfig) -> AppBuilder {
+        self.events = Some(events);
         self
     }
 
@@ -96,10 +130,15 @@ impl AppBuilder {
         };
         let mut cfg = config(&db.url);
         cfg.redis_url = self.redis_url;
+        cfg.amqp_url = self.amqp_url;
         if let Some(f) = self.configure {
             f(&mut cfg);
         }
-        let app = App::build(cfg).await.expect("app builds");
+        let app = match self.events {
+            Some(events) => App::build_with_events(cfg, events).await,
+            None => App::build(cfg).await,
+        };
+        let app = app.expect("app builds");
         let port = app.port();
         let ctx = app.ctx();
         let (tx, rx) = oneshot::channel::<()>();
@@ -144,6 +183,8 @@ impl TestApp {
         AppBuilder {
             db: None,
             redis_url: None,
+            amqp_url: None,
+            events: None,
             configure: None,
         }
     }
@@ -162,6 +203,17 @@ impl TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Waits until the event consumer is attached (its topology then exists).
+    pub async fn attached(&self) {
+        wait_until("the consumer attaches", || async { self.consumer_attached() }).await;
+    }
+
+    /// A graceful stop, as SIGTERM: signals shutdown and waits until the app has drained and stopped.
+    pub async fn stop(&mut self) {
+        self.signal_shutdown();
+        self.stopped(STOP_WITHIN).await;
     }
 
     /// Whether the app's task has ended.
@@ -232,7 +284,58 @@ impl TestApp {
         c.query_one(sql, params).await.expect("count query").get(0)
     }
 
+    /// `(type, amount)` of the wallet's transactions with this booking reference, oldest first.
+    pub async fn booking_rows(&self, wallet: Uuid, booking: &str) -> Vec<(String, String)> {
+        let c = self.db.client().await;
+        c.query(
+            "SELECT type, amount::text FROM transactions WHERE wallet_id = $1 AND reference_type = 'BOOKING' \
+             AND reference_id = $2 ORDER BY created_at",
+            &[&wallet, &booking],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    }
+
+    /// Outbox rows not yet published.
+    pub async fn unpublished(&self) -> i64 {
+        self.count("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[])
+            .await
+    }
+
     // ---- internals: the only places that reach into the app's context ----
+
+    /// `/ready`'s verdict, as the app judges it.
+    pub async fn readiness(&self) -> Result<(), String> {
+        self.ctx.readiness().await
+    }
+
+    /// What `/metrics` would answer.
+    pub fn render_metrics(&self) -> String {
+        self.ctx.render_metrics()
+    }
+
+    /// Hands one delivery to the event handler directly, as the consumer would (without acking anything).
+    pub async fn handle_event(&self, body: &[u8], routing_key: &str) -> Outcome {
+        handler::handle(&self.ctx, body, routing_key).await
+    }
+
+    /// Whether the event consumer is attached to its queue.
+    pub fn consumer_attached(&self) -> bool {
+        self.ctx.events.consumer_attached()
+    }
+
+    /// The in-process bus the relay publishes to when there is no broker.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<BusEvent> {
+        self.ctx.events.subscribe()
+    }
+
+    /// Decrypts a stored personal field (an e-mail) with the app's key.
+    pub fn decrypt_pii(&self, encrypted: &[u8]) -> String {
+        self.ctx.pii.decrypt(encrypted).expect("decrypts with the app's key")
+    }
 
     /// The one path to money (postings, transfers) as HTTP and events take it, bypassing their edges.
     pub fn ledger(&self) -> Ledger {

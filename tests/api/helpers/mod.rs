@@ -33,6 +33,9 @@ pub mod summary;
 use std::future::Future;
 use std::time::Duration;
 
+/// How long a test waits for something asynchronous (an event consumed, a row published) before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
 /// Runs a test body under a time limit, so that a hung fault test fails instead of hanging the suite.
 pub async fn within<T>(limit: Duration, what: &str, body: impl Future<Output = T>) -> T {
     match tokio::time::timeout(limit, body).await {
@@ -57,4 +60,13 @@ where
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// [`eventually`] within [`WAIT`], failing the test if `check` never held.
+pub async fn wait_until<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    assert!(eventually(WAIT, check).await, "timed out waiting until {what}");
 }
