@@ -77,12 +77,8 @@ async fn a_budget_is_created_listed_changed_and_its_history_kept() {
 
     let own = token(Role::User, user, company);
     let list: Value = app
-        .http
-        .get(app.url(&format!("/budgets/{user}")))
-        .bearer_auth(&own)
-        .send()
+        .get_as(&own, &format!("/budgets/{user}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -101,12 +97,8 @@ async fn a_budget_is_created_listed_changed_and_its_history_kept() {
     assert_eq!(b["total_amount"], "400.00");
 
     let hist: Value = app
-        .http
-        .get(app.url(&format!("/budgets/{id}/history")))
-        .bearer_auth(&own)
-        .send()
+        .get_as(&own, &format!("/budgets/{id}/history"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -208,21 +200,9 @@ async fn budget_endpoints_refuse_the_wrong_callers_and_bad_input() {
     let p: Value = res.json().await.unwrap();
     assert_eq!(p["code"], "BUDGET_EXCEEDED");
     assert_eq!(used(&app, id).await, "60.00");
-    let other_user = app
-        .http
-        .get(app.url(&format!("/budgets/{user}")))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+    let other_user = app.get_as(&stranger, &format!("/budgets/{user}")).await;
     assert_eq!(other_user.status(), 404);
-    let hist = app
-        .http
-        .get(app.url(&format!("/budgets/{id}/history")))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+    let hist = app.get_as(&stranger, &format!("/budgets/{id}/history")).await;
     assert_eq!(hist.status(), 404);
 }
 

@@ -289,15 +289,7 @@ async fn two_instances_debiting_the_same_wallets_concurrently_never_overdraw_or_
     let rows = app1.count("SELECT count(*) FROM transactions", &[]).await;
     assert_eq!(rows, created);
     // The race was real: commits of one instance moved wallets under the other's batches.
-    let metrics = app1
-        .http
-        .get(app1.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app1.text("/metrics").await;
     let conflicts: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("wallet_version_conflicts_total "))

@@ -9,6 +9,7 @@ use wallet_service::auth::Role;
 use crate::helpers::app::{TestApp, spawn_app};
 use crate::helpers::eventually;
 use crate::helpers::fixtures::token;
+use crate::helpers::lock::RowLock;
 use crate::helpers::replies::{expect_problem, json_of};
 
 /// A reply kept whole: status, content type and the exact bytes.
@@ -150,11 +151,7 @@ async fn a_key_whose_request_is_still_running_answers_409_idempotency_in_progres
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let body = json!({"amount": "5.00", "type": "DEBIT"});
     // Hold the wallet row so the first request's commit waits.
-    let mut blocker = app.db.client().await;
-    let tx = blocker.transaction().await.unwrap();
-    tx.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&wallet])
-        .await
-        .unwrap();
+    let lock = RowLock::take(&app.db.url, wallet).await;
     let first = tokio::spawn({
         let (http, url, token, body) = (
             app.http.clone(),
@@ -188,7 +185,7 @@ async fn a_key_whose_request_is_still_running_answers_409_idempotency_in_progres
         (other.status, other.code()),
         (422, "IDEMPOTENCY_KEY_REUSED".to_string())
     );
-    tx.rollback().await.unwrap();
+    lock.release().await;
     let (status, first_body) = first.await.unwrap();
     assert_eq!(status, 201, "{first_body}");
     let replay = post_keyed(&app, wallet, "slow", &body).await;
@@ -330,14 +327,6 @@ async fn transfers_and_wallet_creation_replay_under_their_keys() {
             .await,
         1
     );
-    let (status, _) = json_of(
-        app.http
-            .get(app.url(&format!("/wallets/{user}")))
-            .bearer_auth(&app.admin_token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = json_of(app.get_as(&app.admin_token, &format!("/wallets/{user}")).await).await;
     assert_eq!(status, 200);
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::helpers::app::{TestApp, spawn_app};
 use crate::helpers::eventually;
+use crate::helpers::lock::RowLock;
 use crate::helpers::replies::{expect_problem, json_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,11 +17,7 @@ async fn requests_in_flight_when_shutdown_is_signalled_complete() {
     let (_, _, wallet) = app.user_with_wallet("30.00", "USD").await;
 
     // Hold the wallet's row so that the first commit waits: every request then stays in flight.
-    let mut blocker = app.db.client().await;
-    let tx = blocker.transaction().await.unwrap();
-    tx.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&wallet])
-        .await
-        .unwrap();
+    let lock = RowLock::take(&app.db.url, wallet).await;
 
     let url = app.url(&format!("/wallets/{wallet}/transactions"));
     let requests: Vec<_> = (0..REQUESTS)
@@ -48,7 +45,7 @@ async fn requests_in_flight_when_shutdown_is_signalled_complete() {
     app.signal_shutdown();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!app.is_finished(), "the app must not stop while requests are in flight");
-    tx.rollback().await.unwrap();
+    lock.release().await;
 
     let mut created = 0;
     let mut refused = 0;
@@ -74,19 +71,19 @@ async fn requests_in_flight_when_shutdown_is_signalled_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_503_unavailable_while_postgres_is_unreachable_and_200_again_after() {
     let app = spawn_app().await;
-    let res = app.http.get(app.url("/ready")).send().await.unwrap();
+    let res = app.get("/ready").await;
     assert_eq!(res.status(), 200);
     app.db.set_connections(false).await;
     let unavailable = async {
-        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        let res = app.get("/ready").await;
         let retry_after = res.headers().get("retry-after").is_some();
         let body = expect_problem(res, 503, "UNAVAILABLE").await;
         assert!(retry_after, "503 carries Retry-After");
         // Asked again (no pooled connection left to fail on): still 503, now from failing to connect.
-        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        let res = app.get("/ready").await;
         expect_problem(res, 503, "UNAVAILABLE").await;
         // Liveness does not depend on the database.
-        assert_eq!(app.http.get(app.url("/health")).send().await.unwrap().status(), 200);
+        assert_eq!(app.get("/health").await.status(), 200);
         body
     };
     let outcome = tokio::time::timeout(Duration::from_secs(20), unavailable).await;
@@ -101,7 +98,7 @@ async fn ready_is_503_unavailable_while_postgres_is_unreachable_and_200_again_af
     // Back to 200 once Postgres is (a pooled connection that died with the outage may cost one more 503).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        let res = app.get("/ready").await;
         if res.status() == 200 {
             break;
         }
@@ -117,12 +114,12 @@ async fn ready_is_503_unavailable_while_postgres_is_unreachable_and_200_again_af
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_openapi_and_metrics_need_no_token() {
     let app = spawn_app().await;
-    let (status, body) = json_of(app.http.get(app.url("/health")).send().await.unwrap()).await;
+    let (status, body) = json_of(app.get("/health").await).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = json_of(app.http.get(app.url("/ready")).send().await.unwrap()).await;
+    let (status, body) = json_of(app.get("/ready").await).await;
     assert_eq!(status, 200, "{body}");
 
-    let (status, doc) = json_of(app.http.get(app.url("/openapi.json")).send().await.unwrap()).await;
+    let (status, doc) = json_of(app.get("/openapi.json").await).await;
     assert_eq!(status, 200);
     assert!(
         doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
@@ -152,15 +149,9 @@ async fn health_openapi_and_metrics_need_no_token() {
 
     // Make a request of our own so the histogram has a sample from this app.
     let (user, _, _) = app.user_with_wallet("1.00", "USD").await;
-    let res = app
-        .http
-        .get(app.url(&format!("/wallets/{user}")))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_as(&app.admin_token, &format!("/wallets/{user}")).await;
     assert_eq!(res.status(), 200);
-    let res = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let res = app.get("/metrics").await;
     assert_eq!(res.status(), 200);
     let text = res.text().await.unwrap();
     assert!(text.contains("http_request_duration_seconds"), "{text}");
@@ -202,15 +193,7 @@ async fn an_idle_wallet_actor_stops_and_the_next_request_reloads_the_balance_fro
     );
     assert_eq!(app.engine().live_actors(), 1, "a new actor serves the wallet");
     // The load refreshed the cache, so reads show the database's balance again.
-    let (status, body) = json_of(
-        app.http
-            .get(app.url(&format!("/wallets/{user}")))
-            .bearer_auth(&app.admin_token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = json_of(app.get_as(&app.admin_token, &format!("/wallets/{user}")).await).await;
     assert_eq!((status, body["balance"].as_str()), (200, Some("80.00")), "{body}");
     // And it keeps working from the reloaded state.
     let (status, body) = json_of(app.post_txn(wallet, json!({"amount": "80.00", "type": "DEBIT"})).await).await;

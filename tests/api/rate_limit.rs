@@ -19,13 +19,7 @@ async fn a_caller_over_its_rate_limit_gets_429_and_others_are_not_affected() {
     let mut limited = None;
     // Burst is 2 × 5 = 10: the 11th request within a second is over the limit.
     for _ in 0..30 {
-        let res = app
-            .http
-            .get(app.url(&format!("/wallets/{user}")))
-            .bearer_auth(&busy)
-            .send()
-            .await
-            .unwrap();
+        let res = app.get_as(&busy, &format!("/wallets/{user}")).await;
         if res.status() == 429 {
             limited = Some(res);
             break;
@@ -37,22 +31,10 @@ async fn a_caller_over_its_rate_limit_gets_429_and_others_are_not_affected() {
     let p: Value = res.json().await.unwrap();
     assert_eq!(p["code"], "RATE_LIMITED");
     // Another caller (the admin) is unaffected.
-    let other = app
-        .http
-        .get(app.url(&format!("/wallets/{user}")))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap();
+    let other = app.get_as(&app.admin_token, &format!("/wallets/{user}")).await;
     assert_eq!(other.status(), 200);
     // And a token of an unknown caller is still 401, not 429.
     let stranger = token(Role::User, Uuid::new_v4(), company);
-    let res = app
-        .http
-        .get(app.url("/health"))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_as(&stranger, "/health").await;
     assert_eq!(res.status(), 200);
 }

@@ -26,7 +26,7 @@ fn references(html: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docs_is_a_viewer_page_whose_assets_the_service_serves_itself() {
     let app = spawn_app().await;
-    let res = app.http.get(app.url("/docs")).send().await.unwrap();
+    let res = app.get("/docs").await;
     assert_eq!(res.status(), 200);
     let headers = res.headers().clone();
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
@@ -44,7 +44,7 @@ async fn docs_is_a_viewer_page_whose_assets_the_service_serves_itself() {
     for r in &refs {
         // Same origin only: an absolute path, never a scheme or a protocol-relative URL.
         assert!(r.starts_with('/') && !r.starts_with("//"), "{r} is not same-origin");
-        let res = app.http.get(app.url(r)).send().await.unwrap();
+        let res = app.get(r).await;
         assert_eq!(res.status(), 200, "{r}");
         let content_type = res.headers()["content-type"].to_str().unwrap().to_string();
         if r.ends_with(".js") {
@@ -58,20 +58,20 @@ async fn docs_is_a_viewer_page_whose_assets_the_service_serves_itself() {
             assert!(content_type.starts_with("text/css"), "{r}: {content_type}");
         }
     }
-    let init = app.http.get(app.url("/docs/init.js")).send().await.unwrap();
+    let init = app.get("/docs/init.js").await;
     let init = init.text().await.unwrap();
     assert!(
         init.contains("/openapi.json") && init.contains("validatorUrl: null"),
         "{init}"
     );
-    let missing = app.http.get(app.url("/docs/nope.js")).send().await.unwrap();
+    let missing = app.get("/docs/nope.js").await;
     expect_problem(missing, 404, "NOT_FOUND").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_problem_type_uri_resolves_to_its_page() {
     let app = spawn_app().await;
-    let (_, doc) = json_of(app.http.get(app.url("/openapi.json")).send().await.unwrap()).await;
+    let (_, doc) = json_of(app.get("/openapi.json").await).await;
     let declared: Vec<String> = doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
         .as_array()
         .expect("the Problem schema declares its codes")
@@ -82,27 +82,22 @@ async fn every_problem_type_uri_resolves_to_its_page() {
     assert_eq!(declared, catalogue);
     for k in CATALOGUE {
         let uri = format!("/problems/{}", k.slug());
-        let res = app.http.get(app.url(&uri)).send().await.unwrap();
+        let res = app.get(&uri).await;
         assert_eq!(res.status(), 200, "{uri}");
         assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
         let page = res.text().await.unwrap();
         assert!(page.contains(k.code) && page.contains("What to do"), "{uri}: {page}");
     }
-    let index = app.http.get(app.url("/problems")).send().await.unwrap();
+    let index = app.get("/problems").await;
     assert_eq!(index.status(), 200);
     let index = index.text().await.unwrap();
     assert!(CATALOGUE.iter().all(|k| index.contains(k.code)));
     // The `type` of a real problem is one of them.
-    let res = app.http.get(app.url("/wallets")).send().await.unwrap();
+    let res = app.get("/wallets").await;
     let problem = expect_problem(res, 405, "METHOD_NOT_ALLOWED").await;
-    let res = app
-        .http
-        .get(app.url(problem["type"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get(problem["type"].as_str().unwrap()).await;
     assert_eq!(res.status(), 200);
-    let res = app.http.get(app.url("/problems/no-such-thing")).send().await.unwrap();
+    let res = app.get("/problems/no-such-thing").await;
     expect_problem(res, 404, "NOT_FOUND").await;
 }
 
@@ -241,15 +236,7 @@ async fn request_and_commit_latencies_are_prometheus_histograms() {
             .status(),
         201
     );
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.text("/metrics").await;
     for (metric, bounds) in [
         (
             wallet_service::app::REQUEST_LATENCY_METRIC,

@@ -24,12 +24,8 @@ async fn post_raw(app: &TestApp, wallet: Uuid, body: &str) -> reqwest::Response 
 }
 
 async fn history(app: &TestApp, token: &str, wallet: Uuid, query: &str) -> reqwest::Response {
-    app.http
-        .get(app.url(&format!("/wallets/{wallet}/transactions{query}")))
-        .bearer_auth(token)
-        .send()
+    app.get_as(token, &format!("/wallets/{wallet}/transactions{query}"))
         .await
-        .expect("request")
 }
 
 async fn txn_rows(app: &TestApp, wallet: Uuid) -> i64 {
@@ -318,13 +314,7 @@ async fn a_wrong_method_is_405_and_an_unknown_route_is_404_both_problem_json() {
         assert_eq!(body["status"], 405, "{method} {path}");
     }
     for path in ["/nope", "/wallets/x/y/z", "/transfers/extra", "/"] {
-        let res = app
-            .http
-            .get(app.url(path))
-            .bearer_auth(&app.service_token)
-            .send()
-            .await
-            .unwrap();
+        let res = app.get_as(&app.service_token, path).await;
         expect_problem(res, 404, "NOT_FOUND").await;
     }
 }
@@ -566,12 +556,7 @@ async fn another_users_history_is_404_and_a_managers_own_company_is_visible() {
         "NOT_FOUND",
     )
     .await;
-    let res = app
-        .http
-        .get(app.url(&format!("/wallets/{wallet}/transactions")))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get(&format!("/wallets/{wallet}/transactions")).await;
     expect_problem(res, 401, "UNAUTHENTICATED").await;
 }
 

@@ -28,15 +28,7 @@ async fn a_transfer_answers_201_with_both_legs_and_moves_both_balances() {
     let (_, _, from) = app.user_with_wallet("100.00", "EUR").await;
     let (to_user, _, to) = app.user_with_wallet("5.00", "EUR").await;
     // The destination's actor is alive here and holds 5.00 before the transfer.
-    let (status, before) = json_of(
-        app.http
-            .get(app.url(&format!("/wallets/{to_user}")))
-            .bearer_auth(&app.admin_token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, before) = json_of(app.get_as(&app.admin_token, &format!("/wallets/{to_user}")).await).await;
     assert_eq!((status, before["balance"].as_str()), (200, Some("5.00")));
 
     let res = transfer(
@@ -93,15 +85,7 @@ async fn a_transfer_answers_201_with_both_legs_and_moves_both_balances() {
     assert_eq!(events, 2);
 
     // The destination's actor was told: reading it again shows the new balance.
-    let (status, after) = json_of(
-        app.http
-            .get(app.url(&format!("/wallets/{to_user}")))
-            .bearer_auth(&app.admin_token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, after) = json_of(app.get_as(&app.admin_token, &format!("/wallets/{to_user}")).await).await;
     assert_eq!((status, after["balance"].as_str()), (200, Some("35.25")), "{after}");
     // And the destination keeps working on the new balance.
     let res = app.post_txn(to, json!({"amount": "35.25", "type": "DEBIT"})).await;

@@ -20,12 +20,7 @@ async fn put_user_as(app: &TestApp, token: &str, user: Uuid, body: Value) -> req
 }
 
 async fn get_wallet_as(app: &TestApp, token: &str, user: Uuid) -> reqwest::Response {
-    app.http
-        .get(app.url(&format!("/wallets/{user}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request")
+    app.get_as(token, &format!("/wallets/{user}")).await
 }
 
 async fn set_status_as(app: &TestApp, token: &str, wallet: Uuid, body: Value) -> reqwest::Response {
@@ -396,7 +391,7 @@ async fn a_manager_reads_wallets_of_their_company_and_gets_404_for_others() {
 async fn reading_a_wallet_without_a_token_is_401_with_www_authenticate() {
     let app = spawn_app().await;
     let (user, _, _) = app.user_with_wallet("1.00", "USD").await;
-    let res = app.http.get(app.url(&format!("/wallets/{user}"))).send().await.unwrap();
+    let res = app.get(&format!("/wallets/{user}")).await;
     let challenge = res
         .headers()
         .get("www-authenticate")

@@ -3,22 +3,14 @@
 
 use serde_json::json;
 use uuid::Uuid;
-use wallet_service::events::handler::{Done, Outcome};
 
-use crate::helpers::amqp::{Broker, Vhost, envelope};
-use crate::helpers::app::{TestApp, fast_events};
+use crate::helpers::amqp::{app_on_vhost, envelope};
+use crate::helpers::app::{Done, Outcome, TestApp, fast_events};
 use crate::helpers::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_booking_is_debited_once_and_announced_with_transaction_completed() {
-    let vhost = Vhost::create().await;
-    let mut app = TestApp::builder()
-        .amqp(&vhost.amqp_url())
-        .events(fast_events())
-        .spawn()
-        .await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
     let tap = broker.tap().await;
     let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
 
@@ -102,23 +94,12 @@ async fn a_booking_is_debited_once_and_announced_with_transaction_completed() {
         "the inbox records the event's type, not the posting's direction"
     );
     app.stop().await;
-    assert_eq!(
-        broker.ready_count(&broker.topology.queue).await,
-        0,
-        "every delivery was acked"
-    );
+    assert_eq!(broker.ready_in_queue().await, 0, "every delivery was acked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancellation_refunds_once_and_partial_refunds_never_exceed_the_debit() {
-    let vhost = Vhost::create().await;
-    let mut app = TestApp::builder()
-        .amqp(&vhost.amqp_url())
-        .events(fast_events())
-        .spawn()
-        .await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
     let tap = broker.tap().await;
     let (user, _, wallet) = app.user_with_wallet("500.00", "EUR").await;
 
@@ -200,23 +181,12 @@ async fn a_cancellation_refunds_once_and_partial_refunds_never_exceed_the_debit(
         .get(0);
     assert_eq!(cancel_type, "BookingCancelled");
     app.stop().await;
-    assert_eq!(
-        broker.ready_count(&broker.topology.queue).await,
-        0,
-        "every delivery was acked"
-    );
+    assert_eq!(broker.ready_in_queue().await, 0, "every delivery was acked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_debit_is_acked_and_announced_with_transaction_failed() {
-    let vhost = Vhost::create().await;
-    let mut app = TestApp::builder()
-        .amqp(&vhost.amqp_url())
-        .events(fast_events())
-        .spawn()
-        .await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
     let tap = broker.tap().await;
     let (user, _, wallet) = app.user_with_wallet("10.00", "USD").await;
 
@@ -251,13 +221,11 @@ async fn a_refused_debit_is_acked_and_announced_with_transaction_failed() {
 
     let c = app.db.client().await;
     wait_until("the cancellation is processed", || async {
-        c.query_one(
+        app.count(
             "SELECT count(*) FROM processed_events WHERE event_type = 'BookingCancelled'",
             &[],
         )
         .await
-        .unwrap()
-        .get::<_, i64>(0)
             == 1
     })
     .await;
@@ -273,9 +241,5 @@ async fn a_refused_debit_is_acked_and_announced_with_transaction_failed() {
         .get(0);
     assert_eq!(inbox, 1, "the refusal recorded the event in the inbox");
     app.stop().await;
-    assert_eq!(
-        broker.ready_count(&broker.topology.queue).await,
-        0,
-        "every delivery was acked"
-    );
+    assert_eq!(broker.ready_in_queue().await, 0, "every delivery was acked");
 }

@@ -7,18 +7,15 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::amqp::{Broker, Vhost, envelope};
+use crate::helpers::amqp::{app_on_vhost, envelope};
 use crate::helpers::app::{TestApp, fast_events};
 use crate::helpers::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_messages_are_dead_lettered_with_their_reason_and_the_queue_keeps_flowing() {
-    let vhost = Vhost::create().await;
     let events = fast_events();
     let max_attempts = events.retry.max_attempts;
-    let mut app = TestApp::builder().amqp(&vhost.amqp_url()).events(events).spawn().await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(events)).await;
     let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let exchange = broker.topology.booking_exchange.clone();
 
@@ -86,17 +83,14 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_the_queue_keeps
     assert!(dead.iter().any(|d| d.body == b"{not json"));
     assert!(app.booking_rows(wallet, "b-never").await.is_empty());
     app.stop().await;
-    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
+    assert_eq!(broker.ready_in_queue().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancellation_before_its_booking_is_retried_until_the_booking_arrives() {
-    let vhost = Vhost::create().await;
     let mut events = fast_events();
     events.retry.max_attempts = 20;
-    let mut app = TestApp::builder().amqp(&vhost.amqp_url()).events(events).spawn().await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(events)).await;
     let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
 
     broker.booking_cancelled("late", user, Some("4.00")).await;
@@ -113,12 +107,9 @@ async fn a_cancellation_before_its_booking_is_retried_until_the_booking_arrives(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_booking_for_a_user_announced_later_is_decided_within_the_retries() {
-    let vhost = Vhost::create().await;
     let mut events = fast_events();
     events.retry.max_attempts = 20;
-    let mut app = TestApp::builder().amqp(&vhost.amqp_url()).events(events).spawn().await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(events)).await;
 
     let user = Uuid::new_v4();
     broker.booking_created("early", user, "0.50", "USD").await;
@@ -131,15 +122,12 @@ async fn a_booking_for_a_user_announced_later_is_decided_within_the_retries() {
             json!({"user_id": user, "email": "late@example.com", "company_id": Uuid::new_v4(), "role": "user"}),
         )
         .await;
-    let c = app.db.client().await;
     wait_until("the booking's refusal is recorded", || async {
-        c.query_one(
+        app.count(
             "SELECT count(*) FROM outbox WHERE event_type = 'TransactionFailed'",
             &[],
         )
         .await
-        .unwrap()
-        .get::<_, i64>(0)
             == 1
     })
     .await;
@@ -149,13 +137,10 @@ async fn a_booking_for_a_user_announced_later_is_decided_within_the_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_with_a_nul_in_its_text_is_dead_lettered_at_once_and_changes_nothing() {
-    let vhost = Vhost::create().await;
     let mut events = fast_events();
     // Were it taken for transient, it would be retried for a long time rather than dead-lettered.
     events.retry.max_attempts = 20;
-    let mut app = TestApp::builder().amqp(&vhost.amqp_url()).events(events).spawn().await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(events)).await;
     let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
 
     let started = Instant::now();
@@ -218,5 +203,5 @@ async fn an_event_with_a_nul_in_its_text_is_dead_lettered_at_once_and_changes_no
         .get(0);
     assert_eq!(users, 0);
     app.stop().await;
-    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
+    assert_eq!(broker.ready_in_queue().await, 0);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::helpers::amqp::{Broker, Vhost};
+use crate::helpers::amqp::app_on_vhost;
 use crate::helpers::app::{TestApp, fast_events};
 use crate::helpers::{WAIT, wait_until};
 
@@ -28,14 +28,8 @@ fn counter(metrics: &str, name: &str, filter: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_closed_by_the_broker_lose_nothing_and_double_nothing() {
     let started = Instant::now();
-    let vhost = Vhost::create().await;
-    let mut app = TestApp::builder()
-        .amqp(&vhost.amqp_url())
-        .events(fast_events())
-        .spawn()
-        .await;
-    app.attached().await;
-    let broker = Arc::new(Broker::connect(&vhost).await);
+    let (vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
+    let broker = Arc::new(broker);
     let tap = broker.tap().await;
     let mut users = Vec::new();
     for _ in 0..USERS {
@@ -141,10 +135,6 @@ async fn connections_closed_by_the_broker_lose_nothing_and_double_nothing() {
     assert!(consumed >= BOOKINGS as f64);
     assert!(broker.dead_letters().await.is_empty());
     app.stop().await;
-    assert_eq!(
-        broker.ready_count(&broker.topology.queue).await,
-        0,
-        "every delivery acked"
-    );
+    assert_eq!(broker.ready_in_queue().await, 0, "every delivery acked");
     assert!(started.elapsed() < Duration::from_secs(90));
 }

@@ -10,10 +10,9 @@ use std::time::Duration;
 use uuid::Uuid;
 use wallet_actors::{Amount, Direction, Origin};
 use wallet_service::events::{relay, topology};
-use wallet_service::money::Posting;
 
-use crate::helpers::amqp::{Broker, Vhost};
-use crate::helpers::app::{TestApp, fast_events};
+use crate::helpers::amqp::{Broker, Vhost, attached_on};
+use crate::helpers::app::{Posting, TestApp, fast_events};
 use crate::helpers::database::TestDatabase;
 use crate::helpers::wait_until;
 
@@ -61,13 +60,7 @@ async fn rows_written_while_the_broker_is_unreachable_are_published_after_a_rest
     let broker = Broker::connect(&vhost).await;
     topology::declare_published(&broker.ch, &broker.topology).await.unwrap();
     let tap = broker.tap().await;
-    let mut second = first
-        .another()
-        .amqp(&vhost.amqp_url())
-        .events(fast_events())
-        .spawn()
-        .await;
-    second.attached().await;
+    let mut second = attached_on(&vhost, first.another().events(fast_events())).await;
     assert!(second.readiness().await.is_ok());
     wait_until("the restarted relay publishes everything", || async {
         second.unpublished().await == 0

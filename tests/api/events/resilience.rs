@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::helpers::amqp::{Broker, Vhost};
+use crate::helpers::amqp::{app_on_vhost, attached_on};
 use crate::helpers::app::{TestApp, fast_events};
 use crate::helpers::wait_until;
 
@@ -13,14 +13,7 @@ const BOOKINGS: usize = 300;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_graceful_stop_mid_stream_finishes_in_flight_messages_and_loses_nothing() {
-    let vhost = Vhost::create().await;
-    let mut first = TestApp::builder()
-        .amqp(&vhost.amqp_url())
-        .events(fast_events())
-        .spawn()
-        .await;
-    first.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (vhost, mut first, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
     let mut users = Vec::new();
     for _ in 0..10 {
         users.push(first.user_with_wallet("1000.00", "USD").await);
@@ -50,13 +43,7 @@ async fn a_graceful_stop_mid_stream_finishes_in_flight_messages_and_loses_nothin
     );
     assert_eq!(first.unpublished().await, 0, "the outbox was flushed at stop");
 
-    let mut second = first
-        .another()
-        .amqp(&vhost.amqp_url())
-        .events(fast_events())
-        .spawn()
-        .await;
-    second.attached().await;
+    let mut second = attached_on(&vhost, first.another().events(fast_events())).await;
     wait_until("the rest is debited", || async { debits().await == BOOKINGS as i64 }).await;
     eprintln!("stopped in {stop_took:?} with {at_stop} of {BOOKINGS} debited; the second process did the rest");
     let per_user = format!("{}.00", 1000 - 2 * BOOKINGS / users.len());
@@ -69,19 +56,12 @@ async fn a_graceful_stop_mid_stream_finishes_in_flight_messages_and_loses_nothin
     .await;
     assert!(broker.dead_letters().await.is_empty());
     second.stop().await;
-    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
+    assert_eq!(broker.ready_in_queue().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn while_the_database_is_down_events_are_retried_not_dead_lettered() {
-    let vhost = Vhost::create().await;
-    let mut app = TestApp::builder()
-        .amqp(&vhost.amqp_url())
-        .events(fast_events())
-        .spawn()
-        .await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
     let (user, _, wallet) = app.user_with_wallet("50.00", "USD").await;
 
     app.db.set_connections(false).await;
@@ -102,5 +82,5 @@ async fn while_the_database_is_down_events_are_retried_not_dead_lettered() {
     wait_until("its event is published", || async { app.unpublished().await == 0 }).await;
     assert!(broker.dead_letters().await.is_empty());
     app.stop().await;
-    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
+    assert_eq!(broker.ready_in_queue().await, 0);
 }

@@ -7,25 +7,18 @@ use serde_json::json;
 use uuid::Uuid;
 use wallet_actors::Currency;
 
-use crate::helpers::amqp::{Broker, Vhost};
+use crate::helpers::amqp::app_on_vhost;
 use crate::helpers::app::{TestApp, fast_events};
 use crate::helpers::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn user_created_records_the_user_creates_a_wallet_and_its_default_budgets_once() {
-    let vhost = Vhost::create().await;
-    let mut app = TestApp::builder()
-        .amqp(&vhost.amqp_url())
-        .events(fast_events())
-        .configure(|cfg| {
-            cfg.default_currency = Currency::Gbp;
-            cfg.default_budgets =
-                wallet_service::budgets::parse_defaults("user:MONTHLY:1000.00,*:YEARLY:5000.00").expect("defaults");
-        })
-        .spawn()
-        .await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let builder = TestApp::builder().events(fast_events()).configure(|cfg| {
+        cfg.default_currency = Currency::Gbp;
+        cfg.default_budgets =
+            wallet_service::budgets::parse_defaults("user:MONTHLY:1000.00,*:YEARLY:5000.00").expect("defaults");
+    });
+    let (_vhost, mut app, broker) = app_on_vhost(builder).await;
     let tap = broker.tap().await;
 
     let (user, company) = (Uuid::new_v4(), Uuid::new_v4());
@@ -48,13 +41,11 @@ async fn user_created_records_the_user_creates_a_wallet_and_its_default_budgets_
 
     let c = app.db.client().await;
     wait_until("both UserCreated events are processed", || async {
-        c.query_one(
+        app.count(
             "SELECT count(*) FROM processed_events WHERE event_type = 'UserCreated'",
             &[],
         )
         .await
-        .unwrap()
-        .get::<_, i64>(0)
             == 2
     })
     .await;
@@ -110,5 +101,5 @@ async fn user_created_records_the_user_creates_a_wallet_and_its_default_budgets_
     })
     .await;
     app.stop().await;
-    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
+    assert_eq!(broker.ready_in_queue().await, 0);
 }

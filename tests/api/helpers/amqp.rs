@@ -22,6 +22,7 @@ use uuid::Uuid;
 use wallet_service::events::Topology;
 
 use super::WAIT;
+use super::app::{AppBuilder, TestApp};
 
 /// The management API's base URL without credentials, and the credentials (reqwest would send an
 /// Authorization header of its own for credentials in the URL, beside ours, and RabbitMQ answers 400).
@@ -157,6 +158,22 @@ impl Drop for Vhost {
         })
         .join();
     }
+}
+
+/// The usual start of an event test: a vhost of its own, the app on it (as `app` says otherwise) with its
+/// consumer attached, and the test's own connection to the vhost. Keep the vhost until the end of the test.
+pub async fn app_on_vhost(app: AppBuilder) -> (Vhost, TestApp, Broker) {
+    let vhost = Vhost::create().await;
+    let app = attached_on(&vhost, app).await;
+    let broker = Broker::connect(&vhost).await;
+    (vhost, app, broker)
+}
+
+/// The app on this vhost, once its consumer is attached.
+pub async fn attached_on(vhost: &Vhost, app: AppBuilder) -> TestApp {
+    let app = app.amqp(&vhost.amqp_url()).spawn().await;
+    app.attached().await;
+    app
 }
 
 /// `{event_id, event_type, timestamp, data}`.
@@ -370,6 +387,11 @@ impl Broker {
             .expect("the queue exists");
         let _ = ch.close(200, "ok".into()).await;
         q.message_count()
+    }
+
+    /// Messages ready in the service's own queue ([`Broker::ready_count`]).
+    pub async fn ready_in_queue(&self) -> u32 {
+        self.ready_count(&self.topology.queue).await
     }
 
     /// Takes every message now in the dead-letter queue.

@@ -20,7 +20,7 @@ use wallet_actors::Engine;
 use wallet_service::app::{App, Ctx};
 use wallet_service::auth::{AuthConfig, KeySource};
 use wallet_service::config::{Config, LogFormat};
-use wallet_service::events::handler::{self, Outcome};
+use wallet_service::events::handler;
 use wallet_service::events::{BusEvent, EventsConfig, RetryPolicy};
 use wallet_service::money::Ledger;
 use wallet_service::store::PgStore;
@@ -28,6 +28,10 @@ use wallet_service::store::PgStore;
 use super::database::TestDatabase;
 use super::fixtures::{self, Bank};
 use super::wait_until;
+
+// The types of the internals' methods below, named here so that the test modules need not name their paths.
+pub use wallet_service::events::handler::{Done, Outcome};
+pub use wallet_service::money::Posting;
 
 /// How long a graceful stop may take.
 const STOP_WITHIN: Duration = Duration::from_secs(30);
@@ -232,6 +236,26 @@ impl TestApp {
     }
 
     // ---- HTTP ----
+
+    /// `GET path` without a token.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// `GET path` with this bearer token.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The body of `GET path` (without a token) as text.
+    pub async fn text(&self, path: &str) -> String {
+        self.get(path).await.text().await.expect("body")
+    }
 
     /// `PUT /users/{user}` as an admin.
     pub async fn put_user(&self, user: Uuid, company: Uuid, role: &str) -> reqwest::Response {

@@ -35,6 +35,13 @@ pub fn service_token() -> String {
     token(Role::Service, Uuid::new_v4(), Uuid::new_v4())
 }
 
+/// The body of `POST /budgets`: a MONTHLY budget of `total` on `wallet` over ten days from yesterday.
+pub fn budget_body(wallet: Uuid, total: &str) -> Value {
+    let start = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
+    let end = start + chrono::Duration::days(10);
+    json!({"wallet_id": wallet, "total_amount": total, "period_type": "MONTHLY", "start_date": start, "end_date": end})
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Wallet {
     pub user_id: Uuid,
@@ -104,12 +111,22 @@ impl Bank {
         }
     }
 
+    /// `n` users, each with a wallet of `balance` USD.
     pub async fn open_wallets(&self, n: usize, balance: &str) -> Vec<Wallet> {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             out.push(self.open_wallet(balance).await);
         }
         out
+    }
+
+    /// The ids of [`Bank::open_wallets`].
+    pub async fn open_wallet_ids(&self, n: usize, balance: &str) -> Vec<Uuid> {
+        self.open_wallets(n, balance)
+            .await
+            .iter()
+            .map(|w| w.wallet_id)
+            .collect()
     }
 }
 

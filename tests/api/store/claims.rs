@@ -6,15 +6,13 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 use wallet_actors::store::{Batch, CommitError};
-use wallet_actors::{Amount, Direction, Entry, IdempotencyTicket, Origin, Rejection, TxnType, WalletStore};
-use wallet_service::money::Posting;
+use wallet_actors::{Direction, IdempotencyTicket, Origin, Rejection, WalletStore};
 use wallet_service::store::{Claim, Resolution};
 
-use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::app::{Posting, TestApp, spawn_app};
+use crate::helpers::lock::RowLock;
 
-fn amount(s: &str) -> Amount {
-    Amount::parse(s).unwrap()
-}
+use super::{amount, planned_debit};
 
 const ENDPOINT: &str = "POST /wallets/{walletId}/transactions";
 
@@ -38,40 +36,13 @@ async fn claim(app: &TestApp, caller: Uuid, key: &str) -> IdempotencyTicket {
 
 /// A one-debit batch of 1.00 under `ticket`, planned against the wallet's committed state.
 async fn keyed_debit(app: &TestApp, wallet: Uuid, ticket: &IdempotencyTicket) -> Batch {
-    let before = app.store().load(wallet).await.unwrap().unwrap();
-    let mut after = before.clone();
-    after.balance = before.balance.checked_sub(amount("1.00")).unwrap();
-    after.version = before.version + 1;
-    let (txn_id, created_at) = wallet_actors::state::new_txn_id();
-    Batch {
-        wallet_id: wallet,
-        expected_version: before.version,
-        entries: vec![Entry {
-            txn_id,
-            wallet_id: wallet,
-            kind: TxnType::Debit,
-            amount: amount("1.00"),
-            description: None,
-            reference_id: None,
-            reference_type: None,
-            metadata: None,
-            balance_after: after.balance,
-            created_at,
-            origin: Origin {
-                actor_id: ticket.caller,
-                role: "service".into(),
-                idempotency: Some(ticket.clone()),
-                inbox_event: None,
-            },
-            budgets: vec![],
-        }],
-        after,
-        status_changes: vec![],
-        refusals: vec![],
-        budget_creates: vec![],
-        budget_changes: vec![],
-        alerts: vec![],
-    }
+    let origin = Origin {
+        actor_id: ticket.caller,
+        role: "service".into(),
+        idempotency: Some(ticket.clone()),
+        inbox_event: None,
+    };
+    planned_debit(app, wallet, "1.00", origin).await
 }
 
 async fn debits(app: &TestApp, wallet: Uuid) -> i64 {
@@ -192,11 +163,7 @@ async fn a_release_racing_a_commit_that_holds_the_key_waits_and_then_finds_its_r
     let ticket = claim(&app, Uuid::new_v4(), "racing").await;
     let batch = keyed_debit(&app, wallet, &ticket).await;
     // The wallet row is held, so the commit locks the key row (the fence comes first) and then waits.
-    let mut locker = app.db.client().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&wallet])
-        .await
-        .unwrap();
+    let lock = RowLock::take(&app.db.url, wallet).await;
     let commit = tokio::spawn({
         let store = store.clone();
         async move { store.commit(&batch).await }
@@ -207,7 +174,7 @@ async fn a_release_racing_a_commit_that_holds_the_key_waits_and_then_finds_its_r
         async move { store.resolve_idempotency(&ticket).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    lock.rollback().await.unwrap();
+    lock.release().await;
     assert_eq!(commit.await.unwrap(), Ok(()));
     assert!(
         matches!(release.await.unwrap().unwrap(), Resolution::Replied { status: 201, .. }),
