@@ -1,13 +1,44 @@
 //! The service's integration tests as one test binary (`cargo test --test api`), zero-to-production style:
-//! `helpers/` holds what every test needs (its own database, the real binary as a process, clients, an
-//! auditor of the books), the other modules hold the tests.
+//! `helpers/` holds what every test needs (its own database, the app in-process or the real binary as a
+//! process, tokens and fixtures, an auditor of the books), the other modules hold the tests. Each test has
+//! a database of its own (and a RabbitMQ vhost of its own when it needs a broker), so tests run in
+//! parallel (nextest runs each in a process of its own).
 //!
-//! - `faults`: process-level fault tests (issue 10). Each starts the real `wallet-service` binary, drives it
-//!   from outside as a booking service would (keyed requests retried with the same `Idempotency-Key` until
-//!   a final answer), breaks something (row locks, SIGTERM, SIGKILL, a Postgres stop, the broker closing the
-//!   consumer's connection) and audits the database: for every operation, exactly one effect iff the
-//!   client's final answer was 2xx, a 2xx replay equal to the first byte for byte, and every balance equal
-//!   to its ledger. Each prints a one-line JSON summary and appends it to `target/faults/summary.jsonl`.
+//! The app in-process (`helpers::app`), over HTTP and SQL:
+//! - `smoke`: a debit and the docs page, end to end.
+//! - `wallets`, `transactions`, `transfers`, `budgets`: the endpoints, their rules and who may call them.
+//! - `auth`: every way a token can be wrong; `idempotency`: `Idempotency-Key` semantics;
+//!   `strict_input`: what is refused at the edge; `surface`: docs, problem pages, headers, histograms.
+//! - `concurrency`: many requests on one wallet, two instances over one database; `cache_redis`: the
+//!   shared wallet cache; `rate_limit`: 429s per caller.
+//! - `lifecycle`: draining, readiness, idle actors; `store_errors`: opaque 5xx when the database fails.
+//! - `store`: the store driven directly: the claim fence (`store::claims`), the group committer
+//!   (`store::group_commit`), upkeep (`store::upkeep`).
+//! - `events`: bookings, users, poison, the outbox relay, stops and reconnects through a real RabbitMQ.
+//!
+//! `faults`: process-level fault tests (issue 10). Each starts the real `wallet-service` binary, drives it
+//! from outside as a booking service would (keyed requests retried with the same `Idempotency-Key` until a
+//! final answer), breaks something (row locks, SIGTERM, SIGKILL, a Postgres stop, the broker closing the
+//! consumer's connection) and audits the database: for every operation, exactly one effect iff the client's
+//! final answer was 2xx, a 2xx replay equal to the first byte for byte, and every balance equal to its
+//! ledger. Each prints a one-line JSON summary and appends it to `target/faults/summary.jsonl`.
 
+mod auth;
+mod budgets;
+mod cache_redis;
+mod concurrency;
+mod events;
 mod faults;
+mod gaps;
 mod helpers;
+mod idempotency;
+mod lifecycle;
+mod rate_limit;
+mod smoke;
+mod store;
+mod store_errors;
+mod strict_input;
+mod surface;
+mod transactions;
+mod transfers;
+mod wallets;

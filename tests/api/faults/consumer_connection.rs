@@ -14,13 +14,13 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::ms;
-use crate::helpers::amqp::{Publisher, Vhost, envelope};
+use super::{conclude, ms};
+use crate::helpers::amqp::{Broker, Vhost, envelope};
 use crate::helpers::audit::Auditor;
 use crate::helpers::database::TestDatabase;
 use crate::helpers::fixtures::Bank;
 use crate::helpers::service::{ServiceConfig, ServiceProcess};
-use crate::helpers::{eventually, paths, summary, within};
+use crate::helpers::{eventually, paths, within};
 
 const BOOKINGS: usize = 300;
 const USERS: usize = 10;
@@ -127,13 +127,15 @@ async fn the_consumer_survives_its_connection_closed_twice_with_duplicates_and_p
         let poison_bodies: HashSet<Vec<u8>> = messages.iter().filter(|m| m.poison).map(|m| m.body.clone()).collect();
         let published = messages.len();
 
-        let publisher = Arc::new(Publisher::connect(&vhost).await);
+        let publisher = Arc::new(Broker::connect(&vhost).await);
         let sent = Arc::new(AtomicUsize::new(0));
         let publishing = {
             let (publisher, sent) = (publisher.clone(), sent.clone());
             tokio::spawn(async move {
                 for (i, m) in messages.iter().enumerate() {
-                    publisher.publish_booking("booking.created", &m.body, m.message_id).await;
+                    publisher
+                        .publish_booking("booking.created", &m.body, m.message_id)
+                        .await;
                     sent.store(i + 1, Ordering::Release);
                     if i % BURST == BURST - 1 {
                         tokio::time::sleep(PAUSE).await;
@@ -200,13 +202,16 @@ async fn the_consumer_survives_its_connection_closed_twice_with_duplicates_and_p
 
         let all_debited = eventually(WAIT, || async { debited().await >= BOOKINGS as i64 }).await;
         let dlq = publisher.topology.dead_letter_queue.clone();
-        let all_dead = eventually(WAIT, || async { publisher.ready(&dlq).await as usize >= poisoned }).await;
-        let queue = publisher.topology.queue.clone();
-        let drained = eventually(WAIT, || async {
-            publisher.ready(&queue).await == 0 && vhost.unacknowledged(&queue).await == Some(0)
+        let all_dead = eventually(WAIT, || async {
+            publisher.ready_count(&dlq).await as usize >= poisoned
         })
         .await;
-        let dead = publisher.take_dead_letters().await;
+        let queue = publisher.topology.queue.clone();
+        let drained = eventually(WAIT, || async {
+            publisher.ready_count(&queue).await == 0 && vhost.unacknowledged(&queue).await == Some(0)
+        })
+        .await;
+        let dead = publisher.dead_letters().await;
 
         // Every booking debited exactly once, and nothing else debited.
         let per_booking: HashMap<String, i64> = db
@@ -244,7 +249,7 @@ async fn the_consumer_survives_its_connection_closed_twice_with_duplicates_and_p
         let reasons: Vec<String> = dead.iter().filter_map(|d| d.reason.clone()).collect();
         let ready_at_end = svc.ready_status().await;
 
-        let mut figures = json!({
+        let figures = json!({
                 "operations": published,
                 "bookings": BOOKINGS,
                 "duplicates": duplicates,
@@ -268,14 +273,23 @@ async fn the_consumer_survives_its_connection_closed_twice_with_duplicates_and_p
         let mut violations = Vec::new();
         for (ok, what) in [
             (all_debited, "not every booking was debited in time"),
-            (all_dead, "not every poison message reached the dead-letter queue in time"),
-            (drained, "the queue did not drain (ready or unacknowledged messages left)"),
+            (
+                all_dead,
+                "not every poison message reached the dead-letter queue in time",
+            ),
+            (
+                drained,
+                "the queue did not drain (ready or unacknowledged messages left)",
+            ),
             (missing == 0, "bookings not debited"),
             (doubled == 0, "bookings debited more than once"),
             (unexpected == 0, "debits of bookings never published"),
             (poison_missing == 0, "poison messages not dead-lettered"),
             (good_dead_lettered == 0, "good messages dead-lettered"),
-            (balance_breaks.is_empty(), "balances differ from 1000.00 minus the bookings"),
+            (
+                balance_breaks.is_empty(),
+                "balances differ from 1000.00 minus the bookings",
+            ),
             (bank_breaks.is_empty(), "balance != initial + ledger"),
             (ready_at_end == Some(200), "/ready is not 200 at the end"),
         ] {
@@ -284,22 +298,24 @@ async fn the_consumer_survives_its_connection_closed_twice_with_duplicates_and_p
             }
         }
         for c in &closes {
-            let recovered = ["ready_again_ms", "relisted_ms", "flowing_again_ms"].iter().all(|k| !c[*k].is_null());
+            let recovered = ["ready_again_ms", "relisted_ms", "flowing_again_ms"]
+                .iter()
+                .all(|k| !c[*k].is_null());
             if !recovered || c["closed"] == 0 || c["reached"] == false {
                 violations.push(format!("a connection close did not recover: {c}"));
             }
         }
-        figures["violations"] = json!(violations);
-        summary::emit(
-            "the_consumer_survives_its_connection_closed_twice_with_duplicates_and_poison",
-            figures,
-        );
-        assert!(
-            violations.is_empty(),
-            "{violations:#?}\nmissing {missing}, doubled {doubled}, dead {} of {poisoned} ({reasons:?}), balances {balance_breaks:?}, \
+        let context = format!(
+            "missing {missing}, doubled {doubled}, dead {} of {poisoned} ({reasons:?}), balances {balance_breaks:?}, \
              bank {bank_breaks:?}\nservice log: {}",
             dead.len(),
             svc.log_path().display()
+        );
+        conclude(
+            "the_consumer_survives_its_connection_closed_twice_with_duplicates_and_poison",
+            figures,
+            violations,
+            context,
         );
     })
     .await;

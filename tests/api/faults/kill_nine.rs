@@ -11,14 +11,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::{KEY_ANSWERABLE_WITHIN, ms, seed};
+use super::{KEY_ANSWERABLE_WITHIN, audit_context, conclude, ms, seed};
 use crate::helpers::audit::Auditor;
 use crate::helpers::client::RetryingClient;
 use crate::helpers::database::TestDatabase;
 use crate::helpers::fixtures::{Bank, service_token};
 use crate::helpers::load::{Load, Mix};
 use crate::helpers::service::{IDEMPOTENCY_LEASE, ServiceConfig, ServiceProcess};
-use crate::helpers::{eventually, summary, within};
+use crate::helpers::{eventually, within};
 
 const WALLETS: usize = 20;
 const WORKERS: usize = 8;
@@ -42,12 +42,7 @@ async fn kill_9_three_times_under_load_loses_and_doubles_nothing() {
         let seed = seed();
         let db = TestDatabase::create().await;
         let mut svc = ServiceProcess::start("kill-9", ServiceConfig::new(&db.url)).await;
-        let wallets: Vec<_> = Bank::new(&svc.base_url())
-            .open_wallets(WALLETS, "1000.00")
-            .await
-            .iter()
-            .map(|w| w.wallet_id)
-            .collect();
+        let wallets = Bank::new(&svc.base_url()).open_wallet_ids(WALLETS, "1000.00").await;
         let client = Arc::new(RetryingClient::new(&svc.base_url(), &service_token()).with_budget(CLIENT_BUDGET));
         let mix = Mix {
             debit: 4,
@@ -105,11 +100,7 @@ async fn kill_9_three_times_under_load_loses_and_doubles_nothing() {
         let recovery: Vec<_> = restarts.iter().map(|s| ms(s.ready_at - s.killed_at)).collect();
         let first_2xx: Vec<_> = restarts.iter().map(|s| first_success_after(s).map(ms)).collect();
 
-        let replays = Auditor::replay_mismatches(&client, &ops).await;
-        let report = Auditor::connect(&db.url)
-            .await
-            .audit(&ops, &replays, KEY_ANSWERABLE_WITHIN)
-            .await;
+        let report = Auditor::replay_and_audit(&client, &db.url, &ops, KEY_ANSWERABLE_WITHIN).await;
         let mut figures = report.figures();
         figures["seed"] = json!(seed);
         figures["wallets"] = json!(WALLETS);
@@ -132,14 +123,7 @@ async fn kill_9_three_times_under_load_loses_and_doubles_nothing() {
                 "{progress_stalled} time(s) fewer than {PROGRESS} operations were answered within {PROGRESS_WITHIN:?}"
             ));
         }
-        figures["violations"] = json!(violations);
-        summary::emit("kill_9_three_times_under_load_loses_and_doubles_nothing", figures);
-        assert!(
-            violations.is_empty(),
-            "seed {seed}: {violations:#?}\nexamples: {:#?}\nservice log: {}",
-            report.examples,
-            svc.log_path().display()
-        );
+        conclude("kill_9_three_times_under_load_loses_and_doubles_nothing", figures, violations, format!("seed {seed}: {}", audit_context(&report, &svc)));
     })
     .await;
 }

@@ -10,9 +10,14 @@
 //! | [`postgres_stop`] | Postgres (a private cluster) stopped `-m immediate` for 10 s under load |
 //! | [`consumer_connection`] | the broker closes the consumer's connection twice during a stream of bookings |
 
+use std::fmt::Display;
 use std::time::Duration;
 
-use crate::helpers::service::IDEMPOTENCY_LEASE;
+use serde_json::{Value, json};
+
+use crate::helpers::audit::AuditReport;
+use crate::helpers::service::{IDEMPOTENCY_LEASE, ServiceProcess};
+use crate::helpers::summary;
 
 mod consumer_connection;
 mod kill_nine;
@@ -40,4 +45,21 @@ pub fn seed() -> u64 {
 /// Milliseconds, for summaries.
 pub fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
+}
+
+/// How a fault test ends: its figures, with the rules it found broken, go to the summary; then it fails if
+/// any rule was broken, saying which and `context`.
+pub fn conclude(test: &str, mut figures: Value, violations: Vec<String>, context: impl Display) {
+    figures["violations"] = json!(violations);
+    summary::emit(test, figures);
+    assert!(violations.is_empty(), "{violations:#?}\n{context}");
+}
+
+/// The context of a failed audit: examples of what broke, and the service's log.
+pub fn audit_context(report: &AuditReport, svc: &ServiceProcess) -> String {
+    format!(
+        "examples: {:#?}\nservice log: {}",
+        report.examples,
+        svc.log_path().display()
+    )
 }

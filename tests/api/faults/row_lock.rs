@@ -14,14 +14,14 @@ use futures_util::future::join_all;
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use super::{KEY_ANSWERABLE_WITHIN, ms};
+use super::{KEY_ANSWERABLE_WITHIN, audit_context, conclude, ms};
 use crate::helpers::audit::{Auditor, Effect, Operation};
 use crate::helpers::client::RetryingClient;
 use crate::helpers::database::TestDatabase;
 use crate::helpers::fixtures::{Bank, service_token};
 use crate::helpers::lock::RowLock;
 use crate::helpers::service::{ServiceConfig, ServiceProcess};
-use crate::helpers::{paths, summary, within};
+use crate::helpers::{paths, within};
 
 const ROW_LOCK: Duration = Duration::from_secs(17);
 /// After the lock is gone, how long a command that lost its caller may still take to land.
@@ -101,14 +101,7 @@ async fn a_row_lock_longer_than_the_reply_timeout_still_moves_money_once() {
 
         let mut violations = report.violations();
         violations.extend(case_breaks);
-        figures["violations"] = json!(violations);
-        summary::emit("a_row_lock_longer_than_the_reply_timeout_still_moves_money_once", figures);
-        assert!(
-            violations.is_empty(),
-            "{violations:#?}\nexamples: {:#?}\nservice log: {}",
-            report.examples,
-            svc.log_path().display()
-        );
+        conclude("a_row_lock_longer_than_the_reply_timeout_still_moves_money_once", figures, violations, audit_context(&report, &svc));
     })
     .await;
 }

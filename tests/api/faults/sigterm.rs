@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use super::{KEY_ANSWERABLE_WITHIN, ms};
+use super::{KEY_ANSWERABLE_WITHIN, audit_context, conclude, ms};
 use crate::helpers::audit::{Auditor, Effect, Operation, tag};
 use crate::helpers::client::RetryingClient;
 use crate::helpers::database::TestDatabase;
 use crate::helpers::fixtures::{Bank, service_token};
 use crate::helpers::lock::RowLock;
 use crate::helpers::service::{SHUTDOWN_DRAIN, ServiceConfig, ServiceProcess};
-use crate::helpers::{summary, within};
+use crate::helpers::within;
 
 const ROW_LOCK: Duration = Duration::from_secs(20);
 const SIGTERM_AFTER: Duration = Duration::from_secs(2);
@@ -103,14 +103,7 @@ async fn sigterm_during_a_stalled_commit_then_restart_and_retry_moves_money_once
                 "committed after the process exited: {rows_at_exit} row(s) at exit, {rows_after_lock} once the lock was gone"
             ));
         }
-        figures["violations"] = json!(violations);
-        summary::emit("sigterm_during_a_stalled_commit_then_restart_and_retry_moves_money_once", figures);
-        assert!(
-            violations.is_empty(),
-            "{violations:#?}\nexamples: {:#?}\nservice log: {}",
-            report.examples,
-            svc.log_path().display()
-        );
+        conclude("sigterm_during_a_stalled_commit_then_restart_and_retry_moves_money_once", figures, violations, audit_context(&report, &svc));
     })
     .await;
 }

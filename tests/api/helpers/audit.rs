@@ -293,6 +293,18 @@ impl Auditor {
     /// Sends every finally-answered operation once more (with its key, retried until final) and counts the
     /// replays that answer differently. Run this before [`Auditor::audit`], so that a replay that moves
     /// money shows in the books.
+    /// Replays every final answer through `client` ([`Auditor::replay_mismatches`]), then audits the books
+    /// of `database_url` ([`Auditor::audit`]).
+    pub async fn replay_and_audit(
+        client: &RetryingClient,
+        database_url: &str,
+        ops: &[Operation],
+        lease: Duration,
+    ) -> AuditReport {
+        let replays = Auditor::replay_mismatches(client, ops).await;
+        Auditor::connect(database_url).await.audit(ops, &replays, lease).await
+    }
+
     pub async fn replay_mismatches(client: &RetryingClient, ops: &[Operation]) -> Vec<String> {
         futures_util::stream::iter(ops.iter().filter(|o| o.outcome.final_answer.is_some()))
             .map(|op| async move {

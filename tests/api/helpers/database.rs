@@ -56,6 +56,26 @@ impl TestDatabase {
     pub async fn client(&self) -> Client {
         connect(&self.url).await.expect("connect to the test database")
     }
+
+    /// Makes the database refuse new connections and cuts the open ones (the database is "down" for the
+    /// app), or lets connections in again.
+    pub async fn set_connections(&self, allowed: bool) {
+        let server = connect(&self.server_url).await.expect("connect to the server");
+        let name = &self.name;
+        server
+            .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allowed}"))
+            .await
+            .expect("alter database");
+        if !allowed {
+            server
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[name],
+                )
+                .await
+                .expect("terminate backends");
+        }
+    }
 }
 
 impl Drop for TestDatabase {

@@ -1,15 +1,16 @@
 //! `POST /wallets/{walletId}/transactions`, `GET /wallets/{walletId}/transactions`, the routing edges
 //! (413, 405, unknown routes) and the audit trail, against the real app and its own Postgres database.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, expect_problem, json_of, token};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 use wallet_service::auth::Role;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::token;
+use crate::helpers::replies::{expect_problem, json_of};
 
 async fn post_raw(app: &TestApp, wallet: Uuid, body: &str) -> reqwest::Response {
     app.http
@@ -23,12 +24,8 @@ async fn post_raw(app: &TestApp, wallet: Uuid, body: &str) -> reqwest::Response 
 }
 
 async fn history(app: &TestApp, token: &str, wallet: Uuid, query: &str) -> reqwest::Response {
-    app.http
-        .get(app.url(&format!("/wallets/{wallet}/transactions{query}")))
-        .bearer_auth(token)
-        .send()
+    app.get_as(token, &format!("/wallets/{wallet}/transactions{query}"))
         .await
-        .expect("request")
 }
 
 /// Ledger rows posted to the wallet since it was opened (its opening balance is a ledger row too).
@@ -60,7 +57,7 @@ fn amounts(page: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debit_answers_201_with_the_contract_fields_and_amounts_as_strings() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let res = app
         .post_txn(
@@ -85,7 +82,7 @@ async fn a_debit_answers_201_with_the_contract_fields_and_amounts_as_strings() {
     assert!(body["created_at"].as_str().is_some_and(|s| s.ends_with('Z')), "{body}");
 
     // Committed before the reply: the row and the balance are there.
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let row = c
         .query_one(
             "SELECT amount::text, type, status, balance_after::text, reference_id FROM transactions WHERE txn_id = $1",
@@ -111,7 +108,7 @@ async fn a_debit_answers_201_with_the_contract_fields_and_amounts_as_strings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_number_amount_is_read_exactly_never_through_a_float() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("0.00", "USD").await;
     // 0.1 and 0.29 have no exact binary float; 1234567890123.47 loses cents as an f64.
     let (status, body) = json_of(post_raw(&app, wallet, r#"{"amount": 0.1, "type": "CREDIT"}"#).await).await;
@@ -130,7 +127,7 @@ async fn a_json_number_amount_is_read_exactly_never_through_a_float() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debit_beyond_the_balance_is_refused_with_422_and_changes_nothing() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
     let res = app.post_txn(wallet, json!({"amount": "10.01", "type": "DEBIT"})).await;
     expect_problem(res, 422, "INSUFFICIENT_FUNDS").await;
@@ -146,7 +143,7 @@ async fn a_debit_beyond_the_balance_is_refused_with_422_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_amounts_and_unknown_fields_are_refused_with_400() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("50.00", "USD").await;
     let cases = [
         (r#"{"amount": "0", "type": "DEBIT"}"#, "amount"),
@@ -197,7 +194,7 @@ async fn invalid_amounts_and_unknown_fields_are_refused_with_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credit_that_would_overflow_the_balance_is_refused_with_400() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("0.00", "USD").await;
     posted(&app, wallet, json!({"amount": "9999999999999.00", "type": "CREDIT"})).await;
     let res = app.post_txn(wallet, json!({"amount": "1.00", "type": "CREDIT"})).await;
@@ -209,7 +206,7 @@ async fn a_credit_that_would_overflow_the_balance_is_refused_with_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_and_managers_may_not_post_transactions_403_and_others_see_404() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company, wallet) = app.user_with_wallet("50.00", "USD").await;
     let body = json!({"amount": "1.00", "type": "CREDIT"});
     let send = |t: String| {
@@ -243,7 +240,7 @@ async fn users_and_managers_may_not_post_transactions_403_and_others_see_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_on_an_unknown_wallet_is_404() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let res = app
         .post_txn(Uuid::new_v4(), json!({"amount": "1.00", "type": "CREDIT"}))
         .await;
@@ -262,7 +259,7 @@ async fn a_transaction_on_an_unknown_wallet_is_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_64_kib_is_refused_with_413() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("50.00", "USD").await;
     let pad = "x".repeat(64 * 1024);
     let body = format!(r#"{{"amount": "1.00", "type": "CREDIT", "description": "{pad}"}}"#);
@@ -303,7 +300,7 @@ async fn a_body_over_64_kib_is_refused_with_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_method_is_405_and_an_unknown_route_is_404_both_problem_json() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let wallet = Uuid::new_v4();
     for (method, path) in [
         (reqwest::Method::DELETE, format!("/wallets/{wallet}/transactions")),
@@ -322,20 +319,14 @@ async fn a_wrong_method_is_405_and_an_unknown_route_is_404_both_problem_json() {
         assert_eq!(body["status"], 405, "{method} {path}");
     }
     for path in ["/nope", "/wallets/x/y/z", "/transfers/extra", "/"] {
-        let res = app
-            .http
-            .get(app.url(path))
-            .bearer_auth(&app.service_token)
-            .send()
-            .await
-            .unwrap();
+        let res = app.get_as(&app.service_token, path).await;
         expect_problem(res, 404, "NOT_FOUND").await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_booking_reference_debited_twice_has_one_effect() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let debit = json!({"amount": "30.00", "type": "DEBIT", "reference_id": "booking-7", "reference_type": "BOOKING"});
     let first = posted(&app, wallet, debit.clone()).await;
@@ -381,7 +372,7 @@ async fn the_same_booking_reference_debited_twice_has_one_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_debits_of_one_booking_have_one_effect() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let debit =
         json!({"amount": "10.00", "type": "DEBIT", "reference_id": "booking-race", "reference_type": "BOOKING"});
@@ -397,7 +388,7 @@ async fn concurrent_debits_of_one_booking_have_one_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_is_newest_first_and_paginated() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company, wallet) = app.user_with_wallet("0.00", "USD").await;
     for i in 1..=5 {
         posted(
@@ -447,7 +438,7 @@ async fn history_is_newest_first_and_paginated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_refuses_bad_paging_dates_and_unknown_parameters_with_400() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("1.00", "USD").await;
     let t = app.admin_token.clone();
     for (query, field) in [
@@ -474,7 +465,7 @@ async fn history_refuses_bad_paging_dates_and_unknown_parameters_with_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_filters_by_type_and_status() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     posted(&app, wallet, json!({"amount": "1.00", "type": "DEBIT"})).await;
     posted(&app, wallet, json!({"amount": "2.00", "type": "CREDIT"})).await;
@@ -497,7 +488,7 @@ async fn history_filters_by_type_and_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_filters_by_dates_and_by_timestamps() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("0.00", "USD").await;
     let mut created = Vec::new();
     for i in 1..=4 {
@@ -557,7 +548,7 @@ async fn history_filters_by_dates_and_by_timestamps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_history_is_404_and_a_managers_own_company_is_visible() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, company, wallet) = app.user_with_wallet("1.00", "USD").await;
     let stranger = token(Role::User, Uuid::new_v4(), company);
     expect_problem(history(&app, &stranger, wallet, "").await, 404, "NOT_FOUND").await;
@@ -571,12 +562,7 @@ async fn another_users_history_is_404_and_a_managers_own_company_is_visible() {
         "NOT_FOUND",
     )
     .await;
-    let res = app
-        .http
-        .get(app.url(&format!("/wallets/{wallet}/transactions")))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get(&format!("/wallets/{wallet}/transactions")).await;
     expect_problem(res, 401, "UNAUTHENTICATED").await;
 }
 
@@ -598,9 +584,9 @@ async fn snapshot(c: &tokio_postgres::Client, wallet: Uuid) -> (String, i64, i64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_debit_is_audited_and_changes_nothing_else() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("5.00", "USD").await;
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let before = snapshot(&c, wallet).await;
     let res = app
         .post_txn(
@@ -639,9 +625,9 @@ async fn a_refused_debit_is_audited_and_changes_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_refuses_update_delete_and_truncate() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     app.user_with_wallet("5.00", "USD").await;
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let before = app.count("SELECT count(*) FROM audit_log", &[]).await;
     assert!(before >= 1, "the wallet's creation is audited");
     for sql in [
@@ -665,7 +651,7 @@ async fn the_audit_log_refuses_update_delete_and_truncate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_applied_posting_is_audited_by_its_append_only_ledger_row() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("5.00", "USD").await;
     let body = posted(
         &app,
@@ -674,7 +660,7 @@ async fn an_applied_posting_is_audited_by_its_append_only_ledger_row() {
     )
     .await;
     let txn: Uuid = body["txn_id"].as_str().unwrap().parse().unwrap();
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
 
     // The ledger row says who asked; the audit trail shows it with everything else.
     let row = c

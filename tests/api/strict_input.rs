@@ -3,12 +3,14 @@
 //! Idempotency-Key not consumed), trailing data after the document, amounts outside the strict grammar,
 //! and `metadata` that is not an object. Real app, real Postgres.
 
-mod common;
-
-use common::{TestApp, expect_problem, json_of};
+use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wallet_service::auth::Role;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::{budget_body, token};
+use crate::helpers::replies::{expect_problem, json_of};
 
 /// Sends a raw JSON body.
 async fn send(
@@ -33,7 +35,24 @@ async fn send(
 
 async fn post_txn_raw(app: &TestApp, wallet: Uuid, key: Option<&str>, body: &str) -> reqwest::Response {
     let path = format!("/wallets/{wallet}/transactions");
-    send(app, reqwest::Method::POST, &path, &app.service_token, key, body).await
+    send(app, Method::POST, &path, &app.service_token, key, body).await
+}
+
+/// `POST /transfers` as the service caller, under the key `transfer-nul`.
+async fn keyed_transfer(app: &TestApp, body: &str) -> reqwest::Response {
+    send(
+        app,
+        Method::POST,
+        "/transfers",
+        &app.service_token,
+        Some("transfer-nul"),
+        body,
+    )
+    .await
+}
+
+async fn post_budget(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+    send(app, Method::POST, "/budgets", token, None, &body.to_string()).await
 }
 
 /// Expects 400 `VALIDATION_FAILED` naming `field`; returns the problem.
@@ -54,7 +73,7 @@ async fn txn_rows(app: &TestApp, wallet: Uuid) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_in_any_text_of_a_posting_is_refused_with_400_and_does_not_consume_the_key() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let base = json!({"amount": "1.00", "type": "CREDIT"});
     let with = |extra: Value| {
@@ -114,10 +133,10 @@ async fn a_nul_in_any_text_of_a_posting_is_refused_with_400_and_does_not_consume
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_in_a_transfer_status_reason_budget_reason_or_user_field_is_refused_with_400() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, company, wallet) = app.user_with_wallet("100.00", "USD").await;
     let (_, _, other) = app.user_with_wallet("0.00", "USD").await;
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
+    let manager = token(Role::Manager, Uuid::new_v4(), company);
 
     // Transfers: description and reference_id.
     for (extra, field) in [
@@ -128,36 +147,17 @@ async fn a_nul_in_a_transfer_status_reason_budget_reason_or_user_field_is_refuse
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }
-        let res = send(
-            &app,
-            reqwest::Method::POST,
-            "/transfers",
-            &app.service_token,
-            Some("transfer-nul"),
-            &body.to_string(),
-        )
-        .await;
+        let res = keyed_transfer(&app, &body.to_string()).await;
         refused(res, field).await;
     }
-    let res = send(
-        &app,
-        reqwest::Method::POST,
-        "/transfers",
-        &app.service_token,
-        Some("transfer-nul"),
-        &json!({"from_wallet_id": wallet, "to_wallet_id": other, "amount": "5.00"}).to_string(),
-    )
-    .await;
+    let body = json!({"from_wallet_id": wallet, "to_wallet_id": other, "amount": "5.00"});
+    let res = keyed_transfer(&app, &body.to_string()).await;
     assert_eq!(res.status(), 201, "the key was not consumed by the refusals");
 
     // Wallet status: reason.
     let path = format!("/wallets/{wallet}/status");
     let body = json!({"status": "FROZEN", "reason": "fraud\u{0}check"}).to_string();
-    refused(
-        send(&app, reqwest::Method::PUT, &path, &manager, None, &body).await,
-        "reason",
-    )
-    .await;
+    refused(send(&app, Method::PUT, &path, &manager, None, &body).await, "reason").await;
     let status = app
         .count(
             "SELECT count(*) FROM wallets WHERE wallet_id = $1 AND status = 'ACTIVE'",
@@ -167,26 +167,14 @@ async fn a_nul_in_a_transfer_status_reason_budget_reason_or_user_field_is_refuse
     assert_eq!(status, 1, "the wallet is still ACTIVE");
 
     // Budgets: change_reason.
-    let start = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
-    let end = start + chrono::Duration::days(10);
-    let body = json!({"wallet_id": wallet, "total_amount": "50.00", "period_type": "MONTHLY",
-                      "start_date": start, "end_date": end});
-    let res = send(
-        &app,
-        reqwest::Method::POST,
-        "/budgets",
-        &manager,
-        None,
-        &body.to_string(),
-    )
-    .await;
+    let res = post_budget(&app, &manager, &budget_body(wallet, "50.00")).await;
     let (status, budget) = json_of(res).await;
     assert_eq!(status, 201, "{budget}");
     let budget_id = budget["budget_id"].as_str().unwrap().to_string();
     let path = format!("/budgets/{budget_id}");
     let body = json!({"total_amount": "60.00", "change_reason": "more\u{0}"}).to_string();
     refused(
-        send(&app, reqwest::Method::PUT, &path, &manager, None, &body).await,
+        send(&app, Method::PUT, &path, &manager, None, &body).await,
         "change_reason",
     )
     .await;
@@ -221,15 +209,7 @@ async fn a_nul_in_a_transfer_status_reason_budget_reason_or_user_field_is_refuse
             "role",
         ),
     ] {
-        let res = send(
-            &app,
-            reqwest::Method::PUT,
-            &path,
-            &app.admin_token,
-            None,
-            &body.to_string(),
-        )
-        .await;
+        let res = send(&app, Method::PUT, &path, &app.admin_token, None, &body.to_string()).await;
         refused(res, field).await;
     }
     assert_eq!(
@@ -244,9 +224,9 @@ async fn a_nul_in_a_transfer_status_reason_budget_reason_or_user_field_is_refuse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailing_data_after_the_json_document_is_refused_on_every_body() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, company, wallet) = app.user_with_wallet("100.00", "USD").await;
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
+    let manager = token(Role::Manager, Uuid::new_v4(), company);
     let two = |a: &str, b: &str| format!("{a}{b}");
 
     // Postings: the reported case, and other tails.
@@ -264,15 +244,7 @@ async fn trailing_data_after_the_json_document_is_refused_on_every_body() {
     let user = Uuid::new_v4();
     let body = json!({"email": "t@example.com", "company_id": company, "role": "user"}).to_string();
     let path = format!("/users/{user}");
-    let res = send(
-        &app,
-        reqwest::Method::PUT,
-        &path,
-        &app.admin_token,
-        None,
-        &two(&body, &body),
-    )
-    .await;
+    let res = send(&app, Method::PUT, &path, &app.admin_token, None, &two(&body, &body)).await;
     refused(res, "body").await;
     assert_eq!(
         app.count("SELECT count(*) FROM users WHERE user_id = $1", &[&user])
@@ -284,7 +256,7 @@ async fn trailing_data_after_the_json_document_is_refused_on_every_body() {
     let body = json!({"user_id": user}).to_string();
     let res = send(
         &app,
-        reqwest::Method::POST,
+        Method::POST,
         "/wallets",
         &app.admin_token,
         None,
@@ -294,38 +266,26 @@ async fn trailing_data_after_the_json_document_is_refused_on_every_body() {
     refused(res, "body").await;
 
     // Budgets: create, update.
-    let start = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
-    let end = start + chrono::Duration::days(10);
-    let body = json!({"wallet_id": wallet, "total_amount": "50.00", "period_type": "MONTHLY",
-                      "start_date": start, "end_date": end})
-    .to_string();
-    let res = send(
-        &app,
-        reqwest::Method::POST,
-        "/budgets",
-        &manager,
-        None,
-        &two(&body, &body),
-    )
-    .await;
+    let body = budget_body(wallet, "50.00").to_string();
+    let res = send(&app, Method::POST, "/budgets", &manager, None, &two(&body, &body)).await;
     refused(res, "body").await;
     assert_eq!(
         app.count("SELECT count(*) FROM budgets WHERE wallet_id = $1", &[&wallet])
             .await,
         0
     );
-    let res = send(&app, reqwest::Method::POST, "/budgets", &manager, None, &body).await;
+    let res = send(&app, Method::POST, "/budgets", &manager, None, &body).await;
     let (status, budget) = json_of(res).await;
     assert_eq!(status, 201, "{budget}");
     let path = format!("/budgets/{}", budget["budget_id"].as_str().unwrap());
     let update = json!({"total_amount": "70.00", "change_reason": "more"}).to_string();
-    let res = send(&app, reqwest::Method::PUT, &path, &manager, None, &two(&update, "x")).await;
+    let res = send(&app, Method::PUT, &path, &manager, None, &two(&update, "x")).await;
     refused(res, "body").await;
 
     // Wallet status.
     let path = format!("/wallets/{wallet}/status");
     let body = json!({"status": "FROZEN"}).to_string();
-    let res = send(&app, reqwest::Method::PUT, &path, &manager, None, &two(&body, &body)).await;
+    let res = send(&app, Method::PUT, &path, &manager, None, &two(&body, &body)).await;
     refused(res, "body").await;
     assert_eq!(
         app.count(
@@ -339,7 +299,7 @@ async fn trailing_data_after_the_json_document_is_refused_on_every_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn string_amounts_follow_the_strict_grammar_and_numbers_keep_exponents() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, company, wallet) = app.user_with_wallet("100.00", "USD").await;
     for bad in [" 12", "12 ", "+12", "12.", ".5", "1e2", "\t1", "1 2", "-0", "１２"] {
         let body = json!({"amount": bad, "type": "CREDIT"}).to_string();
@@ -364,28 +324,16 @@ async fn string_amounts_follow_the_strict_grammar_and_numbers_keep_exponents() {
     let user = Uuid::new_v4();
     assert_eq!(app.put_user(user, company, "user").await.status(), 200);
     let body = json!({"user_id": user, "initial_balance": " 10.00"}).to_string();
-    let res = send(&app, reqwest::Method::POST, "/wallets", &app.admin_token, None, &body).await;
+    let res = send(&app, Method::POST, "/wallets", &app.admin_token, None, &body).await;
     refused(res, "initial_balance").await;
-    let start = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
-    let end = start + chrono::Duration::days(10);
-    let body = json!({"wallet_id": wallet, "total_amount": "+50", "period_type": "MONTHLY",
-                      "start_date": start, "end_date": end});
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
-    let res = send(
-        &app,
-        reqwest::Method::POST,
-        "/budgets",
-        &manager,
-        None,
-        &body.to_string(),
-    )
-    .await;
+    let manager = token(Role::Manager, Uuid::new_v4(), company);
+    let res = post_budget(&app, &manager, &budget_body(wallet, "+50")).await;
     refused(res, "total_amount").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_must_be_a_json_object() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     for metadata in [json!([1, 2]), json!("note"), json!(12), json!(true), json!([])] {
         let body = json!({"amount": "1.00", "type": "CREDIT", "metadata": metadata}).to_string();

@@ -1,28 +1,24 @@
 //! The claim fence: an Idempotency-Key's effect commits only while its claim token holds, so a released or
 //! taken-over claim can never commit late, and an unknown outcome is resolved through the key. Also: a
 //! command Postgres refuses for its own data fails alone, its neighbours on the same wallet commit.
-mod common;
-
 use std::time::Duration;
 
 use serde_json::json;
 use uuid::Uuid;
 use wallet_actors::store::{Batch, CommitError};
-use wallet_actors::{Amount, Direction, Entry, IdempotencyTicket, Origin, Rejection, TxnType, WalletStore};
-use wallet_service::service::Posting;
+use wallet_actors::{Direction, IdempotencyTicket, Origin, Rejection, WalletStore};
 use wallet_service::store::{Claim, Resolution};
 
-fn amount(s: &str) -> Amount {
-    Amount::parse(s).unwrap()
-}
+use crate::helpers::app::{Posting, TestApp, spawn_app};
+use crate::helpers::lock::RowLock;
+
+use super::{amount, planned_debit};
 
 const ENDPOINT: &str = "POST /wallets/{walletId}/transactions";
 
 /// Claims `key` as a fresh caller and returns its ticket.
-async fn claim(app: &common::TestApp, caller: Uuid, key: &str) -> IdempotencyTicket {
+async fn claim(app: &TestApp, caller: Uuid, key: &str) -> IdempotencyTicket {
     match app
-        .ctx
-        .service
         .store()
         .claim_idempotency(caller, ENDPOINT, key, b"body")
         .await
@@ -39,44 +35,17 @@ async fn claim(app: &common::TestApp, caller: Uuid, key: &str) -> IdempotencyTic
 }
 
 /// A one-debit batch of 1.00 under `ticket`, planned against the wallet's committed state.
-async fn keyed_debit(app: &common::TestApp, wallet: Uuid, ticket: &IdempotencyTicket) -> Batch {
-    let before = app.ctx.service.store().load(wallet).await.unwrap().unwrap();
-    let mut after = before.clone();
-    after.balance = before.balance.checked_sub(amount("1.00")).unwrap();
-    after.version = before.version + 1;
-    let (txn_id, created_at) = wallet_actors::state::new_txn_id();
-    Batch {
-        wallet_id: wallet,
-        expected_version: before.version,
-        entries: vec![Entry {
-            txn_id,
-            wallet_id: wallet,
-            kind: TxnType::Debit,
-            amount: amount("1.00"),
-            description: None,
-            reference_id: None,
-            reference_type: None,
-            metadata: None,
-            balance_after: after.balance,
-            created_at,
-            origin: Origin {
-                actor_id: ticket.caller,
-                role: "service".into(),
-                idempotency: Some(ticket.clone()),
-                inbox_event: None,
-            },
-            budgets: vec![],
-        }],
-        after,
-        status_changes: vec![],
-        refusals: vec![],
-        budget_creates: vec![],
-        budget_changes: vec![],
-        alerts: vec![],
-    }
+async fn keyed_debit(app: &TestApp, wallet: Uuid, ticket: &IdempotencyTicket) -> Batch {
+    let origin = Origin {
+        actor_id: ticket.caller,
+        role: "service".into(),
+        idempotency: Some(ticket.clone()),
+        inbox_event: None,
+    };
+    planned_debit(app, wallet, "1.00", origin).await
 }
 
-async fn debits(app: &common::TestApp, wallet: Uuid) -> i64 {
+async fn debits(app: &TestApp, wallet: Uuid) -> i64 {
     app.count(
         "SELECT count(*) FROM transactions WHERE wallet_id = $1 AND type = 'DEBIT'",
         &[&wallet],
@@ -86,9 +55,9 @@ async fn debits(app: &common::TestApp, wallet: Uuid) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_claim_was_released_writes_nothing() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.service.store();
+    let store = app.store();
     let ticket = claim(&app, Uuid::new_v4(), "released").await;
     assert!(store.release_idempotency(&ticket).await.unwrap());
     let batch = keyed_debit(&app, wallet, &ticket).await;
@@ -99,9 +68,9 @@ async fn a_commit_whose_claim_was_released_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_taken_over_after_its_lease_fences_the_old_holder_and_the_new_one_commits() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.service.store();
+    let store = app.store();
     let caller = Uuid::new_v4();
     let old = claim(&app, caller, "stalled").await;
     // While the lease runs, the key is in progress, with the rest of the lease as Retry-After.
@@ -113,7 +82,7 @@ async fn a_claim_taken_over_after_its_lease_fences_the_old_holder_and_the_new_on
         Claim::InProgress { retry_after_secs } => assert!((1..=10).contains(&retry_after_secs)),
         _ => panic!("expected in progress"),
     }
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     c.execute(
         "UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE key = 'stalled'",
         &[],
@@ -160,9 +129,9 @@ async fn a_claim_taken_over_after_its_lease_fences_the_old_holder_and_the_new_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolving_an_unknown_outcome_finds_the_committed_reply_or_fences_the_attempt_off() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.service.store();
+    let store = app.store();
     let committed = claim(&app, Uuid::new_v4(), "committed").await;
     store
         .commit(&keyed_debit(&app, wallet, &committed).await)
@@ -188,17 +157,13 @@ async fn resolving_an_unknown_outcome_finds_the_committed_reply_or_fences_the_at
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_racing_a_commit_that_holds_the_key_waits_and_then_finds_its_reply() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
-    let store = app.ctx.service.store().clone();
+    let store = app.store().clone();
     let ticket = claim(&app, Uuid::new_v4(), "racing").await;
     let batch = keyed_debit(&app, wallet, &ticket).await;
     // The wallet row is held, so the commit locks the key row (the fence comes first) and then waits.
-    let mut locker = app.db.as_ref().unwrap().client().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&wallet])
-        .await
-        .unwrap();
+    let lock = RowLock::take(&app.db.url, wallet).await;
     let commit = tokio::spawn({
         let store = store.clone();
         async move { store.commit(&batch).await }
@@ -209,7 +174,7 @@ async fn a_release_racing_a_commit_that_holds_the_key_waits_and_then_finds_its_r
         async move { store.resolve_idempotency(&ticket).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    lock.rollback().await.unwrap();
+    lock.release().await;
     assert_eq!(commit.await.unwrap(), Ok(()));
     assert!(
         matches!(release.await.unwrap().unwrap(), Resolution::Replied { status: 201, .. }),
@@ -220,7 +185,7 @@ async fn a_release_racing_a_commit_that_holds_the_key_waits_and_then_finds_its_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_postgres_refuses_for_its_data_fails_alone_and_its_neighbours_on_the_wallet_commit() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let posting = |description: &str| Posting {
         direction: Direction::Debit,
@@ -239,7 +204,7 @@ async fn a_command_postgres_refuses_for_its_data_fails_alone_and_its_neighbours_
     // would send it. Postgres refuses the text, and the batch it shares with good debits is split.
     let tasks: Vec<_> = (0..40)
         .map(|i| {
-            let (ledger, origin) = (app.ctx.service.clone(), origin.clone());
+            let (ledger, origin) = (app.ledger(), origin.clone());
             let description = if i % 10 == 3 { "bad\u{0}text" } else { "good" };
             let p = posting(description);
             tokio::spawn(async move { (i % 10 == 3, ledger.post(wallet, p, origin).await) })

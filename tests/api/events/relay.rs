@@ -3,18 +3,18 @@
 //! the in-process bus; published rows are pruned after the retention period; two relays over one
 //! database publish every row once, in order.
 
-mod common;
-mod events_common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use events_common::{Broker, Vhost, fast_events, start_app, wait_until};
 use uuid::Uuid;
-use wallet_actors::{Amount, Currency, Direction, Origin};
+use wallet_actors::{Amount, Direction, Origin};
 use wallet_service::events::{relay, topology};
-use wallet_service::service::Posting;
+
+use crate::helpers::amqp::{Broker, Vhost, attached_on};
+use crate::helpers::app::{Posting, TestApp, fast_events};
+use crate::helpers::database::TestDatabase;
+use crate::helpers::wait_until;
 
 fn debit(amount: &str, reference: &str) -> Posting {
     Posting {
@@ -29,24 +29,21 @@ fn debit(amount: &str, reference: &str) -> Posting {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rows_written_while_the_broker_is_unreachable_are_published_after_a_restart() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
+    let vhost = Vhost::create().await;
     // First "process": its broker cannot be reached (nothing listens on port 1).
-    let mut first = start_app(
-        db.clone(),
-        Some("amqp://guest:guest@127.0.0.1:1/%2f".into()),
-        fast_events(),
-    )
-    .await;
-    let err = first.ctx.readiness().await.expect_err("not ready without its consumer");
+    let mut first = TestApp::builder()
+        .amqp("amqp://guest:guest@127.0.0.1:1/%2f")
+        .events(fast_events())
+        .spawn()
+        .await;
+    let err = first.readiness().await.expect_err("not ready without its consumer");
     assert!(err.contains("consumer"), "{err}");
     let mut wallets = Vec::new();
     for _ in 0..3 {
-        let (_, w) = first.user_with_wallet("100.00", Currency::Usd).await;
+        let (_, _, w) = first.user_with_wallet("100.00", "USD").await;
         for i in 0..5 {
             first
-                .ctx
-                .service
+                .ledger()
                 .post(w, debit("1.00", &format!("r{i}")), Origin::default())
                 .await
                 .expect("debit");
@@ -63,16 +60,15 @@ async fn rows_written_while_the_broker_is_unreachable_are_published_after_a_rest
     let broker = Broker::connect(&vhost).await;
     topology::declare_published(&broker.ch, &broker.topology).await.unwrap();
     let tap = broker.tap().await;
-    let mut second = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
-    second.attached().await;
-    assert!(second.ctx.readiness().await.is_ok());
+    let mut second = attached_on(&vhost, first.another().events(fast_events())).await;
+    assert!(second.readiness().await.is_ok());
     wait_until("the restarted relay publishes everything", || async {
         second.unpublished().await == 0
     })
     .await;
     wait_until("the tap saw 21 events", || async { tap.all().len() >= 21 }).await;
 
-    let c = second.client().await;
+    let c = second.db.client().await;
     let rows = c
         .query("SELECT event_id, aggregate_id FROM outbox ORDER BY seq", &[])
         .await
@@ -122,13 +118,11 @@ async fn rows_written_while_the_broker_is_unreachable_are_published_after_a_rest
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_the_outbox_drains_into_the_in_process_bus() {
-    let db = Arc::new(common::TestDb::new().await);
-    let mut app = start_app(db.clone(), None, fast_events()).await;
-    assert!(app.ctx.readiness().await.is_ok(), "no broker, nothing to attach");
-    let mut bus = app.ctx.events.subscribe();
-    let (user, wallet) = app.user_with_wallet("10.00", Currency::Inr).await;
-    app.ctx
-        .service
+    let mut app = TestApp::builder().events(fast_events()).spawn().await;
+    assert!(app.readiness().await.is_ok(), "no broker, nothing to attach");
+    let mut bus = app.subscribe_events();
+    let (user, _, wallet) = app.user_with_wallet("10.00", "INR").await;
+    app.ledger()
         .post(wallet, debit("2.50", "bus-1"), Origin::default())
         .await
         .unwrap();
@@ -156,18 +150,15 @@ async fn without_a_broker_the_outbox_drains_into_the_in_process_bus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_rows_are_pruned_after_the_retention_period() {
-    let db = Arc::new(common::TestDb::new().await);
-    let app = start_app(db.clone(), None, fast_events()).await;
-    let c = app.client().await;
+    let app = TestApp::builder().events(fast_events()).spawn().await;
+    let c = app.db.client().await;
     let insert = "INSERT INTO outbox (event_id, event_type, routing_key, payload, published_at) \
                   VALUES ($1, 'Test', 'test', '{}', now() - make_interval(days => $2))";
     let old = Uuid::now_v7();
     let recent = Uuid::now_v7();
     c.execute(insert, &[&old, &8]).await.unwrap();
     c.execute(insert, &[&recent, &6]).await.unwrap();
-    let pruned = relay::prune(&app.ctx.service.store().pool, relay::OUTBOX_RETENTION)
-        .await
-        .unwrap();
+    let pruned = relay::prune(app.pool(), relay::OUTBOX_RETENTION).await.unwrap();
     assert_eq!(pruned, 1);
     let left: Vec<Uuid> = c
         .query(
@@ -205,7 +196,7 @@ impl relay::Sink for RecordingSink {
 async fn two_relays_over_one_database_publish_every_row_once_and_in_order() {
     // The relay reads rows without row locks: the database's advisory lock alone must keep a second relay
     // (another instance) from publishing the same rows or overtaking the first.
-    let db = common::TestDb::new().await;
+    let db = TestDatabase::create().await;
     wallet_service::store::db::migrate(&db.url).await.unwrap();
     let c = db.client().await;
     const ROWS: i64 = 1_200;

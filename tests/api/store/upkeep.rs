@@ -1,12 +1,12 @@
 //! Periodic upkeep: partitions ahead, idempotency keys pruned after their retention (and not before).
-mod common;
-
 use uuid::Uuid;
+
+use crate::helpers::app::spawn_app;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_older_than_the_retention_are_pruned_and_fresh_ones_kept() {
-    let app = common::spawn_app().await;
-    let c = app.db.as_ref().unwrap().client().await;
+    let app = spawn_app().await;
+    let c = app.db.client().await;
     let caller = Uuid::new_v4();
     for (key, age_hours) in [("old", 49), ("day-old", 25), ("fresh", 0)] {
         c.execute(
@@ -17,7 +17,7 @@ async fn idempotency_keys_older_than_the_retention_are_pruned_and_fresh_ones_kep
         .await
         .unwrap();
     }
-    let pruned = wallet_service::store::db::prune_idempotency_keys(&app.ctx.service.store().pool)
+    let pruned = wallet_service::store::db::prune_idempotency_keys(app.pool())
         .await
         .unwrap();
     assert_eq!(pruned, 1);
@@ -36,8 +36,8 @@ async fn idempotency_keys_older_than_the_retention_are_pruned_and_fresh_ones_kep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_partitions_exist_for_the_months_ahead() {
-    let app = common::spawn_app().await;
-    let c = app.db.as_ref().unwrap().client().await;
+    let app = spawn_app().await;
+    let c = app.db.client().await;
     let n: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'transactions'",
@@ -49,17 +49,15 @@ async fn transaction_partitions_exist_for_the_months_ahead() {
     assert!(n >= 4, "this month, one back and three ahead: {n}");
     // Creating them again is a no-op.
     assert_eq!(
-        wallet_service::store::db::ensure_partitions(&app.ctx.service.store().pool)
-            .await
-            .unwrap(),
+        wallet_service::store::db::ensure_partitions(app.pool()).await.unwrap(),
         0
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbox_rows_older_than_the_retention_are_pruned() {
-    let app = common::spawn_app().await;
-    let c = app.db.as_ref().unwrap().client().await;
+    let app = spawn_app().await;
+    let c = app.db.client().await;
     let (old, fresh) = (Uuid::new_v4(), Uuid::new_v4());
     c.execute(
         "INSERT INTO processed_events (event_id, event_type, processed_at) VALUES ($1, 'BookingCreated', now() - interval '15 days'), \
@@ -68,12 +66,7 @@ async fn inbox_rows_older_than_the_retention_are_pruned() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        wallet_service::store::db::prune_inbox(&app.ctx.service.store().pool)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(wallet_service::store::db::prune_inbox(app.pool()).await.unwrap(), 1);
     let left: Vec<Uuid> = c
         .query("SELECT event_id FROM processed_events", &[])
         .await
@@ -86,8 +79,8 @@ async fn inbox_rows_older_than_the_retention_are_pruned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schema_derives_a_transactions_time_from_its_id_exactly_as_the_engine_does() {
-    let app = common::spawn_app().await;
-    let c = app.db.as_ref().unwrap().client().await;
+    let app = spawn_app().await;
+    let c = app.db.client().await;
     // Fresh ids, and ids from the epoch to the year 2200. (The SQL multiplies a float8 count of milliseconds,
     // exact while ms × 1000 < 2^53, i.e. until the year 2255; the 48-bit field itself runs to 10889.)
     let mut ids: Vec<Uuid> = (0..500).map(|_| Uuid::now_v7()).collect();

@@ -1,12 +1,13 @@
 //! `PUT /users/{userId}`, `POST /wallets`, `GET /wallets/{userId}` and `PUT /wallets/{walletId}/status`
 //! against the real app and its own Postgres database.
 
-mod common;
-
-use common::{TestApp, expect_problem, json_of, token};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wallet_service::auth::Role;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::token;
+use crate::helpers::replies::{expect_problem, json_of};
 
 async fn put_user_as(app: &TestApp, token: &str, user: Uuid, body: Value) -> reqwest::Response {
     app.http
@@ -19,12 +20,7 @@ async fn put_user_as(app: &TestApp, token: &str, user: Uuid, body: Value) -> req
 }
 
 async fn get_wallet_as(app: &TestApp, token: &str, user: Uuid) -> reqwest::Response {
-    app.http
-        .get(app.url(&format!("/wallets/{user}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request")
+    app.get_as(token, &format!("/wallets/{user}")).await
 }
 
 async fn set_status_as(app: &TestApp, token: &str, wallet: Uuid, body: Value) -> reqwest::Response {
@@ -48,7 +44,7 @@ async fn known_user(app: &TestApp) -> (Uuid, Uuid) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_and_service_record_users_with_200() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company) = (Uuid::new_v4(), Uuid::new_v4());
     let res = put_user_as(
         &app,
@@ -95,7 +91,7 @@ async fn admin_and_service_record_users_with_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_and_managers_may_not_record_users_403() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let company = Uuid::new_v4();
     let target = Uuid::new_v4();
     let body = json!({"email": "x@example.com", "company_id": company, "role": "user"});
@@ -111,7 +107,7 @@ async fn users_and_managers_may_not_record_users_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_email_is_refused_with_400() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let company = Uuid::new_v4();
     for email in [
         "not-an-email",
@@ -135,7 +131,7 @@ async fn a_malformed_email_is_refused_with_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_field_or_role_in_the_user_body_is_refused_with_400() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let company = Uuid::new_v4();
     let res = put_user_as(
         &app,
@@ -171,7 +167,7 @@ async fn an_unknown_field_or_role_in_the_user_body_is_refused_with_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_email_is_stored_encrypted_and_never_in_plaintext() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let user = Uuid::new_v4();
     let email = "grace.hopper@example.com";
     let res = put_user_as(
@@ -182,7 +178,7 @@ async fn the_email_is_stored_encrypted_and_never_in_plaintext() {
     )
     .await;
     assert_eq!(res.status(), 200);
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let row = c
         .query_one(
             "SELECT email_encrypted, email_hash, to_jsonb(u)::text FROM users u WHERE user_id = $1",
@@ -217,7 +213,7 @@ async fn the_email_is_stored_encrypted_and_never_in_plaintext() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_a_wallet_answers_201_with_the_wallet() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, _) = known_user(&app).await;
     let res = app
         .create_wallet_as(
@@ -246,7 +242,7 @@ async fn creating_a_wallet_answers_201_with_the_wallet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wallet_without_balance_or_currency_starts_at_zero_in_usd() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, _) = known_user(&app).await;
     let (status, body) = json_of(app.create_wallet_as(&app.admin_token, json!({"user_id": user})).await).await;
     assert_eq!(status, 201, "{body}");
@@ -256,7 +252,7 @@ async fn a_wallet_without_balance_or_currency_starts_at_zero_in_usd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_wallet_for_the_same_user_is_refused_with_409_wallet_exists() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, _, wallet) = app.user_with_wallet("10.00", "USD").await;
     let res = app
         .create_wallet_as(
@@ -275,7 +271,7 @@ async fn a_second_wallet_for_the_same_user_is_refused_with_409_wallet_exists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wallet_for_an_unknown_user_is_refused_with_404() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let res = app
         .create_wallet_as(&app.admin_token, json!({"user_id": Uuid::new_v4(), "currency": "USD"}))
         .await;
@@ -285,7 +281,7 @@ async fn a_wallet_for_an_unknown_user_is_refused_with_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_may_not_create_their_own_wallet_403() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company) = known_user(&app).await;
     let t = token(Role::User, user, company);
     let res = app
@@ -300,7 +296,7 @@ async fn a_user_may_not_create_their_own_wallet_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_of_another_company_creating_a_wallet_gets_404() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, _) = known_user(&app).await;
     let t = token(Role::Manager, Uuid::new_v4(), Uuid::new_v4());
     let res = app.create_wallet_as(&t, json!({"user_id": user})).await;
@@ -310,7 +306,7 @@ async fn a_manager_of_another_company_creating_a_wallet_gets_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_of_the_same_company_creates_a_wallet_201() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company) = known_user(&app).await;
     let t = token(Role::Manager, Uuid::new_v4(), company);
     let res = app
@@ -324,7 +320,7 @@ async fn a_manager_of_the_same_company_creates_a_wallet_201() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_wallet_bodies_are_refused_with_400_naming_the_field() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, _) = known_user(&app).await;
     let cases = [
         (json!({"user_id": user, "currency": "JPY"}), "currency"),
@@ -354,7 +350,7 @@ async fn bad_wallet_bodies_are_refused_with_400_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_reads_their_own_wallet_200() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company, wallet) = app.user_with_wallet("42.10", "GBP").await;
     let (status, body) = json_of(get_wallet_as(&app, &token(Role::User, user, company), user).await).await;
     assert_eq!(status, 200, "{body}");
@@ -370,7 +366,7 @@ async fn a_user_reads_their_own_wallet_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_reading_another_users_wallet_gets_404_like_a_missing_one() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (owner, company, _) = app.user_with_wallet("5.00", "USD").await;
     // Same company, different user: still not theirs.
     let nosy = token(Role::User, Uuid::new_v4(), company);
@@ -381,7 +377,7 @@ async fn a_user_reading_another_users_wallet_gets_404_like_a_missing_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_reads_wallets_of_their_company_and_gets_404_for_others() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company, wallet) = app.user_with_wallet("7.00", "USD").await;
     let same = token(Role::Manager, Uuid::new_v4(), company);
     let (status, body) = json_of(get_wallet_as(&app, &same, user).await).await;
@@ -393,9 +389,9 @@ async fn a_manager_reads_wallets_of_their_company_and_gets_404_for_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_a_wallet_without_a_token_is_401_with_www_authenticate() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, _, _) = app.user_with_wallet("1.00", "USD").await;
-    let res = app.http.get(app.url(&format!("/wallets/{user}"))).send().await.unwrap();
+    let res = app.get(&format!("/wallets/{user}")).await;
     let challenge = res
         .headers()
         .get("www-authenticate")
@@ -410,7 +406,7 @@ async fn reading_a_wallet_without_a_token_is_401_with_www_authenticate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_without_a_wallet_gets_404() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, _) = known_user(&app).await;
     expect_problem(get_wallet_as(&app, &app.admin_token, user).await, 404, "NOT_FOUND").await;
 }
@@ -419,7 +415,7 @@ async fn a_user_without_a_wallet_gets_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_wallet_refuses_debits_and_credits_with_409_until_it_is_active_again() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("50.00", "USD").await;
     let res = set_status_as(
         &app,
@@ -467,7 +463,7 @@ async fn a_frozen_wallet_refuses_debits_and_credits_with_409_until_it_is_active_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_wallet_can_never_change_status_again() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("0.00", "USD").await;
     let res = set_status_as(
         &app,
@@ -495,7 +491,7 @@ async fn a_closed_wallet_can_never_change_status_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_may_not_change_their_wallet_status_403() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company, wallet) = app.user_with_wallet("3.00", "USD").await;
     let t = token(Role::User, user, company);
     let res = set_status_as(&app, &t, wallet, json!({"status": "FROZEN"})).await;
@@ -513,7 +509,7 @@ async fn a_user_may_not_change_their_wallet_status_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_changes_status_in_their_company_and_gets_404_elsewhere() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, company, wallet) = app.user_with_wallet("3.00", "USD").await;
     let other = token(Role::Manager, Uuid::new_v4(), Uuid::new_v4());
     let res = set_status_as(&app, &other, wallet, json!({"status": "FROZEN"})).await;
@@ -532,7 +528,7 @@ async fn a_manager_changes_status_in_their_company_and_gets_404_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_status_body_is_refused_with_400() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("3.00", "USD").await;
     for body in [
         json!({"status": "DELETED"}),

@@ -2,17 +2,18 @@
 //! retry may help, 500 `INTERNAL` when it will not), never *how*: no database, library or operating
 //! system text in the body. And `/ready` reports whether this binary's migrations are applied.
 
-mod common;
-
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use common::{TestApp, expect_problem};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wallet_service::auth::Role;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::{budget_body, token};
+use crate::helpers::replies::expect_problem;
 
 /// Words of Postgres', tokio-postgres', deadpool's and the OS's messages that no 5xx body may hold.
 const LEAKY: [&str; 11] = [
@@ -41,15 +42,6 @@ async fn opaque(res: reqwest::Response, status: u16, code: &str) -> Value {
     problem
 }
 
-async fn get(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
-    app.http
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request")
-}
-
 async fn send_json(app: &TestApp, method: reqwest::Method, path: &str, token: &str, body: Value) -> reqwest::Response {
     app.http
         .request(method, app.url(path))
@@ -61,50 +53,36 @@ async fn send_json(app: &TestApp, method: reqwest::Method, path: &str, token: &s
         .expect("request")
 }
 
-async fn set_connections(name: &str, allowed: bool) {
-    let admin = common::admin_client().await;
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allowed}"))
-        .await
-        .expect("alter database");
-    if !allowed {
-        admin
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&name],
-            )
-            .await
-            .expect("terminate backends");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_503_while_the_database_refuses_connections_names_no_database_library_or_os_message() {
-    let app = common::spawn_app().await;
+/// An app with a user's wallet of 100.00 USD and a budget on it; returns (app, user, company, wallet, budget).
+async fn app_with_a_budget() -> (TestApp, Uuid, Uuid, Uuid, String) {
+    let app = spawn_app().await;
     let (user, company, wallet) = app.user_with_wallet("100.00", "USD").await;
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
-    let start = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
+    let manager = token(Role::Manager, Uuid::new_v4(), company);
     let res = send_json(
         &app,
         reqwest::Method::POST,
         "/budgets",
         &manager,
-        json!({"wallet_id": wallet, "total_amount": "50.00", "period_type": "MONTHLY",
-               "start_date": start, "end_date": start + chrono::Duration::days(10)}),
+        budget_body(wallet, "50.00"),
     )
     .await;
     let budget: Value = res.json().await.unwrap();
     let budget_id = budget["budget_id"].as_str().expect("budget created").to_string();
-    let name = app.db.as_ref().unwrap().name.clone();
+    (app, user, company, wallet, budget_id)
+}
 
-    set_connections(&name, false).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_while_the_database_refuses_connections_names_no_database_library_or_os_message() {
+    let (app, user, company, wallet, budget_id) = app_with_a_budget().await;
+
+    app.db.set_connections(false).await;
     let checks = async {
         // Each of these reaches Postgres through another path: the user → wallet look-up, the user upsert,
         // the user read of wallet creation, the Idempotency-Key claim and the commit of a posting, the
         // history read, the budget look-up, readiness.
         let stranger = Uuid::new_v4();
         opaque(
-            get(&app, &format!("/wallets/{stranger}"), &app.admin_token).await,
+            app.get_as(&app.admin_token, &format!("/wallets/{stranger}")).await,
             503,
             "UNAVAILABLE",
         )
@@ -134,38 +112,24 @@ async fn a_503_while_the_database_refuses_connections_names_no_database_library_
         opaque(res, 503, "UNAVAILABLE").await;
         let res = app.post_txn(wallet, debit).await; // without a key: the commit itself fails
         opaque(res, 503, "UNAVAILABLE").await;
-        opaque(get(&app, &path, &app.admin_token).await, 503, "UNAVAILABLE").await;
+        opaque(app.get_as(&app.admin_token, &path).await, 503, "UNAVAILABLE").await;
         let path = format!("/budgets/{budget_id}/history");
-        opaque(get(&app, &path, &app.admin_token).await, 503, "UNAVAILABLE").await;
-        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        opaque(app.get_as(&app.admin_token, &path).await, 503, "UNAVAILABLE").await;
+        let res = app.get("/ready").await;
         let ready = opaque(res, 503, "UNAVAILABLE").await;
         assert!(ready["detail"].as_str().unwrap().contains("database"), "{ready}");
     };
     let outcome = tokio::time::timeout(Duration::from_secs(60), AssertUnwindSafe(checks).catch_unwind()).await;
     // Restore before asserting, so that the database can be dropped whatever happened.
-    set_connections(&name, true).await;
+    app.db.set_connections(true).await;
     outcome.expect("replies came in time").expect("every reply was opaque");
     assert_eq!(app.balance(wallet).await, "100.00");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_from_a_statement_postgres_refuses_names_no_database_message() {
-    let app = common::spawn_app().await;
-    let (_, company, wallet) = app.user_with_wallet("100.00", "USD").await;
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
-    let start = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
-    let res = send_json(
-        &app,
-        reqwest::Method::POST,
-        "/budgets",
-        &manager,
-        json!({"wallet_id": wallet, "total_amount": "50.00", "period_type": "MONTHLY",
-               "start_date": start, "end_date": start + chrono::Duration::days(10)}),
-    )
-    .await;
-    let budget: Value = res.json().await.unwrap();
-    let budget_id = budget["budget_id"].as_str().expect("budget created").to_string();
-    let c = app.db.as_ref().unwrap().client().await;
+    let (app, _, company, _, budget_id) = app_with_a_budget().await;
+    let c = app.db.client().await;
     // A statement Postgres cannot run (a missing relation) and one it refuses for its data (a
     // constraint): neither gets better by retrying, so both are 500, not 503.
     c.batch_execute(
@@ -175,7 +139,7 @@ async fn a_500_from_a_statement_postgres_refuses_names_no_database_message() {
     .await
     .unwrap();
     let path = format!("/budgets/{budget_id}/history");
-    opaque(get(&app, &path, &app.admin_token).await, 500, "INTERNAL").await;
+    opaque(app.get_as(&app.admin_token, &path).await, 500, "INTERNAL").await;
     let body = json!({"email": "m@example.com", "company_id": company, "role": "manager"});
     let res = send_json(
         &app,
@@ -190,8 +154,8 @@ async fn a_500_from_a_statement_postgres_refuses_names_no_database_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_503_naming_migrations_while_the_newest_is_not_recorded_and_200_once_it_is() {
-    let app = common::spawn_app().await;
-    let c = app.db.as_ref().unwrap().client().await;
+    let app = spawn_app().await;
+    let c = app.db.client().await;
     let newest = wallet_service::store::db::newest_migration();
     // The history as an older binary would have left it: the newest migration missing.
     let removed = c
@@ -203,7 +167,7 @@ async fn ready_is_503_naming_migrations_while_the_newest_is_not_recorded_and_200
         .unwrap();
     assert_eq!(removed.len(), 1, "the newest migration V{newest} was applied at start");
     for _ in 0..2 {
-        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        let res = app.get("/ready").await;
         let problem = expect_problem(res, 503, "UNAVAILABLE").await;
         let detail = problem["detail"].as_str().unwrap();
         assert!(detail.contains("migrations"), "{problem}");
@@ -221,18 +185,17 @@ async fn ready_is_503_naming_migrations_while_the_newest_is_not_recorded_and_200
     )
     .await
     .unwrap();
-    let res = app.http.get(app.url("/ready")).send().await.unwrap();
+    let res = app.get("/ready").await;
     assert_eq!(res.status(), 200);
     c.batch_execute("DROP TABLE refinery_schema_history").await.unwrap();
-    let res = app.http.get(app.url("/ready")).send().await.unwrap();
+    let res = app.get("/ready").await;
     assert_eq!(res.status(), 200, "a migrated database stays migrated");
 
     // A database without any history is not ready.
-    let other = std::sync::Arc::new(common::TestDb::new().await);
-    let second = common::spawn_app_with(other.clone(), common::config(&other.url)).await;
-    let c2 = other.client().await;
+    let second = spawn_app().await;
+    let c2 = second.db.client().await;
     c2.batch_execute("DROP TABLE refinery_schema_history").await.unwrap();
-    let res = second.http.get(second.url("/ready")).send().await.unwrap();
+    let res = second.get("/ready").await;
     let problem = expect_problem(res, 503, "UNAVAILABLE").await;
     assert!(problem["detail"].as_str().unwrap().contains("migrations"), "{problem}");
 }

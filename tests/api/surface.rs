@@ -1,14 +1,14 @@
 //! The API surface as outside tools and people meet it: the `/docs` reference and its same-origin assets,
 //! the problem `type` pages, the machine-readable members of problems, headers that are not text, `Allow`
 //! on 405, and Prometheus histograms on `/metrics`.
-mod common;
-
 use chrono::{Duration, Utc};
-use common::{TestApp, expect_problem, json_of};
 use reqwest::header::HeaderValue;
 use serde_json::json;
 use uuid::Uuid;
 use wallet_service::http::problem::CATALOGUE;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::replies::{expect_problem, json_of};
 
 /// Every `src="…"` and `href="…"` of a page.
 fn references(html: &str) -> Vec<String> {
@@ -25,8 +25,8 @@ fn references(html: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docs_is_a_viewer_page_whose_assets_the_service_serves_itself() {
-    let app = common::spawn_app().await;
-    let res = app.http.get(app.url("/docs")).send().await.unwrap();
+    let app = spawn_app().await;
+    let res = app.get("/docs").await;
     assert_eq!(res.status(), 200);
     let headers = res.headers().clone();
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
@@ -44,7 +44,7 @@ async fn docs_is_a_viewer_page_whose_assets_the_service_serves_itself() {
     for r in &refs {
         // Same origin only: an absolute path, never a scheme or a protocol-relative URL.
         assert!(r.starts_with('/') && !r.starts_with("//"), "{r} is not same-origin");
-        let res = app.http.get(app.url(r)).send().await.unwrap();
+        let res = app.get(r).await;
         assert_eq!(res.status(), 200, "{r}");
         let content_type = res.headers()["content-type"].to_str().unwrap().to_string();
         if r.ends_with(".js") {
@@ -58,20 +58,20 @@ async fn docs_is_a_viewer_page_whose_assets_the_service_serves_itself() {
             assert!(content_type.starts_with("text/css"), "{r}: {content_type}");
         }
     }
-    let init = app.http.get(app.url("/docs/init.js")).send().await.unwrap();
+    let init = app.get("/docs/init.js").await;
     let init = init.text().await.unwrap();
     assert!(
         init.contains("/openapi.json") && init.contains("validatorUrl: null"),
         "{init}"
     );
-    let missing = app.http.get(app.url("/docs/nope.js")).send().await.unwrap();
+    let missing = app.get("/docs/nope.js").await;
     expect_problem(missing, 404, "NOT_FOUND").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_problem_type_uri_resolves_to_its_page() {
-    let app = common::spawn_app().await;
-    let (_, doc) = json_of(app.http.get(app.url("/openapi.json")).send().await.unwrap()).await;
+    let app = spawn_app().await;
+    let (_, doc) = json_of(app.get("/openapi.json").await).await;
     let declared: Vec<String> = doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
         .as_array()
         .expect("the Problem schema declares its codes")
@@ -82,33 +82,28 @@ async fn every_problem_type_uri_resolves_to_its_page() {
     assert_eq!(declared, catalogue);
     for k in CATALOGUE {
         let uri = format!("/problems/{}", k.slug());
-        let res = app.http.get(app.url(&uri)).send().await.unwrap();
+        let res = app.get(&uri).await;
         assert_eq!(res.status(), 200, "{uri}");
         assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
         let page = res.text().await.unwrap();
         assert!(page.contains(k.code) && page.contains("What to do"), "{uri}: {page}");
     }
-    let index = app.http.get(app.url("/problems")).send().await.unwrap();
+    let index = app.get("/problems").await;
     assert_eq!(index.status(), 200);
     let index = index.text().await.unwrap();
     assert!(CATALOGUE.iter().all(|k| index.contains(k.code)));
     // The `type` of a real problem is one of them.
-    let res = app.http.get(app.url("/wallets")).send().await.unwrap();
+    let res = app.get("/wallets").await;
     let problem = expect_problem(res, 405, "METHOD_NOT_ALLOWED").await;
-    let res = app
-        .http
-        .get(app.url(problem["type"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get(problem["type"].as_str().unwrap()).await;
     assert_eq!(res.status(), 200);
-    let res = app.http.get(app.url("/problems/no-such-thing")).send().await.unwrap();
+    let res = app.get("/problems/no-such-thing").await;
     expect_problem(res, 404, "NOT_FOUND").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_carry_their_amounts_and_ids_as_members() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("50.00", "USD").await;
 
     let res = app.post_txn(wallet, json!({"amount": "80.00", "type": "DEBIT"})).await;
@@ -164,7 +159,7 @@ async fn refusals_carry_their_amounts_and_ids_as_members() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_that_is_not_ascii_is_400_and_moves_nothing() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
     for raw in [&b"caf\xc3\xa9"[..], b"\xff\xfe"] {
         let res = app
@@ -195,7 +190,7 @@ async fn an_idempotency_key_that_is_not_ascii_is_400_and_moves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_405_says_which_methods_the_path_has() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let id = Uuid::new_v4();
     for (method, path, allow) in [
         (
@@ -233,7 +228,7 @@ fn buckets<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_and_commit_latencies_are_prometheus_histograms() {
-    let app: TestApp = common::spawn_app().await;
+    let app: TestApp = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
     assert_eq!(
         app.post_txn(wallet, json!({"amount": "1.00", "type": "DEBIT"}))
@@ -241,15 +236,7 @@ async fn request_and_commit_latencies_are_prometheus_histograms() {
             .status(),
         201
     );
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.text("/metrics").await;
     for (metric, bounds) in [
         (
             wallet_service::telemetry::REQUEST_LATENCY_METRIC,
@@ -278,7 +265,7 @@ async fn request_and_commit_latencies_are_prometheus_histograms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_must_be_an_object_as_the_document_says() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
     for metadata in [json!([1, 2]), json!("note"), json!(7), json!(true)] {
         let res = app

@@ -1,28 +1,24 @@
 //! UserCreated → the user is recorded (e-mail encrypted), a wallet in the configured currency is created
 //! and announced with WalletCreated, and the configured default budgets are set up — once.
 
-mod common;
-mod events_common;
-
-use std::sync::Arc;
 use std::time::Duration;
 
-use events_common::{Broker, Vhost, config_for, fast_events, start_app_with, wait_until};
 use serde_json::json;
 use uuid::Uuid;
 use wallet_actors::Currency;
 
+use crate::helpers::amqp::app_on_vhost;
+use crate::helpers::app::{TestApp, fast_events};
+use crate::helpers::wait_until;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn user_created_records_the_user_creates_a_wallet_and_its_default_budgets_once() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
-    let mut cfg = config_for(&db, Some(vhost.amqp_url()));
-    cfg.default_currency = Currency::Gbp;
-    cfg.default_budgets =
-        wallet_service::service::budgets::parse_defaults("user:MONTHLY:1000.00,*:YEARLY:5000.00").expect("defaults");
-    let mut app = start_app_with(db.clone(), cfg, fast_events()).await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let builder = TestApp::builder().events(fast_events()).configure(|cfg| {
+        cfg.default_currency = Currency::Gbp;
+        cfg.default_budgets = wallet_service::service::budgets::parse_defaults("user:MONTHLY:1000.00,*:YEARLY:5000.00")
+            .expect("defaults");
+    });
+    let (_vhost, mut app, broker) = app_on_vhost(builder).await;
     let tap = broker.tap().await;
 
     let (user, company) = (Uuid::new_v4(), Uuid::new_v4());
@@ -43,15 +39,13 @@ async fn user_created_records_the_user_creates_a_wallet_and_its_default_budgets_
     assert_eq!(d["currency"], "GBP");
     let wallet = Uuid::parse_str(d["wallet_id"].as_str().unwrap()).unwrap();
 
-    let c = app.client().await;
+    let c = app.db.client().await;
     wait_until("both UserCreated events are processed", || async {
-        c.query_one(
+        app.count(
             "SELECT count(*) FROM processed_events WHERE event_type = 'UserCreated'",
             &[],
         )
         .await
-        .unwrap()
-        .get::<_, i64>(0)
             == 2
     })
     .await;
@@ -69,7 +63,7 @@ async fn user_created_records_the_user_creates_a_wallet_and_its_default_budgets_
         !String::from_utf8_lossy(&encrypted).contains("Example.com"),
         "the e-mail is stored encrypted"
     );
-    assert_eq!(app.ctx.service.pii().decrypt(&encrypted).unwrap(), "Ada@Example.com");
+    assert_eq!(app.decrypt_pii(&encrypted), "Ada@Example.com");
     let wallets: i64 = c
         .query_one("SELECT count(*) FROM wallets WHERE user_id = $1", &[&user])
         .await
@@ -107,5 +101,5 @@ async fn user_created_records_the_user_creates_a_wallet_and_its_default_budgets_
     })
     .await;
     app.stop().await;
-    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
+    assert_eq!(broker.ready_in_queue().await, 0);
 }

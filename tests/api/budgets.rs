@@ -1,10 +1,11 @@
 //! Budgets: endpoints, checks in the wallet actor, refunds, thresholds (real Postgres).
-mod common;
-
 use chrono::{Datelike, Duration, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wallet_service::auth::Role;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::token;
 
 fn today() -> chrono::NaiveDate {
     Utc::now().date_naive()
@@ -16,7 +17,7 @@ fn month_start() -> chrono::NaiveDate {
     today().with_day(1).unwrap()
 }
 
-async fn create_budget(app: &common::TestApp, token: &str, wallet: Uuid, body: Value) -> reqwest::Response {
+async fn create_budget(app: &TestApp, token: &str, wallet: Uuid, body: Value) -> reqwest::Response {
     let mut body = body;
     body["wallet_id"] = json!(wallet);
     app.http
@@ -29,7 +30,7 @@ async fn create_budget(app: &common::TestApp, token: &str, wallet: Uuid, body: V
 }
 
 /// A budget over the current month (or an explicit window around today).
-async fn budget_around_today(app: &common::TestApp, wallet: Uuid, total: &str, period: &str) -> Value {
+async fn budget_around_today(app: &TestApp, wallet: Uuid, total: &str, period: &str) -> Value {
     let start = today() - Duration::days(1);
     let end = today() + Duration::days(1);
     let res = create_budget(
@@ -43,8 +44,8 @@ async fn budget_around_today(app: &common::TestApp, wallet: Uuid, total: &str, p
     res.json().await.unwrap()
 }
 
-async fn used(app: &common::TestApp, budget: &str) -> String {
-    let c = app.db.as_ref().unwrap().client().await;
+async fn used(app: &TestApp, budget: &str) -> String {
+    let c = app.db.client().await;
     let id = Uuid::parse_str(budget).unwrap();
     c.query_one("SELECT used_amount::text FROM budgets WHERE budget_id = $1", &[&id])
         .await
@@ -54,9 +55,9 @@ async fn used(app: &common::TestApp, budget: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_is_created_listed_changed_and_its_history_kept() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company, wallet) = app.user_with_wallet("500.00", "USD").await;
-    let manager = common::token(Role::Manager, Uuid::new_v4(), company);
+    let manager = token(Role::Manager, Uuid::new_v4(), company);
     let start = month_start();
     let res = create_budget(
         &app,
@@ -74,14 +75,10 @@ async fn a_budget_is_created_listed_changed_and_its_history_kept() {
     assert_eq!(b["end_date"], json!(expected_end));
     let id = b["budget_id"].as_str().unwrap().to_string();
 
-    let own = common::token(Role::User, user, company);
+    let own = token(Role::User, user, company);
     let list: Value = app
-        .http
-        .get(app.url(&format!("/budgets/{user}")))
-        .bearer_auth(&own)
-        .send()
+        .get_as(&own, &format!("/budgets/{user}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -100,12 +97,8 @@ async fn a_budget_is_created_listed_changed_and_its_history_kept() {
     assert_eq!(b["total_amount"], "400.00");
 
     let hist: Value = app
-        .http
-        .get(app.url(&format!("/budgets/{id}/history")))
-        .bearer_auth(&own)
-        .send()
+        .get_as(&own, &format!("/budgets/{id}/history"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -119,10 +112,10 @@ async fn a_budget_is_created_listed_changed_and_its_history_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_endpoints_refuse_the_wrong_callers_and_bad_input() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company, wallet) = app.user_with_wallet("500.00", "USD").await;
-    let own = common::token(Role::User, user, company);
-    let stranger = common::token(Role::Manager, Uuid::new_v4(), Uuid::new_v4());
+    let own = token(Role::User, user, company);
+    let stranger = token(Role::Manager, Uuid::new_v4(), Uuid::new_v4());
     let good = json!({"total_amount": "100.00", "period_type": "MONTHLY", "start_date": month_start()});
     assert_eq!(create_budget(&app, &own, wallet, good.clone()).await.status(), 403);
     assert_eq!(create_budget(&app, &stranger, wallet, good.clone()).await.status(), 404);
@@ -207,27 +200,15 @@ async fn budget_endpoints_refuse_the_wrong_callers_and_bad_input() {
     let p: Value = res.json().await.unwrap();
     assert_eq!(p["code"], "BUDGET_EXCEEDED");
     assert_eq!(used(&app, id).await, "60.00");
-    let other_user = app
-        .http
-        .get(app.url(&format!("/budgets/{user}")))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+    let other_user = app.get_as(&stranger, &format!("/budgets/{user}")).await;
     assert_eq!(other_user.status(), 404);
-    let hist = app
-        .http
-        .get(app.url(&format!("/budgets/{id}/history")))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+    let hist = app.get_as(&stranger, &format!("/budgets/{id}/history")).await;
     assert_eq!(hist.status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_debits_fill_a_budget_with_room_for_exactly_forty() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("1000.00", "USD").await;
     let b = budget_around_today(&app, wallet, "40.00", "MONTHLY").await;
     let id = b["budget_id"].as_str().unwrap().to_string();
@@ -265,7 +246,7 @@ async fn a_hundred_concurrent_debits_fill_a_budget_with_room_for_exactly_forty()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_monthly_and_a_yearly_budget_the_tighter_one_refuses() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("1000.00", "USD").await;
     let monthly = budget_around_today(&app, wallet, "100.00", "MONTHLY").await;
     let yearly = budget_around_today(&app, wallet, "150.00", "YEARLY").await;
@@ -294,7 +275,7 @@ async fn with_a_monthly_and_a_yearly_budget_the_tighter_one_refuses() {
     assert_eq!(used(&app, yearly["budget_id"].as_str().unwrap()).await, "90.00");
     assert_eq!(app.balance(wallet).await, "910.00");
     // The refusal changed nothing but the audit log.
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let n: i64 = c
         .query_one("SELECT count(*) FROM audit_log WHERE outcome = 'BUDGET_EXCEEDED'", &[])
         .await
@@ -305,7 +286,7 @@ async fn with_a_monthly_and_a_yearly_budget_the_tighter_one_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_after_the_period_ended_restores_the_budget_it_was_charged_to_once() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("1000.00", "USD").await;
     let b = budget_around_today(&app, wallet, "500.00", "MONTHLY").await;
     let id = b["budget_id"].as_str().unwrap().to_string();
@@ -313,7 +294,7 @@ async fn a_refund_after_the_period_ended_restores_the_budget_it_was_charged_to_o
     assert_eq!(app.post_txn(wallet, debit).await.status(), 201);
     assert_eq!(used(&app, &id).await, "120.00");
     // The period ends and the sweep expires it.
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let budget_id = Uuid::parse_str(&id).unwrap();
     c.execute(
         "UPDATE budgets SET start_date = start_date - 40, end_date = $2 WHERE budget_id = $1",
@@ -321,7 +302,7 @@ async fn a_refund_after_the_period_ended_restores_the_budget_it_was_charged_to_o
     )
     .await
     .unwrap();
-    wallet_service::service::budgets::sweep_expired(&app.ctx.service)
+    wallet_service::service::budgets::sweep_expired(app.service())
         .await
         .unwrap();
     let status: String = c
@@ -341,7 +322,7 @@ async fn a_refund_after_the_period_ended_restores_the_budget_it_was_charged_to_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_threshold_is_announced_once_in_the_outbox() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("1000.00", "USD").await;
     let b = budget_around_today(&app, wallet, "100.00", "MONTHLY").await;
     let id = Uuid::parse_str(b["budget_id"].as_str().unwrap()).unwrap();
@@ -358,7 +339,7 @@ async fn each_threshold_is_announced_once_in_the_outbox() {
     // 50 → 85 crosses 80 (by 5.00); 90; 100 crosses 100 (by 0.00). A refused debit adds one with the excess.
     let res = app.post_txn(wallet, json!({"amount": "7.00", "type": "DEBIT"})).await;
     assert_eq!(res.status(), 422);
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let rows = c
         .query(
             "SELECT payload FROM outbox WHERE event_type = 'BudgetExceeded' AND payload->'data'->>'budget_id' = $1 ORDER BY seq",
@@ -390,7 +371,7 @@ async fn each_threshold_is_announced_once_in_the_outbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_budget_stops_limiting_and_the_actor_sees_changes_at_once() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("1000.00", "USD").await;
     let b = budget_around_today(&app, wallet, "10.00", "WEEKLY").await;
     let id = b["budget_id"].as_str().unwrap();

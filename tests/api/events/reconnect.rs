@@ -3,16 +3,15 @@
 //! booking is debited exactly once and every outbox row has been published (at least once; consumers
 //! dedup by event_id).
 
-mod common;
-mod events_common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events_common::{Broker, Vhost, fast_events, start_app, wait_until};
 use uuid::Uuid;
-use wallet_actors::Currency;
+
+use crate::helpers::amqp::app_on_vhost;
+use crate::helpers::app::{TestApp, fast_events};
+use crate::helpers::{WAIT, wait_until};
 
 const BOOKINGS: usize = 1_000;
 const USERS: usize = 50;
@@ -29,17 +28,14 @@ fn counter(metrics: &str, name: &str, filter: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_closed_by_the_broker_lose_nothing_and_double_nothing() {
     let started = Instant::now();
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
-    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
-    app.attached().await;
-    let broker = Arc::new(Broker::connect(&vhost).await);
+    let (vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
+    let broker = Arc::new(broker);
     let tap = broker.tap().await;
     let mut users = Vec::new();
     for _ in 0..USERS {
-        users.push(app.user_with_wallet("10000.00", Currency::Usd).await);
+        users.push(app.user_with_wallet("10000.00", "USD").await);
     }
-    let c = app.client().await;
+    let c = app.db.client().await;
     let debits = || async {
         c.query_one(
             "SELECT count(*) FROM transactions WHERE reference_type = 'BOOKING' AND type = 'DEBIT'",
@@ -62,7 +58,7 @@ async fn connections_closed_by_the_broker_lose_nothing_and_double_nothing() {
     let mut kills = 0;
     for at in [BOOKINGS as i64 * 3 / 10, BOOKINGS as i64 * 7 / 10] {
         wait_until("bookings are being debited", || async { debits().await >= at }).await;
-        let deadline = Instant::now() + events_common::WAIT;
+        let deadline = Instant::now() + WAIT;
         let names = loop {
             // The management API lists connections with a short delay after they open.
             let names = vhost.connections("wallet-service").await;
@@ -89,10 +85,7 @@ async fn connections_closed_by_the_broker_lose_nothing_and_double_nothing() {
         debits().await == BOOKINGS as i64
     })
     .await;
-    wait_until("the consumer is attached again", || async {
-        app.ctx.events.consumer_attached()
-    })
-    .await;
+    wait_until("the consumer is attached again", || async { app.consumer_attached() }).await;
     wait_until("every outbox row is published", || async {
         app.unpublished().await == 0
     })
@@ -110,7 +103,7 @@ async fn connections_closed_by_the_broker_lose_nothing_and_double_nothing() {
         .get(0);
     assert_eq!(dup, 0, "no booking is debited twice");
     let per_wallet = format!("{}.00", 10_000 - BOOKINGS / USERS);
-    for (_, wallet) in &users {
+    for (_, _, wallet) in &users {
         assert_eq!(app.balance(*wallet).await, per_wallet);
     }
     // Every outbox row reached wallet.events (possibly more than once: dedup by message_id).
@@ -130,7 +123,7 @@ async fn connections_closed_by_the_broker_lose_nothing_and_double_nothing() {
     .await;
     let received = tap.all().len();
     let distinct: HashSet<String> = tap.all().into_iter().filter_map(|p| p.message_id).collect();
-    let metrics = app.ctx.render_metrics();
+    let metrics = app.render_metrics();
     let consumed = counter(&metrics, "events_consumed_total", "");
     let duplicates = counter(&metrics, "events_acked_total", "outcome=\"duplicate\"");
     eprintln!(
@@ -143,10 +136,6 @@ async fn connections_closed_by_the_broker_lose_nothing_and_double_nothing() {
     assert!(consumed >= BOOKINGS as f64);
     assert!(broker.dead_letters().await.is_empty());
     app.stop().await;
-    assert_eq!(
-        broker.ready_count(&broker.topology.queue).await,
-        0,
-        "every delivery acked"
-    );
+    assert_eq!(broker.ready_in_queue().await, 0, "every delivery acked");
     assert!(started.elapsed() < Duration::from_secs(90));
 }

@@ -1,34 +1,28 @@
 //! A graceful stop in the middle of a backlog loses nothing (the next process finishes it, once); a
 //! database that goes away makes the consumer retry with backoff, not dead-letter.
 
-mod common;
-mod events_common;
-
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events_common::{Broker, Vhost, fast_events, start_app, wait_until};
 use uuid::Uuid;
-use wallet_actors::Currency;
+
+use crate::helpers::amqp::{app_on_vhost, attached_on};
+use crate::helpers::app::{TestApp, fast_events};
+use crate::helpers::wait_until;
 
 const BOOKINGS: usize = 300;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_graceful_stop_mid_stream_finishes_in_flight_messages_and_loses_nothing() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
-    let mut first = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
-    first.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (vhost, mut first, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
     let mut users = Vec::new();
     for _ in 0..10 {
-        users.push(first.user_with_wallet("1000.00", Currency::Usd).await);
+        users.push(first.user_with_wallet("1000.00", "USD").await);
     }
     let bookings: Vec<(String, Uuid, String, &str)> = (0..BOOKINGS)
         .map(|i| (format!("s-{i}"), users[i % users.len()].0, "2.00".to_string(), "USD"))
         .collect();
     broker.bookings_burst(&bookings).await;
-    let c = first.client().await;
+    let c = first.db.client().await;
     let debits = || async {
         c.query_one(
             "SELECT count(*) FROM transactions WHERE reference_type = 'BOOKING'",
@@ -49,12 +43,11 @@ async fn a_graceful_stop_mid_stream_finishes_in_flight_messages_and_loses_nothin
     );
     assert_eq!(first.unpublished().await, 0, "the outbox was flushed at stop");
 
-    let mut second = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
-    second.attached().await;
+    let mut second = attached_on(&vhost, first.another().events(fast_events())).await;
     wait_until("the rest is debited", || async { debits().await == BOOKINGS as i64 }).await;
     eprintln!("stopped in {stop_took:?} with {at_stop} of {BOOKINGS} debited; the second process did the rest");
     let per_user = format!("{}.00", 1000 - 2 * BOOKINGS / users.len());
-    for (_, w) in &users {
+    for (_, _, w) in &users {
         assert_eq!(second.balance(*w).await, per_user);
     }
     wait_until("every outbox row is published", || async {
@@ -63,61 +56,23 @@ async fn a_graceful_stop_mid_stream_finishes_in_flight_messages_and_loses_nothin
     .await;
     assert!(broker.dead_letters().await.is_empty());
     second.stop().await;
-    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
-}
-
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-async fn admin() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
-        .await
-        .expect("admin connection");
-    tokio::spawn(conn);
-    client
-}
-
-/// Refuses new connections to the test database and cuts the open ones: the database is "down".
-async fn database_down(name: &str) {
-    let a = admin().await;
-    a.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
-        .await
-        .unwrap();
-    a.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-        &[&name],
-    )
-    .await
-    .unwrap();
-}
-
-async fn database_up(name: &str) {
-    admin()
-        .await
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .await
-        .unwrap();
+    assert_eq!(broker.ready_in_queue().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn while_the_database_is_down_events_are_retried_not_dead_lettered() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
-    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
-    let (user, wallet) = app.user_with_wallet("50.00", Currency::Usd).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
+    let (user, _, wallet) = app.user_with_wallet("50.00", "USD").await;
 
-    database_down(&db.name).await;
+    app.db.set_connections(false).await;
     broker.booking_created("db-down", user, "5.00", "USD").await;
     // Longer than the whole retry bound of `fast_events` (4 attempts, ≤ 200 ms apart): a transient
     // failure does not count towards it.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let err = app.ctx.readiness().await.expect_err("not ready without its database");
+    let err = app.readiness().await.expect_err("not ready without its database");
     assert!(err.contains("database"), "{err}");
     assert_eq!(broker.ready_count(&broker.topology.dead_letter_queue).await, 0);
-    database_up(&db.name).await;
+    app.db.set_connections(true).await;
 
     wait_until("the booking is debited once the database is back", || async {
         app.booking_rows(wallet, "db-down").await.len() == 1
@@ -127,5 +82,5 @@ async fn while_the_database_is_down_events_are_retried_not_dead_lettered() {
     wait_until("its event is published", || async { app.unpublished().await == 0 }).await;
     assert!(broker.dead_letters().await.is_empty());
     app.stop().await;
-    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
+    assert_eq!(broker.ready_in_queue().await, 0);
 }

@@ -1,16 +1,17 @@
 //! Consistency gaps of issue 11: one refund rule for HTTP and events (judged by the store), budget create
 //! and update in the audit trail, and the opening balance as a bounded, audited ledger entry.
-mod common;
-
 use std::sync::Arc;
 
 use chrono::{Datelike, Utc};
-use common::{TestApp, expect_problem, json_of, token};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wallet_actors::store::{Batch, CommitError};
 use wallet_actors::{Amount, Entry, Origin, TxnType, WalletStore, state::new_txn_id};
 use wallet_service::auth::Role;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::token;
+use crate::helpers::replies::{expect_problem, json_of};
 
 fn amount(s: &str) -> Amount {
     Amount::parse(s).unwrap()
@@ -53,7 +54,7 @@ async fn bank_breaks(app: &TestApp) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_above_its_debit_is_refused_422_and_nothing_moves() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     posted(&app, wallet, booking("DEBIT", "40.00", "bk-1")).await;
     assert_eq!(app.balance(wallet).await, "60.00");
@@ -93,7 +94,7 @@ async fn a_refund_above_its_debit_is_refused_422_and_nothing_moves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_refund_is_201_and_a_second_refund_409() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     posted(&app, wallet, booking("DEBIT", "50.00", "bk-2")).await;
     let refund = posted(&app, wallet, booking("CREDIT", "20.00", "bk-2")).await;
@@ -109,7 +110,7 @@ async fn a_partial_refund_is_201_and_a_second_refund_409() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_refund_with_an_idempotency_key_replays_its_422_and_leaves_the_budget_alone() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let start = Utc::now().date_naive().with_day(1).unwrap();
     let res = app
@@ -155,7 +156,7 @@ async fn a_refused_refund_with_an_idempotency_key_replays_its_422_and_leaves_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_among_concurrent_credits_refuse_only_themselves() {
-    let app = Arc::new(common::spawn_app().await);
+    let app = Arc::new(spawn_app().await);
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     posted(&app, wallet, booking("DEBIT", "10.00", "bk-4")).await;
     let mut tasks = Vec::new();
@@ -182,7 +183,7 @@ async fn refunds_among_concurrent_credits_refuse_only_themselves() {
 
 /// A batch of a debit and its refund, planned against the wallet's committed state.
 async fn debit_and_refund(app: &TestApp, wallet: Uuid, debit: &str, refund: &str) -> Batch {
-    let before = app.ctx.service.store().load(wallet).await.unwrap().unwrap();
+    let before = app.store().load(wallet).await.unwrap().unwrap();
     let origin = Origin {
         actor_id: Uuid::new_v4(),
         role: "service".into(),
@@ -228,9 +229,9 @@ async fn debit_and_refund(app: &TestApp, wallet: Uuid, debit: &str, refund: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_refuses_a_refund_above_a_debit_of_the_same_batch_and_writes_nothing() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
-    let store = &app.ctx.service.store();
+    let store = &app.store();
     let batch = debit_and_refund(&app, wallet, "20.00", "20.01").await;
     assert_eq!(
         store.commit(&batch).await,
@@ -248,7 +249,7 @@ async fn the_store_refuses_a_refund_above_a_debit_of_the_same_batch_and_writes_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_create_and_update_are_in_the_audit_trail_with_the_caller() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, company, wallet) = app.user_with_wallet("500.00", "USD").await;
     let manager = Uuid::new_v4();
     let t = token(Role::Manager, manager, company);
@@ -274,7 +275,7 @@ async fn budget_create_and_update_are_in_the_audit_trail_with_the_caller() {
         .unwrap();
     assert_eq!(res.status(), 200);
 
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let rows = c
         .query(
             "SELECT action, actor_id, actor_role, outcome, target_type, detail FROM audit_trail \
@@ -319,7 +320,7 @@ async fn budget_create_and_update_are_in_the_audit_trail_with_the_caller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_opening_balance_is_the_first_transaction_and_audited() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company) = (Uuid::new_v4(), Uuid::new_v4());
     assert_eq!(app.put_user(user, company, "user").await.status(), 200);
     let manager = Uuid::new_v4();
@@ -356,7 +357,7 @@ async fn the_opening_balance_is_the_first_transaction_and_audited() {
     assert_eq!(opening["status"], "COMPLETED");
     assert_eq!(page["transactions"][0]["balance_after"], "100.00");
 
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let w = c
         .query_one(
             "SELECT initial_balance::text, balance::text FROM wallets WHERE wallet_id = $1",
@@ -420,7 +421,7 @@ async fn the_opening_balance_is_the_first_transaction_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wallet_without_an_opening_balance_has_no_ledger_row() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company) = (Uuid::new_v4(), Uuid::new_v4());
     assert_eq!(app.put_user(user, company, "user").await.status(), 200);
     let res = app.create_wallet_as(&app.admin_token, json!({"user_id": user})).await;
@@ -439,7 +440,7 @@ async fn a_wallet_without_an_opening_balance_has_no_ledger_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opening_balance_above_the_default_maximum_is_400_and_creates_no_wallet() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company) = (Uuid::new_v4(), Uuid::new_v4());
     assert_eq!(app.put_user(user, company, "user").await.status(), 200);
     let manager = token(Role::Manager, Uuid::new_v4(), company);
@@ -478,10 +479,10 @@ async fn an_opening_balance_above_the_default_maximum_is_400_and_creates_no_wall
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_maximum_opening_balance_is_configurable() {
-    let db = Arc::new(common::TestDb::new().await);
-    let mut cfg = common::config(&db.url);
-    cfg.max_initial_balance = amount("100.00");
-    let app = common::spawn_app_with(db, cfg).await;
+    let app = TestApp::builder()
+        .configure(|cfg| cfg.max_initial_balance = amount("100.00"))
+        .spawn()
+        .await;
     let (user, company) = (Uuid::new_v4(), Uuid::new_v4());
     assert_eq!(app.put_user(user, company, "user").await.status(), 200);
     let res = app
@@ -499,7 +500,7 @@ async fn the_maximum_opening_balance_is_configurable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bank_invariant_holds_with_opening_balances_postings_and_transfers() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, a) = app.user_with_wallet("300.00", "USD").await;
     let (_, _, b) = app.user_with_wallet("0", "USD").await;
     let (_, _, c) = app.user_with_wallet("42.42", "USD").await;

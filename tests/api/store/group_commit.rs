@@ -1,66 +1,45 @@
 //! The shared committer: batches of several wallets committed together (plain ones as one statement, the
 //! others each in a savepoint of one transaction), so a refused batch never fails its neighbours and every
 //! accepted one is durable before its reply.
-mod common;
-
 use std::sync::Arc;
 
 use serde_json::json;
 use uuid::Uuid;
+use wallet_actors::Origin;
 use wallet_actors::store::{Batch, CommitError};
-use wallet_actors::{Amount, Entry, Origin, TxnType, WalletStore, state::new_txn_id};
 use wallet_service::store::GroupCommitter;
 
-fn amount(s: &str) -> Amount {
-    Amount::parse(s).unwrap()
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::lock::RowLock;
+
+use super::{batch, committed, planned_debit};
+
+/// A committer of the test's own with one committer task over the app's store, so that batches queue up
+/// behind a parked one and form a group.
+fn single_committer(app: &TestApp) -> GroupCommitter {
+    let store = app.store();
+    GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), store.outbox_written.clone(), 1)
 }
 
 /// A one-debit batch planned against the wallet's current state (or a given version).
-async fn debit_batch(
-    app: &common::TestApp,
-    wallet: Uuid,
-    value: &str,
-    version: Option<i64>,
-    reference: Option<&str>,
-) -> Batch {
-    let before = app.ctx.service.store().load(wallet).await.unwrap().unwrap();
-    let mut after = before.clone();
-    after.balance = before.balance.checked_sub(amount(value)).unwrap();
-    after.version = before.version + 1;
-    let (txn_id, created_at) = new_txn_id();
-    Batch {
-        wallet_id: wallet,
-        expected_version: version.unwrap_or(before.version),
-        entries: vec![Entry {
-            txn_id,
-            wallet_id: wallet,
-            kind: TxnType::Debit,
-            amount: amount(value),
-            description: None,
-            reference_id: reference.map(str::to_string),
-            reference_type: reference.map(|_| "BOOKING".to_string()),
-            metadata: None,
-            balance_after: after.balance,
-            created_at,
-            origin: Origin {
-                actor_id: Uuid::new_v4(),
-                role: "service".into(),
-                ..Default::default()
-            },
-            budgets: vec![],
-        }],
-        after,
-        status_changes: vec![],
-        refusals: vec![],
-        budget_creates: vec![],
-        budget_changes: vec![],
-        alerts: vec![],
+async fn debit_batch(app: &TestApp, wallet: Uuid, value: &str, version: Option<i64>, reference: Option<&str>) -> Batch {
+    let origin = Origin {
+        actor_id: Uuid::new_v4(),
+        role: "service".into(),
+        ..Default::default()
+    };
+    let mut b = planned_debit(app, wallet, value, origin).await;
+    if let Some(v) = version {
+        b.expected_version = v;
     }
+    b.entries[0].reference_id = reference.map(str::to_string);
+    b.entries[0].reference_type = reference.map(|_| "BOOKING".to_string());
+    b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones_are_durable() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, good) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, stale) = app.user_with_wallet("10.00", "USD").await;
@@ -77,15 +56,9 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
     );
 
     // One committer, parked on a row lock, so the next three batches queue up and form one group.
-    let store = &app.ctx.service.store();
-    let committer =
-        GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), store.outbox_written.clone(), 1);
-    let db = app.db.as_ref().unwrap();
-    let mut locker = db.client().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&parked])
-        .await
-        .unwrap();
+    let committer = single_committer(&app);
+    let db = &app.db;
+    let lock = RowLock::take(&app.db.url, parked).await;
 
     let first = debit_batch(&app, parked, "1.00", None, None).await;
     let batches = vec![
@@ -114,7 +87,7 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
         }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    lock.rollback().await.unwrap();
+    lock.release().await;
     assert_eq!(parked_task.await.unwrap(), Ok(()));
 
     let mut outcomes = Vec::new();
@@ -144,44 +117,29 @@ async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones
 }
 
 /// A batch that freezes the wallet (goes through the savepoint path).
-async fn freeze_batch(app: &common::TestApp, wallet: Uuid) -> Batch {
-    let before = app.ctx.service.store().load(wallet).await.unwrap().unwrap();
+async fn freeze_batch(app: &TestApp, wallet: Uuid) -> Batch {
+    let before = committed(app, wallet).await;
     let mut after = before.clone();
     after.status = wallet_actors::WalletStatus::Frozen;
     after.version = before.version + 1;
-    Batch {
-        wallet_id: wallet,
-        expected_version: before.version,
-        after,
-        entries: vec![],
-        status_changes: vec![wallet_actors::store::StatusChange {
-            from: before.status,
-            to: wallet_actors::WalletStatus::Frozen,
-            reason: Some("test".into()),
-            origin: Origin::default(),
-        }],
-        refusals: vec![],
-        budget_creates: vec![],
-        budget_changes: vec![],
-        alerts: vec![],
-    }
+    let mut b = batch(&before, after);
+    b.status_changes.push(wallet_actors::store::StatusChange {
+        from: before.status,
+        to: wallet_actors::WalletStatus::Frozen,
+        reason: Some("test".into()),
+        origin: Origin::default(),
+    });
+    b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and_the_good_ones_commit() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, good) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, bad) = app.user_with_wallet("10.00", "USD").await;
-    let store = &app.ctx.service.store();
-    let committer =
-        GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), store.outbox_written.clone(), 1);
-    let db = app.db.as_ref().unwrap();
-    let mut locker = db.client().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&parked])
-        .await
-        .unwrap();
+    let committer = single_committer(&app);
+    let lock = RowLock::take(&app.db.url, parked).await;
     let first = debit_batch(&app, parked, "1.00", None, None).await;
     let good_batch = debit_batch(&app, good, "2.00", None, None).await;
     // A row the schema refuses (created_at is not its id's time): the whole statement fails.
@@ -195,7 +153,7 @@ async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and
     let good_task = tokio::spawn(async move { c1.commit(good_batch).await });
     let bad_task = tokio::spawn(async move { c2.commit(bad_batch).await });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    lock.rollback().await.unwrap();
+    lock.release().await;
     assert_eq!(parked_task.await.unwrap(), Ok(()));
 
     assert_eq!(good_task.await.unwrap(), Ok(()));
@@ -214,8 +172,8 @@ async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_accepts_every_variant_of_the_plain_statement() {
-    let app = common::spawn_app().await;
-    let c = app.db.as_ref().unwrap().client().await;
+    let app = spawn_app().await;
+    let c = app.db.client().await;
     let variants = wallet_service::store::all_plain_statements();
     assert_eq!(variants.len(), 16);
     for sql in variants {

@@ -1,26 +1,18 @@
 //! BookingCreated → debit, BookingCancelled → refund, through a real RabbitMQ (a vhost per test) and a
 //! real Postgres: once each, whatever the broker redelivers.
 
-mod common;
-mod events_common;
-
-use std::sync::Arc;
-
-use events_common::{Broker, Vhost, fast_events, start_app, wait_until};
 use serde_json::json;
 use uuid::Uuid;
-use wallet_actors::Currency;
-use wallet_service::events::handler::{self, Done, Outcome};
+
+use crate::helpers::amqp::{app_on_vhost, envelope};
+use crate::helpers::app::{Done, Outcome, TestApp, fast_events};
+use crate::helpers::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_booking_is_debited_once_and_announced_with_transaction_completed() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
-    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
     let tap = broker.tap().await;
-    let (user, wallet) = app.user_with_wallet("100.00", Currency::Usd).await;
+    let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
 
     // The same event, delivered three times.
     let event = Uuid::now_v7();
@@ -48,14 +40,14 @@ async fn a_booking_is_debited_once_and_announced_with_transaction_completed() {
 
     // A consumer crash between commit and ack: the effect committed, the broker delivers again.
     let crashed = Uuid::now_v7();
-    let body = events_common::envelope(
+    let body = envelope(
         crashed,
         "BookingCreated",
         json!({"booking_id": "bk-2", "user_id": user, "amount": "10.00", "currency": "USD"}),
     );
     let bytes = body.to_string().into_bytes();
     assert_eq!(
-        handler::handle(&app.ctx.service, &bytes, "booking.created").await,
+        app.handle_event(&bytes, "booking.created").await,
         Outcome::Done(Done::Applied)
     );
     broker
@@ -86,7 +78,7 @@ async fn a_booking_is_debited_once_and_announced_with_transaction_completed() {
     // Besides the opening balance's (a ledger entry like any credit).
     assert_eq!(tap.of_type("TransactionCompleted").len(), 3, "one event per debit");
     assert!(broker.dead_letters().await.is_empty());
-    let c = app.client().await;
+    let c = app.db.client().await;
     let inbox: Vec<String> = c
         .query(
             "SELECT event_type FROM processed_events WHERE event_id = ANY($1)",
@@ -103,22 +95,14 @@ async fn a_booking_is_debited_once_and_announced_with_transaction_completed() {
         "the inbox records the event's type, not the posting's direction"
     );
     app.stop().await;
-    assert_eq!(
-        broker.ready_count(&broker.topology.queue).await,
-        0,
-        "every delivery was acked"
-    );
+    assert_eq!(broker.ready_in_queue().await, 0, "every delivery was acked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancellation_refunds_once_and_partial_refunds_never_exceed_the_debit() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
-    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
     let tap = broker.tap().await;
-    let (user, wallet) = app.user_with_wallet("500.00", Currency::Eur).await;
+    let (user, _, wallet) = app.user_with_wallet("500.00", "EUR").await;
 
     broker.booking_created("full", user, "100.00", "EUR").await;
     broker.booking_created("partial", user, "100.00", "EUR").await;
@@ -187,7 +171,7 @@ async fn a_cancellation_refunds_once_and_partial_refunds_never_exceed_the_debit(
     wait_until("the refunds' events", || async { credits() == 2 }).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(credits(), 2, "one TransactionCompleted per refund");
-    let c = app.client().await;
+    let c = app.db.client().await;
     let cancel_type: String = c
         .query_one(
             "SELECT event_type FROM processed_events WHERE event_id = $1",
@@ -198,22 +182,14 @@ async fn a_cancellation_refunds_once_and_partial_refunds_never_exceed_the_debit(
         .get(0);
     assert_eq!(cancel_type, "BookingCancelled");
     app.stop().await;
-    assert_eq!(
-        broker.ready_count(&broker.topology.queue).await,
-        0,
-        "every delivery was acked"
-    );
+    assert_eq!(broker.ready_in_queue().await, 0, "every delivery was acked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_debit_is_acked_and_announced_with_transaction_failed() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
-    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), fast_events()).await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
     let tap = broker.tap().await;
-    let (user, wallet) = app.user_with_wallet("10.00", Currency::Usd).await;
+    let (user, _, wallet) = app.user_with_wallet("10.00", "USD").await;
 
     let event = broker.booking_created("big", user, "50.00", "USD").await;
     let failed = tap
@@ -244,15 +220,13 @@ async fn a_refused_debit_is_acked_and_announced_with_transaction_failed() {
     // Cancelling a refused booking: nothing to refund, acked (not dead-lettered).
     broker.booking_cancelled("big", user, None).await;
 
-    let c = app.client().await;
+    let c = app.db.client().await;
     wait_until("the cancellation is processed", || async {
-        c.query_one(
+        app.count(
             "SELECT count(*) FROM processed_events WHERE event_type = 'BookingCancelled'",
             &[],
         )
         .await
-        .unwrap()
-        .get::<_, i64>(0)
             == 1
     })
     .await;
@@ -268,9 +242,5 @@ async fn a_refused_debit_is_acked_and_announced_with_transaction_failed() {
         .get(0);
     assert_eq!(inbox, 1, "the refusal recorded the event in the inbox");
     app.stop().await;
-    assert_eq!(
-        broker.ready_count(&broker.topology.queue).await,
-        0,
-        "every delivery was acked"
-    );
+    assert_eq!(broker.ready_in_queue().await, 0, "every delivery was acked");
 }

@@ -1,13 +1,16 @@
 //! `Idempotency-Key` semantics of the money-moving POSTs, against the real app and its own database.
 
-mod common;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use common::{TestApp, expect_problem, json_of, token};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wallet_service::auth::Role;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::eventually;
+use crate::helpers::fixtures::token;
+use crate::helpers::lock::RowLock;
+use crate::helpers::replies::{expect_problem, json_of};
 
 /// A reply kept whole: status, content type and the exact bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +70,7 @@ async fn rows(app: &TestApp, wallet: Uuid) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_returns_the_same_status_and_byte_identical_body_without_a_second_effect() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let body = json!({"amount": "12.34", "type": "DEBIT", "description": "taxi", "metadata": {"k": [1, 2.50, "x"]}});
     let first = post_keyed(&app, wallet, "key-1", &body).await;
@@ -97,7 +100,7 @@ async fn a_replay_returns_the_same_status_and_byte_identical_body_without_a_seco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_key_with_another_body_is_422_idempotency_key_reused() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let first = post_keyed(&app, wallet, "k", &json!({"amount": "10.00", "type": "DEBIT"})).await;
     assert_eq!(first.status, 201);
@@ -124,7 +127,7 @@ async fn the_same_key_with_another_body_is_422_idempotency_key_reused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_with_one_key_have_exactly_one_effect() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let body = json!({"amount": "7.00", "type": "DEBIT"});
     let replies = futures_util::future::join_all((0..10).map(|_| post_keyed(&app, wallet, "same", &body))).await;
@@ -149,15 +152,11 @@ async fn concurrent_requests_with_one_key_have_exactly_one_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_whose_request_is_still_running_answers_409_idempotency_in_progress() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let body = json!({"amount": "5.00", "type": "DEBIT"});
     // Hold the wallet row so the first request's commit waits.
-    let mut blocker = app.db.as_ref().unwrap().client().await;
-    let tx = blocker.transaction().await.unwrap();
-    tx.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&wallet])
-        .await
-        .unwrap();
+    let lock = RowLock::take(&app.db.url, wallet).await;
     let first = tokio::spawn({
         let (http, url, token, body) = (
             app.http.clone(),
@@ -177,11 +176,8 @@ async fn a_key_whose_request_is_still_running_answers_409_idempotency_in_progres
             (res.status().as_u16(), res.text().await.expect("body"))
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.ctx.service.engine().queued_commands() == 0 {
-        assert!(Instant::now() < deadline, "the first request never reached the wallet");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let reached = eventually(Duration::from_secs(10), || async { app.engine().queued_commands() > 0 }).await;
+    assert!(reached, "the first request never reached the wallet");
     let second = post_keyed(&app, wallet, "slow", &body).await;
     assert_eq!(
         (second.status, second.code()),
@@ -194,7 +190,7 @@ async fn a_key_whose_request_is_still_running_answers_409_idempotency_in_progres
         (other.status, other.code()),
         (422, "IDEMPOTENCY_KEY_REUSED".to_string())
     );
-    tx.rollback().await.unwrap();
+    lock.release().await;
     let (status, first_body) = first.await.unwrap();
     assert_eq!(status, 201, "{first_body}");
     let replay = post_keyed(&app, wallet, "slow", &body).await;
@@ -205,7 +201,7 @@ async fn a_key_whose_request_is_still_running_answers_409_idempotency_in_progres
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_with_400_does_not_consume_its_key() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let bad = post_keyed(&app, wallet, "retry-me", &json!({"amount": "1.001", "type": "DEBIT"})).await;
     assert_eq!((bad.status, bad.code()), (400, "VALIDATION_FAILED".to_string()));
@@ -250,7 +246,7 @@ async fn a_request_refused_with_400_does_not_consume_its_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_debit_replays_as_the_same_422_even_after_funds_arrive() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("5.00", "USD").await;
     let body = json!({"amount": "8.00", "type": "DEBIT"});
     let refused = post_keyed(&app, wallet, "poor", &body).await;
@@ -273,7 +269,7 @@ async fn a_refused_debit_replays_as_the_same_422_even_after_funds_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_scoped_per_caller() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let body = json!({"amount": "10.00", "type": "DEBIT"});
     let other_service = token(Role::Service, Uuid::new_v4(), Uuid::new_v4());
@@ -291,7 +287,7 @@ async fn keys_are_scoped_per_caller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_must_have_1_to_255_characters() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let body = json!({"amount": "1.00", "type": "DEBIT"});
     let long = post_keyed(&app, wallet, &"k".repeat(256), &body).await;
@@ -307,7 +303,7 @@ async fn a_key_must_have_1_to_255_characters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_and_wallet_creation_replay_under_their_keys() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, from) = app.user_with_wallet("50.00", "USD").await;
     let (_, _, to) = app.user_with_wallet("0.00", "USD").await;
     let body = json!({"from_wallet_id": from, "to_wallet_id": to, "amount": "20.00"});
@@ -337,14 +333,6 @@ async fn transfers_and_wallet_creation_replay_under_their_keys() {
             .await,
         1
     );
-    let (status, _) = json_of(
-        app.http
-            .get(app.url(&format!("/wallets/{user}")))
-            .bearer_auth(&app.admin_token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = json_of(app.get_as(&app.admin_token, &format!("/wallets/{user}")).await).await;
     assert_eq!(status, 200);
 }

@@ -2,27 +2,21 @@
 //! user, cancellation of a booking never debited) after the bounded retries, with the reason in the
 //! `x-death-reason` header; the queue keeps flowing.
 
-mod common;
-mod events_common;
-
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events_common::{Broker, Vhost, fast_events, start_app, wait_until};
 use serde_json::json;
 use uuid::Uuid;
-use wallet_actors::Currency;
+
+use crate::helpers::amqp::{app_on_vhost, envelope};
+use crate::helpers::app::{TestApp, fast_events};
+use crate::helpers::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_messages_are_dead_lettered_with_their_reason_and_the_queue_keeps_flowing() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
     let events = fast_events();
     let max_attempts = events.retry.max_attempts;
-    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), events).await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
-    let (user, wallet) = app.user_with_wallet("100.00", Currency::Usd).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(events)).await;
+    let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let exchange = broker.topology.booking_exchange.clone();
 
     let started = Instant::now();
@@ -40,7 +34,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_the_queue_keeps
             json!({"booking_id": "b-bad", "user_id": user, "amount": "1.005", "currency": "USD"}),
         )
         .await;
-    let unknown = events_common::envelope(Uuid::now_v7(), "BookingTeleported", json!({}));
+    let unknown = envelope(Uuid::now_v7(), "BookingTeleported", json!({}));
     broker
         .publish_raw(&exchange, "booking.created", unknown.to_string().as_bytes(), None)
         .await;
@@ -89,19 +83,15 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_the_queue_keeps
     assert!(dead.iter().any(|d| d.body == b"{not json"));
     assert!(app.booking_rows(wallet, "b-never").await.is_empty());
     app.stop().await;
-    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
+    assert_eq!(broker.ready_in_queue().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancellation_before_its_booking_is_retried_until_the_booking_arrives() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
     let mut events = fast_events();
     events.retry.max_attempts = 20;
-    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), events).await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
-    let (user, wallet) = app.user_with_wallet("100.00", Currency::Usd).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(events)).await;
+    let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
 
     broker.booking_cancelled("late", user, Some("4.00")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -117,13 +107,9 @@ async fn a_cancellation_before_its_booking_is_retried_until_the_booking_arrives(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_booking_for_a_user_announced_later_is_decided_within_the_retries() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
     let mut events = fast_events();
     events.retry.max_attempts = 20;
-    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), events).await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(events)).await;
 
     let user = Uuid::new_v4();
     broker.booking_created("early", user, "0.50", "USD").await;
@@ -136,15 +122,12 @@ async fn a_booking_for_a_user_announced_later_is_decided_within_the_retries() {
             json!({"user_id": user, "email": "late@example.com", "company_id": Uuid::new_v4(), "role": "user"}),
         )
         .await;
-    let c = app.client().await;
     wait_until("the booking's refusal is recorded", || async {
-        c.query_one(
+        app.count(
             "SELECT count(*) FROM outbox WHERE event_type = 'TransactionFailed'",
             &[],
         )
         .await
-        .unwrap()
-        .get::<_, i64>(0)
             == 1
     })
     .await;
@@ -154,15 +137,11 @@ async fn a_booking_for_a_user_announced_later_is_decided_within_the_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_with_a_nul_in_its_text_is_dead_lettered_at_once_and_changes_nothing() {
-    let vhost = Vhost::new().await;
-    let db = Arc::new(common::TestDb::new().await);
     let mut events = fast_events();
     // Were it taken for transient, it would be retried for a long time rather than dead-lettered.
     events.retry.max_attempts = 20;
-    let mut app = start_app(db.clone(), Some(vhost.amqp_url()), events).await;
-    app.attached().await;
-    let broker = Broker::connect(&vhost).await;
-    let (user, wallet) = app.user_with_wallet("100.00", Currency::Usd).await;
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(events)).await;
+    let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
 
     let started = Instant::now();
     broker
@@ -216,7 +195,7 @@ async fn an_event_with_a_nul_in_its_text_is_dead_lettered_at_once_and_changes_no
         assert!(fields.iter().any(|r| r.contains(field)), "{field} named in {fields:?}");
     }
     assert!(app.booking_rows(wallet, "b-nul-desc").await.is_empty());
-    let c = app.client().await;
+    let c = app.db.client().await;
     let users: i64 = c
         .query_one("SELECT count(*) FROM users WHERE user_id = $1", &[&stranger])
         .await
@@ -224,5 +203,5 @@ async fn an_event_with_a_nul_in_its_text_is_dead_lettered_at_once_and_changes_no
         .get(0);
     assert_eq!(users, 0);
     app.stop().await;
-    assert_eq!(broker.ready_count(&broker.topology.queue).await, 0);
+    assert_eq!(broker.ready_in_queue().await, 0);
 }

@@ -1,34 +1,23 @@
 //! The process around the API: draining on shutdown, readiness when Postgres goes away, liveness, the
 //! OpenAPI document, metrics, and wallet actors that stop when idle.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{expect_problem, json_of};
 use serde_json::json;
 
-/// Polls `done` every few milliseconds until it holds, failing after `limit`.
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::eventually;
+use crate::helpers::lock::RowLock;
+use crate::helpers::replies::{expect_problem, json_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_flight_when_shutdown_is_signalled_complete() {
     const REQUESTS: usize = 50;
-    let mut app = common::spawn_app().await;
+    let mut app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("30.00", "USD").await;
 
     // Hold the wallet's row so that the first commit waits: every request then stays in flight.
-    let mut blocker = app.db.as_ref().unwrap().client().await;
-    let tx = blocker.transaction().await.unwrap();
-    tx.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR UPDATE", &[&wallet])
-        .await
-        .unwrap();
+    let lock = RowLock::take(&app.db.url, wallet).await;
 
     let url = app.url(&format!("/wallets/{wallet}/transactions"));
     let requests: Vec<_> = (0..REQUESTS)
@@ -47,19 +36,16 @@ async fn requests_in_flight_when_shutdown_is_signalled_complete() {
         })
         .collect();
     // Every request has reached the wallet's actor (queued behind the blocked commit).
-    let engine = app.ctx.service.engine().clone();
-    wait_until("all requests reached the engine", Duration::from_secs(10), || {
-        engine.queued_commands() == REQUESTS
+    let reached = eventually(Duration::from_secs(10), || async {
+        app.engine().queued_commands() == REQUESTS
     })
     .await;
+    assert!(reached, "timed out waiting until all requests reached the engine");
 
     app.signal_shutdown();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !app.handle.as_ref().unwrap().is_finished(),
-        "the app must not stop while requests are in flight"
-    );
-    tx.rollback().await.unwrap();
+    assert!(!app.is_finished(), "the app must not stop while requests are in flight");
+    lock.release().await;
 
     let mut created = 0;
     let mut refused = 0;
@@ -72,11 +58,7 @@ async fn requests_in_flight_when_shutdown_is_signalled_complete() {
     }
     assert_eq!((created, refused), (30, 20));
     // The app then stops by itself.
-    let handle = app.handle.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(15), handle)
-        .await
-        .expect("the app stops after draining")
-        .expect("the app's task did not panic");
+    app.stopped(Duration::from_secs(15)).await;
     // And the database agrees with the replies.
     assert_eq!(app.balance(wallet).await, "0.00");
     assert_eq!(
@@ -89,40 +71,25 @@ async fn requests_in_flight_when_shutdown_is_signalled_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_503_unavailable_while_postgres_is_unreachable_and_200_again_after() {
-    let app = common::spawn_app().await;
-    let res = app.http.get(app.url("/ready")).send().await.unwrap();
+    let app = spawn_app().await;
+    let res = app.get("/ready").await;
     assert_eq!(res.status(), 200);
-    let name = app.db.as_ref().unwrap().name.clone();
-    let admin = common::admin_client().await;
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            &[&name],
-        )
-        .await
-        .unwrap();
+    app.db.set_connections(false).await;
     let unavailable = async {
-        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        let res = app.get("/ready").await;
         let retry_after = res.headers().get("retry-after").is_some();
         let body = expect_problem(res, 503, "UNAVAILABLE").await;
         assert!(retry_after, "503 carries Retry-After");
         // Asked again (no pooled connection left to fail on): still 503, now from failing to connect.
-        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        let res = app.get("/ready").await;
         expect_problem(res, 503, "UNAVAILABLE").await;
         // Liveness does not depend on the database.
-        assert_eq!(app.http.get(app.url("/health")).send().await.unwrap().status(), 200);
+        assert_eq!(app.get("/health").await.status(), 200);
         body
     };
     let outcome = tokio::time::timeout(Duration::from_secs(20), unavailable).await;
     // Restore before asserting, so that the database can be dropped whatever happened.
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .await
-        .unwrap();
+    app.db.set_connections(true).await;
     let body = outcome.expect("/ready answers promptly while the database is away");
     let detail = body["detail"].as_str().unwrap();
     assert!(
@@ -132,7 +99,7 @@ async fn ready_is_503_unavailable_while_postgres_is_unreachable_and_200_again_af
     // Back to 200 once Postgres is (a pooled connection that died with the outage may cost one more 503).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let res = app.http.get(app.url("/ready")).send().await.unwrap();
+        let res = app.get("/ready").await;
         if res.status() == 200 {
             break;
         }
@@ -147,13 +114,13 @@ async fn ready_is_503_unavailable_while_postgres_is_unreachable_and_200_again_af
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_openapi_and_metrics_need_no_token() {
-    let app = common::spawn_app().await;
-    let (status, body) = json_of(app.http.get(app.url("/health")).send().await.unwrap()).await;
+    let app = spawn_app().await;
+    let (status, body) = json_of(app.get("/health").await).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = json_of(app.http.get(app.url("/ready")).send().await.unwrap()).await;
+    let (status, body) = json_of(app.get("/ready").await).await;
     assert_eq!(status, 200, "{body}");
 
-    let (status, doc) = json_of(app.http.get(app.url("/openapi.json")).send().await.unwrap()).await;
+    let (status, doc) = json_of(app.get("/openapi.json").await).await;
     assert_eq!(status, 200);
     assert!(
         doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
@@ -183,15 +150,9 @@ async fn health_openapi_and_metrics_need_no_token() {
 
     // Make a request of our own so the histogram has a sample from this app.
     let (user, _, _) = app.user_with_wallet("1.00", "USD").await;
-    let res = app
-        .http
-        .get(app.url(&format!("/wallets/{user}")))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get_as(&app.admin_token, &format!("/wallets/{user}")).await;
     assert_eq!(res.status(), 200);
-    let res = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let res = app.get("/metrics").await;
     assert_eq!(res.status(), 200);
     let text = res.text().await.unwrap();
     assert!(text.contains("http_request_duration_seconds"), "{text}");
@@ -201,22 +162,19 @@ async fn health_openapi_and_metrics_need_no_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_wallet_actor_stops_and_the_next_request_reloads_the_balance_from_postgres() {
-    let db = std::sync::Arc::new(common::TestDb::new().await);
-    let mut cfg = common::config(&db.url);
-    cfg.actor_idle_timeout = Duration::from_millis(300);
-    let app = common::spawn_app_with(db, cfg).await;
+    let app = TestApp::builder()
+        .configure(|cfg| cfg.actor_idle_timeout = Duration::from_millis(300))
+        .spawn()
+        .await;
     let (user, _, wallet) = app.user_with_wallet("100.00", "USD").await;
     let res = app.post_txn(wallet, json!({"amount": "10.00", "type": "DEBIT"})).await;
     assert_eq!(res.status(), 201);
-    assert!(app.ctx.service.engine().live_actors() >= 1);
-    let engine = app.ctx.service.engine().clone();
-    wait_until("the idle actor stopped", Duration::from_secs(10), || {
-        engine.live_actors() == 0
-    })
-    .await;
+    assert!(app.engine().live_actors() >= 1);
+    let stopped = eventually(Duration::from_secs(10), || async { app.engine().live_actors() == 0 }).await;
+    assert!(stopped, "timed out waiting until the idle actor stopped");
 
     // Change the row behind the app's back: only a reload can know.
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let n = c
         .execute(
             "UPDATE wallets SET balance = balance - 10, version = version + 1 WHERE wallet_id = $1",
@@ -234,21 +192,9 @@ async fn an_idle_wallet_actor_stops_and_the_next_request_reloads_the_balance_fro
         problem["detail"].as_str().unwrap().contains("balance 80.00"),
         "judged on the reloaded balance: {problem}"
     );
-    assert_eq!(
-        app.ctx.service.engine().live_actors(),
-        1,
-        "a new actor serves the wallet"
-    );
+    assert_eq!(app.engine().live_actors(), 1, "a new actor serves the wallet");
     // The load refreshed the cache, so reads show the database's balance again.
-    let (status, body) = json_of(
-        app.http
-            .get(app.url(&format!("/wallets/{user}")))
-            .bearer_auth(&app.admin_token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = json_of(app.get_as(&app.admin_token, &format!("/wallets/{user}")).await).await;
     assert_eq!((status, body["balance"].as_str()), (200, Some("80.00")), "{body}");
     // And it keeps working from the reloaded state.
     let (status, body) = json_of(app.post_txn(wallet, json!({"amount": "80.00", "type": "DEBIT"})).await).await;

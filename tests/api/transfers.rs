@@ -1,11 +1,12 @@
 //! `POST /transfers` against the real app and its own Postgres database.
 
-mod common;
-
-use common::{TestApp, expect_problem, json_of, token};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wallet_service::auth::Role;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::token;
+use crate::helpers::replies::{expect_problem, json_of};
 
 async fn transfer(app: &TestApp, body: Value) -> reqwest::Response {
     app.http
@@ -28,19 +29,11 @@ async fn rows(app: &TestApp) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_answers_201_with_both_legs_and_moves_both_balances() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, from) = app.user_with_wallet("100.00", "EUR").await;
     let (to_user, _, to) = app.user_with_wallet("5.00", "EUR").await;
     // The destination's actor is alive here and holds 5.00 before the transfer.
-    let (status, before) = json_of(
-        app.http
-            .get(app.url(&format!("/wallets/{to_user}")))
-            .bearer_auth(&app.admin_token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, before) = json_of(app.get_as(&app.admin_token, &format!("/wallets/{to_user}")).await).await;
     assert_eq!((status, before["balance"].as_str()), (200, Some("5.00")));
 
     let res = transfer(
@@ -68,7 +61,7 @@ async fn a_transfer_answers_201_with_both_legs_and_moves_both_balances() {
 
     assert_eq!(app.balance(from).await, "69.75");
     assert_eq!(app.balance(to).await, "35.25");
-    let c = app.db.as_ref().unwrap().client().await;
+    let c = app.db.client().await;
     let stored = c
         .query(
             "SELECT wallet_id, type, amount::text, balance_after::text, status FROM transactions \
@@ -98,15 +91,7 @@ async fn a_transfer_answers_201_with_both_legs_and_moves_both_balances() {
     assert_eq!(events, 2 + 2, "the two legs and the two opening balances");
 
     // The destination's actor was told: reading it again shows the new balance.
-    let (status, after) = json_of(
-        app.http
-            .get(app.url(&format!("/wallets/{to_user}")))
-            .bearer_auth(&app.admin_token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, after) = json_of(app.get_as(&app.admin_token, &format!("/wallets/{to_user}")).await).await;
     assert_eq!((status, after["balance"].as_str()), (200, Some("35.25")), "{after}");
     // And the destination keeps working on the new balance.
     let res = app.post_txn(to, json!({"amount": "35.25", "type": "DEBIT"})).await;
@@ -116,7 +101,7 @@ async fn a_transfer_answers_201_with_both_legs_and_moves_both_balances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_between_currencies_is_422_currency_mismatch() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, from) = app.user_with_wallet("100.00", "USD").await;
     let (_, _, to) = app.user_with_wallet("0.00", "GBP").await;
     let res = transfer(
@@ -146,7 +131,7 @@ async fn a_transfer_between_currencies_is_422_currency_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_beyond_the_balance_is_422_insufficient_funds() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, from) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, to) = app.user_with_wallet("0.00", "USD").await;
     let res = transfer(
@@ -170,7 +155,7 @@ async fn a_transfer_beyond_the_balance_is_422_insufficient_funds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_to_or_from_a_frozen_wallet_is_409_wallet_not_active() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, from) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, to) = app.user_with_wallet("0.00", "USD").await;
     let freeze = |w: Uuid, status: &'static str| {
@@ -203,7 +188,7 @@ async fn a_transfer_to_or_from_a_frozen_wallet_is_409_wallet_not_active() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_to_the_same_wallet_or_with_a_bad_body_is_400() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, from) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, to) = app.user_with_wallet("0.00", "USD").await;
     let cases = [
@@ -243,7 +228,7 @@ async fn a_transfer_to_the_same_wallet_or_with_a_bad_body_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_to_or_from_an_unknown_wallet_is_404() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, from) = app.user_with_wallet("10.00", "USD").await;
     let res = transfer(
         &app,
@@ -270,7 +255,7 @@ async fn a_transfer_to_or_from_an_unknown_wallet_is_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_and_managers_may_not_transfer_403() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, company, from) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, to) = app.user_with_wallet("0.00", "USD").await;
     for t in [

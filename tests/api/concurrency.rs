@@ -1,20 +1,20 @@
 //! Money under concurrency: many debits on one wallet, and two app instances (two engines, each with its
 //! own wallet actors) moving money over one database.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{TestApp, json_of};
 use futures_util::StreamExt;
 use rand::Rng;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::replies::json_of;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_debits_on_150_succeed_exactly_150_times() {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("150.00", "USD").await;
     let replies = futures_util::future::join_all(
         (0..200)
@@ -58,8 +58,8 @@ async fn two_hundred_concurrent_debits_on_150_succeed_exactly_150_times() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debit_on_one_instance_sees_a_credit_made_through_another() {
-    let app1 = common::spawn_app().await;
-    let app2 = common::spawn_app_with(app1.db.clone().unwrap(), common::config(&app1.db_url)).await;
+    let app1 = spawn_app().await;
+    let app2 = app1.another().spawn().await;
     let (_, _, wallet) = app1.user_with_wallet("0.00", "USD").await;
     // app1's actor holds the wallet at 0.00.
     let res = app1.post_txn(wallet, json!({"amount": "1.00", "type": "DEBIT"})).await;
@@ -115,8 +115,8 @@ async fn two_instances_moving_money_concurrently_keep_the_bank_invariant() {
     const WALLETS: usize = 20;
     const TRANSFERS: usize = 300;
     const IN_FLIGHT: usize = 16;
-    let app1 = common::spawn_app().await;
-    let app2 = common::spawn_app_with(app1.db.clone().unwrap(), common::config(&app1.db_url)).await;
+    let app1 = spawn_app().await;
+    let app2 = app1.another().spawn().await;
     let mut wallets = Vec::with_capacity(WALLETS);
     for _ in 0..WALLETS {
         wallets.push(app1.user_with_wallet("100.00", "USD").await.2);
@@ -169,7 +169,7 @@ async fn two_instances_moving_money_concurrently_keep_the_bank_invariant() {
     let done = tally.get(&Outcome::Done).copied().unwrap_or(0);
     assert!(done >= TRANSFERS / 2, "most transfers go through: {tally:?}");
 
-    let c = app1.db.as_ref().unwrap().client().await;
+    let c = app1.db.client().await;
     let total: String = c
         .query_one("SELECT sum(balance)::text FROM wallets", &[])
         .await
@@ -222,8 +222,8 @@ async fn two_instances_debiting_the_same_wallets_concurrently_never_overdraw_or_
     const WALLETS: usize = 8;
     const DEBITS: usize = 400;
     const IN_FLIGHT: usize = 32;
-    let app1 = common::spawn_app().await;
-    let app2 = common::spawn_app_with(app1.db.clone().unwrap(), common::config(&app1.db_url)).await;
+    let app1 = spawn_app().await;
+    let app2 = app1.another().spawn().await;
     let mut wallets = Vec::with_capacity(WALLETS);
     for _ in 0..WALLETS {
         wallets.push(app1.user_with_wallet("20.00", "USD").await.2);
@@ -253,7 +253,7 @@ async fn two_instances_debiting_the_same_wallets_concurrently_never_overdraw_or_
         .buffer_unordered(IN_FLIGHT)
         .collect()
         .await;
-    let c = app1.db.as_ref().unwrap().client().await;
+    let c = app1.db.client().await;
     let mut expected = vec![Decimal::new(2000, 2); WALLETS];
     let mut created = 0;
     for (w, status, body) in &replies {
@@ -293,15 +293,7 @@ async fn two_instances_debiting_the_same_wallets_concurrently_never_overdraw_or_
         "the 201s and each wallet's opening balance"
     );
     // The race was real: commits of one instance moved wallets under the other's batches.
-    let metrics = app1
-        .http
-        .get(app1.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app1.text("/metrics").await;
     let conflicts: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("wallet_version_conflicts_total "))
@@ -310,7 +302,7 @@ async fn two_instances_debiting_the_same_wallets_concurrently_never_overdraw_or_
     assert!(conflicts > 0.0, "no version conflict happened:\n{metrics}");
     for app in [&app1, &app2] {
         assert_eq!(
-            app.ctx.service.store().committer.fallbacks(),
+            app.store().committer.fallbacks(),
             0,
             "version conflicts are re-planned, not refused statements"
         );

@@ -1,31 +1,25 @@
 //! RATE_LIMIT_PER_SECOND: a caller over its limit gets 429 RATE_LIMITED with Retry-After; others do not.
-mod common;
-
 use std::num::NonZeroU32;
-use std::sync::Arc;
 
 use serde_json::Value;
 use uuid::Uuid;
 use wallet_service::auth::Role;
 
+use crate::helpers::app::TestApp;
+use crate::helpers::fixtures::token;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_over_its_rate_limit_gets_429_and_others_are_not_affected() {
-    let db = Arc::new(common::TestDb::new().await);
-    let mut cfg = common::config(&db.url);
-    cfg.rate_limit_per_second = NonZeroU32::new(5);
-    let app = common::spawn_app_with(db, cfg).await;
+    let app = TestApp::builder()
+        .configure(|cfg| cfg.rate_limit_per_second = NonZeroU32::new(5))
+        .spawn()
+        .await;
     let (user, company, _) = app.user_with_wallet("10.00", "USD").await;
-    let busy = common::token(Role::User, user, company);
+    let busy = token(Role::User, user, company);
     let mut limited = None;
     // Burst is 2 × 5 = 10: the 11th request within a second is over the limit.
     for _ in 0..30 {
-        let res = app
-            .http
-            .get(app.url(&format!("/wallets/{user}")))
-            .bearer_auth(&busy)
-            .send()
-            .await
-            .unwrap();
+        let res = app.get_as(&busy, &format!("/wallets/{user}")).await;
         if res.status() == 429 {
             limited = Some(res);
             break;
@@ -37,22 +31,10 @@ async fn a_caller_over_its_rate_limit_gets_429_and_others_are_not_affected() {
     let p: Value = res.json().await.unwrap();
     assert_eq!(p["code"], "RATE_LIMITED");
     // Another caller (the admin) is unaffected.
-    let other = app
-        .http
-        .get(app.url(&format!("/wallets/{user}")))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap();
+    let other = app.get_as(&app.admin_token, &format!("/wallets/{user}")).await;
     assert_eq!(other.status(), 200);
     // And a token of an unknown caller is still 401, not 429.
-    let stranger = common::token(Role::User, Uuid::new_v4(), company);
-    let res = app
-        .http
-        .get(app.url("/health"))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+    let stranger = token(Role::User, Uuid::new_v4(), company);
+    let res = app.get_as(&stranger, "/health").await;
     assert_eq!(res.status(), 200);
 }

@@ -1,37 +1,43 @@
 //! The shared wallet cache over a real Redis: two instances over one database see each other's commits
 //! through it, and an older version never overwrites a newer one.
-mod common;
-
 use redis::AsyncCommands;
 use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::app::{TestApp, spawn_app};
 
 fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_debit_on_one_instance_is_read_from_the_shared_cache_by_another() {
-    let db = std::sync::Arc::new(common::TestDb::new().await);
-    let mut cfg = common::config(&db.url);
-    cfg.redis_url = Some(redis_url());
-    let a = common::spawn_app_with(db.clone(), cfg.clone()).await;
-    let b = common::spawn_app_with(db.clone(), cfg).await;
-    let (user, _, wallet) = a.user_with_wallet("100.00", "USD").await;
+/// `GET /wallets/{user}` as the app's admin.
+async fn wallet_of(app: &TestApp, user: Uuid) -> Value {
+    app.get_as(&app.admin_token, &format!("/wallets/{user}"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
 
-    let get = |app: &common::TestApp| {
-        let req = app
-            .http
-            .get(app.url(&format!("/wallets/{user}")))
-            .bearer_auth(&app.admin_token);
-        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
-    };
-    assert_eq!(get(&a).await["balance"], "100.00");
+/// A wallet of 100.00 that `a` has read (and cached) and `b` has then debited by 10.00; (user, wallet).
+async fn read_on_one_debit_on_the_other(a: &TestApp, b: &TestApp) -> (Uuid, Uuid) {
+    let (user, _, wallet) = a.user_with_wallet("100.00", "USD").await;
+    assert_eq!(wallet_of(a, user).await["balance"], "100.00");
     assert_eq!(
         b.post_txn(wallet, json!({"amount": "10.00", "type": "DEBIT"}))
             .await
             .status(),
         201
     );
+    (user, wallet)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debit_on_one_instance_is_read_from_the_shared_cache_by_another() {
+    let a = TestApp::builder().redis(&redis_url()).spawn().await;
+    let b = a.another().redis(&redis_url()).spawn().await;
+    let db = a.db.clone();
+    let (user, wallet) = read_on_one_debit_on_the_other(&a, &b).await;
 
     // B's commit wrote the new state to Redis under the database's namespace.
     let client = redis::Client::open(redis_url()).unwrap();
@@ -47,7 +53,7 @@ async fn a_debit_on_one_instance_is_read_from_the_shared_cache_by_another() {
     }
     let cached: Value = serde_json::from_str(&cached.expect("cached entry")).unwrap();
     assert_eq!(cached["balance"], "90.00");
-    assert_eq!(get(&a).await["balance"], "90.00");
+    assert_eq!(wallet_of(&a, user).await["balance"], "90.00");
 
     // Reads are served from the cache: a change made behind the service's back is not seen until the
     // next commit writes a newer version.
@@ -55,7 +61,7 @@ async fn a_debit_on_one_instance_is_read_from_the_shared_cache_by_another() {
     c.execute("UPDATE wallets SET balance = 1.00 WHERE wallet_id = $1", &[&wallet])
         .await
         .unwrap();
-    assert_eq!(get(&a).await["balance"], "90.00");
+    assert_eq!(wallet_of(&a, user).await["balance"], "90.00");
 
     let keys: Vec<String> = conn.keys(format!("wallet-service:{}:*", db.name)).await.unwrap();
     if !keys.is_empty() {
@@ -65,25 +71,9 @@ async fn a_debit_on_one_instance_is_read_from_the_shared_cache_by_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_another_instances_commit_is_seen_once_the_local_entry_expires() {
-    let db = std::sync::Arc::new(common::TestDb::new().await);
-    let cfg = common::config(&db.url);
-    let a = common::spawn_app_with(db.clone(), cfg.clone()).await;
-    let b = common::spawn_app_with(db.clone(), cfg).await;
-    let (user, _, wallet) = a.user_with_wallet("100.00", "USD").await;
-    let get = |app: &common::TestApp| {
-        let req = app
-            .http
-            .get(app.url(&format!("/wallets/{user}")))
-            .bearer_auth(&app.admin_token);
-        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
-    };
-    assert_eq!(get(&a).await["balance"], "100.00");
-    assert_eq!(
-        b.post_txn(wallet, json!({"amount": "10.00", "type": "DEBIT"}))
-            .await
-            .status(),
-        201
-    );
+    let a = spawn_app().await;
+    let b = a.another().spawn().await;
+    let (user, _) = read_on_one_debit_on_the_other(&a, &b).await;
     tokio::time::sleep(wallet_service::cache::LOCAL_CACHE_TTL + std::time::Duration::from_millis(200)).await;
-    assert_eq!(get(&a).await["balance"], "90.00");
+    assert_eq!(wallet_of(&a, user).await["balance"], "90.00");
 }

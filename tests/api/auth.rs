@@ -2,16 +2,17 @@
 //! `WWW-Authenticate` and the stable `reason` of the check it failed, and the same request with a good
 //! token answers 200 (so each refusal is the token's).
 
-mod common;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{AUDIENCE, ISSUER, SECRET, TestApp, expect_problem};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+use crate::helpers::app::{TestApp, spawn_app};
+use crate::helpers::fixtures::{AUDIENCE, ISSUER, JWT_SECRET};
+use crate::helpers::replies::expect_problem;
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
@@ -36,7 +37,7 @@ fn sign(alg: Algorithm, secret: &[u8], claims: &Value) -> String {
 }
 
 fn hs256(claims: &Value) -> String {
-    sign(Algorithm::HS256, SECRET.as_bytes(), claims)
+    sign(Algorithm::HS256, JWT_SECRET.as_bytes(), claims)
 }
 
 fn with(mut claims: Value, key: &str, value: Value) -> Value {
@@ -51,7 +52,7 @@ fn without(mut claims: Value, key: &str) -> Value {
 
 /// A wallet to read, and the app.
 async fn setup() -> (TestApp, Uuid) {
-    let app = common::spawn_app().await;
+    let app = spawn_app().await;
     let (user, _, _) = app.user_with_wallet("1.00", "USD").await;
     (app, user)
 }
@@ -105,6 +106,17 @@ async fn assert_refused(app: &TestApp, user: Uuid, authorization: Option<&str>, 
     );
 }
 
+/// [`assert_refused`] for `Authorization: Bearer <token>`.
+async fn assert_token_refused(app: &TestApp, user: Uuid, token: &str, reason: &str) {
+    assert_refused(app, user, Some(&format!("Bearer {token}")), reason).await;
+}
+
+/// A token whose `claim` is `wrong`, and one without it, are both refused with `reason`.
+async fn assert_wrong_or_missing_refused(app: &TestApp, user: Uuid, claim: &str, wrong: Value, reason: &str) {
+    assert_token_refused(app, user, &hs256(&with(good_claims(), claim, wrong)), reason).await;
+    assert_token_refused(app, user, &hs256(&without(good_claims(), claim)), reason).await;
+}
+
 async fn assert_accepted(app: &TestApp, user: Uuid, token: &str) {
     let res = get_with(app, user, Some(&format!("Bearer {token}"))).await;
     assert_eq!(res.status(), 200, "control: a good token is accepted");
@@ -131,20 +143,14 @@ async fn a_token_with_alg_none_is_401() {
     let (app, user) = setup().await;
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let claims = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&good_claims()).unwrap());
-    assert_refused(&app, user, Some(&format!("Bearer {header}.{claims}.")), "ALGORITHM").await;
+    assert_token_refused(&app, user, &format!("{header}.{claims}."), "ALGORITHM").await;
     // Capitalised variants and a kept signature do not help either.
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"None","typ":"JWT"}"#);
-    assert_refused(&app, user, Some(&format!("Bearer {header}.{claims}.")), "ALGORITHM").await;
+    assert_token_refused(&app, user, &format!("{header}.{claims}."), "ALGORITHM").await;
     let real = hs256(&good_claims());
     let signature = real.rsplit('.').next().unwrap();
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
-    assert_refused(
-        &app,
-        user,
-        Some(&format!("Bearer {header}.{claims}.{signature}")),
-        "ALGORITHM",
-    )
-    .await;
+    assert_token_refused(&app, user, &format!("{header}.{claims}.{signature}"), "ALGORITHM").await;
     assert_accepted(&app, user, &real).await;
 }
 
@@ -152,46 +158,21 @@ async fn a_token_with_alg_none_is_401() {
 async fn a_token_with_a_wrong_signature_or_another_algorithm_is_401() {
     let (app, user) = setup().await;
     let claims = good_claims();
-    assert_refused(
-        &app,
-        user,
-        Some(&format!(
-            "Bearer {}",
-            sign(Algorithm::HS256, b"another-secret-0123456789abcdef01", &claims)
-        )),
-        "BAD_SIGNATURE",
-    )
-    .await;
+    let t = sign(Algorithm::HS256, b"another-secret-0123456789abcdef01", &claims);
+    assert_token_refused(&app, user, &t, "BAD_SIGNATURE").await;
     // The right secret under another algorithm than the pinned one.
-    assert_refused(
-        &app,
-        user,
-        Some(&format!(
-            "Bearer {}",
-            sign(Algorithm::HS384, SECRET.as_bytes(), &claims)
-        )),
-        "ALGORITHM",
-    )
-    .await;
-    assert_refused(
-        &app,
-        user,
-        Some(&format!(
-            "Bearer {}",
-            sign(Algorithm::HS512, SECRET.as_bytes(), &claims)
-        )),
-        "ALGORITHM",
-    )
-    .await;
+    for alg in [Algorithm::HS384, Algorithm::HS512] {
+        assert_token_refused(&app, user, &sign(alg, JWT_SECRET.as_bytes(), &claims), "ALGORITHM").await;
+    }
     // A tampered payload under the original signature.
     let good = hs256(&claims);
     let parts: Vec<&str> = good.split('.').collect();
     let forged = with(claims.clone(), "sub", json!(Uuid::new_v4().to_string()));
     let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
-    assert_refused(
+    assert_token_refused(
         &app,
         user,
-        Some(&format!("Bearer {}.{}.{}", parts[0], forged, parts[2])),
+        &format!("{}.{}.{}", parts[0], forged, parts[2]),
         "BAD_SIGNATURE",
     )
     .await;
@@ -202,49 +183,43 @@ async fn a_token_with_a_wrong_signature_or_another_algorithm_is_401() {
 async fn an_expired_token_is_401() {
     let (app, user) = setup().await;
     let t = hs256(&with(good_claims(), "exp", json!(now() - 3600)));
-    assert_refused(&app, user, Some(&format!("Bearer {t}")), "EXPIRED").await;
+    assert_token_refused(&app, user, &t, "EXPIRED").await;
     // Beyond the allowed clock skew too.
     let t = hs256(&with(good_claims(), "exp", json!(now() - 120)));
-    assert_refused(&app, user, Some(&format!("Bearer {t}")), "EXPIRED").await;
+    assert_token_refused(&app, user, &t, "EXPIRED").await;
     // An expired token with a bad signature is a bad signature: claims are only judged once it verifies.
     let t = sign(
         Algorithm::HS256,
         b"another-secret-0123456789abcdef01",
         &with(good_claims(), "exp", json!(now() - 3600)),
     );
-    assert_refused(&app, user, Some(&format!("Bearer {t}")), "BAD_SIGNATURE").await;
+    assert_token_refused(&app, user, &t, "BAD_SIGNATURE").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_from_another_issuer_or_without_one_is_401() {
     let (app, user) = setup().await;
-    let t = hs256(&with(good_claims(), "iss", json!("someone-else")));
-    assert_refused(&app, user, Some(&format!("Bearer {t}")), "WRONG_ISSUER").await;
-    let t = hs256(&without(good_claims(), "iss"));
-    assert_refused(&app, user, Some(&format!("Bearer {t}")), "WRONG_ISSUER").await;
+    assert_wrong_or_missing_refused(&app, user, "iss", json!("someone-else"), "WRONG_ISSUER").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_another_audience_or_without_one_is_401() {
     let (app, user) = setup().await;
-    let t = hs256(&with(good_claims(), "aud", json!("billing-service")));
-    assert_refused(&app, user, Some(&format!("Bearer {t}")), "WRONG_AUDIENCE").await;
-    let t = hs256(&without(good_claims(), "aud"));
-    assert_refused(&app, user, Some(&format!("Bearer {t}")), "WRONG_AUDIENCE").await;
+    assert_wrong_or_missing_refused(&app, user, "aud", json!("billing-service"), "WRONG_AUDIENCE").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_without_exp_is_401() {
     let (app, user) = setup().await;
     let t = hs256(&without(good_claims(), "exp"));
-    assert_refused(&app, user, Some(&format!("Bearer {t}")), "MALFORMED").await;
+    assert_token_refused(&app, user, &t, "MALFORMED").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_not_yet_valid_is_401() {
     let (app, user) = setup().await;
     let t = hs256(&with(good_claims(), "nbf", json!(now() + 3600)));
-    assert_refused(&app, user, Some(&format!("Bearer {t}")), "NOT_YET_VALID").await;
+    assert_token_refused(&app, user, &t, "NOT_YET_VALID").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +234,7 @@ async fn a_token_with_bad_identity_claims_is_401() {
         with(good_claims(), "company_id", json!(42)),
         without(good_claims(), "company_id"),
     ] {
-        assert_refused(&app, user, Some(&format!("Bearer {}", hs256(&claims))), "MALFORMED").await;
+        assert_token_refused(&app, user, &hs256(&claims), "MALFORMED").await;
     }
 }
 
@@ -291,22 +266,19 @@ async fn garbage_or_a_missing_authorization_header_is_401() {
         .await
         .unwrap();
     expect_problem(res, 401, "UNAUTHENTICATED").await;
-    let res = app
-        .http
-        .post(app.url("/transfers"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(res, 401, "UNAUTHENTICATED").await;
-    let res = app
-        .http
-        .put(app.url(&format!("/users/{}", Uuid::new_v4())))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(res, 401, "UNAUTHENTICATED").await;
+    for (method, path) in [
+        (reqwest::Method::POST, "/transfers".to_string()),
+        (reqwest::Method::PUT, format!("/users/{}", Uuid::new_v4())),
+    ] {
+        let res = app
+            .http
+            .request(method, app.url(&path))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(res, 401, "UNAUTHENTICATED").await;
+    }
     assert_accepted(&app, user, &good).await;
 }
 
