@@ -1,7 +1,7 @@
 //! Configuration from the environment, as the contract lists it, validated once at start.
 //!
 //! Layering: built-in defaults, then environment variables (env wins). Tests build a [`Config`] in code
-//! (see `tests/common`), so nothing here reads the environment except [`Config::from_env`].
+//! (see `tests/api/helpers/app.rs`), so nothing here reads the environment except [`Config::from_env`].
 
 use std::time::Duration;
 
