@@ -474,7 +474,7 @@ pub struct PostTransactionBody {
               (status = 403, description = "FORBIDDEN: only service or admin callers post transactions"),
               (status = 404, description = "NOT_FOUND: no such wallet, or one the caller may not see"),
               (status = 409, description = "WALLET_NOT_ACTIVE, CONFLICT (the reference was used; `txn_id` names the transaction) or IDEMPOTENCY_IN_PROGRESS"),
-              (status = 422, description = "INSUFFICIENT_FUNDS (`balance`, `requested`), BUDGET_EXCEEDED (`budget_id`, `excess`) or IDEMPOTENCY_KEY_REUSED")))]
+              (status = 422, description = "INSUFFICIENT_FUNDS (`balance`, `requested`), BUDGET_EXCEEDED (`budget_id`, `excess`), REFUND_EXCEEDS_DEBIT (`debited`: a CREDIT with a debit's reference may give back at most that debit) or IDEMPOTENCY_KEY_REUSED")))]
 pub async fn post_transaction(
     ctx: Arc<Ctx>,
     auth: RawHeader,
