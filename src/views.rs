@@ -316,3 +316,64 @@ pub fn transfer_reply(out: &Entry, incoming: &Entry) -> String {
 pub fn wallet_reply(w: &WalletState) -> String {
     body_of(&WalletView::from(w))
 }
+
+/// One item's answer in a bulk posting: the HTTP status a single posting would have had, and its body (the
+/// transaction for a 2xx, the problem document otherwise), as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemResult {
+    pub index: usize,
+    pub status: u16,
+    pub body: String,
+}
+
+impl ItemResult {
+    pub fn applied(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// `[{index, status, transaction | error}, ...]`. Built as text around each item's own JSON text, so an
+/// item replayed from its Idempotency-Key record keeps its bytes (re-serializing a parsed value would
+/// reorder its members).
+pub fn batch_results(results: &[ItemResult]) -> String {
+    let mut out = String::with_capacity(results.iter().map(|r| r.body.len() + 48).sum::<usize>() + 2);
+    out.push('[');
+    for (n, r) in results.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let member = if r.applied() { "transaction" } else { "error" };
+        out.push_str(&format!(
+            "{{\"index\":{},\"status\":{},\"{member}\":{}}}",
+            r.index, r.status, r.body
+        ));
+    }
+    out.push(']');
+    out
+}
+
+/// The 200 body of an independent bulk posting: `{results, applied, refused}` (`refused`: the items not
+/// applied, whatever the reason).
+pub fn batch_reply(results: &[ItemResult]) -> String {
+    let applied = results.iter().filter(|r| r.applied()).count();
+    format!(
+        "{{\"results\":{},\"applied\":{applied},\"refused\":{}}}",
+        batch_results(results),
+        results.len() - applied
+    )
+}
+
+/// The 201 body of an atomic bulk posting that committed: `{results}`, every item's transaction.
+pub fn atomic_batch_reply(results: &[ItemResult]) -> String {
+    format!("{{\"results\":{}}}", batch_results(results))
+}
+
+/// A problem document (JSON object text) with a `results` member added: `BATCH_REFUSED` names each
+/// refused item's problem.
+pub fn with_results(problem: &str, results: &[ItemResult]) -> String {
+    match problem.trim_end().strip_suffix('}') {
+        Some(head) if head.trim_end().ends_with('{') => format!("{head}\"results\":{}}}", batch_results(results)),
+        Some(head) => format!("{head},\"results\":{}}}", batch_results(results)),
+        None => problem.to_string(),
+    }
+}

@@ -68,6 +68,9 @@ impl Fate {
     }
 }
 
+/// One command of [`WalletMsg::ExecuteMany`], with what [`WalletMsg::Execute`] carries for it.
+pub type Queued = (Request, Reply<Applied>, QueueTicket, Fate);
+
 /// The wallet actor's mailbox.
 #[allow(
     clippy::large_enum_variant,
@@ -75,6 +78,9 @@ impl Fate {
 )]
 pub enum WalletMsg {
     Execute(Request, Reply<Applied>, QueueTicket, Fate),
+    /// Several commands of one caller, queued together in this order before any is planned, so the actor
+    /// plans them side by side (one commit for many) and never lets another command in between them.
+    ExecuteMany(Vec<Queued>),
     Get(Reply<WalletState>, QueueTicket),
     /// Another path (the destination leg of a transfer) changed the row: reload before the next command.
     Invalidate,

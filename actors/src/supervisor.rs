@@ -170,6 +170,75 @@ impl Engine {
         Err(Rejection::Unavailable("wallet actor unavailable".into()))
     }
 
+    /// Runs several commands on one wallet's actor, in this order, and waits for each outcome (after its
+    /// commit). All of them are queued in one message *before* any answer is awaited, so the actor plans
+    /// them together in batch order (many in one commit) and no other command of the wallet gets between
+    /// them. Each answer means exactly what [`Engine::execute`]'s does: every command has its own
+    /// [`Fate`] and waits at most the reply timeout in the queue (all timers start when they are sent),
+    /// so a 503 for one of them is as true as for a single command.
+    ///
+    /// Past the wallet's queue bound the rest are refused with `Overloaded` (never sent): a later command
+    /// must not overtake an earlier one that was refused for room.
+    pub async fn execute_many(&self, wallet_id: Uuid, requests: Vec<Request>) -> Vec<Result<Applied, Rejection>> {
+        let n = requests.len();
+        if n == 0 {
+            return vec![];
+        }
+        if self.inner.closing.load(Ordering::Acquire) {
+            return vec![Err(Rejection::Unavailable("the engine is shutting down".into())); n];
+        }
+        let mut requests = requests;
+        for _ in 0..MAX_SEND_ATTEMPTS {
+            let (slot, actor, first) = match self.acquire(wallet_id).await {
+                Ok(found) => found,
+                Err(rejection) => return vec![Err(rejection); n],
+            };
+            let mut tickets = Vec::with_capacity(n);
+            tickets.push(first);
+            while tickets.len() < requests.len() {
+                match self
+                    .inner
+                    .registry
+                    .enter(wallet_id, self.inner.limits.max_queued_per_wallet)
+                {
+                    Ok((_, ticket)) => tickets.push(ticket),
+                    Err(_) => break,
+                }
+            }
+            let beyond = requests.split_off(tickets.len());
+            let mut queued = Vec::with_capacity(tickets.len());
+            let mut waits = Vec::with_capacity(tickets.len());
+            for (request, ticket) in requests.into_iter().zip(tickets) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let fate = Fate::default();
+                queued.push((request, tx.into(), ticket, fate.clone()));
+                waits.push((rx, fate));
+            }
+            match actor.send_message(WalletMsg::ExecuteMany(queued)) {
+                Ok(()) => {
+                    let mut answers = futures_util::future::join_all(
+                        waits.into_iter().map(|(rx, fate)| self.await_command(rx, fate)),
+                    )
+                    .await;
+                    answers.extend(beyond.iter().map(|_| Err(Rejection::Overloaded)));
+                    return answers;
+                }
+                Err(MessagingErr::SendErr(WalletMsg::ExecuteMany(back))) => {
+                    // The actor died before our message got in: none was processed, send them again.
+                    self.inner.registry.forget(wallet_id, &slot);
+                    requests = back.into_iter().map(|(r, ..)| r).chain(beyond).collect();
+                }
+                Err(_) => break,
+            }
+        }
+        vec![Err(Rejection::Unavailable("wallet actor unavailable".into())); n]
+    }
+
+    /// The engine's limits and settings (the budget alert thresholds, for planning outside an actor).
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
     /// The wallet's committed state, from its actor.
     pub async fn get(&self, wallet_id: Uuid) -> Result<WalletState, Rejection> {
         for _ in 0..MAX_SEND_ATTEMPTS {

@@ -96,6 +96,18 @@ impl Actor for WalletActor {
                 });
                 state.pump(&myself).await;
             }
+            WalletMsg::ExecuteMany(queued) => {
+                for (request, reply, ticket, fate) in queued {
+                    state.pending.push_back(Pending {
+                        request,
+                        reply,
+                        _ticket: ticket,
+                        fate,
+                        solo: false,
+                    });
+                }
+                state.pump(&myself).await;
+            }
             WalletMsg::Get(reply, _ticket) => {
                 if state.stale && !state.in_flight {
                     state.reload().await;

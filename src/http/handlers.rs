@@ -100,7 +100,7 @@ pub(crate) fn origin(caller: &Caller, idempotency: Option<IdempotencyTicket>) ->
     }
 }
 
-fn optional_text(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+pub(crate) fn optional_text(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
     match v {
         Some(s) if s.chars().count() > max => {
             Err(ApiError::validation(field, format!("must be at most {max} characters")))
@@ -110,7 +110,7 @@ fn optional_text(field: &str, v: Option<String>, max: usize) -> Result<Option<St
     }
 }
 
-fn positive(field: &str, a: Amount) -> Result<Amount, ApiError> {
+pub(crate) fn positive(field: &str, a: Amount) -> Result<Amount, ApiError> {
     if a.is_zero() {
         Err(ApiError::validation(field, "must be greater than zero"))
     } else {

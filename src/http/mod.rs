@@ -8,6 +8,7 @@
 //! is infallible, so no rejection ever reaches warp's default rendering (which showed a rejection's
 //! `Debug` text); there is no `recover` left to get wrong.
 
+pub mod batch;
 pub mod budgets;
 pub mod docs;
 pub mod handlers;
@@ -41,20 +42,25 @@ pub enum Body {
     Broken,
 }
 
-/// Reads the body with a hard cap, whether or not the client sent Content-Length.
+/// Reads the body with a hard cap of [`MAX_BODY_BYTES`], whether or not the client sent Content-Length.
 fn body() -> impl Filter<Extract = (Body,), Error = WarpRejection> + Clone {
+    body_up_to(MAX_BODY_BYTES)
+}
+
+/// Reads the body with a hard cap of `limit` bytes (a route of its own may have its own limit).
+fn body_up_to(limit: usize) -> impl Filter<Extract = (Body,), Error = WarpRejection> + Clone {
     raw_header("content-length")
         .map(|v: Option<HeaderValue>| v.and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok()))
         .and(warp::body::stream())
-        .then(collect_body)
+        .then(move |declared, stream| collect_body(limit, declared, stream))
 }
 
-async fn collect_body<S, B>(declared: Option<u64>, stream: S) -> Body
+async fn collect_body<S, B>(limit: usize, declared: Option<u64>, stream: S) -> Body
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         return Body::TooLarge;
     }
     let mut stream = std::pin::pin!(stream);
@@ -63,7 +69,7 @@ where
         let Ok(mut chunk) = chunk else { return Body::Broken };
         while chunk.has_remaining() {
             let part = chunk.chunk();
-            if buf.len() + part.len() > MAX_BODY_BYTES {
+            if buf.len() + part.len() > limit {
                 return Body::TooLarge;
             }
             buf.extend_from_slice(part);
@@ -167,6 +173,13 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .and(idem_header())
         .and(body())
         .then(|ctx, auth, key, body| async move { respond(handlers::transfer(ctx, auth, key, body).await) });
+    let post_batch = warp::path!("transactions" / "batch")
+        .and(warp::post())
+        .and(c())
+        .and(auth_header())
+        .and(idem_header())
+        .and(body_up_to(batch::MAX_BATCH_BODY_BYTES))
+        .then(|ctx, auth, key, body| async move { respond(batch::post_batch(ctx, auth, key, body).await) });
 
     let list_budgets = warp::path!("budgets" / Uuid)
         .and(warp::get())
@@ -232,6 +245,8 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .or(transfer)
         .unify()
+        .or(post_batch)
+        .unify()
         .or(budget_routes)
         .unify()
         .or(warp::path::full().and(warp::method()).map(unmatched))
@@ -264,6 +279,7 @@ pub fn route_of(path: &str) -> Option<RouteInfo> {
         (Some("problems"), None, _, _) => r("/problems", "GET"),
         (Some("problems"), Some(_), None, _) => r("/problems/{slug}", "GET"),
         (Some("transfers"), None, _, _) => r("/transfers", "POST"),
+        (Some("transactions"), Some("batch"), None, _) => r("/transactions/batch", "POST"),
         (Some("wallets"), None, _, _) => r("/wallets", "POST"),
         (Some("budgets"), None, _, _) => r("/budgets", "POST"),
         (Some("users"), u, None, _) if id(u) => r("/users/{id}", "PUT"),

@@ -56,11 +56,12 @@ impl Modify for BearerAuth {
         each problem's `type` URI (`/problems/{slug}`) documents it. Money-moving POSTs take an `Idempotency-Key`."),
     paths(handlers::health, handlers::ready, handlers::metrics, serve_doc, docs_doc, problems_doc, problem_doc,
           handlers::put_user, handlers::create_wallet, handlers::get_wallet, handlers::set_status, handlers::history,
-          handlers::post_transaction, handlers::transfer, super::budgets::list, super::budgets::create,
+          handlers::post_transaction, handlers::transfer, super::batch::post_batch, super::budgets::list, super::budgets::create,
           super::budgets::update, super::budgets::history),
     components(schemas(Problem, FieldError, WalletView, TransactionView, TransferView, HistoryItem, HistoryPage, Pagination, UserView,
                        handlers::UserBody, handlers::CreateWalletBody, handlers::StatusBody, handlers::PostTransactionBody,
-                       handlers::PostType, handlers::TransferBody, crate::views::BudgetView, crate::views::HistoryView,
+                       handlers::PostType, handlers::TransferBody, super::batch::BatchBody, super::batch::BatchItemBody,
+                       super::batch::BatchItemResult, super::batch::BatchResults, crate::views::BudgetView, crate::views::HistoryView,
                        super::budgets::CreateBudgetBody, super::budgets::UpdateBudgetBody, StatusReply,
                        PositiveAmount, NonNegativeAmount, Money, enums::Currency, enums::WalletStatus, enums::PeriodType,
                        enums::BudgetStatus, enums::BudgetStatusChange, enums::TransactionType, enums::TransactionStatus,
@@ -198,7 +199,10 @@ fn shared_components() -> Value {
                     "used_amount": { "allOf": [money], "description": "BUDGET_EXCEEDED: what the budget has used" },
                     "debited": { "allOf": [money], "description": "REFUND_EXCEEDS_DEBIT: the debit being refunded" },
                     "txn_id": { "type": "string", "format": "uuid",
-                                "description": "CONFLICT of a repeated reference: the transaction that took effect" }
+                                "description": "CONFLICT of a repeated reference: the transaction that took effect" },
+                    "results": { "type": "array",
+                                 "items": { "$ref": "#/components/schemas/BatchItemResult" },
+                                 "description": "BATCH_REFUSED: each refused item, with the problem a single posting would have answered" }
                 }
             }
         },
@@ -334,6 +338,7 @@ pub fn complete(doc: &mut Value) {
             components,
             json!({ "schemas": {
                 "PostTransactionBody": { "dependentRequired": { "reference_type": ["reference_id"] } },
+                "BatchItemBody": { "dependentRequired": { "reference_type": ["reference_id"] } },
                 "UpdateBudgetBody": {
                     "anyOf": [
                         { "required": ["total_amount"], "properties": { "total_amount": { "not": { "type": "null" } } } },

@@ -132,8 +132,8 @@ pub const CATALOGUE: &[ProblemKind] = &[
         code: "PAYLOAD_TOO_LARGE",
         status: 413,
         title: "Payload too large",
-        when: "The request body exceeds 64 KiB.",
-        action: "Send a smaller body.",
+        when: "The request body exceeds 64 KiB (16 MB for POST /transactions/batch, which holds up to 1,000 items).",
+        action: "Send a smaller body (split a batch in two).",
         members: "",
     },
     ProblemKind {
@@ -162,6 +162,19 @@ pub const CATALOGUE: &[ProblemKind] = &[
                debit, and it would give back more than the debit took. Nothing changed.",
         action: "Refund at most the debited amount, given in `debited` (a debit is refunded at most once).",
         members: "debited",
+    },
+    ProblemKind {
+        code: "BATCH_REFUSED",
+        status: 422,
+        title: "Batch refused",
+        when: "An atomic bulk posting (POST /transactions/batch with `atomic: true`) holds at least one item that a \
+               single posting would have refused (insufficient funds, budget exceeded, wallet not active or not \
+               found, a repeated reference, a refund over its debit). The batch is all or nothing: nothing was \
+               applied.",
+        action: "Fix or drop the items named in `results` (each with its `index`, the `status` a single posting would \
+                 have answered and that posting's problem document in `error`) and send the batch again, or send it \
+                 with `atomic: false` to apply the others.",
+        members: "results: [{index, status, error}]",
     },
     ProblemKind {
         code: "IDEMPOTENCY_KEY_REUSED",

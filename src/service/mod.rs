@@ -10,7 +10,10 @@
 //! - [`bookings`]: the booking and user events as use cases (debit, refund, user + wallet + default budgets),
 //!   each with its inbox row in the effect's commit.
 //! - [`budgets`]: budget views, the expiry sweep and the default budgets of new users.
+//! - [`batch`]: bulk postings (`POST /transactions/batch`): independent items through the engine
+//!   (`Engine::execute_many`), atomic batches in one transaction, exactly once under one Idempotency-Key.
 
+pub mod batch;
 pub mod bookings;
 pub mod budgets;
 

@@ -9,9 +9,12 @@
 //! - `committer`: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
 //! - `rows`: what a commit writes besides the wallet row (ledger rows, references, outbox, replies,
 //!   inbox, audit), as set-based statements.
+//! - `batch`: bulk postings: the per-item Idempotency-Key claims of a keyed batch, and the one
+//!   transaction of an atomic batch (wallets locked in id order, each written with `write_batch`).
 //! - here: [`PgStore`] (the engine's `WalletStore`: loads, commits through the committer, transfers) and
 //!   the reads and writes of the HTTP handlers (users, wallets, history, idempotency keys).
 
+mod batch;
 mod bookings;
 mod budgets;
 mod committer;
@@ -20,6 +23,7 @@ mod idempotency;
 pub mod outbox;
 mod rows;
 
+pub use batch::{AtomicError, AtomicOutcome, ItemClaim};
 pub use bookings::{
     BOOKING_REFERENCE_TYPE, BOOKING_REFUSED_ACTION, BookingState, DefaultBudgetsLock, RefusedBooking, SYSTEM_ACTOR,
 };

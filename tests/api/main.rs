@@ -9,6 +9,8 @@
 //! - `wallets`, `transactions`, `transfers`, `budgets`: the endpoints, their rules and who may call them.
 //! - `auth`: every way a token can be wrong; `idempotency`: `Idempotency-Key` semantics;
 //!   `strict_input`: what is refused at the edge; `surface`: docs, problem pages, headers, histograms.
+//! - `batch`: bulk postings (`POST /transactions/batch`): independent and atomic, one key for the batch,
+//!   a retry after a crash mid-batch, the limits, the books under bulk and single postings on two instances.
 //! - `concurrency`: many requests on one wallet, two instances over one database; `cache_redis`: the
 //!   shared wallet cache; `rate_limit`: 429s per caller.
 //! - `lifecycle`: draining, readiness, idle actors; `store_errors`: opaque 5xx when the database fails.
@@ -24,6 +26,7 @@
 //! ledger. Each prints a one-line JSON summary and appends it to `target/faults/summary.jsonl`.
 
 mod auth;
+mod batch;
 mod budgets;
 mod cache_redis;
 mod concurrency;

@@ -19,15 +19,83 @@ mod post;
 mod status;
 mod transfer;
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use crate::budget::{BudgetStatus, PeriodType};
 use crate::money::Amount;
 use crate::outcome::Rejection;
-use crate::state::{Origin, WalletStatus};
-use crate::store::Refusal;
+use crate::state::{Origin, TxnType, WalletState, WalletStatus};
+use crate::store::{Batch, Refusal};
 
 pub(crate) use draft::{Draft, Planned, Step};
+
+/// What [`plan_postings`] made of a list of requests: the batch to write, and for each request (in order)
+/// the index of its entry in `batch.entries`, or why it was refused (recorded in `batch.refusals` too).
+#[derive(Debug, Clone)]
+pub struct PlannedPostings {
+    pub batch: Batch,
+    pub outcomes: Vec<Result<usize, Rejection>>,
+}
+
+/// Plans credits and debits against a wallet's committed state into one batch, in order, by the same
+/// rules the wallet's actor applies (`Request::plan`): for callers that write the batch themselves inside
+/// a transaction of their own (an atomic bulk posting locks its wallets and writes every batch in one
+/// commit), so that the rules stay the engine's. Pure: nothing waits, sends or writes.
+///
+/// Two differences from the actor's loop, both because this batch is the only one: a request that repeats
+/// the reference of an entry planned before it is refused here as a duplicate of that entry (the actor
+/// would put it in its next batch, where the store reports it), and a command other than a posting is
+/// refused as invalid (a transfer locks a second wallet; status and budget changes are not postings).
+pub fn plan_postings(committed: &WalletState, thresholds: Arc<[u8]>, requests: &[Request]) -> PlannedPostings {
+    let mut draft = Draft::new(committed, thresholds);
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        let repeat = match &request.command {
+            Command::Post {
+                direction,
+                reference_id: Some(id),
+                reference_type: Some(ty),
+                ..
+            } => draft
+                .entries
+                .iter()
+                .find(|e| {
+                    e.reference_id.as_deref() == Some(id.as_str())
+                        && e.reference_type.as_deref() == Some(ty.as_str())
+                        && matches!(
+                            (e.kind, direction),
+                            (TxnType::Credit, Direction::Credit) | (TxnType::Debit, Direction::Debit)
+                        )
+                })
+                .map(|e| e.txn_id),
+            Command::Post { .. } => None,
+            _ => {
+                let rejection = Rejection::Invalid("only credits and debits are planned together".into());
+                request.refuse(&mut draft, rejection.clone());
+                outcomes.push(Err(rejection));
+                continue;
+            }
+        };
+        if let Some(existing_txn_id) = repeat {
+            let rejection = Rejection::DuplicateReference { existing_txn_id };
+            request.refuse(&mut draft, rejection.clone());
+            outcomes.push(Err(rejection));
+            continue;
+        }
+        outcomes.push(match request.plan(&mut draft) {
+            Step::Batch(Planned::Entry(i)) => Ok(i),
+            Step::Batch(Planned::Refused(r)) => Err(r),
+            // A posting plans into an entry or a refusal; nothing else.
+            Step::Batch(_) | Step::Alone(_) => Err(Rejection::Invalid("not a posting".into())),
+        });
+    }
+    PlannedPostings {
+        batch: draft.into_batch(),
+        outcomes,
+    }
+}
 pub(crate) use transfer::check_transfer;
 
 /// Longest free-text description kept on a transaction.

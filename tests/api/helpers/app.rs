@@ -270,6 +270,11 @@ impl TestApp {
         (w.user_id, w.company_id, w.wallet_id)
     }
 
+    /// `n` users, each with a wallet of `balance` USD; their wallet ids.
+    pub async fn wallet_ids(&self, n: usize, balance: &str) -> Vec<Uuid> {
+        self.bank.open_wallet_ids(n, balance).await
+    }
+
     /// Posts a credit/debit as the service caller.
     pub async fn post_txn(&self, wallet: Uuid, body: Value) -> reqwest::Response {
         self.http

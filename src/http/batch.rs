@@ -1,0 +1,231 @@
+//! `POST /transactions/batch`: parse, authorize, claim the batch's Idempotency-Key, call
+//! [`crate::service::Service::post_batch`], render. Each item is validated as `POST
+//! /wallets/{walletId}/transactions` validates its body; a batch with any invalid item is refused as a
+//! whole with 400 naming the item's field (`items[3].amount`), and does not consume its key.
+//!
+//! The body limit of this route alone is [`MAX_BATCH_BODY_BYTES`] (every other route keeps
+//! [`super::MAX_BODY_BYTES`]).
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+use wallet_actors::messages::{MAX_DESCRIPTION_LEN, MAX_REFERENCE_ID_LEN, MAX_REFERENCE_TYPE_LEN};
+use wallet_actors::{Amount, Direction, Rejection};
+use warp::reply::Response;
+
+use super::handlers::{
+    DEFAULT_REFERENCE_TYPE, PostType, authenticate, idempotency_key, optional_text, origin, positive,
+};
+use super::idempotency::{self, Begin};
+use super::problem::{ApiError, raw_json};
+use super::{Body, RawHeader};
+use crate::http::Ctx;
+use crate::service::Posting;
+use crate::service::batch::{
+    BATCH_ENDPOINT, BatchError, BatchItem, BatchPostings, ItemProblem, MAX_BATCH_ITEMS, Wording,
+};
+use crate::views::{ItemResult, TransactionView};
+
+/// Largest body of a batch (413 beyond). A 1,000-item batch fits with every text field at its longest
+/// even if each character is sent as a `\uXXXX` surrogate pair (500 + 100 + 50 characters × 12 bytes ≈
+/// 7.8 KB an item), with about 8 KiB of metadata an item besides: 16 KiB an item.
+pub const MAX_BATCH_BODY_BYTES: usize = 16 * 1024 * MAX_BATCH_ITEMS;
+
+/// The path of the route.
+pub const BATCH_PATH: &str = "/transactions/batch";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// `true`: every item commits in one transaction or none does. Default `false`: each item stands alone.
+    #[serde(default)]
+    pub atomic: Option<bool>,
+    /// 1 to 1,000 postings, answered in this order.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub items: Vec<BatchItemBody>,
+}
+
+/// One posting of a batch: the body of `POST /wallets/{walletId}/transactions` with its `wallet_id`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItemBody {
+    pub wallet_id: Uuid,
+    /// Decimal string (or JSON number, read exactly), > 0, at most 2 decimals.
+    #[schema(value_type = super::openapi::PositiveAmount)]
+    pub amount: Amount,
+    pub r#type: PostType,
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
+    pub description: Option<String>,
+    /// With `reference_type` (default `EXTERNAL`), unique per wallet and type.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S", example = "booking-42")]
+    pub reference_id: Option<String>,
+    /// Needs `reference_id`.
+    #[schema(min_length = 1, max_length = 50, pattern = r"\S", example = "BOOKING")]
+    pub reference_type: Option<String>,
+    /// A JSON object; `null` is the same as absent.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// One item's answer (documentation type: the service writes it as text).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchItemResult {
+    /// The item's position in `items`, from 0.
+    pub index: u32,
+    /// The HTTP status a single posting would have answered (201 when applied).
+    #[schema(minimum = 200, maximum = 599)]
+    pub status: u16,
+    /// The committed transaction (when `status` is 2xx).
+    pub transaction: Option<TransactionView>,
+    /// The problem document a single posting would have answered (otherwise).
+    pub error: Option<super::problem::Problem>,
+}
+
+/// The reply of a batch (documentation type).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchResults {
+    /// One per item, in the order given.
+    pub results: Vec<BatchItemResult>,
+    /// Independent batches: the items applied.
+    pub applied: Option<u32>,
+    /// Independent batches: the items not applied.
+    pub refused: Option<u32>,
+}
+
+/// Problem documents as the HTTP adapter writes them, for the use case to record.
+struct ProblemWording;
+
+impl Wording for ProblemWording {
+    fn item(&self, problem: ItemProblem<'_>) -> (u16, String) {
+        let e = match problem {
+            ItemProblem::Rejected(r) => ApiError::from(r.clone()),
+            ItemProblem::KeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this item's derived Idempotency-Key was used with a different request",
+            ),
+            ItemProblem::InProgress => ApiError::new(
+                StatusCode::CONFLICT,
+                "IDEMPOTENCY_IN_PROGRESS",
+                "this item is being processed by another attempt of the batch; retry the batch",
+            ),
+        };
+        (e.status.as_u16(), e.body())
+    }
+
+    fn batch_refused(&self, refused: &[ItemResult]) -> (u16, String) {
+        let e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "BATCH_REFUSED",
+            format!(
+                "{} of the batch's items would be refused, so none was applied; `results` names each",
+                refused.len()
+            ),
+        );
+        (e.status.as_u16(), crate::views::with_results(&e.body(), refused))
+    }
+}
+
+/// The item's posting, validated as a single posting's body is; fields are named `items[i].field`.
+fn item_posting(i: usize, b: BatchItemBody) -> Result<BatchItem, ApiError> {
+    let field = |f: &str| format!("items[{i}].{f}");
+    let amount = positive(&field("amount"), b.amount)?;
+    let description = optional_text(&field("description"), b.description, MAX_DESCRIPTION_LEN)?;
+    let reference_id = optional_text(&field("reference_id"), b.reference_id, MAX_REFERENCE_ID_LEN)?;
+    let reference_type = optional_text(&field("reference_type"), b.reference_type, MAX_REFERENCE_TYPE_LEN)?;
+    if reference_type.is_some() && reference_id.is_none() {
+        return Err(ApiError::validation(
+            &field("reference_id"),
+            "is required with reference_type",
+        ));
+    }
+    let reference_type = reference_type.or_else(|| reference_id.as_ref().map(|_| DEFAULT_REFERENCE_TYPE.to_string()));
+    let metadata = match b.metadata {
+        None | Some(serde_json::Value::Null) => None,
+        Some(m @ serde_json::Value::Object(_)) => Some(m),
+        Some(_) => return Err(ApiError::validation(&field("metadata"), "must be a JSON object")),
+    };
+    Ok(BatchItem {
+        wallet_id: b.wallet_id,
+        posting: Posting {
+            direction: match b.r#type {
+                PostType::Credit => Direction::Credit,
+                PostType::Debit => Direction::Debit,
+            },
+            amount,
+            description,
+            reference_id,
+            reference_type,
+            metadata,
+        },
+    })
+}
+
+/// Many credits and debits in one request (service and admin callers), independent or atomic.
+#[utoipa::path(post, path = "/transactions/batch", tag = "transactions", request_body = BatchBody, operation_id = "postTransactionBatch",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters, for the whole batch; a repeat replays the first reply, and a retry after a failure applies each item at most once")),
+    responses((status = 200, description = "Independent batch: each item's outcome, in order (`status` is what a single posting would have answered; `error` its problem document)", body = BatchResults),
+              (status = 201, description = "Atomic batch: every item committed in one transaction", body = BatchResults),
+              (status = 400, description = "VALIDATION_FAILED: a bad field of an item (`items[i].field`), no items or more than 1,000, or a bad Idempotency-Key"),
+              (status = 403, description = "FORBIDDEN: only service or admin callers post transactions"),
+              (status = 409, description = "IDEMPOTENCY_IN_PROGRESS"),
+              (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds 16 MB (16,384,000 bytes)"),
+              (status = 422, description = "BATCH_REFUSED (atomic: an item would be refused, nothing was applied; `results` names each refused item's problem) or IDEMPOTENCY_KEY_REUSED")))]
+pub async fn post_batch(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Body) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, auth)?;
+    let body = match body {
+        Body::TooLarge => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("the body exceeds {MAX_BATCH_BODY_BYTES} bytes"),
+            ));
+        }
+        other => other,
+    };
+    let (b, raw) = super::handlers::parse::<BatchBody>(body)?;
+    if b.items.is_empty() || b.items.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::validation(
+            "items",
+            format!("must hold 1 to {MAX_BATCH_ITEMS} items (it holds {})", b.items.len()),
+        ));
+    }
+    let items = b
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| item_posting(i, item))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !caller.can_move_money() {
+        return Err(ApiError::forbidden(
+            "only service or admin callers may post transactions",
+        ));
+    }
+    let batch = BatchPostings {
+        atomic: b.atomic.unwrap_or(false),
+        items,
+    };
+    let key = idempotency_key(key)?;
+    let ticket = match idempotency::begin(&ctx.service, caller.user_id, BATCH_ENDPOINT, key, BATCH_PATH, &raw).await? {
+        Begin::Replay(r) => return Ok(r),
+        Begin::Run(ticket) => ticket,
+    };
+    match ctx
+        .service
+        .post_batch(batch, origin(&caller, ticket), &ProblemWording)
+        .await
+    {
+        Ok(reply) => {
+            let status = StatusCode::from_u16(reply.status).map_err(ApiError::internal)?;
+            Ok(raw_json(status, reply.body))
+        }
+        Err(BatchError::Store(e)) => Err(e.into()),
+        Err(BatchError::ClaimLost) => Err(ApiError::from(Rejection::ClaimLost)),
+        Err(BatchError::OutcomeUnknown) => Err(ApiError::outcome_unknown()),
+    }
+}
