@@ -18,15 +18,17 @@
 //!   → money, budget, state, outcome
 //! - [`limits`]: `Limits`, the engine's bounds and settings, each with a named default. → budget
 //! - [`command`]: `Command` and `Request`, and one file per command (post, transfer, status, budget
-//!   create and update), each planning itself against the simulated wallet into a draft batch.
-//!   → money, budget, state, outcome, store
+//!   create and update), each planning itself against the simulated wallet into a draft batch; and
+//!   `plan_postings`, the same planning as a pure function for callers that write a batch in a transaction
+//!   of their own (atomic bulk postings). → money, budget, state, outcome, store
 //! - [`messages`]: the actor's mailbox `WalletMsg`, and what travels through it: reply ports, queue
 //!   tickets, a command's `Fate`, the flight a commit task reports back. → state, outcome, store, command
 //! - [`registry`]: live wallets and their queued counts, the idle race, `RetireHandle`.
 //!   → outcome, limits, messages
 //! - [`wallet`]: `WalletActor`: the queue, group commit, settling a commit's result, conflict re-planning.
 //!   → state, outcome, store, limits, command, messages, registry
-//! - [`supervisor`]: `Engine`: find-or-spawn, the per-wallet queue bound, restarts, idle sweeps, drain.
+//! - [`supervisor`]: `Engine`: find-or-spawn, the per-wallet queue bound, restarts, idle sweeps, drain;
+//!   `execute_many`, several commands of one wallet queued together in order (bulk postings).
 //!   → state, outcome, store, limits, messages, registry, wallet
 //! - [`memory`]: an in-memory `WalletStore` for tests of the engine. → money, state, outcome, store
 //!

@@ -1100,3 +1100,115 @@ async fn shutdown_answers_every_accepted_command_before_the_engine_stops_and_ref
     }
     assert_eq!(store.entries(w).len(), 5);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Several commands of one caller (bulk postings)
+// ---------------------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sent_together_are_planned_together_in_their_order() {
+    let store = Arc::new(MemoryStore::new());
+    let w = store.create_wallet(amt("0.00"), Currency::Usd);
+    let engine = start(&store, Limits::default()).await;
+    engine.get(w).await.expect("wallet loads");
+    let requests = vec![
+        credit("50.00"),
+        debit("30.00"),
+        debit("30.00"),
+        credit("10.00"),
+        debit("30.00"),
+    ];
+    let answers = engine.execute_many(w, requests).await;
+    assert!(
+        matches!(answers[2], Err(Rejection::InsufficientFunds { .. })),
+        "{answers:?}"
+    );
+    let afters: Vec<Amount> = answers
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .map(|(_, a)| posted(a).balance_after)
+        .collect();
+    assert_eq!(afters, vec![amt("50.00"), amt("20.00"), amt("30.00"), amt("0.00")]);
+    // One message, queued before any was planned: one batch for all five (four entries and a refusal).
+    assert_eq!(batch_sizes(&store), vec![5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sent_together_past_the_queue_bound_are_refused_from_the_first_that_did_not_fit() {
+    let store = Arc::new(MemoryStore::new());
+    let w = store.create_wallet(amt("100.00"), Currency::Usd);
+    let limits = Limits {
+        max_queued_per_wallet: 3,
+        ..Limits::default()
+    };
+    let engine = start(&store, limits).await;
+    let answers = engine
+        .execute_many(
+            w,
+            vec![
+                debit("1.00"),
+                debit("1.00"),
+                debit("1.00"),
+                debit("1.00"),
+                debit("1.00"),
+            ],
+        )
+        .await;
+    assert_eq!(answers.len(), 5);
+    assert!(
+        answers[..3].iter().all(|a| matches!(a, Ok(Applied::Posted(_)))),
+        "{answers:?}"
+    );
+    assert!(
+        answers[3..].iter().all(|a| matches!(a, Err(Rejection::Overloaded))),
+        "{answers:?}"
+    );
+    assert_eq!(store.wallet(w).unwrap().balance, amt("97.00"));
+}
+
+#[tokio::test]
+async fn commands_sent_together_to_a_missing_wallet_are_each_answered_not_found() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = start(&store, Limits::default()).await;
+    let answers = engine
+        .execute_many(Uuid::new_v4(), vec![credit("1.00"), debit("1.00")])
+        .await;
+    assert_eq!(
+        answers,
+        vec![Err(Rejection::WalletNotFound), Err(Rejection::WalletNotFound)]
+    );
+}
+
+#[test]
+fn postings_planned_outside_the_actor_follow_its_rules_and_refuse_a_repeated_reference() {
+    let store = MemoryStore::new();
+    let w = store.create_wallet(amt("10.00"), Currency::Usd);
+    let state = store.wallet(w).unwrap();
+    let requests = vec![
+        debit("4.00"),
+        debit("7.00"),
+        post_ref(Direction::Debit, "1.00", "BOOKING", "b-1"),
+        post_ref(Direction::Debit, "1.00", "BOOKING", "b-1"),
+        set_status(WalletStatus::Frozen),
+    ];
+    let planned = wallet_actors::command::plan_postings(&state, Arc::from([80u8, 100].as_slice()), &requests);
+    let b = &planned.batch;
+    assert_eq!(b.entries.len(), 2);
+    assert_eq!(planned.outcomes[0], Ok(0));
+    assert!(matches!(planned.outcomes[1], Err(Rejection::InsufficientFunds { .. })));
+    assert_eq!(planned.outcomes[2], Ok(1));
+    assert_eq!(
+        planned.outcomes[3],
+        Err(Rejection::DuplicateReference {
+            existing_txn_id: b.entries[1].txn_id
+        })
+    );
+    assert!(matches!(planned.outcomes[4], Err(Rejection::Invalid(_))));
+    assert_eq!(b.refusals.len(), 3, "every refusal is kept for the audit log");
+    assert_eq!(
+        (b.expected_version, b.after.version),
+        (state.version, state.version + 1)
+    );
+    assert_eq!(b.after.balance, amt("5.00"));
+}
