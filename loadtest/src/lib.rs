@@ -4,19 +4,22 @@
 //!
 //! - Scenarios: `http-debits` (N wallets), `http-hot` (one wallet), `http-reads` (`GET /wallets/{userId}`),
 //!   `mixed` (debits, credits and reads), `pgbench-baseline` (the same debit as raw SQL, spread and hot),
-//!   `compare` (the engine and the baseline back to back, with their ratio) and `amqp-bookings` (needs
-//!   the RabbitMQ events work; refused until it lands).
+//!   `compare` (the engine and the baseline back to back, with their ratio), `amqp-bookings` (booking
+//!   events through RabbitMQ) and `http-bulk` (`POST /transactions/batch` of `--batch-items` debits over
+//!   `--wallets`, then the raw-SQL bulk baseline, `--batch-items` guarded debits per statement, with their
+//!   ratio).
 //! - Pacing: open loop at `--rate` (latency from each request's *intended* send time, so queueing is not
 //!   hidden) or closed loop (`--closed --concurrency C`, max throughput).
 //! - Every run sets up its own users and wallets, then checks the books in SQL ([`books`]); a run whose
 //!   books do not balance exits with status 2. Results go to `result.json` and `report.html`.
 //!
-//! Modules: [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
+//! Modules: [`bulk`] (the batch sender), [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
 //! [`drive`] (sending), [`setup`] (fixtures, reading the books), [`pgbench`] (baseline), [`target`]
 //! (service at a URL or in process), [`report`] (JSON and HTML).
 
 pub mod amqp;
 pub mod books;
+pub mod bulk;
 pub mod drive;
 pub mod h1;
 pub mod pgbench;
@@ -52,6 +55,7 @@ pub enum Scenario {
     PgbenchBaseline,
     AmqpBookings,
     Compare,
+    HttpBulk,
 }
 
 impl Scenario {
@@ -64,6 +68,7 @@ impl Scenario {
             Scenario::PgbenchBaseline => "pgbench-baseline",
             Scenario::AmqpBookings => "amqp-bookings",
             Scenario::Compare => "compare",
+            Scenario::HttpBulk => "http-bulk",
         }
     }
 }
@@ -208,6 +213,13 @@ pub struct Args {
     /// Runtime worker threads of the load generator (default: the CPUs).
     #[arg(long)]
     pub client_threads: Option<usize>,
+
+    /// `http-bulk`: items per batch (at most the service's 1,000), and per statement of its baseline.
+    #[arg(long, default_value_t = bulk::DEFAULT_BATCH_ITEMS)]
+    pub batch_items: usize,
+    /// `http-bulk`: clients each sending one batch at a time.
+    #[arg(long, default_value_t = 4)]
+    pub bulk_clients: usize,
 
     /// pgbench clients (connections).
     #[arg(long, default_value_t = 16)]
@@ -457,6 +469,92 @@ async fn run_on(
                  audit rows), the baseline's do not"
                     .into(),
             );
+        }
+        Scenario::HttpBulk => {
+            let db = target
+                .database_url
+                .clone()
+                .context("http-bulk needs the database for its baseline: --spawn, or --url with --database-url")?;
+            let fixture = make_fixture(args, target, &http, args.wallets, books_db.as_deref()).await?;
+            result.setup = Some(setup_info(&fixture));
+            let fixture = Arc::new(fixture);
+            checkpoint_before_phase(Some(&db), args.quiet).await;
+            if !args.quiet {
+                eprintln!(
+                    "http-bulk: {} clients, batches of {} for {:.0} s over {} wallet(s)",
+                    args.bulk_clients,
+                    args.batch_items,
+                    args.duration.as_secs_f64(),
+                    fixture.wallets.len()
+                );
+            }
+            let bar = progress_bar(args.quiet, "http-bulk");
+            let run = bulk::run(
+                &http,
+                &target.base_url,
+                &target.auth.token(Role::Service),
+                fixture.clone(),
+                args.bulk_clients,
+                args.batch_items,
+                args.max_amount_cents,
+                args.seed,
+                args.duration,
+                &bar,
+            )
+            .await?;
+            bar.finish_and_clear();
+            let books = match books_db.as_deref() {
+                Some(db) => {
+                    let (ws, rows) = setup::read_books(db, &fixture.wallets).await?;
+                    Some(books::check(&ws, &rows, &run.ledger))
+                }
+                None => None,
+            };
+            let e = EngineRun {
+                name: "http-bulk".into(),
+                mode: format!(
+                    "closed loop, {} clients, batches of {}",
+                    args.bulk_clients, args.batch_items
+                ),
+                wallets: fixture.wallets.len(),
+                stats: run.stats,
+                books,
+            };
+            result.notes.push(format!(
+                "http-bulk: {} batches; batch latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; an item's latency is its batch's",
+                run.batches, run.batch_latency.p50_ms, run.batch_latency.p99_ms, run.batch_latency.max_ms
+            ));
+            if !args.quiet {
+                eprintln!(
+                    "pgbench bulk: {} wallet(s), {} clients, {} debits per statement, {:.0} s",
+                    args.wallets,
+                    args.pgbench_clients,
+                    args.batch_items,
+                    pg_opts.duration.as_secs_f64()
+                );
+            }
+            checkpoint_before_phase(Some(&db), args.quiet).await;
+            let p = pgbench::run_bulk(&db, "bulk", args.wallets, args.batch_items, &pg_opts).await?;
+            let rows_per_s = p.tps * args.batch_items as f64;
+            result.comparisons.push(Comparison {
+                name: "bulk".into(),
+                engine_ok_per_s: e.stats.achieved_ok_per_s,
+                pgbench_tps: rows_per_s,
+                ratio: if rows_per_s > 0.0 {
+                    e.stats.achieved_ok_per_s / rows_per_s
+                } else {
+                    0.0
+                },
+                engine_p99_ms: e.stats.latency.p99_ms,
+                pgbench_p99_ms: p.latency.p99_ms,
+            });
+            result.notes.push(format!(
+                "bulk ratio = engine items applied per second ÷ baseline rows per second (pgbench {:.1} statements/s × {} \
+                 guarded debits each); the engine's commits also write outbox rows, the baseline's do not",
+                p.tps, args.batch_items
+            ));
+            result.engine_runs.push(e);
+            result.pgbench_runs.push(p);
         }
         Scenario::AmqpBookings => {
             let (url, topology) = amqp.context("amqp-bookings needs the broker (--amqp-url)")?;

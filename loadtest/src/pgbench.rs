@@ -46,6 +46,31 @@ SELECT id.txn_id, d.wallet_id, :cents::numeric * 0.01, 'DEBIT', d.balance, walle
   FROM d, id;
 "#;
 
+/// The bulk baseline: `:batch` guarded debits in one statement (one round trip, one commit), on `:batch`
+/// distinct wallets (a window of consecutive ones from a random start, so no wallet is updated twice in
+/// one statement, which an `UPDATE ... FROM` would silently do once), each with its transaction row, the
+/// txn id a UUIDv7 built per row as in [`DEBIT_SCRIPT`]. The ceiling `http-bulk` is measured against.
+pub const BULK_DEBIT_SCRIPT: &str = r#"\set w random(0, :nwallets - 1)
+WITH v AS (
+    SELECT ((:w::int + g) % :nwallets::int) + 1 AS n, (1 + floor(random() * :maxcents::int))::int AS cents
+      FROM generate_series(0, :batch::int - 1) AS g
+), d AS (
+    UPDATE wallets w SET balance = w.balance - v.cents * 0.01, version = w.version + 1, updated_at = now()
+      FROM v
+     WHERE w.wallet_id = (:tag::text || '-0000-7000-8000-' || lpad(to_hex(v.n::bigint), 12, '0'))::uuid
+       AND w.balance >= v.cents * 0.01
+    RETURNING w.wallet_id, w.balance, v.cents
+), r AS (
+    SELECT d.*, (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') || '7'
+            || substr(md5(random()::text || d.wallet_id::text), 1, 3) || to_hex(8 + floor(random() * 4)::int)
+            || substr(md5(random()::text || d.wallet_id::text), 1, 15))::uuid AS txn_id
+      FROM d
+)
+INSERT INTO transactions (txn_id, wallet_id, amount, type, balance_after, created_at, status)
+SELECT r.txn_id, r.wallet_id, r.cents * 0.01, 'DEBIT', r.balance, wallet_uuid_v7_time(r.txn_id), 'COMPLETED'
+  FROM r;
+"#;
+
 #[derive(Debug, Clone)]
 pub struct PgbenchOpts {
     pub clients: usize,
@@ -143,13 +168,47 @@ fn libpq_env(url: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
 
 /// Runs the baseline on `n` wallets (1 = hot) and checks its books.
 pub async fn run(database_url: &str, name: &str, n: usize, o: &PgbenchOpts) -> anyhow::Result<PgbenchRun> {
+    run_script(database_url, name, n, o, ("DEBIT_SCRIPT", DEBIT_SCRIPT), 1).await
+}
+
+/// Runs the bulk baseline ([`BULK_DEBIT_SCRIPT`], `batch` debits per statement) on `n` wallets (at least
+/// `batch`) and checks its books. Its `tps` is statements per second: rows per second is `tps × batch`.
+pub async fn run_bulk(
+    database_url: &str,
+    name: &str,
+    n: usize,
+    batch: usize,
+    o: &PgbenchOpts,
+) -> anyhow::Result<PgbenchRun> {
+    if n < batch {
+        bail!("the bulk baseline needs at least {batch} wallets (one statement debits {batch} distinct ones)");
+    }
+    run_script(
+        database_url,
+        name,
+        n,
+        o,
+        ("BULK_DEBIT_SCRIPT", BULK_DEBIT_SCRIPT),
+        batch,
+    )
+    .await
+}
+
+async fn run_script(
+    database_url: &str,
+    name: &str,
+    n: usize,
+    o: &PgbenchOpts,
+    (script_name, script_text): (&str, &str),
+    rows_per_txn: usize,
+) -> anyhow::Result<PgbenchRun> {
     if n == 0 {
         bail!("pgbench needs at least one wallet");
     }
     let tag = prepare(database_url, n, o.initial_cents).await?;
     let dir = tempfile::Builder::new().prefix("loadtest-pgbench-").tempdir()?;
     let script = dir.path().join("debit.sql");
-    std::fs::write(&script, DEBIT_SCRIPT)?;
+    std::fs::write(&script, script_text)?;
     let env = libpq_env(database_url)?;
     let args: Vec<String> = vec![
         "--no-vacuum".into(),
@@ -163,6 +222,7 @@ pub async fn run(database_url: &str, name: &str, n: usize, o: &PgbenchOpts) -> a
         format!("--define=nwallets={n}"),
         format!("--define=maxcents={}", o.max_cents),
         format!("--define=tag={tag}"),
+        format!("--define=batch={rows_per_txn}"),
         format!("--file={}", script.display()),
     ];
     let command = format!("pgbench {}", args.join(" "));
@@ -176,7 +236,8 @@ pub async fn run(database_url: &str, name: &str, n: usize, o: &PgbenchOpts) -> a
     }
     let parsed = parse_output(&stdout, &stderr)?;
     let latency = read_logs(dir.path())?;
-    let books = check_books(database_url, &tag, n, parsed.transactions - parsed.failed).await?;
+    let committed = (parsed.transactions - parsed.failed) * rows_per_txn as u64;
+    let books = check_books(database_url, &tag, n, committed).await?;
     Ok(PgbenchRun {
         name: name.into(),
         wallets: n,
@@ -188,7 +249,7 @@ pub async fn run(database_url: &str, name: &str, n: usize, o: &PgbenchOpts) -> a
         tps: parsed.tps,
         latency,
         timeline: parsed.timeline,
-        command: format!("{command}  (script: loadtest/src/pgbench.rs DEBIT_SCRIPT)"),
+        command: format!("{command}  (script: loadtest/src/pgbench.rs {script_name})"),
         books,
     })
 }
