@@ -84,6 +84,7 @@ impl App {
             idle_timeout: config.actor_idle_timeout,
             max_live_actors: config.actor_max_live,
             alert_thresholds: Arc::from(config.alert_thresholds.as_slice()),
+            hold_overcapture_percent: config.hold_overcapture_percent,
             reply_timeout: config.timeouts.reply,
             ..Limits::default()
         };
@@ -150,6 +151,7 @@ impl App {
         info!(port = listener.local_addr().map(|a| a.port()).unwrap_or(0), "listening");
         let upkeep = tokio::spawn(partition_upkeep(ctx.service.store().pool.clone()));
         let sweep = tokio::spawn(budget_expiry(ctx.clone()));
+        let hold_sweep = tokio::spawn(hold_expiry(ctx.service.clone()));
         let stop = tokio_util::sync::CancellationToken::new();
         let adapter = Arc::new(crate::events::Ctx {
             service: ctx.service.clone(),
@@ -183,6 +185,7 @@ impl App {
         }
         upkeep.abort();
         sweep.abort();
+        hold_sweep.abort();
         events.finish().await;
     }
 }
@@ -223,6 +226,20 @@ async fn budget_expiry(ctx: Arc<Ctx>) {
             Ok(n) if n > 0 => info!(expired = n, "budgets expired"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "budget expiry sweep failed; will retry"),
+        }
+    }
+}
+
+/// Writes the expiry of holds past their `expires_at`, periodically (a hold already reserves nothing from
+/// that instant on; this writes its status and release, and publishes `HoldReleased`).
+async fn hold_expiry(service: Arc<crate::service::Service>) {
+    let mut tick = tokio::time::interval(crate::service::holds::HOLD_SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        match service.sweep_expired_holds().await {
+            Ok(n) if n > 0 => info!(expired = n, "holds expired"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "hold expiry sweep failed; will retry"),
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Cached {
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The open holds (bounded by `MAX_OPEN_HOLDS`), so a read computes the available balance at its own
+    /// instant. Absent in entries written before holds existed: none.
+    #[serde(default)]
+    holds: Vec<wallet_actors::Hold>,
 }
 
 impl From<&WalletState> for Cached {
@@ -66,6 +70,7 @@ impl From<&WalletState> for Cached {
             version: w.version,
             created_at: w.created_at,
             updated_at: w.updated_at,
+            holds: w.holds.clone(),
         }
     }
 }
@@ -83,6 +88,7 @@ impl From<Cached> for WalletState {
             created_at: c.created_at,
             updated_at: c.updated_at,
             budgets: vec![],
+            holds: c.holds,
         }
     }
 }
@@ -265,6 +271,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             budgets: vec![],
+            holds: vec![],
         }
     }
 

@@ -52,6 +52,9 @@ pub struct Config {
     pub default_budgets: Vec<crate::service::budgets::DefaultBudget>,
     /// `BUDGET_ALERT_THRESHOLDS`: percentages announced once each with `BudgetExceeded` (default `80,100`).
     pub alert_thresholds: Vec<u8>,
+    /// `HOLD_OVERCAPTURE_PERCENT`: how far past its amount a hold may be captured, in percent of the amount
+    /// (a hotel's incidentals; default 0, at most `wallet_actors::command::hold::MAX_OVERCAPTURE_PERCENT`).
+    pub hold_overcapture_percent: u8,
     /// `RATE_LIMIT_PER_SECOND`: requests per second allowed to one caller (JWT `sub`), with bursts of
     /// [`RATE_LIMIT_BURST_FACTOR`] times that; beyond it 429 `RATE_LIMITED`. Unset or 0: no limit.
     pub rate_limit_per_second: Option<std::num::NonZeroU32>,
@@ -260,6 +263,10 @@ impl Config {
             Some(s) => parse_thresholds(&s)?,
             None => wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
         };
+        let hold_overcapture_percent = match var("HOLD_OVERCAPTURE_PERCENT") {
+            Some(s) => parse_overcapture(&s)?,
+            None => 0,
+        };
         let rate_limit_per_second = match var("RATE_LIMIT_PER_SECOND") {
             Some(s) => std::num::NonZeroU32::new(
                 s.parse::<u32>()
@@ -306,11 +313,20 @@ impl Config {
             max_initial_balance,
             default_budgets,
             alert_thresholds,
+            hold_overcapture_percent,
             rate_limit_per_second,
             amqp_prefetch,
             timeouts,
         })
     }
+}
+
+/// Parses `HOLD_OVERCAPTURE_PERCENT`: a whole percentage 0..=`MAX_OVERCAPTURE_PERCENT`.
+fn parse_overcapture(s: &str) -> Result<u8, String> {
+    let max = wallet_actors::command::hold::MAX_OVERCAPTURE_PERCENT;
+    s.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or(format!(
+        "HOLD_OVERCAPTURE_PERCENT must be a whole percentage 0..={max}, got {s:?}"
+    ))
 }
 
 /// Most live actors an operator may allow (each costs ~11 KB; this is ~11 GB).

@@ -131,7 +131,10 @@ pub struct Budget {
     pub budget_id: Uuid,
     pub wallet_id: Uuid,
     pub total: Amount,
+    /// Spent plus held: what debits and captures took, and what pending holds still reserve.
     pub used: Amount,
+    /// The part of `used` that pending holds reserve (given back when they are released).
+    pub held: Amount,
     pub period: PeriodType,
     pub start_date: NaiveDate,
     /// Inclusive.

@@ -53,6 +53,6 @@ pub use command::{Command, Direction, Request};
 pub use limits::Limits;
 pub use money::{Amount, AmountError, Currency};
 pub use outcome::{Applied, Rejection};
-pub use state::{Entry, IdempotencyTicket, InboxEvent, Origin, TxnType, WalletState, WalletStatus};
+pub use state::{Entry, Hold, HoldStatus, IdempotencyTicket, InboxEvent, Origin, TxnType, WalletState, WalletStatus};
 pub use store::{Batch, CommitError, StoreError, TransferError, TransferPlan, WalletStore};
 pub use supervisor::Engine;

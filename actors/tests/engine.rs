@@ -630,6 +630,7 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
             created_at: chrono::Utc::now(),
             origin: Origin::default(),
             budgets: vec![],
+            hold_id: None,
         }
     };
     let mut after = before.clone();
@@ -645,6 +646,7 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
         budget_creates: vec![],
         budget_changes: vec![],
         alerts: vec![],
+        hold_changes: vec![],
     };
 
     match store.commit(&batch).await {

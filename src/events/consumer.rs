@@ -240,6 +240,7 @@ fn event_label(routing_key: &str) -> &'static str {
     match routing_key {
         super::topology::BOOKING_CREATED => "BookingCreated",
         super::topology::BOOKING_CANCELLED => "BookingCancelled",
+        super::topology::BOOKING_CONFIRMED => "BookingConfirmed",
         super::topology::USER_CREATED => "UserCreated",
         _ => "other",
     }

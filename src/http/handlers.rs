@@ -100,7 +100,7 @@ pub(crate) fn origin(caller: &Caller, idempotency: Option<IdempotencyTicket>) ->
     }
 }
 
-fn optional_text(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+pub(crate) fn optional_text(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
     match v {
         Some(s) if s.chars().count() > max => {
             Err(ApiError::validation(field, format!("must be at most {max} characters")))
@@ -110,7 +110,7 @@ fn optional_text(field: &str, v: Option<String>, max: usize) -> Result<Option<St
     }
 }
 
-fn positive(field: &str, a: Amount) -> Result<Amount, ApiError> {
+pub(crate) fn positive(field: &str, a: Amount) -> Result<Amount, ApiError> {
     if a.is_zero() {
         Err(ApiError::validation(field, "must be greater than zero"))
     } else {
@@ -128,7 +128,7 @@ pub(crate) fn visible(caller: &Caller, w: &WalletState) -> Result<(), ApiError> 
 }
 
 /// Runs an effect under an Idempotency-Key: replays, or runs and settles the key on error.
-async fn idempotent<F, Fut>(
+pub(crate) async fn idempotent<F, Fut>(
     ctx: &Ctx,
     caller: &Caller,
     endpoint: &str,
@@ -362,7 +362,7 @@ fn parse_bound(field: &str, v: &str, end: bool) -> Result<DateTime<Utc>, ApiErro
     Ok(if end { t + chrono::Duration::microseconds(1) } else { t })
 }
 
-fn parse_number(field: &str, v: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+pub(crate) fn parse_number(field: &str, v: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
     match v {
         None => Ok(default),
         Some(s) => s

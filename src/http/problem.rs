@@ -140,8 +140,10 @@ pub const CATALOGUE: &[ProblemKind] = &[
         code: "INSUFFICIENT_FUNDS",
         status: 422,
         title: "Insufficient funds",
-        when: "A debit or transfer larger than the wallet's balance. Nothing changed.",
-        action: "Credit the wallet first or debit less; `balance` and `requested` give the amounts.",
+        when: "A debit, transfer or hold larger than the wallet's available balance (its balance less what open \
+               holds reserve). Nothing changed.",
+        action: "Credit the wallet first or debit less; `balance` (the available balance the request was judged \
+                 against) and `requested` give the amounts.",
         members: "balance, requested",
     },
     ProblemKind {
@@ -162,6 +164,25 @@ pub const CATALOGUE: &[ProblemKind] = &[
                debit, and it would give back more than the debit took. Nothing changed.",
         action: "Refund at most the debited amount, given in `debited` (a debit is refunded at most once).",
         members: "debited",
+    },
+    ProblemKind {
+        code: "HOLD_EXCEEDED",
+        status: 422,
+        title: "Capture exceeds the hold",
+        when: "A capture of more than the hold has left, beyond the over-capture tolerance \
+               (HOLD_OVERCAPTURE_PERCENT of the hold's amount). Nothing changed.",
+        action: "Capture at most `allowed`; charge the rest as a separate debit.",
+        members: "requested, allowed",
+    },
+    ProblemKind {
+        code: "HOLD_NOT_PENDING",
+        status: 409,
+        title: "Hold not pending",
+        when: "The hold was already captured in full, voided, or has expired (a hold past its expires_at is \
+               EXPIRED at that instant). Nothing changed.",
+        action: "Read the hold (GET /holds/{holdId}); `hold_status` says what became of it. Place a new hold or \
+                 debit the wallet instead.",
+        members: "hold_status",
     },
     ProblemKind {
         code: "IDEMPOTENCY_KEY_REUSED",
@@ -260,9 +281,15 @@ pub struct Extra {
     /// REFUND_EXCEEDS_DEBIT: the amount of the debit being refunded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debited: Option<String>,
-    /// CONFLICT of a repeated reference: the transaction that took effect.
+    /// CONFLICT of a repeated reference: the transaction (or the hold) that took effect.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub txn_id: Option<Uuid>,
+    /// HOLD_EXCEEDED: the most the capture could take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<String>,
+    /// HOLD_NOT_PENDING: what the hold is now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_status: Option<&'static str>,
 }
 
 /// The problem document.
@@ -423,17 +450,20 @@ impl ApiError {
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
         let status = match &r {
-            Rejection::WalletNotFound | Rejection::BudgetNotFound => StatusCode::NOT_FOUND,
+            Rejection::WalletNotFound | Rejection::BudgetNotFound | Rejection::HoldNotFound => StatusCode::NOT_FOUND,
             Rejection::InsufficientFunds { .. }
             | Rejection::CurrencyMismatch { .. }
             | Rejection::BudgetExceeded { .. }
             | Rejection::BudgetBelowUsed { .. }
-            | Rejection::RefundExceedsDebit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | Rejection::RefundExceedsDebit { .. }
+            | Rejection::HoldExceeded { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::WalletNotActive { .. }
             | Rejection::WalletClosed
             | Rejection::DuplicateReference { .. }
             | Rejection::BudgetExpired
-            | Rejection::TooManyBudgets => StatusCode::CONFLICT,
+            | Rejection::TooManyBudgets
+            | Rejection::HoldNotPending { .. }
+            | Rejection::TooManyHolds => StatusCode::CONFLICT,
             Rejection::BalanceOverflow | Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
             Rejection::Overloaded | Rejection::Unavailable(_) | Rejection::ClaimLost => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::OutcomeUnknown => return ApiError::outcome_unknown(),
@@ -442,6 +472,7 @@ impl From<Rejection> for ApiError {
         let detail = match &r {
             Rejection::WalletNotFound => "wallet not found".to_string(),
             Rejection::BudgetNotFound => "budget not found".to_string(),
+            Rejection::HoldNotFound => "hold not found".to_string(),
             // Store details are for the log, not for the client.
             Rejection::Unavailable(reason) => {
                 tracing::warn!(%reason, "request failed: dependency unavailable");
@@ -470,6 +501,11 @@ impl From<Rejection> for ApiError {
             Rejection::BudgetBelowUsed { used } => e.extra_mut().used_amount = Some(used.to_string()),
             Rejection::DuplicateReference { existing_txn_id } => e.extra_mut().txn_id = Some(existing_txn_id),
             Rejection::RefundExceedsDebit { debited } => e.extra_mut().debited = Some(debited.to_string()),
+            Rejection::HoldExceeded { requested, allowed } => {
+                e.extra_mut().requested = Some(requested.to_string());
+                e.extra_mut().allowed = Some(allowed.to_string());
+            }
+            Rejection::HoldNotPending { status } => e.extra_mut().hold_status = Some(status.as_str()),
             _ => {}
         }
         e

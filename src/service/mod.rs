@@ -10,9 +10,11 @@
 //! - [`bookings`]: the booking and user events as use cases (debit, refund, user + wallet + default budgets),
 //!   each with its inbox row in the effect's commit.
 //! - [`budgets`]: budget views, the expiry sweep and the default budgets of new users.
+//! - [`holds`]: holds placed, captured and voided through the wallet's actor; hold reads; the expiry sweep.
 
 pub mod bookings;
 pub mod budgets;
+pub mod holds;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -16,6 +16,7 @@ mod bookings;
 mod budgets;
 mod committer;
 pub mod db;
+mod holds;
 mod idempotency;
 pub mod outbox;
 mod rows;
@@ -25,6 +26,7 @@ pub use bookings::{
 };
 pub(crate) use budgets::{alert_events, write_batch as write_budgets};
 pub use committer::{GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_PENDING_BATCHES, all_plain_statements};
+pub use holds::{HoldFilter, MAX_SWEEP_HOLDS};
 pub use idempotency::{Claim, IDEMPOTENCY_LEASE_SECS, Resolution};
 pub use rows::AuditRow;
 pub(crate) use rows::insert_outbox;
@@ -215,6 +217,7 @@ fn wallet_from_row(row: &tokio_postgres::Row) -> Result<WalletState, StoreError>
         created_at: row.try_get("created_at").map_err(corrupt)?,
         updated_at: row.try_get("updated_at").map_err(corrupt)?,
         budgets: vec![],
+        holds: vec![],
     })
 }
 
@@ -231,12 +234,17 @@ impl WalletStore for PgStore {
         // Both statements pipelined on the one connection: a cold wallet (the first booking of a user) costs
         // one round trip, not two. The budgets of a missing wallet are simply none.
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&wallet_id];
-        let (row, budgets) = tokio::join!(c.query_opt(&stmt, &params), budgets::load_live(&c, wallet_id));
+        let (row, budgets, holds) = tokio::join!(
+            c.query_opt(&stmt, &params),
+            budgets::load_live(&c, wallet_id),
+            holds::load_open(&c, wallet_id)
+        );
         let row = row.map_err(unavailable)?;
         let Some(mut wallet) = row.as_ref().map(wallet_from_row).transpose()? else {
             return Ok(None);
         };
         wallet.budgets = budgets?;
+        wallet.holds = holds?;
         self.cache.put(&wallet);
         Ok(Some(wallet))
     }
@@ -410,6 +418,7 @@ fn opening_entry(wallet_id: Uuid, amount: Amount, origin: &Origin) -> Entry {
             inbox_event: None,
         },
         budgets: vec![],
+        hold_id: None,
     }
 }
 

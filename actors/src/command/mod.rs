@@ -5,6 +5,8 @@
 //! - `transfer.rs`: the source leg of a transfer, planned with its incoming leg; it flies alone.
 //! - `status.rs`: freezing, unfreezing and closing a wallet.
 //! - `budget_create.rs`, `budget_update.rs`: a wallet's budgets.
+//! - `hold.rs`: holds placed, captured and voided, and the expiry each batch writes for holds whose time
+//!   is up.
 //! - `draft.rs`: the `Draft` they plan into, and what each became in it (`Planned`, `Step`).
 //!
 //! Each judges its command against the simulated wallet in a `Draft` (the batch being planned) and adds
@@ -15,6 +17,7 @@
 mod budget_create;
 mod budget_update;
 mod draft;
+pub mod hold;
 mod post;
 mod status;
 mod transfer;
@@ -74,6 +77,26 @@ pub enum Command {
         status: Option<BudgetStatus>,
         reason: String,
     },
+    /// Reserves money without moving it (validated by the caller: positive amount, expiry in range).
+    PlaceHold {
+        hold_id: Uuid,
+        amount: Amount,
+        description: Option<String>,
+        reference_id: Option<String>,
+        reference_type: Option<String>,
+        metadata: Option<serde_json::Value>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// Charges a hold: a DEBIT of `amount` (default: what remains); `final_capture` releases the rest.
+    CaptureHold {
+        hold_id: Uuid,
+        amount: Option<Amount>,
+        final_capture: bool,
+    },
+    /// Releases what a hold still reserves.
+    VoidHold { hold_id: Uuid },
+    /// Writes the expiry of the wallet's holds whose time is up (the sweep's nudge; every batch does it).
+    ExpireHolds,
     /// The source leg of a transfer; the actor of the source wallet commits both legs at once.
     TransferOut {
         to_wallet_id: Uuid,
@@ -99,13 +122,21 @@ impl Command {
             Command::TransferOut { .. } => "wallet.transfer",
             Command::CreateBudget { .. } => "budget.create",
             Command::UpdateBudget { .. } => "budget.update",
+            Command::PlaceHold { .. } => "hold.place",
+            Command::CaptureHold { .. } => "hold.capture",
+            Command::VoidHold { .. } => "hold.void",
+            Command::ExpireHolds => "hold.expire",
         }
     }
 
     /// The amount a command asks for, kept with its refusal in the audit trail.
     fn audited_amount(&self) -> Option<Amount> {
         match self {
-            Command::Post { amount, .. } | Command::TransferOut { amount, .. } => Some(*amount),
+            Command::Post { amount, .. } | Command::TransferOut { amount, .. } | Command::PlaceHold { amount, .. } => {
+                Some(*amount)
+            }
+            Command::CaptureHold { amount, .. } => *amount,
+            Command::VoidHold { .. } | Command::ExpireHolds => None,
             Command::CreateBudget { total, .. } => Some(*total),
             Command::UpdateBudget { total, .. } => *total,
             Command::SetStatus { .. } => None,
@@ -165,6 +196,33 @@ impl Request {
                 status,
                 reason,
             } => budget_update::plan(draft, origin, *budget_id, *total, *status, reason).map(Step::Batch),
+            Command::PlaceHold {
+                hold_id,
+                amount,
+                description,
+                reference_id,
+                reference_type,
+                metadata,
+                expires_at,
+            } => {
+                let new = hold::NewHold {
+                    hold_id: *hold_id,
+                    amount: *amount,
+                    description,
+                    reference_id,
+                    reference_type,
+                    metadata,
+                    expires_at: *expires_at,
+                };
+                hold::place(draft, origin, new).map(Step::Batch)
+            }
+            Command::CaptureHold {
+                hold_id,
+                amount,
+                final_capture,
+            } => hold::capture(draft, origin, *hold_id, *amount, *final_capture).map(Step::Batch),
+            Command::VoidHold { hold_id } => hold::void(draft, origin, *hold_id).map(Step::Batch),
+            Command::ExpireHolds => Ok(Step::Batch(Planned::Swept)),
         };
         planned.unwrap_or_else(|rejection| Step::Batch(self.refuse(draft, rejection)))
     }
