@@ -31,8 +31,6 @@ pub struct NewHold {
 impl Service {
     /// Reserves `h.amount` on the wallet through its actor, against the available balance and budgets.
     pub async fn place_hold(&self, wallet_id: Uuid, h: NewHold, origin: Origin) -> Result<Hold, Rejection> {
-        let ttl =
-            chrono::Duration::from_std(h.expires_in).map_err(|_| Rejection::Invalid("expiry out of range".into()))?;
         let command = Command::PlaceHold {
             hold_id: Uuid::now_v7(),
             amount: h.amount,
@@ -40,7 +38,7 @@ impl Service {
             reference_id: h.reference_id,
             reference_type: h.reference_type,
             metadata: h.metadata,
-            expires_at: Utc::now() + ttl,
+            expires_in: h.expires_in,
         };
         match self.engine.execute(wallet_id, Request { command, origin }).await? {
             Applied::Held(hold) => Ok(hold),

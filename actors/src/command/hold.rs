@@ -8,7 +8,7 @@
 //! hold never enters a batch (Blnk #182). Across processes the wallet row's version guards it all, and the
 //! row's `reserved <= balance` CHECK holds the line in SQL as well.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -36,7 +36,7 @@ pub(super) struct NewHold<'a> {
     pub(super) reference_id: &'a Option<String>,
     pub(super) reference_type: &'a Option<String>,
     pub(super) metadata: &'a Option<serde_json::Value>,
-    pub(super) expires_at: DateTime<Utc>,
+    pub(super) expires_in: std::time::Duration,
 }
 
 /// Plans a new hold: the wallet must be active, have the amount available and fit every budget of today.
@@ -58,6 +58,10 @@ pub(super) fn place(draft: &mut Draft, origin: &Origin, h: NewHold<'_>) -> Resul
             requested: h.amount,
         });
     }
+    let ttl = chrono::Duration::from_std(h.expires_in)
+        .ok()
+        .filter(|t| *t > chrono::Duration::zero())
+        .ok_or_else(|| Rejection::Invalid("a hold's expiry must be in the future".into()))?;
     let budgets = charge_budgets(draft, h.amount, Charge::Held)?;
     let now = Utc::now();
     let hold = Hold {
@@ -70,7 +74,7 @@ pub(super) fn place(draft: &mut Draft, origin: &Origin, h: NewHold<'_>) -> Resul
         reference_type: h.reference_type.clone(),
         description: h.description.clone(),
         metadata: h.metadata.clone(),
-        expires_at: h.expires_at,
+        expires_at: now + ttl,
         budgets: budgets.clone(),
         created_by: origin.actor_id,
         created_at: now,

@@ -85,7 +85,8 @@ pub enum Command {
         reference_id: Option<String>,
         reference_type: Option<String>,
         metadata: Option<serde_json::Value>,
-        expires_at: chrono::DateTime<chrono::Utc>,
+        /// From its creation, which the actor stamps (`expires_at = created_at + expires_in`).
+        expires_in: std::time::Duration,
     },
     /// Charges a hold: a DEBIT of `amount` (default: what remains); `final_capture` releases the rest.
     CaptureHold {
@@ -203,7 +204,7 @@ impl Request {
                 reference_id,
                 reference_type,
                 metadata,
-                expires_at,
+                expires_in,
             } => {
                 let new = hold::NewHold {
                     hold_id: *hold_id,
@@ -212,7 +213,7 @@ impl Request {
                     reference_id,
                     reference_type,
                     metadata,
-                    expires_at: *expires_at,
+                    expires_in: *expires_in,
                 };
                 hold::place(draft, origin, new).map(Step::Batch)
             }
