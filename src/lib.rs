@@ -9,15 +9,18 @@
 //! - [`service`]: THE USE-CASE LAYER. `Service` alone holds the engine, the store and the cache and
 //!   offers typed operations with enum errors: post, transfer, status, budgets (through the wallet's
 //!   actor), wallets, users, reads, readiness; `service::bookings` (booking and user events as use cases,
-//!   inbox in the effect's commit); `service::budgets` (expiry sweep, default budgets).
+//!   inbox in the effect's commit: debits, holds, confirmations, refunds); `service::budgets` (expiry sweep,
+//!   default budgets); `service::holds` (place, capture, void through the wallet's actor; hold reads; the
+//!   expiry sweep).
 //! - [`http`]: the HTTP adapter: `http::Ctx` (auth, service, rate limit, metrics), routes, thin handlers
-//!   that parse, authorize, call one operation and render; idempotency (claim before, fenced commit,
+//!   that parse, authorize, call one operation and render (`http::holds` for the hold routes); idempotency (claim before, fenced commit,
 //!   resolution of unknown outcomes); problem+json (with the problem catalogue); OpenAPI; the `/docs`
 //!   viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
 //! - [`events`]: the AMQP adapter: consumer (decode → `service` → ack), outbox relay with publisher
 //!   confirms, topology, or an in-process bus without `AMQP_URL`.
 //! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`;
 //!   `store::rows`: what a commit writes; `store::idempotency`: claims and their fence; `store::budgets`;
+//!   `store::holds`: open holds loaded with the wallet, a batch's hold rows and budget deltas, hold reads;
 //!   `store::bookings`: inbox, refused bookings, default-budget lock; `store::outbox`: the relay's pass;
 //!   `store::db`: pools with statement and lock timeouts, migrations (`sql/`, under an advisory lock),
 //!   partitions, pruning, readiness), users, wallets, history. Every SQL statement is under `store/`.

@@ -10,7 +10,8 @@
 //! modules listed before it, so no import circles. `tests/module_map.rs` checks this list against the sources.
 //! - [`money`]: `Amount` (exact, two decimals, bounded by `DECIMAL(15,2)`) and `Currency`.
 //! - [`budget`]: `Budget`, periods (ISO week, month, quarter, year), threshold crossings. → money
-//! - [`state`]: `WalletState` (the committed row), `Entry` (one transaction row), `Origin` (who asked).
+//! - [`state`]: `WalletState` (the committed row, with its open holds and the available balance at an
+//!   instant), `Hold`, `Entry` (one transaction row), `Origin` (who asked).
 //!   → money, budget
 //! - [`outcome`]: `Applied`, what a command did, and `Rejection`, every reason a command is not applied,
 //!   with `transient()` and `code()`. → money, budget, state
@@ -18,8 +19,8 @@
 //!   → money, budget, state, outcome
 //! - [`limits`]: `Limits`, the engine's bounds and settings, each with a named default. → budget
 //! - [`command`]: `Command` and `Request`, and one file per command (post, transfer, status, budget
-//!   create and update), each planning itself against the simulated wallet into a draft batch.
-//!   → money, budget, state, outcome, store
+//!   create and update, holds: place, capture, void and expiry), each planning itself against the
+//!   simulated wallet into a draft batch. → money, budget, state, outcome, store
 //! - [`messages`]: the actor's mailbox `WalletMsg`, and what travels through it: reply ports, queue
 //!   tickets, a command's `Fate`, the flight a commit task reports back. → state, outcome, store, command
 //! - [`registry`]: live wallets and their queued counts, the idle race, `RetireHandle`.
