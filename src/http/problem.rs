@@ -304,8 +304,9 @@ impl ApiError {
         }
     }
 
-    pub fn validation(field: &str, message: impl Into<String>) -> Self {
-        let message = message.into();
+    /// A 400 for `field`; `message` is a text or a caller error (its `Display` is the message).
+    pub fn validation(field: &str, message: impl std::fmt::Display) -> Self {
+        let message = message.to_string();
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "VALIDATION_FAILED",

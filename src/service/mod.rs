@@ -56,7 +56,18 @@ pub struct Service {
 }
 
 /// Why the service is not ready (fixed words, for `/ready`).
-pub type NotReady = String;
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// Postgres did not answer the probe (its cause is logged, not told).
+    #[error("database unreachable")]
+    DatabaseUnreachable,
+    /// The database's migration history lacks this binary's newest migration.
+    #[error("migrations not applied: the database lacks migration V{0}")]
+    MigrationsMissing(i64),
+    /// With `AMQP_URL`, the consumer is not attached to the broker.
+    #[error("event consumer not attached to RabbitMQ")]
+    ConsumerDetached,
+}
 
 /// A credit or debit as callers describe it.
 #[derive(Debug, Clone)]
@@ -369,15 +380,12 @@ impl Service {
         let pool = &self.store.pool;
         let unreachable = |e: StoreError| {
             tracing::warn!(kind = e.kind(), cause = e.cause(), "not ready: database check failed");
-            "database unreachable".to_string()
+            NotReady::DatabaseUnreachable
         };
         crate::store::db::ping(pool).await.map_err(unreachable)?;
         if !self.migrated.load(Ordering::Acquire) {
             if !crate::store::db::migrations_applied(pool).await.map_err(unreachable)? {
-                return Err(format!(
-                    "migrations not applied: the database lacks migration V{}",
-                    crate::store::db::newest_migration()
-                ));
+                return Err(NotReady::MigrationsMissing(crate::store::db::newest_migration()));
             }
             self.migrated.store(true, Ordering::Release);
         }
