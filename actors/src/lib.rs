@@ -18,7 +18,8 @@
 //!   → money, budget, state, outcome
 //! - [`limits`]: `Limits`, the engine's bounds and settings, each with a named default. → budget
 //! - [`command`]: `Command` and `Request`, and one file per command (post, transfer, status, budget
-//!   create and update), each planning itself against the simulated wallet into a draft batch.
+//!   create and update), each planning itself against the simulated wallet into a draft batch; and
+//!   `plan_opening`, a new wallet's opening credit.
 //!   → money, budget, state, outcome, store
 //! - [`messages`]: the actor's mailbox `WalletMsg`, and what travels through it: reply ports, queue
 //!   tickets, a command's `Fate`, the flight a commit task reports back. → state, outcome, store, command

@@ -261,6 +261,7 @@ pub async fn create_wallet(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body:
                 "WALLET_EXISTS",
                 format!("the user already has wallet {id}"),
             )),
+            Err(CreateWalletError::Refused(r)) => Err(ApiError::from(r)),
             Err(CreateWalletError::ClaimLost) => Err(ApiError::from(wallet_actors::Rejection::ClaimLost)),
             Err(CreateWalletError::OutcomeUnknown) => Err(ApiError::outcome_unknown()),
             Err(CreateWalletError::Store(e)) => Err(e.into()),

@@ -313,6 +313,8 @@ async fn user_created(ctx: &Service, event_id: Uuid, u: UserCreated) -> Outcome 
         Err(CreateWalletError::Exists(w)) => w,
         Err(CreateWalletError::UserNotFound) => return Outcome::Transient("user vanished after upsert".into()),
         Err(CreateWalletError::Store(e)) => return transient(e),
+        // No opening balance is planned for an event's wallet: nothing to refuse, ever.
+        Err(CreateWalletError::Refused(r)) => return Outcome::Poison(format!("{}: {r}", r.code())),
         // No key on events (the inbox and the wallet's unique user make a redelivery converge).
         Err(CreateWalletError::ClaimLost) => return Outcome::Transient("idempotency claim lost".into()),
         Err(CreateWalletError::OutcomeUnknown) => {

@@ -262,7 +262,10 @@ impl Service {
         currency: Currency,
         origin: &Origin,
     ) -> Result<WalletState, CreateWalletError> {
-        let w = self.store.create_wallet(user_id, initial, currency, origin).await?;
+        // The wallet does not exist before the transaction that creates it, so no actor can be asked: the
+        // engine's pure planning function judges the opening credit against the wallet about to be inserted.
+        let open = |fresh: &WalletState| wallet_actors::command::plan_opening(fresh, initial, origin);
+        let w = self.store.create_wallet(user_id, currency, origin, open).await?;
         self.user_wallets.insert(w.user_id, w.wallet_id);
         Ok(w)
     }

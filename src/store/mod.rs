@@ -393,42 +393,13 @@ impl WalletStore for PgStore {
     }
 }
 
-/// `reference_type` of a wallet's opening balance (its `reference_id` is the wallet id).
-pub const OPENING_REFERENCE_TYPE: &str = "OPENING";
-/// `description` of a wallet's opening balance.
-pub const OPENING_DESCRIPTION: &str = "Opening balance";
-
-/// The ledger entry of a new wallet's opening balance: a CREDIT of `amount` onto a balance of zero, by the
-/// caller who created the wallet (its audit record, as every posting's row is).
-fn opening_entry(wallet_id: Uuid, amount: Amount, origin: &Origin) -> Entry {
-    let (txn_id, created_at) = wallet_actors::state::new_txn_id();
-    Entry {
-        txn_id,
-        wallet_id,
-        kind: TxnType::Credit,
-        amount,
-        description: Some(OPENING_DESCRIPTION.into()),
-        reference_id: Some(wallet_id.to_string()),
-        reference_type: Some(OPENING_REFERENCE_TYPE.into()),
-        metadata: None,
-        balance_after: amount,
-        created_at,
-        // Who asked; the wallet's reply completes the Idempotency-Key, not the entry.
-        origin: Origin {
-            actor_id: origin.actor_id,
-            role: origin.role.clone(),
-            idempotency: None,
-            inbox_event: None,
-        },
-        budgets: vec![],
-    }
-}
-
 /// Why a wallet was not created.
 #[derive(Debug)]
 pub enum CreateWalletError {
     UserNotFound,
     Exists(Uuid),
+    /// The engine refused the opening balance (see `wallet_actors::command::plan_opening`).
+    Refused(Rejection),
     /// The Idempotency-Key was released or taken over before the commit: nothing was written.
     ClaimLost,
     /// The connection broke during COMMIT: the wallet may or may not exist.
@@ -495,16 +466,20 @@ impl PgStore {
     }
 
     /// Creates a wallet, its `WalletCreated` outbox row, its audit row and (if any) its idempotent reply,
-    /// in one transaction. A non-zero opening balance is a ledger entry in that transaction, like any
-    /// credit (see [`opening_entry`]): the row starts with `initial_balance` 0, so its balance is the sum of
-    /// its ledger rows. The bound (`MAX_INITIAL_BALANCE`) is the caller's to check.
-    pub async fn create_wallet(
+    /// in one transaction. Its opening balance is the ledger entry `open` plans (the engine's, called by
+    /// the service) for the wallet as it is about to be inserted (balance 0, active): it is written in this
+    /// transaction like any credit, and the row starts with `initial_balance` 0, so its balance is the sum
+    /// of its ledger rows. The bound (`MAX_INITIAL_BALANCE`) is the caller's to check.
+    pub async fn create_wallet<F>(
         &self,
         user_id: Uuid,
-        initial: Amount,
         currency: Currency,
         origin: &Origin,
-    ) -> Result<WalletState, CreateWalletError> {
+        open: F,
+    ) -> Result<WalletState, CreateWalletError>
+    where
+        F: FnOnce(&WalletState) -> Result<Option<Entry>, Rejection> + Send,
+    {
         let st = |e: tokio_postgres::Error| CreateWalletError::Store(unavailable(e));
         let mut c = self
             .pool
@@ -525,12 +500,28 @@ impl PgStore {
         };
         let company_id: Uuid = col(&user, "company_id").map_err(CreateWalletError::Store)?;
         let wallet_id = Uuid::now_v7();
+        let now = Utc::now();
+        let blank = WalletState {
+            wallet_id,
+            user_id,
+            company_id,
+            balance: Amount::ZERO,
+            currency,
+            status: WalletStatus::Active,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            budgets: vec![],
+        };
+        let opening = open(&blank).map_err(CreateWalletError::Refused)?;
+        let initial = opening.as_ref().map_or(Amount::ZERO, |e| e.amount);
+        let balance = opening.as_ref().map_or(Amount::ZERO, |e| e.balance_after);
         let row = tx
             .query_opt(
                 "INSERT INTO wallets (wallet_id, user_id, balance, initial_balance, currency) VALUES ($1, $2, $3, 0, $4) \
                  ON CONFLICT (user_id) DO NOTHING \
                  RETURNING wallet_id, user_id, $5::uuid AS company_id, balance, currency, status, version, created_at, updated_at",
-                &[&wallet_id, &user_id, &initial.value(), &currency.as_str(), &company_id],
+                &[&wallet_id, &user_id, &balance.value(), &currency.as_str(), &company_id],
             )
             .await
             .map_err(st)?;
@@ -544,7 +535,6 @@ impl PgStore {
             ));
         };
         let wallet = wallet_from_row(&row).map_err(CreateWalletError::Store)?;
-        let opening = (!initial.is_zero()).then(|| opening_entry(wallet_id, initial, origin));
         if let Some(entry) = &opening {
             let entries = [entry];
             // The wallet is new, so its opening reference cannot be taken.

@@ -5,6 +5,7 @@
 //! - `transfer.rs`: the source leg of a transfer, planned with its incoming leg; it flies alone.
 //! - `status.rs`: freezing, unfreezing and closing a wallet.
 //! - `budget_create.rs`, `budget_update.rs`: a wallet's budgets.
+//! - `open.rs`: a new wallet's opening balance ([`plan_opening`]); no command, as no actor exists yet.
 //! - `draft.rs`: the `Draft` they plan into, and what each became in it (`Planned`, `Step`).
 //!
 //! Each judges its command against the simulated wallet in a `Draft` (the batch being planned) and adds
@@ -15,6 +16,7 @@
 mod budget_create;
 mod budget_update;
 mod draft;
+mod open;
 mod post;
 mod status;
 mod transfer;
@@ -28,6 +30,7 @@ use crate::state::{Origin, WalletStatus};
 use crate::store::Refusal;
 
 pub(crate) use draft::{Draft, Planned, Step};
+pub use open::{OPENING_DESCRIPTION, OPENING_REFERENCE_TYPE, plan_opening};
 pub(crate) use transfer::check_transfer;
 
 /// Longest free-text description kept on a transaction.
