@@ -48,6 +48,7 @@ pub mod crypto;
 pub mod decode;
 pub mod events;
 pub mod http;
+pub mod problem;
 pub mod schema;
 pub mod service;
 pub mod store;

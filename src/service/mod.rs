@@ -10,9 +10,12 @@
 //! - [`bookings`]: the booking and user events as use cases (debit, refund, user + wallet + default budgets),
 //!   each with its inbox row in the effect's commit.
 //! - [`budgets`]: budget views, the expiry sweep and the default budgets of new users.
+//! - [`idempotency`]: `Idempotency-Key`s inside the keyed operations (post, transfer, create wallet): claim,
+//!   replay, the refusal's problem document recorded as the reply, release, resolution of unknown outcomes.
 
 pub mod bookings;
 pub mod budgets;
+pub mod idempotency;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -332,40 +335,6 @@ impl Service {
         filter: &HistoryFilter,
     ) -> Result<(Vec<crate::views::HistoryItem>, i64), StoreError> {
         self.store.history(wallet_id, filter).await
-    }
-
-    /// Claims an Idempotency-Key (fenced: see `store::idempotency`), or says what became of it.
-    pub async fn claim_idempotency(
-        &self,
-        caller: Uuid,
-        endpoint: &str,
-        key: &str,
-        hash: &[u8],
-    ) -> Result<crate::store::Claim, StoreError> {
-        self.store.claim_idempotency(caller, endpoint, key, hash).await
-    }
-
-    /// Records a refusal as a key's final reply, while the claim is still the ticket's.
-    pub async fn complete_idempotency(
-        &self,
-        t: &wallet_actors::IdempotencyTicket,
-        status: u16,
-        body: &str,
-    ) -> Result<(), StoreError> {
-        self.store.complete_idempotency(t, status, body).await
-    }
-
-    /// Releases a claim that did not commit, fencing its commit off; false if it was no longer ours.
-    pub async fn release_idempotency(&self, t: &wallet_actors::IdempotencyTicket) -> Result<bool, StoreError> {
-        self.store.release_idempotency(t).await
-    }
-
-    /// Learns the outcome of a keyed commit that went silent (released, or its committed reply).
-    pub async fn resolve_idempotency(
-        &self,
-        t: &wallet_actors::IdempotencyTicket,
-    ) -> Result<crate::store::Resolution, StoreError> {
-        self.store.resolve_idempotency(t).await
     }
 
     /// The wallet a budget belongs to.

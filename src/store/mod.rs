@@ -394,7 +394,7 @@ impl WalletStore for PgStore {
 }
 
 /// Why a wallet was not created.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum CreateWalletError {
     UserNotFound,
     Exists(Uuid),
