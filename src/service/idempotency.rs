@@ -1,6 +1,6 @@
 //! `Idempotency-Key`s inside the use cases: claim before the effect, replay after, and an answer that is
 //! always true. A keyed operation ([`Service::post_keyed`], [`Service::transfer_keyed`],
-//! [`Service::create_wallet_keyed`]) is its plain operation run through [`Service::keyed`].
+//! [`Service::create_wallet_keyed`]) is its plain operation run through `Service::keyed`.
 //!
 //! The claim is a row in `idempotency_keys` with a fresh claim token. The effect's own transaction locks
 //! that row, checks the token and writes the reply into it (see `store::idempotency`), so "committed" and

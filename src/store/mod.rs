@@ -7,6 +7,7 @@
 //! of statements per commit does not grow with the batch.
 //!
 //! - `committer`: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
+//! - `read`: `col`, a column read by name; a missing or mistyped one is `StoreError::Corrupt`, not a panic.
 //! - `rows`: what a commit writes besides the wallet row (ledger rows, references, outbox, replies,
 //!   inbox, audit), as set-based statements.
 //! - here: [`PgStore`] (the engine's `WalletStore`: loads, commits through the committer, transfers) and
