@@ -31,6 +31,9 @@ pub enum ConfigError {
     /// A variable is set but unusable (or does not fit with another one); `reason` says what it must be.
     #[error("{var} {reason}")]
     Invalid { var: &'static str, reason: String },
+    /// `DEFAULT_BUDGETS` does not parse (its text names the variable and the item).
+    #[error(transparent)]
+    DefaultBudgets(#[from] crate::service::budgets::DefaultBudgetsError),
 }
 
 impl ConfigError {
@@ -194,7 +197,10 @@ pub fn parse_thresholds(spec: &str) -> Result<Vec<u8>, ConfigError> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<u8>().ok().filter(|p| (1..=100).contains(p)).ok_or_else(|| {
-                ConfigError::invalid("BUDGET_ALERT_THRESHOLDS", format!("{s:?} is not a percentage 1..=100"))
+                ConfigError::invalid(
+                    "BUDGET_ALERT_THRESHOLDS",
+                    format!("has {s:?}, which is not a percentage 1..=100"),
+                )
             })
         })
         .collect::<Result<Vec<u8>, ConfigError>>()?;
@@ -325,8 +331,7 @@ impl Config {
             Some(s) => parse_max_initial_balance(&s)?,
             None => DEFAULT_MAX_INITIAL_BALANCE,
         };
-        let default_budgets = crate::service::budgets::parse_defaults(&var("DEFAULT_BUDGETS").unwrap_or_default())
-            .map_err(|e| ConfigError::invalid("DEFAULT_BUDGETS", e))?;
+        let default_budgets = crate::service::budgets::parse_defaults(&var("DEFAULT_BUDGETS").unwrap_or_default())?;
         let alert_thresholds = match var("BUDGET_ALERT_THRESHOLDS") {
             Some(s) => parse_thresholds(&s)?,
             None => wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
