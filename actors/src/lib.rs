@@ -20,7 +20,8 @@
 //! - [`limits`]: `Limits`, the engine's bounds and settings, each with a named default. → budget
 //! - [`command`]: `Command` and `Request`, and one file per command (post, transfer, status, budget
 //!   create and update, holds: place, capture, void and expiry), each planning itself against the
-//!   simulated wallet into a draft batch. → money, budget, state, outcome, store
+//!   simulated wallet into a draft batch; and `plan_opening`, a new wallet's opening credit.
+//!   → money, budget, state, outcome, store
 //! - [`messages`]: the actor's mailbox `WalletMsg`, and what travels through it: reply ports, queue
 //!   tickets, a command's `Fate`, the flight a commit task reports back. → state, outcome, store, command
 //! - [`registry`]: live wallets and their queued counts, the idle race, `RetireHandle`.
@@ -52,8 +53,8 @@ pub mod wallet;
 pub use budget::{Budget, BudgetAlert, BudgetStatus, PeriodType};
 pub use command::{Command, Direction, Request};
 pub use limits::Limits;
-pub use money::{Amount, AmountError, Currency};
+pub use money::{Amount, AmountError, Currency, UnknownName};
 pub use outcome::{Applied, Rejection};
 pub use state::{Entry, Hold, HoldStatus, IdempotencyTicket, InboxEvent, Origin, TxnType, WalletState, WalletStatus};
 pub use store::{Batch, CommitError, StoreError, TransferError, TransferPlan, WalletStore};
-pub use supervisor::Engine;
+pub use supervisor::{Engine, EngineStartError};

@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::money::{Amount, Currency};
+use crate::money::{Amount, Currency, UnknownName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -35,13 +35,13 @@ impl fmt::Display for WalletStatus {
 }
 
 impl FromStr for WalletStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "ACTIVE" => Ok(WalletStatus::Active),
             "FROZEN" => Ok(WalletStatus::Frozen),
             "CLOSED" => Ok(WalletStatus::Closed),
-            other => Err(format!("unknown wallet status {other:?}")),
+            other => Err(UnknownName::WalletStatus(other.to_string())),
         }
     }
 }
@@ -79,14 +79,14 @@ impl fmt::Display for TxnType {
 }
 
 impl FromStr for TxnType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "CREDIT" => Ok(TxnType::Credit),
             "DEBIT" => Ok(TxnType::Debit),
             "TRANSFER_IN" => Ok(TxnType::TransferIn),
             "TRANSFER_OUT" => Ok(TxnType::TransferOut),
-            other => Err(format!("unknown transaction type {other:?}")),
+            other => Err(UnknownName::TxnType(other.to_string())),
         }
     }
 }

@@ -229,7 +229,7 @@ impl Target {
                             .await;
                         }
                         Err(e) => {
-                            let _ = port_tx.send(Err(e));
+                            let _ = port_tx.send(Err(e.to_string()));
                         }
                     }
                 });

@@ -15,9 +15,10 @@ use wallet_actors::{Amount, Hold, HoldStatus};
 use warp::reply::Response;
 
 use super::handlers::{
-    DEFAULT_PAGE_LIMIT, DEFAULT_REFERENCE_TYPE, MAX_PAGE, MAX_PAGE_LIMIT, authenticate, idempotent, optional_text,
-    origin, parse, parse_number, positive, visible,
+    DEFAULT_PAGE_LIMIT, DEFAULT_REFERENCE_TYPE, MAX_PAGE, MAX_PAGE_LIMIT, authenticate, optional_text, origin, parse,
+    parse_number, positive, visible,
 };
+use super::idempotency;
 use super::problem::{ApiError, json_response, raw_json};
 use super::{Body, Ctx, RawHeader};
 use crate::auth::Caller;
@@ -157,19 +158,12 @@ pub async fn place(
         expires_in: Duration::from_secs(u64::from(ttl)),
     };
     let path = format!("/wallets/{wallet_id}/holds");
-    idempotent(
-        &ctx,
-        &caller,
-        "POST /wallets/{walletId}/holds",
-        key,
-        &path,
-        &raw,
-        |ticket| async {
-            let placed = ctx.service.place_hold(wallet_id, hold, origin(&caller, ticket)).await?;
-            Ok(raw_json(StatusCode::CREATED, crate::views::hold_reply(&placed)))
-        },
-    )
-    .await
+    let key = idempotency::key_request(caller.user_id, "POST /wallets/{walletId}/holds", key, &path, &raw)?;
+    let placed = ctx
+        .service
+        .place_hold_keyed(wallet_id, hold, origin(&caller, None), key)
+        .await;
+    idempotency::reply(placed, |h| raw_json(StatusCode::CREATED, crate::views::hold_reply(&h)))
 }
 
 /// Captures a hold: a DEBIT of `amount` (default: what remains) carrying the hold's id.
@@ -200,22 +194,14 @@ pub async fn capture(
     let hold = visible_hold(&ctx, &caller, hold_id).await?;
     may_move_money(&ctx, &caller, hold.wallet_id).await?;
     let path = format!("/holds/{hold_id}/capture");
-    idempotent(
-        &ctx,
-        &caller,
-        "POST /holds/{holdId}/capture",
-        key,
-        &path,
-        &raw,
-        |ticket| async {
-            let (entry, _) = ctx
-                .service
-                .capture_hold(hold_id, amount, b.r#final.unwrap_or(true), origin(&caller, ticket))
-                .await?;
-            Ok(raw_json(StatusCode::CREATED, crate::views::posting_reply(&entry)))
-        },
-    )
-    .await
+    let key = idempotency::key_request(caller.user_id, "POST /holds/{holdId}/capture", key, &path, &raw)?;
+    let captured = ctx
+        .service
+        .capture_hold_keyed(hold_id, amount, b.r#final.unwrap_or(true), origin(&caller, None), key)
+        .await;
+    idempotency::reply(captured, |(entry, _)| {
+        raw_json(StatusCode::CREATED, crate::views::posting_reply(&entry))
+    })
 }
 
 /// Voids a hold: what it still reserves goes back to the available balance and the budgets.

@@ -468,6 +468,8 @@ async fn user_created(ctx: &Service, event_id: Uuid, u: UserCreated) -> Outcome 
         Err(CreateWalletError::Exists(w)) => w,
         Err(CreateWalletError::UserNotFound) => return Outcome::Transient("user vanished after upsert".into()),
         Err(CreateWalletError::Store(e)) => return transient(e),
+        // No opening balance is planned for an event's wallet: nothing to refuse, ever.
+        Err(CreateWalletError::Refused(r)) => return Outcome::Poison(format!("{}: {r}", r.code())),
         // No key on events (the inbox and the wallet's unique user make a redelivery converge).
         Err(CreateWalletError::ClaimLost) => return Outcome::Transient("idempotency claim lost".into()),
         Err(CreateWalletError::OutcomeUnknown) => {
@@ -475,7 +477,7 @@ async fn user_created(ctx: &Service, event_id: Uuid, u: UserCreated) -> Outcome 
         }
     };
     if let Err(e) = apply_default_budgets(ctx, event_id, wallet, role).await {
-        return Outcome::Transient(e);
+        return transient(e);
     }
     match ctx.store.mark_processed(event_id, "UserCreated").await {
         Ok(()) => Outcome::Done(Done::Applied),
@@ -487,7 +489,21 @@ async fn user_created(ctx: &Service, event_id: Uuid, u: UserCreated) -> Outcome 
 /// once: a default whose period already has a budget on the wallet is skipped, so a redelivered
 /// `UserCreated` (or one that failed half-way) completes the set without doubling it. A per-wallet lock
 /// (`store::DefaultBudgetsLock`) keeps two concurrent deliveries (two instances) from both creating them.
-async fn apply_default_budgets(ctx: &Service, event_id: Uuid, wallet_id: Uuid, role: Role) -> Result<(), String> {
+/// Why the default budgets of a new user's wallet are not (all) in place yet; the delivery is retried.
+#[derive(Debug, thiserror::Error)]
+enum DefaultBudgetsFailed {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("default budgets: {0}")]
+    Refused(Rejection),
+}
+
+async fn apply_default_budgets(
+    ctx: &Service,
+    event_id: Uuid,
+    wallet_id: Uuid,
+    role: Role,
+) -> Result<(), DefaultBudgetsFailed> {
     let wanted: Vec<_> = ctx
         .settings
         .default_budgets
@@ -497,11 +513,7 @@ async fn apply_default_budgets(ctx: &Service, event_id: Uuid, wallet_id: Uuid, r
     if wanted.is_empty() {
         return Ok(());
     }
-    let (lock, existing) = ctx
-        .store
-        .lock_default_budgets(wallet_id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (lock, existing) = ctx.store.lock_default_budgets(wallet_id).await?;
     let missing: Vec<super::budgets::DefaultBudget> = wanted
         .into_iter()
         .filter(|d| !existing.iter().any(|p| p.as_str() == d.period.as_str()))
@@ -513,9 +525,9 @@ async fn apply_default_budgets(ctx: &Service, event_id: Uuid, wallet_id: Uuid, r
         o.inbox_event = None;
         super::budgets::apply_defaults(ctx, &missing, wallet_id, role.as_str(), o)
             .await
-            .map_err(|r| format!("default budgets: {r}"))?;
+            .map_err(DefaultBudgetsFailed::Refused)?;
     }
-    lock.release().await.map_err(|e| e.to_string())
+    Ok(lock.release().await?)
 }
 
 impl Service {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use wallet_actors::store::StoreError;
 use wallet_actors::{Amount, Applied, Command, Entry, Hold, Origin, Rejection, Request};
 
+use super::idempotency::{KeyRequest, Keyed, KeyedError};
 use super::{Service, unexpected};
 use crate::store::HoldFilter;
 
@@ -79,6 +80,43 @@ impl Service {
             Err(Rejection::HoldNotFound) => Err(self.not_open(hold_id).await),
             Err(r) => Err(r),
         }
+    }
+
+    /// [`Service::place_hold`] under an Idempotency-Key. `origin` is the caller's (without a ticket).
+    pub async fn place_hold_keyed(
+        &self,
+        wallet_id: Uuid,
+        h: NewHold,
+        origin: Origin,
+        key: Option<KeyRequest>,
+    ) -> Result<Keyed<Hold>, KeyedError<Rejection>> {
+        self.keyed(key, |ticket| {
+            let origin = Origin {
+                idempotency: ticket,
+                ..origin
+            };
+            self.place_hold(wallet_id, h, origin)
+        })
+        .await
+    }
+
+    /// [`Service::capture_hold`] under an Idempotency-Key. `origin` is the caller's (without a ticket).
+    pub async fn capture_hold_keyed(
+        &self,
+        hold_id: Uuid,
+        amount: Option<Amount>,
+        final_capture: bool,
+        origin: Origin,
+        key: Option<KeyRequest>,
+    ) -> Result<Keyed<(Entry, Hold)>, KeyedError<Rejection>> {
+        self.keyed(key, |ticket| {
+            let origin = Origin {
+                idempotency: ticket,
+                ..origin
+            };
+            self.capture_hold(hold_id, amount, final_capture, origin)
+        })
+        .await
     }
 
     /// One hold, as stored (see `Hold::status_at` for what a reader sees).

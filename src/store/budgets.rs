@@ -250,6 +250,6 @@ impl PgStore {
             )
             .await
             .map_err(unavailable)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        rows.iter().map(|r| super::col(r, "wallet_id")).collect()
     }
 }

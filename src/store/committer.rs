@@ -110,7 +110,9 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
             .query_opt(&stmt, &[&batch.wallet_id])
             .await
             .map_err(batch_err)?
-            .map(|r| r.get(0));
+            .map(|r| super::col(&r, "version"))
+            .transpose()
+            .map_err(commit_err)?;
         if current != Some(batch.expected_version) {
             return Err(CommitError::VersionConflict);
         }
@@ -496,7 +498,11 @@ async fn write_plain_statement(
     );
 
     let stmt = c.prepare_cached(plain_statement(with)).await?;
-    let updated: HashSet<Uuid> = c.query(&stmt, &params).await?.iter().map(|r| r.get(0)).collect();
+    let updated = c.query(&stmt, &params).await?;
+    let updated: HashSet<Uuid> = updated
+        .iter()
+        .map(|r| r.try_get("wallet_id"))
+        .collect::<Result<_, _>>()?;
 
     let mut outcomes = Vec::with_capacity(batches.len());
     for b in batches {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use wallet_actors::store::{Batch, CommitError, HoldEvent};
 use wallet_actors::{Amount, Entry, Origin, TxnType};
 
-use super::{batch_err, commit_err};
+use super::{batch_err, commit_err, corrupt};
 
 use crate::views::OutboxEvent;
 
@@ -187,14 +187,19 @@ impl<'a> KeyCols<'a> {
             .await?;
         let mut taken = Vec::new();
         for (j, &i) in self.index.iter().enumerate() {
-            let holder = existing.iter().find(|r| {
-                r.get::<_, Uuid>(0) == self.wallet[j]
-                    && r.get::<_, &str>(1) == self.rtype[j]
-                    && r.get::<_, &str>(2) == self.rid[j]
-                    && r.get::<_, &str>(3) == self.kind[j]
-            });
+            let mut holder = None;
+            for r in &existing {
+                if r.try_get::<_, Uuid>("wallet_id")? == self.wallet[j]
+                    && r.try_get::<_, &str>("reference_type")? == self.rtype[j]
+                    && r.try_get::<_, &str>("reference_id")? == self.rid[j]
+                    && r.try_get::<_, &str>("type")? == self.kind[j]
+                {
+                    holder = Some(r);
+                    break;
+                }
+            }
             if let Some(r) = holder {
-                let txn: Uuid = r.get(4);
+                let txn: Uuid = r.try_get("txn_id")?;
                 if txn != self.txn[j] {
                     taken.push((i, txn));
                 }
@@ -681,7 +686,7 @@ pub(super) async fn refunds_over_debits<C: GenericClient>(
     }
     let stmt = c
         .prepare_cached(
-            "SELECT k.i, r.amount FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::numeric[]) AS k(i, w, rt, ri, a) \
+            "SELECT k.i AS idx, r.amount FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::numeric[]) AS k(i, w, rt, ri, a) \
                JOIN transaction_references r ON r.wallet_id = k.w AND r.reference_type = k.rt \
                 AND r.reference_id = k.ri AND r.type = 'DEBIT' \
               WHERE k.a > r.amount ORDER BY k.i",
@@ -694,8 +699,9 @@ pub(super) async fn refunds_over_debits<C: GenericClient>(
         .map_err(batch_err)?;
     rows.iter()
         .map(|r| {
-            let i = usize::try_from(r.get::<_, i64>(0)).map_err(|e| commit_err(e.to_string()))?;
-            let debited = Amount::new(r.get::<_, Decimal>(1)).map_err(commit_err)?;
+            let i = usize::try_from(super::col::<i64>(r, "idx").map_err(commit_err)?)
+                .map_err(|e| commit_err(corrupt(e)))?;
+            let debited = Amount::new(super::col::<Decimal>(r, "amount").map_err(commit_err)?).map_err(commit_err)?;
             Ok((i, debited))
         })
         .collect()

@@ -7,6 +7,7 @@
 //! - `budget_create.rs`, `budget_update.rs`: a wallet's budgets.
 //! - `hold.rs`: holds placed, captured and voided, and the expiry each batch writes for holds whose time
 //!   is up.
+//! - `open.rs`: a new wallet's opening balance ([`plan_opening`]); no command, as no actor exists yet.
 //! - `draft.rs`: the `Draft` they plan into, and what each became in it (`Planned`, `Step`).
 //!
 //! Each judges its command against the simulated wallet in a `Draft` (the batch being planned) and adds
@@ -18,6 +19,7 @@ mod budget_create;
 mod budget_update;
 mod draft;
 pub mod hold;
+mod open;
 mod post;
 mod status;
 mod transfer;
@@ -31,6 +33,7 @@ use crate::state::{Origin, WalletStatus};
 use crate::store::Refusal;
 
 pub(crate) use draft::{Draft, Planned, Step};
+pub use open::{OPENING_DESCRIPTION, OPENING_REFERENCE_TYPE, plan_opening};
 pub(crate) use transfer::check_transfer;
 
 /// Longest free-text description kept on a transaction.

@@ -336,7 +336,7 @@ impl TestApp {
 
     /// `/ready`'s verdict, as the app judges it.
     pub async fn readiness(&self) -> Result<(), String> {
-        self.ctx.readiness().await
+        self.ctx.readiness().await.map_err(|e| e.to_string())
     }
 
     /// What `/metrics` would answer.
