@@ -782,3 +782,65 @@ async fn a_hold_over_the_balance_from_a_booking_event_is_announced_as_transactio
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_of_a_captured_hold_gives_back_at_most_what_was_captured_and_to_its_budgets() {
+    let app = spawn_app().await;
+    let (user, _, wallet) = app.user_with_wallet("1000.00", "USD").await;
+    let res = app
+        .http
+        .post(app.url("/budgets"))
+        .bearer_auth(&app.admin_token)
+        .json(&budget_body(wallet, "300.00"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 201);
+    let (status, h) = json_of(
+        place(
+            &app,
+            wallet,
+            json!({"amount": "200.00", "reference_id": "trip-1", "reference_type": "BOOKING"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{h}");
+    let hold = Uuid::parse_str(h["hold_id"].as_str().unwrap()).unwrap();
+    assert_eq!(capture(&app, hold, json!({"amount": "120.00"})).await.status(), 201);
+    assert_eq!(budget_of(&app, user).await, strs(&["120.00", "0.00", "180.00"]));
+    // A plain debit of the same booking is a repeat of the capture.
+    let dup = expect_problem(
+        app.post_txn(
+            wallet,
+            json!({"amount": "5.00", "type": "DEBIT", "reference_id": "trip-1", "reference_type": "BOOKING"}),
+        )
+        .await,
+        409,
+        "CONFLICT",
+    )
+    .await;
+    assert_eq!(dup["txn_id"], hold.to_string());
+    let over = expect_problem(
+        app.post_txn(
+            wallet,
+            json!({"amount": "150.00", "type": "CREDIT", "reference_id": "trip-1", "reference_type": "BOOKING"}),
+        )
+        .await,
+        422,
+        "REFUND_EXCEEDS_DEBIT",
+    )
+    .await;
+    assert_eq!(over["debited"], "120.00");
+    let (status, refund) = json_of(
+        app.post_txn(
+            wallet,
+            json!({"amount": "120.00", "type": "CREDIT", "reference_id": "trip-1", "reference_type": "BOOKING"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{refund}");
+    assert_eq!(budget_of(&app, user).await, strs(&["0.00", "0.00", "300.00"]));
+    assert_eq!(row(&app, wallet).await, ("1000.00".into(), "0.00".into()));
+}
