@@ -21,6 +21,25 @@ use crate::http::Ctx;
 use crate::service::{Service, Settings};
 use crate::store::PgStore;
 
+/// Why the application could not be built (the process logs it and exits).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("JWT configuration: {0}")]
+    Auth(#[from] crate::auth::AuthConfigError),
+    #[error("PII_ENCRYPTION_KEY: {0}")]
+    PiiKey(crate::crypto::CryptoError),
+    #[error(transparent)]
+    Database(#[from] crate::store::db::DbSetupError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheConnectError),
+    #[error("partitions: {0}")]
+    Partitions(wallet_actors::StoreError),
+    #[error(transparent)]
+    Engine(#[from] wallet_actors::EngineStartError),
+    #[error("cannot bind port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+}
+
 pub struct App {
     listener: TcpListener,
     ctx: Arc<Ctx>,
@@ -31,7 +50,7 @@ pub struct App {
 
 impl App {
     /// Connects, migrates, starts the engine and binds the port.
-    pub async fn build(config: Config) -> Result<App, String> {
+    pub async fn build(config: Config) -> Result<App, BuildError> {
         let events = crate::events::EventsConfig {
             prefetch: config.amqp_prefetch,
             ..crate::events::EventsConfig::default()
@@ -41,11 +60,11 @@ impl App {
 
     /// [`App::build`] with the events' names, retries, prefetch and intervals given (tests use their own;
     /// `events.prefetch` wins over `config.amqp_prefetch` here).
-    pub async fn build_with_events(config: Config, events: crate::events::EventsConfig) -> Result<App, String> {
+    pub async fn build_with_events(config: Config, events: crate::events::EventsConfig) -> Result<App, BuildError> {
         crate::auth::install_crypto_provider();
         let auth = Authenticator::new(&config.auth)?;
         let pii = match &config.pii_key_b64 {
-            Some(k) => PiiCipher::from_base64(k).map_err(|e| format!("PII_ENCRYPTION_KEY: {e}"))?,
+            Some(k) => PiiCipher::from_base64(k).map_err(BuildError::PiiKey)?,
             None => {
                 warn!("PII_ENCRYPTION_KEY is not set: using the insecure development key");
                 PiiCipher::development()
@@ -79,18 +98,22 @@ impl App {
         };
         crate::store::db::ensure_partitions(&pool)
             .await
-            .map_err(|e| format!("partitions: {e}"))?;
+            .map_err(BuildError::Partitions)?;
         let limits = Limits {
             idle_timeout: config.actor_idle_timeout,
             max_live_actors: config.actor_max_live,
             alert_thresholds: Arc::from(config.alert_thresholds.as_slice()),
+            hold_overcapture_percent: config.hold_overcapture_percent,
             reply_timeout: config.timeouts.reply,
             ..Limits::default()
         };
         let engine = Engine::start(Arc::new(store.clone()), limits).await?;
         let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], config.port)))
             .await
-            .map_err(|e| format!("cannot bind port {}: {e}", config.port))?;
+            .map_err(|source| BuildError::Bind {
+                port: config.port,
+                source,
+            })?;
         let service = Arc::new(Service::new(
             engine,
             store,
@@ -150,6 +173,7 @@ impl App {
         info!(port = listener.local_addr().map(|a| a.port()).unwrap_or(0), "listening");
         let upkeep = tokio::spawn(partition_upkeep(ctx.service.store().pool.clone()));
         let sweep = tokio::spawn(budget_expiry(ctx.clone()));
+        let hold_sweep = tokio::spawn(hold_expiry(ctx.service.clone()));
         let stop = tokio_util::sync::CancellationToken::new();
         let adapter = Arc::new(crate::events::Ctx {
             service: ctx.service.clone(),
@@ -183,6 +207,7 @@ impl App {
         }
         upkeep.abort();
         sweep.abort();
+        hold_sweep.abort();
         events.finish().await;
     }
 }
@@ -223,6 +248,20 @@ async fn budget_expiry(ctx: Arc<Ctx>) {
             Ok(n) if n > 0 => info!(expired = n, "budgets expired"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "budget expiry sweep failed; will retry"),
+        }
+    }
+}
+
+/// Writes the expiry of holds past their `expires_at`, periodically (a hold already reserves nothing from
+/// that instant on; this writes its status and release, and publishes `HoldReleased`).
+async fn hold_expiry(service: Arc<crate::service::Service>) {
+    let mut tick = tokio::time::interval(crate::service::holds::HOLD_SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        match service.sweep_expired_holds().await {
+            Ok(n) if n > 0 => info!(expired = n, "holds expired"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "hold expiry sweep failed; will retry"),
         }
     }
 }

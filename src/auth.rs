@@ -387,6 +387,25 @@ struct OutgoingClaims<'a> {
     exp: u64,
 }
 
+/// Why the verifier could not be built from its configuration (at start; never the key's bytes).
+#[derive(thiserror::Error, Debug)]
+pub enum AuthConfigError {
+    #[error("JWT issuer must not be empty")]
+    EmptyIssuer,
+    #[error("JWT audience must not be empty")]
+    EmptyAudience,
+    #[error("HS256 secret must not be empty")]
+    EmptySecret,
+    /// The PEM of a public key did not parse (`alg` says which kind was expected).
+    #[error("invalid {kind} public key PEM: {source}")]
+    InvalidPem {
+        kind: &'static str,
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("unsupported JWT algorithm {0:?} for a public key (use RS256 or ES256)")]
+    UnsupportedAlgorithm(Algorithm),
+}
+
 impl Authenticator {
     /// Builds the verifier from configuration.
     ///
@@ -394,20 +413,20 @@ impl Authenticator {
     /// algorithm other than RS256/ES256 for a public key, or a PEM that does
     /// not parse; failing at start-up is far better than refusing every
     /// request later.
-    pub fn new(cfg: &AuthConfig) -> Result<Self, String> {
+    pub fn new(cfg: &AuthConfig) -> Result<Self, AuthConfigError> {
         install_crypto_provider();
 
         if cfg.issuer.is_empty() {
-            return Err("JWT issuer must not be empty".to_owned());
+            return Err(AuthConfigError::EmptyIssuer);
         }
         if cfg.audience.is_empty() {
-            return Err("JWT audience must not be empty".to_owned());
+            return Err(AuthConfigError::EmptyAudience);
         }
 
         let (alg, key) = match &cfg.key {
             KeySource::Hs256Secret(secret) => {
                 if secret.is_empty() {
-                    return Err("HS256 secret must not be empty".to_owned());
+                    return Err(AuthConfigError::EmptySecret);
                 }
                 if secret.len() < 32 {
                     // RFC 7518 §3.2: the HS256 key should be at least as long
@@ -422,17 +441,11 @@ impl Authenticator {
             }
             KeySource::PublicKeyPem { alg, pem } => {
                 let key = match alg {
-                    Algorithm::RS256 => {
-                        DecodingKey::from_rsa_pem(pem).map_err(|e| format!("invalid RSA public key PEM: {e}"))?
-                    }
-                    Algorithm::ES256 => {
-                        DecodingKey::from_ec_pem(pem).map_err(|e| format!("invalid EC public key PEM: {e}"))?
-                    }
-                    other => {
-                        return Err(format!(
-                            "unsupported JWT algorithm {other:?} for a public key (use RS256 or ES256)"
-                        ));
-                    }
+                    Algorithm::RS256 => DecodingKey::from_rsa_pem(pem)
+                        .map_err(|source| AuthConfigError::InvalidPem { kind: "RSA", source })?,
+                    Algorithm::ES256 => DecodingKey::from_ec_pem(pem)
+                        .map_err(|source| AuthConfigError::InvalidPem { kind: "EC", source })?,
+                    other => return Err(AuthConfigError::UnsupportedAlgorithm(*other)),
                 };
                 (*alg, key)
             }

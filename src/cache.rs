@@ -28,6 +28,19 @@ pub const LOCAL_CACHE_TTL: Duration = Duration::from_secs(2);
 pub const MAX_LOCAL_ENTRIES: usize = 200_000;
 /// Longest a cache read may take before it counts as a miss.
 pub const CACHE_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long the first connection to Redis may take at start before the service gives up.
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the Redis cache could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheConnectError {
+    #[error("REDIS_URL: {0}")]
+    InvalidUrl(redis::RedisError),
+    #[error("Redis did not answer in time")]
+    Timeout,
+    #[error("Redis: {0}")]
+    Connect(redis::RedisError),
+}
 
 /// Sets the value only when its version is newer than the cached one. KEYS[1] key; ARGV: json, version, ttl.
 const SET_IF_NEWER: &str = r#"
@@ -52,6 +65,10 @@ pub struct Cached {
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The open holds (bounded by `MAX_OPEN_HOLDS`), so a read computes the available balance at its own
+    /// instant. Absent in entries written before holds existed: none.
+    #[serde(default)]
+    holds: Vec<wallet_actors::Hold>,
 }
 
 impl From<&WalletState> for Cached {
@@ -66,6 +83,7 @@ impl From<&WalletState> for Cached {
             version: w.version,
             created_at: w.created_at,
             updated_at: w.updated_at,
+            holds: w.holds.clone(),
         }
     }
 }
@@ -83,6 +101,7 @@ impl From<Cached> for WalletState {
             created_at: c.created_at,
             updated_at: c.updated_at,
             budgets: vec![],
+            holds: c.holds,
         }
     }
 }
@@ -132,12 +151,12 @@ impl WalletCache {
     }
 
     /// Connects to Redis; `prefix` namespaces the keys (tests use their own).
-    pub async fn redis(url: &str, prefix: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("REDIS_URL: {e}"))?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+    pub async fn redis(url: &str, prefix: &str) -> Result<Self, CacheConnectError> {
+        let client = redis::Client::open(url).map_err(CacheConnectError::InvalidUrl)?;
+        let conn = tokio::time::timeout(REDIS_CONNECT_TIMEOUT, client.get_connection_manager())
             .await
-            .map_err(|_| "Redis did not answer in time".to_string())?
-            .map_err(|e| format!("Redis: {e}"))?;
+            .map_err(|_| CacheConnectError::Timeout)?
+            .map_err(CacheConnectError::Connect)?;
         Ok(WalletCache::Redis {
             conn,
             prefix: prefix.to_string(),
@@ -265,6 +284,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             budgets: vec![],
+            holds: vec![],
         }
     }
 

@@ -3,26 +3,36 @@
 //!
 //! # Module map
 //! Arrows run one way (adapters → use cases → store and engine; nothing below imports anything above):
-//! `app` → `http`, `events` → `service` → `store` → `cache`, `views` → `schema`; `config`, `telemetry` sit
-//! beside `app`; `auth`, `crypto`, `decode` are leaves for whoever needs them.
+//! `app` → `http`, `events` → `service` → `problem` → `store` → `cache`, `views` → `schema`; `config`,
+//! `telemetry` sit beside `app`; `auth`, `crypto`, `decode` are leaves for whoever needs them.
+//! Every error is an enum (thiserror), and a store row is read by column name (`store::col`), never by a
+//! panicking position.
 //! - [`app`]: `App::build(config)` wires everything; `App::run(shutdown)` serves and drains.
 //! - [`service`]: THE USE-CASE LAYER. `Service` alone holds the engine, the store and the cache and
 //!   offers typed operations with enum errors: post, transfer, status, budgets (through the wallet's
-//!   actor), wallets, users, reads, readiness; `service::bookings` (booking and user events as use cases,
-//!   inbox in the effect's commit); `service::budgets` (expiry sweep, default budgets); `service::batch`
-//!   (bulk postings: independent items through `Engine::execute_many`, atomic ones in one transaction,
-//!   per-item derived Idempotency-Keys).
+//!   actor), wallets (the opening balance planned by the engine's `command::plan_opening`), users, reads,
+//!   readiness; `service::idempotency` (the keyed operations `post_keyed`, `transfer_keyed`,
+//!   `create_wallet_keyed`, `place_hold_keyed`, `capture_hold_keyed`: claim before, fenced commit, a
+//!   refusal's problem recorded as the reply, resolution of unknown outcomes); `service::bookings` (booking
+//!   and user events as use cases, inbox in the effect's commit: debits, holds, confirmations, refunds);
+//!   `service::budgets` (expiry sweep, default budgets); `service::holds` (place, capture, void through the
+//!   wallet's actor; hold reads; the expiry sweep); `service::batch` (bulk postings: independent items
+//!   through `Engine::execute_many`, atomic ones in one transaction, per-item derived Idempotency-Keys).
+//! - [`problem`]: problem documents (RFC 9457): the catalogue of codes, `ApiError` and its JSON text, and
+//!   `Answer`, what each failure of a use case answers (pure, so a recorded reply is the client's text).
 //! - [`http`]: the HTTP adapter: `http::Ctx` (auth, service, rate limit, metrics), routes, thin handlers
-//!   that parse, authorize, call one operation and render; idempotency (claim before, fenced commit,
-//!   resolution of unknown outcomes); `http::batch` (`POST /transactions/batch`, its own body limit);
-//!   problem+json (with the problem catalogue); OpenAPI; the `/docs`
-//!   viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
+//!   that parse, authorize, call one operation and render (`http::holds` for the hold routes, `http::batch` for `POST /transactions/batch` with its own
+//!   body limit); the
+//!   Idempotency-Key header as a `KeyRequest` and a keyed outcome as a reply; problem+json responses
+//!   (headers); OpenAPI; the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
 //! - [`events`]: the AMQP adapter: consumer (decode → `service` → ack), outbox relay with publisher
 //!   confirms, topology, or an in-process bus without `AMQP_URL`.
 //! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`;
 //!   `store::rows`: what a commit writes; `store::idempotency`: claims and their fence; `store::budgets`;
+//!   `store::holds`: open holds loaded with the wallet, a batch's hold rows and budget deltas, hold reads;
 //!   `store::bookings`: inbox, refused bookings, default-budget lock; `store::outbox`: the relay's pass;
 //!   `store::batch`: item key claims of a bulk posting, the atomic batch's transaction;
+//!   `store::read`: `col`, a column by name (`Corrupt`, never a panic);
 //!   `store::db`: pools with statement and lock timeouts, migrations (`sql/`, under an advisory lock),
 //!   partitions, pruning, readiness), users, wallets, history. Every SQL statement is under `store/`.
 //! - [`cache`]: wallet states written through after each commit (Redis, or in process), versioned.
@@ -34,7 +44,8 @@
 //!
 //! # A debit's path
 //! `http::routes` (body ≤ 64 KiB) → `handlers::post_transaction` (JWT → caller, strict JSON → posting,
-//! role check, Idempotency-Key claim with a fence token) → `service::Service::post` →
+//! role check, Idempotency-Key → `KeyRequest`) → `service::Service::post_keyed` (the key's claim with a
+//! fence token) → `service::Service::post` →
 //! `wallet_actors::Engine::execute` → the wallet's actor plans it (balance, status, budgets) with the
 //! commands queued beside it and hands the batch to `store::PgStore::commit` → `store::GroupCommitter`
 //! writes it with other wallets' batches in one commit (plain credits and debits: one statement with the
@@ -52,6 +63,7 @@ pub mod crypto;
 pub mod decode;
 pub mod events;
 pub mod http;
+pub mod problem;
 pub mod schema;
 pub mod service;
 pub mod store;

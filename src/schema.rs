@@ -111,6 +111,16 @@ pub mod enums {
         CANCELLED,
     }
 
+    /// A hold's status as of the reply: an open hold past its expires_at is EXPIRED.
+    #[derive(ToSchema)]
+    pub enum HoldStatus {
+        PENDING,
+        PARTIALLY_CAPTURED,
+        CAPTURED,
+        VOIDED,
+        EXPIRED,
+    }
+
     #[derive(ToSchema)]
     pub enum Role {
         user,

@@ -6,7 +6,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use wallet_actors::{Budget, BudgetStatus, Entry, WalletState};
+use wallet_actors::store::{HoldChange, HoldEvent};
+use wallet_actors::{Budget, BudgetStatus, Entry, Hold, WalletState};
 
 /// RFC 3339 with milliseconds and `Z`, the one timestamp format of every reply.
 pub fn ts(t: DateTime<Utc>) -> String {
@@ -19,6 +20,13 @@ pub struct WalletView {
     pub user_id: Uuid,
     #[schema(value_type = crate::schema::Money)]
     pub balance: String,
+    /// The balance less what open holds reserve at this instant: what a debit, a transfer out or a new
+    /// hold may use. `0 <= available_balance <= balance`.
+    #[schema(value_type = crate::schema::Money)]
+    pub available_balance: String,
+    /// What open holds reserve at this instant (`balance - available_balance`).
+    #[schema(value_type = crate::schema::Money)]
+    pub held_amount: String,
     #[schema(value_type = crate::schema::enums::Currency)]
     pub currency: String,
     #[schema(value_type = crate::schema::enums::WalletStatus)]
@@ -31,10 +39,13 @@ pub struct WalletView {
 
 impl From<&WalletState> for WalletView {
     fn from(w: &WalletState) -> Self {
+        let now = Utc::now();
         WalletView {
             wallet_id: w.wallet_id,
             user_id: w.user_id,
             balance: w.balance.to_string(),
+            available_balance: w.available_at(now).to_string(),
+            held_amount: w.held_at(now).to_string(),
             currency: w.currency.to_string(),
             status: w.status.to_string(),
             created_at: ts(w.created_at),
@@ -61,6 +72,9 @@ pub struct TransactionView {
     pub reference_type: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The hold a capture came from (present on captures only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<Uuid>,
     #[schema(format = DateTime)]
     pub created_at: String,
 }
@@ -78,9 +92,66 @@ impl From<&Entry> for TransactionView {
             reference_id: e.reference_id.clone(),
             reference_type: e.reference_type.clone(),
             metadata: e.metadata.clone(),
+            hold_id: e.hold_id,
             created_at: ts(e.created_at),
         }
     }
+}
+
+/// A hold as `POST /wallets/{walletId}/holds`, `GET /holds/{holdId}` and the void answer it. `status` and
+/// `remaining_amount` are as of the instant of the reply: an open hold past `expires_at` is EXPIRED and
+/// reserves nothing, whether or not the sweep has written that yet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldView {
+    pub hold_id: Uuid,
+    pub wallet_id: Uuid,
+    #[schema(value_type = crate::schema::Money)]
+    pub amount: String,
+    #[schema(value_type = crate::schema::Money)]
+    pub captured_amount: String,
+    #[schema(value_type = crate::schema::Money)]
+    pub remaining_amount: String,
+    #[schema(value_type = crate::schema::enums::HoldStatus)]
+    pub status: String,
+    pub reference_id: Option<String>,
+    pub reference_type: Option<String>,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+impl HoldView {
+    /// The hold as a reader sees it at `now`.
+    pub fn at(h: &Hold, now: DateTime<Utc>) -> Self {
+        HoldView {
+            hold_id: h.hold_id,
+            wallet_id: h.wallet_id,
+            amount: h.amount.to_string(),
+            captured_amount: h.captured.to_string(),
+            remaining_amount: h.remaining_at(now).to_string(),
+            status: h.status_at(now).to_string(),
+            reference_id: h.reference_id.clone(),
+            reference_type: h.reference_type.clone(),
+            description: h.description.clone(),
+            metadata: h.metadata.clone(),
+            expires_at: ts(h.expires_at),
+            created_at: ts(h.created_at),
+            updated_at: ts(h.updated_at),
+        }
+    }
+}
+
+/// `GET /wallets/{walletId}/holds`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldPage {
+    pub holds: Vec<HoldView>,
+    pub pagination: Pagination,
 }
 
 /// The reply to `POST /transfers`: both legs.
@@ -200,6 +271,75 @@ impl OutboxEvent {
         }
     }
 
+    /// `HoldPlaced`, `HoldCaptured` or `HoldReleased` for a committed hold change.
+    pub fn hold_event(c: &HoldChange) -> Self {
+        #[derive(Serialize)]
+        struct Placed<'a> {
+            hold_id: Uuid,
+            wallet_id: Uuid,
+            amount: String,
+            reference_id: Option<&'a str>,
+            reference_type: Option<&'a str>,
+            expires_at: String,
+        }
+        #[derive(Serialize)]
+        struct Captured {
+            hold_id: Uuid,
+            wallet_id: Uuid,
+            txn_id: Uuid,
+            amount: String,
+            captured_amount: String,
+            status: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Released {
+            hold_id: Uuid,
+            wallet_id: Uuid,
+            amount: String,
+            reason: &'static str,
+        }
+        let h = &c.hold;
+        match &c.event {
+            HoldEvent::Placed => OutboxEvent::new(
+                "HoldPlaced",
+                "hold.placed",
+                h.wallet_id,
+                Placed {
+                    hold_id: h.hold_id,
+                    wallet_id: h.wallet_id,
+                    amount: h.amount.to_string(),
+                    reference_id: h.reference_id.as_deref(),
+                    reference_type: h.reference_type.as_deref(),
+                    expires_at: ts(h.expires_at),
+                },
+            ),
+            HoldEvent::Captured { txn_id, amount } => OutboxEvent::new(
+                "HoldCaptured",
+                "hold.captured",
+                h.wallet_id,
+                Captured {
+                    hold_id: h.hold_id,
+                    wallet_id: h.wallet_id,
+                    txn_id: *txn_id,
+                    amount: amount.to_string(),
+                    captured_amount: h.captured.to_string(),
+                    status: h.status.as_str(),
+                },
+            ),
+            HoldEvent::Released { reason, amount } => OutboxEvent::new(
+                "HoldReleased",
+                "hold.released",
+                h.wallet_id,
+                Released {
+                    hold_id: h.hold_id,
+                    wallet_id: h.wallet_id,
+                    amount: amount.to_string(),
+                    reason: reason.as_str(),
+                },
+            ),
+        }
+    }
+
     /// `TransactionCompleted` for a committed entry.
     pub fn transaction_completed(e: &Entry) -> Self {
         #[derive(Serialize)]
@@ -238,6 +378,9 @@ pub struct BudgetView {
     pub used_amount: String,
     #[schema(value_type = crate::schema::Money)]
     pub remaining_amount: String,
+    /// The part of `used_amount` that open holds reserve (given back if they are voided or expire).
+    #[schema(value_type = crate::schema::Money)]
+    pub held_amount: String,
     #[schema(value_type = crate::schema::enums::PeriodType)]
     pub period_type: String,
     pub start_date: NaiveDate,
@@ -266,6 +409,7 @@ impl From<&Budget> for BudgetView {
             total_amount: b.total.to_string(),
             used_amount: b.used.to_string(),
             remaining_amount: fmt(b.remaining()),
+            held_amount: b.held.to_string(),
             period_type: b.period.to_string(),
             start_date: b.start_date,
             end_date: b.end_date,
@@ -310,6 +454,11 @@ pub fn posting_reply(e: &Entry) -> String {
 /// The 201 body of a transfer (see [`posting_reply`]).
 pub fn transfer_reply(out: &Entry, incoming: &Entry) -> String {
     body_of(&TransferView::new(out, incoming))
+}
+
+/// The 201 body of a hold placed (see [`posting_reply`]); the hold is PENDING at that instant.
+pub fn hold_reply(h: &Hold) -> String {
+    body_of(&HoldView::at(h, h.created_at))
 }
 
 /// The body of a wallet (201 on creation, 200 on reads; see [`posting_reply`]).

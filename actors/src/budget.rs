@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::money::Amount;
+use crate::money::{Amount, UnknownName};
 
 /// Most budgets one wallet may hold at once (ACTIVE or SUSPENDED); each debit checks all that apply.
 pub const MAX_BUDGETS_PER_WALLET: usize = 32;
@@ -75,16 +75,14 @@ impl fmt::Display for PeriodType {
 }
 
 impl FromStr for PeriodType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "WEEKLY" => Ok(PeriodType::Weekly),
             "MONTHLY" => Ok(PeriodType::Monthly),
             "QUARTERLY" => Ok(PeriodType::Quarterly),
             "YEARLY" => Ok(PeriodType::Yearly),
-            other => Err(format!(
-                "unknown period type {other:?}; expected WEEKLY, MONTHLY, QUARTERLY or YEARLY"
-            )),
+            other => Err(UnknownName::PeriodType(other.to_string())),
         }
     }
 }
@@ -114,13 +112,13 @@ impl fmt::Display for BudgetStatus {
 }
 
 impl FromStr for BudgetStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "ACTIVE" => Ok(BudgetStatus::Active),
             "EXPIRED" => Ok(BudgetStatus::Expired),
             "SUSPENDED" => Ok(BudgetStatus::Suspended),
-            other => Err(format!("unknown budget status {other:?}")),
+            other => Err(UnknownName::BudgetStatus(other.to_string())),
         }
     }
 }
@@ -131,7 +129,10 @@ pub struct Budget {
     pub budget_id: Uuid,
     pub wallet_id: Uuid,
     pub total: Amount,
+    /// Spent plus held: what debits and captures took, and what pending holds still reserve.
     pub used: Amount,
+    /// The part of `used` that pending holds reserve (given back when they are released).
+    pub held: Amount,
     pub period: PeriodType,
     pub start_date: NaiveDate,
     /// Inclusive.

@@ -10,7 +10,8 @@
 //! modules listed before it, so no import circles. `tests/module_map.rs` checks this list against the sources.
 //! - [`money`]: `Amount` (exact, two decimals, bounded by `DECIMAL(15,2)`) and `Currency`.
 //! - [`budget`]: `Budget`, periods (ISO week, month, quarter, year), threshold crossings. → money
-//! - [`state`]: `WalletState` (the committed row), `Entry` (one transaction row), `Origin` (who asked).
+//! - [`state`]: `WalletState` (the committed row, with its open holds and the available balance at an
+//!   instant), `Hold`, `Entry` (one transaction row), `Origin` (who asked).
 //!   → money, budget
 //! - [`outcome`]: `Applied`, what a command did, and `Rejection`, every reason a command is not applied,
 //!   with `transient()` and `code()`. → money, budget, state
@@ -18,9 +19,10 @@
 //!   → money, budget, state, outcome
 //! - [`limits`]: `Limits`, the engine's bounds and settings, each with a named default. → budget
 //! - [`command`]: `Command` and `Request`, and one file per command (post, transfer, status, budget
-//!   create and update), each planning itself against the simulated wallet into a draft batch; and
-//!   `plan_postings`, the same planning as a pure function for callers that write a batch in a transaction
-//!   of their own (atomic bulk postings). → money, budget, state, outcome, store
+//!   create and update, holds: place, capture, void and expiry), each planning itself against the
+//!   simulated wallet into a draft batch; `plan_opening`, a new wallet's opening credit; and
+//!   `plan_postings`, a posting's planning as a pure function for callers that write a batch in a
+//!   transaction of their own (atomic bulk postings). → money, budget, state, outcome, store, limits
 //! - [`messages`]: the actor's mailbox `WalletMsg`, and what travels through it: reply ports, queue
 //!   tickets, a command's `Fate`, the flight a commit task reports back. → state, outcome, store, command
 //! - [`registry`]: live wallets and their queued counts, the idle race, `RetireHandle`.
@@ -53,8 +55,8 @@ pub mod wallet;
 pub use budget::{Budget, BudgetAlert, BudgetStatus, PeriodType};
 pub use command::{Command, Direction, Request};
 pub use limits::Limits;
-pub use money::{Amount, AmountError, Currency};
+pub use money::{Amount, AmountError, Currency, UnknownName};
 pub use outcome::{Applied, Rejection};
-pub use state::{Entry, IdempotencyTicket, InboxEvent, Origin, TxnType, WalletState, WalletStatus};
+pub use state::{Entry, Hold, HoldStatus, IdempotencyTicket, InboxEvent, Origin, TxnType, WalletState, WalletStatus};
 pub use store::{Batch, CommitError, StoreError, TransferError, TransferPlan, WalletStore};
-pub use supervisor::Engine;
+pub use supervisor::{Engine, EngineStartError};

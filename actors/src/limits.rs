@@ -48,6 +48,9 @@ pub struct Limits {
     pub max_live_actors: usize,
     /// Budget alert thresholds in percent, ascending (default 80 and 100).
     pub alert_thresholds: Arc<[u8]>,
+    /// How far past its amount a hold may be captured, in percent of the amount (`HOLD_OVERCAPTURE_PERCENT`,
+    /// default 0, at most `command::hold::MAX_OVERCAPTURE_PERCENT`).
+    pub hold_overcapture_percent: u8,
 }
 
 impl Default for Limits {
@@ -61,6 +64,7 @@ impl Default for Limits {
             commit_wait: COMMIT_WAIT,
             max_live_actors: MAX_LIVE_ACTORS,
             alert_thresholds: Arc::from(DEFAULT_ALERT_THRESHOLDS.as_slice()),
+            hold_overcapture_percent: 0,
         }
     }
 }

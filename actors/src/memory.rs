@@ -70,6 +70,7 @@ impl MemoryStore {
             created_at: now,
             updated_at: now,
             budgets: vec![],
+            holds: vec![],
         };
         let mut d = self.lock();
         d.wallets.insert(id, w);
@@ -143,6 +144,11 @@ impl MemoryStore {
     }
 
     fn ref_key(e: &Entry) -> Option<RefKey> {
+        // A capture shares its hold's reference with the hold's other captures (Postgres adds them up
+        // under one key); this store keeps no key for them.
+        if e.hold_id.is_some() {
+            return None;
+        }
         Some((
             e.wallet_id,
             e.reference_type.clone()?,

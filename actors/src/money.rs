@@ -234,13 +234,29 @@ impl Currency {
     }
 }
 
+/// A text that names none of an enum's values (a currency, a wallet status, a transaction type, a budget
+/// period or status): which enum, and the text given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownName {
+    #[error("unsupported currency {0:?}; expected one of USD, EUR, INR, GBP")]
+    Currency(String),
+    #[error("unknown wallet status {0:?}")]
+    WalletStatus(String),
+    #[error("unknown transaction type {0:?}")]
+    TxnType(String),
+    #[error("unknown period type {0:?}; expected WEEKLY, MONTHLY, QUARTERLY or YEARLY")]
+    PeriodType(String),
+    #[error("unknown budget status {0:?}")]
+    BudgetStatus(String),
+}
+
 impl FromStr for Currency {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         Currency::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unsupported currency {s:?}; expected one of USD, EUR, INR, GBP"))
+            .ok_or_else(|| UnknownName::Currency(s.to_string()))
     }
 }
 

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::budget::Budget;
 use crate::money::{Amount, Currency};
-use crate::state::{Entry, WalletState, WalletStatus};
+use crate::state::{Entry, Hold, HoldStatus, WalletState, WalletStatus};
 
 /// What a successful command did.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +18,19 @@ pub enum Applied {
     Posted(Entry),
     StatusChanged(WalletState),
     BudgetChanged(Budget),
-    Transferred { out: Entry, incoming: Entry },
+    Transferred {
+        out: Entry,
+        incoming: Entry,
+    },
+    /// A hold placed (PENDING), or voided (VOIDED).
+    Held(Hold),
+    /// A capture: its DEBIT row and the hold after it.
+    Captured {
+        entry: Entry,
+        hold: Hold,
+    },
+    /// Expired holds written (the sweep's nudge): how many.
+    Swept(usize),
 }
 
 /// A command the engine did not apply. Business refusals are final; the rest are transient.
@@ -68,6 +80,18 @@ pub enum Rejection {
     /// more than that debit took. Nothing changed. Judged by the store, where the debits are.
     #[error("a refund may not exceed its debit ({debited})")]
     RefundExceedsDebit { debited: Amount },
+    /// No open hold with this id on the wallet, and the store knows none (see `HoldNotPending`).
+    #[error("hold not found")]
+    HoldNotFound,
+    /// The hold is no longer PENDING or PARTIALLY_CAPTURED (captured, voided or expired): nothing changed.
+    #[error("hold is {status}")]
+    HoldNotPending { status: HoldStatus },
+    /// A capture of more than the hold has left, beyond the over-capture tolerance.
+    #[error("capture of {requested} exceeds what the hold allows ({allowed})")]
+    HoldExceeded { requested: Amount, allowed: Amount },
+    /// The wallet already has the most open holds allowed.
+    #[error("the wallet already has the maximum number of open holds")]
+    TooManyHolds,
     /// Too many commands are queued for this wallet; the caller should back off.
     #[error("too many commands queued for this wallet")]
     Overloaded,
@@ -117,6 +141,10 @@ impl Rejection {
             Rejection::BalanceOverflow => "VALIDATION_FAILED",
             Rejection::DuplicateReference { .. } => "CONFLICT",
             Rejection::RefundExceedsDebit { .. } => "REFUND_EXCEEDS_DEBIT",
+            Rejection::HoldNotFound => "NOT_FOUND",
+            Rejection::HoldNotPending { .. } => "HOLD_NOT_PENDING",
+            Rejection::HoldExceeded { .. } => "HOLD_EXCEEDED",
+            Rejection::TooManyHolds => "CONFLICT",
             Rejection::Overloaded => "UNAVAILABLE",
             Rejection::Unavailable(_) => "UNAVAILABLE",
             Rejection::OutcomeUnknown => "OUTCOME_UNKNOWN",

@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::money::{Amount, Currency};
+use crate::money::{Amount, Currency, UnknownName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -35,13 +35,13 @@ impl fmt::Display for WalletStatus {
 }
 
 impl FromStr for WalletStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "ACTIVE" => Ok(WalletStatus::Active),
             "FROZEN" => Ok(WalletStatus::Frozen),
             "CLOSED" => Ok(WalletStatus::Closed),
-            other => Err(format!("unknown wallet status {other:?}")),
+            other => Err(UnknownName::WalletStatus(other.to_string())),
         }
     }
 }
@@ -79,14 +79,14 @@ impl fmt::Display for TxnType {
 }
 
 impl FromStr for TxnType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "CREDIT" => Ok(TxnType::Credit),
             "DEBIT" => Ok(TxnType::Debit),
             "TRANSFER_IN" => Ok(TxnType::TransferIn),
             "TRANSFER_OUT" => Ok(TxnType::TransferOut),
-            other => Err(format!("unknown transaction type {other:?}")),
+            other => Err(UnknownName::TxnType(other.to_string())),
         }
     }
 }
@@ -107,6 +107,156 @@ pub struct WalletState {
     pub updated_at: DateTime<Utc>,
     /// The wallet's budgets that are not EXPIRED (a debit must fit every one that applies on its day).
     pub budgets: Vec<crate::budget::Budget>,
+    /// The wallet's holds that still reserve money as stored: PENDING or PARTIALLY_CAPTURED, including any
+    /// past `expires_at` that no batch has expired yet (they reserve nothing from that instant on; see
+    /// [`WalletState::held_at`]). At most `command::MAX_PENDING_HOLDS` (a new hold beyond is refused).
+    pub holds: Vec<Hold>,
+}
+
+impl WalletState {
+    /// What the stored holds reserve: the wallet row's `reserved` column (expired-but-unswept included).
+    pub fn reserved(&self) -> Amount {
+        sum(self.holds.iter().map(Hold::remaining))
+    }
+
+    /// What the holds reserve at `now`: a hold stops counting at its `expires_at`, whether or not a sweep
+    /// or a batch has written its expiry yet.
+    pub fn held_at(&self, now: DateTime<Utc>) -> Amount {
+        sum(self.holds.iter().filter(|h| h.live_at(now)).map(Hold::remaining))
+    }
+
+    /// The balance a debit, a transfer out or a new hold may use at `now`: balance minus what live holds
+    /// reserve. Never negative and never above the balance (the holds were admitted against it).
+    pub fn available_at(&self, now: DateTime<Utc>) -> Amount {
+        self.balance.checked_sub(self.held_at(now)).unwrap_or(Amount::ZERO)
+    }
+
+    /// The soonest expiry among the stored holds (the wallet row's `hold_expires_at`): until then a reader
+    /// may take `balance - reserved` as the available balance without looking at the holds.
+    pub fn next_hold_expiry(&self) -> Option<DateTime<Utc>> {
+        self.holds.iter().map(|h| h.expires_at).min()
+    }
+
+    /// The hold with this id among those that still reserve money.
+    pub fn hold(&self, hold_id: Uuid) -> Option<&Hold> {
+        self.holds.iter().find(|h| h.hold_id == hold_id)
+    }
+}
+
+/// Sums amounts that are parts of one balance (so they cannot leave the `DECIMAL(15,2)` range).
+fn sum(amounts: impl Iterator<Item = Amount>) -> Amount {
+    amounts.fold(Amount::ZERO, |acc, a| acc.checked_add(a).unwrap_or(acc))
+}
+
+/// Where a hold is in its life. PENDING and PARTIALLY_CAPTURED reserve money; the rest are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HoldStatus {
+    Pending,
+    PartiallyCaptured,
+    Captured,
+    Voided,
+    Expired,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Pending => "PENDING",
+            HoldStatus::PartiallyCaptured => "PARTIALLY_CAPTURED",
+            HoldStatus::Captured => "CAPTURED",
+            HoldStatus::Voided => "VOIDED",
+            HoldStatus::Expired => "EXPIRED",
+        }
+    }
+
+    /// Whether a hold in this status still reserves money (until it expires).
+    pub fn is_open(self) -> bool {
+        matches!(self, HoldStatus::Pending | HoldStatus::PartiallyCaptured)
+    }
+}
+
+impl fmt::Display for HoldStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Text that names no hold status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown hold status {0:?}")]
+pub struct UnknownHoldStatus(pub String);
+
+impl FromStr for HoldStatus {
+    type Err = UnknownHoldStatus;
+    fn from_str(s: &str) -> Result<Self, UnknownHoldStatus> {
+        match s {
+            "PENDING" => Ok(HoldStatus::Pending),
+            "PARTIALLY_CAPTURED" => Ok(HoldStatus::PartiallyCaptured),
+            "CAPTURED" => Ok(HoldStatus::Captured),
+            "VOIDED" => Ok(HoldStatus::Voided),
+            "EXPIRED" => Ok(HoldStatus::Expired),
+            other => Err(UnknownHoldStatus(other.to_string())),
+        }
+    }
+}
+
+/// An authorization: money reserved on a wallet without moving it, later captured (a DEBIT carrying the
+/// hold's id) or released (voided, expired, or the rest after a final capture).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub hold_id: Uuid,
+    pub wallet_id: Uuid,
+    pub amount: Amount,
+    /// Captured so far (may exceed `amount` by the over-capture tolerance).
+    pub captured: Amount,
+    /// As stored; see [`Hold::status_at`] for what a reader sees.
+    pub status: HoldStatus,
+    pub reference_id: Option<String>,
+    pub reference_type: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub expires_at: DateTime<Utc>,
+    /// Budgets charged with the hold at its creation (each by its full amount); captures keep their part
+    /// charged, releases give the rest back.
+    pub budgets: Vec<Uuid>,
+    pub created_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Hold {
+    /// What the hold still reserves: its amount less what was captured (zero once captured in full, or
+    /// once it is no longer open).
+    pub fn remaining(&self) -> Amount {
+        if !self.status.is_open() {
+            return Amount::ZERO;
+        }
+        self.amount.checked_sub(self.captured).unwrap_or(Amount::ZERO)
+    }
+
+    /// Whether the hold reserves money at `now`.
+    pub fn live_at(&self, now: DateTime<Utc>) -> bool {
+        self.status.is_open() && now < self.expires_at
+    }
+
+    /// The status a reader sees at `now`: an open hold past its `expires_at` is EXPIRED at that instant.
+    pub fn status_at(&self, now: DateTime<Utc>) -> HoldStatus {
+        if self.status.is_open() && now >= self.expires_at {
+            HoldStatus::Expired
+        } else {
+            self.status
+        }
+    }
+
+    /// What a reader sees remaining at `now` (nothing once expired).
+    pub fn remaining_at(&self, now: DateTime<Utc>) -> Amount {
+        if self.live_at(now) {
+            self.remaining()
+        } else {
+            Amount::ZERO
+        }
+    }
 }
 
 /// Who asked for a change, carried to the store for the audit log and for exactly-once bookkeeping.
@@ -160,6 +310,8 @@ pub struct Entry {
     pub origin: Origin,
     /// Budgets this debit is charged to (each by the full amount); a refund gives it back to them.
     pub budgets: Vec<Uuid>,
+    /// The hold a capture's DEBIT came from (`None` for every other row).
+    pub hold_id: Option<Uuid>,
 }
 
 /// A new transaction id and its creation time, which is the id's own millisecond timestamp.

@@ -9,8 +9,9 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::money::Amount;
 use crate::outcome::Rejection;
-use crate::state::{Entry, Origin, WalletState, WalletStatus};
+use crate::state::{Entry, Hold, Origin, WalletState, WalletStatus};
 
 /// Why the store failed, by what failed. Each variant carries the underlying cause as text, for the
 /// log only: it may name the database, a library or the operating system, so it never goes to a client
@@ -105,6 +106,65 @@ pub struct Batch {
     pub budget_changes: Vec<BudgetChange>,
     /// `BudgetExceeded` events to publish (threshold crossings, and refusals over a hard limit).
     pub alerts: Vec<crate::budget::BudgetAlert>,
+    /// Holds placed, captured and released in this batch, in order (a hold may appear more than once:
+    /// its last change is its row's final state).
+    pub hold_changes: Vec<HoldChange>,
+}
+
+/// One change of a hold, with what it does to the budgets it is charged to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldChange {
+    /// The hold after this change.
+    pub hold: Hold,
+    pub event: HoldEvent,
+    pub origin: Origin,
+    /// Relative changes of `(used_amount, held_amount)` per budget, written as `+ delta` in SQL so they
+    /// compose with the other budget work of the batch.
+    pub budget_deltas: Vec<BudgetDelta>,
+}
+
+/// What a [`HoldChange`] was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldEvent {
+    Placed,
+    /// The capture's DEBIT row is the batch entry with this txn id.
+    Captured {
+        txn_id: Uuid,
+        amount: Amount,
+    },
+    /// What was still reserved is given back.
+    Released {
+        reason: ReleaseReason,
+        amount: Amount,
+    },
+}
+
+/// Why a hold's reservation ended (the `reason` of `HoldReleased`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReason {
+    Voided,
+    Expired,
+    FinalCapture,
+}
+
+impl ReleaseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::Voided => "VOIDED",
+            ReleaseReason::Expired => "EXPIRED",
+            ReleaseReason::FinalCapture => "FINAL_CAPTURE",
+        }
+    }
+}
+
+/// A relative change of one budget's `used_amount` and `held_amount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetDelta {
+    pub budget_id: Uuid,
+    pub used: rust_decimal::Decimal,
+    pub held: rust_decimal::Decimal,
+    /// Also charged to the budget for a later refund (`budget_charges` of the hold): a capture's amount.
+    pub charged: rust_decimal::Decimal,
 }
 
 /// A budget created in a batch, and who asked: the row, its first `budget_history` row and its audit row.
@@ -130,6 +190,7 @@ impl Batch {
             || !self.status_changes.is_empty()
             || !self.budget_creates.is_empty()
             || !self.budget_changes.is_empty()
+            || !self.hold_changes.is_empty()
     }
 
     /// The committed state of a budget after this batch.
@@ -165,8 +226,14 @@ pub enum CommitError {
     /// was written.
     #[error("refunds exceed their debits")]
     RefundsExceedDebits(Vec<(usize, crate::money::Amount)>),
-    /// These entries' Idempotency-Keys no longer hold the claim token they were planned with (released
+    /// These hold changes (by index in `Batch::hold_changes`) place a hold whose `(reference_type,
+    /// reference_id)` another hold of the wallet already has, with that hold's id. Nothing was written.
+    #[error("duplicate hold references")]
+    DuplicateHolds(Vec<(usize, Uuid)>),
+    /// These keyed items' Idempotency-Keys no longer hold the claim token they were planned with (released
     /// after their caller gave up, or taken over by a retry after the lease): nothing was written.
+    /// An index below `Batch::entries.len()` names an entry; one at or above it names the hold change at
+    /// `index - entries.len()` (a hold placed or captured under a key).
     #[error("idempotency claims lost")]
     ClaimsLost(Vec<usize>),
     /// Postgres refused the batch for its data (a data exception or constraint of the batch's own rows).

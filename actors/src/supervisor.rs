@@ -116,16 +116,25 @@ impl Actor for Supervisor {
 /// the engine and its supervisor do not keep each other alive.)
 pub struct SetInner(Weak<Inner>);
 
+/// Why the engine did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineStartError {
+    #[error("cannot start the wallet supervisor: {0}")]
+    Spawn(ractor::SpawnErr),
+    #[error("wallet supervisor stopped at start")]
+    SupervisorStopped,
+}
+
 impl Engine {
     /// Starts the supervisor and the idle sweeper.
-    pub async fn start(store: Arc<dyn WalletStore>, limits: Limits) -> Result<Engine, String> {
+    pub async fn start(store: Arc<dyn WalletStore>, limits: Limits) -> Result<Engine, EngineStartError> {
         assert!(
             limits.max_batch > 0 && limits.max_queued_per_wallet > 0,
             "limits must be positive"
         );
         let (supervisor, _) = Actor::spawn(None, Supervisor, ())
             .await
-            .map_err(|e| format!("cannot start the wallet supervisor: {e}"))?;
+            .map_err(EngineStartError::Spawn)?;
         let inner = Arc::new(Inner {
             registry: Arc::new(Registry::new(&limits)),
             by_actor: DashMap::new(),
@@ -137,7 +146,7 @@ impl Engine {
         });
         supervisor
             .send_message(SetInner(Arc::downgrade(&inner)))
-            .map_err(|_| "wallet supervisor stopped at start".to_string())?;
+            .map_err(|_| EngineStartError::SupervisorStopped)?;
         spawn_idle_sweeper(Arc::downgrade(&inner));
         Ok(Engine { inner })
     }

@@ -32,7 +32,7 @@ use crate::messages::{Applied, CommitReport, Flight, Pending, WalletMsg};
 use crate::outcome::Rejection;
 use crate::registry::RetireHandle;
 use crate::state::{Entry, TxnType, WalletState};
-use crate::store::{Batch, CommitError, TransferError, TransferPlan, WalletStore};
+use crate::store::{Batch, CommitError, HoldEvent, ReleaseReason, TransferError, TransferPlan, WalletStore};
 
 /// The actor itself carries no state; see [`WalletActorState`].
 pub struct WalletActor;
@@ -185,7 +185,11 @@ impl WalletActorState {
     /// Each command plans itself against the draft (see `command`); this loop only decides what goes in.
     fn plan(&mut self) -> Option<Flight> {
         debug_assert!(!self.stale && !self.in_flight);
-        let mut draft = Draft::new(&self.wallet, self.limits.alert_thresholds.clone());
+        let mut draft = Draft::new(
+            &self.wallet,
+            self.limits.alert_thresholds.clone(),
+            self.limits.hold_overcapture_percent,
+        );
         let mut items: Vec<(Pending, Planned)> = Vec::new();
         while items.len() < self.limits.max_batch {
             let Some(front) = self.pending.front() else { break };
@@ -209,6 +213,21 @@ impl WalletActorState {
                 && draft.has_planned_reference(ty, id, *direction)
             {
                 break;
+            }
+            // So does a second change of a hold this batch already changes, or a second hold placed with
+            // a reference planned in it: each hold row and reference key is written once per batch.
+            match &front.request.command {
+                Command::CaptureHold { hold_id, .. } | Command::VoidHold { hold_id }
+                    if draft.touches_hold(*hold_id) =>
+                {
+                    break;
+                }
+                Command::PlaceHold {
+                    reference_id: Some(id),
+                    reference_type: Some(ty),
+                    ..
+                } if draft.has_planned_hold_reference(ty, id) => break,
+                _ => {}
             }
             let Some(p) = self.pending.pop_front() else { break };
             if !p.fate.plan() {
@@ -300,18 +319,39 @@ impl WalletActorState {
                 self.stale = true;
                 self.retry_or_fail(items.into_iter().map(|(p, _)| p).collect());
             }
-            Err(CommitError::DuplicateReferences(dups)) => self.refuse_entries(items, |i| {
+            Err(CommitError::DuplicateReferences(dups)) => self.refuse_items(items, |planned| {
+                let i = planned_entry(planned)?;
                 dups.iter()
                     .find(|(d, _)| *d == i)
                     .map(|(_, t)| Rejection::DuplicateReference { existing_txn_id: *t })
             }),
-            Err(CommitError::RefundsExceedDebits(over)) => self.refuse_entries(items, |i| {
+            Err(CommitError::DuplicateHolds(dups)) => self.refuse_items(items, |planned| {
+                let Planned::Hold(j) = planned else { return None };
+                dups.iter()
+                    .find(|(d, _)| d == j)
+                    .map(|(_, h)| Rejection::DuplicateReference { existing_txn_id: *h })
+            }),
+            Err(CommitError::RefundsExceedDebits(over)) => self.refuse_items(items, |planned| {
+                let i = planned_entry(planned)?;
                 over.iter()
                     .find(|(o, _)| *o == i)
                     .map(|(_, debited)| Rejection::RefundExceedsDebit { debited: *debited })
             }),
             Err(CommitError::ClaimsLost(lost)) => {
-                self.refuse_entries(items, |i| lost.contains(&i).then_some(Rejection::ClaimLost))
+                // Indexes past the entries name hold changes (see `CommitError::ClaimsLost`).
+                let entries = batch.entries.len();
+                self.refuse_items(items, |planned| {
+                    let keyed = match planned {
+                        Planned::Entry(i) => *i,
+                        Planned::Hold(j) | Planned::Capture { hold: j, .. } => entries + j,
+                        _ => return None,
+                    };
+                    let capture_entry = match planned {
+                        Planned::Capture { entry, .. } => lost.contains(entry),
+                        _ => false,
+                    };
+                    (lost.contains(&keyed) || capture_entry).then_some(Rejection::ClaimLost)
+                })
             }
             Err(CommitError::Refused { reason }) => {
                 warn!(wallet_id = %self.wallet.wallet_id, %reason, commands = items.len(), "the database refused a batch; isolating its commands");
@@ -348,19 +388,16 @@ impl WalletActorState {
         }
     }
 
-    /// Nothing of the batch was written because of some of its entries: answers the commands of those
-    /// entries (`refusal` of the entry's index) and puts the others back to be planned again.
-    fn refuse_entries(&mut self, items: Vec<(Pending, Planned)>, refusal: impl Fn(usize) -> Option<Rejection>) {
+    /// Nothing of the batch was written because of some of its commands: answers those (`refusal` of what
+    /// each planned) and puts the others back to be planned again.
+    fn refuse_items(&mut self, items: Vec<(Pending, Planned)>, refusal: impl Fn(&Planned) -> Option<Rejection>) {
         let mut again = Vec::with_capacity(items.len());
         for (p, planned) in items {
-            match planned {
-                Planned::Entry(i) => match refusal(i) {
-                    Some(r) => {
-                        let _ = p.reply.send(Err(r));
-                    }
-                    None => again.push(p),
-                },
-                _ => again.push(p),
+            match refusal(&planned) {
+                Some(r) => {
+                    let _ = p.reply.send(Err(r));
+                }
+                None => again.push(p),
             }
         }
         self.requeue(again);
@@ -391,6 +428,26 @@ impl WalletActorState {
                     .cloned()
                     .map(Applied::BudgetChanged)
                     .ok_or(Rejection::BudgetNotFound),
+                Planned::Hold(j) => Ok(Applied::Held(batch.hold_changes[j].hold.clone())),
+                Planned::Capture { entry, hold } => Ok(Applied::Captured {
+                    entry: batch.entries[entry].clone(),
+                    hold: final_state(batch, hold),
+                }),
+                Planned::Swept => Ok(Applied::Swept(
+                    batch
+                        .hold_changes
+                        .iter()
+                        .filter(|c| {
+                            matches!(
+                                c.event,
+                                HoldEvent::Released {
+                                    reason: ReleaseReason::Expired,
+                                    ..
+                                }
+                            )
+                        })
+                        .count(),
+                )),
                 Planned::Refused(r) => Err(r),
             };
             let _ = p.reply.send(answer);
@@ -423,6 +480,11 @@ impl WalletActorState {
                 // Transfer legs are no refunds; answered as the store said all the same.
                 let debited = over.first().map(|(_, d)| *d).unwrap_or_default();
                 let _ = item.reply.send(Err(Rejection::RefundExceedsDebit { debited }));
+            }
+            Err(TransferError::Commit(CommitError::DuplicateHolds(_))) => {
+                // A transfer places no hold; answered as the store said all the same.
+                warn!(wallet_id = %self.wallet.wallet_id, "the store reported a hold reference for a transfer");
+                let _ = item.reply.send(Err(Rejection::StoreRefused));
             }
             Err(TransferError::Commit(CommitError::ClaimsLost(_))) => {
                 let _ = item.reply.send(Err(Rejection::ClaimLost));
@@ -470,4 +532,24 @@ impl WalletActorState {
             self.pending.push_front(p);
         }
     }
+}
+
+/// The entry a planned command wrote, if it wrote one.
+fn planned_entry(planned: &Planned) -> Option<usize> {
+    match planned {
+        Planned::Entry(i) | Planned::Capture { entry: i, .. } => Some(*i),
+        _ => None,
+    }
+}
+
+/// The hold of the change at `index` as the batch left it (a final capture's release comes after it).
+fn final_state(batch: &Batch, index: usize) -> crate::state::Hold {
+    let id = batch.hold_changes[index].hold.hold_id;
+    batch
+        .hold_changes
+        .iter()
+        .rev()
+        .find(|c| c.hold.hold_id == id)
+        .map(|c| c.hold.clone())
+        .unwrap_or_else(|| batch.hold_changes[index].hold.clone())
 }

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use wallet_actors::memory::MemoryStore;
 use wallet_actors::store::Batch;
 use wallet_actors::{
-    Amount, Applied, Command, CommitError, Currency, Direction, Engine, Entry, Limits, Origin, Rejection, Request,
-    TxnType, WalletStatus, WalletStore,
+    Amount, Applied, Command, CommitError, Currency, Direction, Engine, Entry, Hold, HoldStatus, Limits, Origin,
+    Rejection, Request, TxnType, WalletStatus, WalletStore,
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -630,6 +630,7 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
             created_at: chrono::Utc::now(),
             origin: Origin::default(),
             budgets: vec![],
+            hold_id: None,
         }
     };
     let mut after = before.clone();
@@ -645,6 +646,7 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
         budget_creates: vec![],
         budget_changes: vec![],
         alerts: vec![],
+        hold_changes: vec![],
     };
 
     match store.commit(&batch).await {
@@ -1192,7 +1194,11 @@ fn postings_planned_outside_the_actor_follow_its_rules_and_refuse_a_repeated_ref
         post_ref(Direction::Debit, "1.00", "BOOKING", "b-1"),
         set_status(WalletStatus::Frozen),
     ];
-    let planned = wallet_actors::command::plan_postings(&state, Arc::from([80u8, 100].as_slice()), &requests);
+    let limits = Limits {
+        alert_thresholds: Arc::from([80u8, 100].as_slice()),
+        ..Limits::default()
+    };
+    let planned = wallet_actors::command::plan_postings(&state, &limits, &requests);
     let b = &planned.batch;
     assert_eq!(b.entries.len(), 2);
     assert_eq!(planned.outcomes[0], Ok(0));
@@ -1211,4 +1217,39 @@ fn postings_planned_outside_the_actor_follow_its_rules_and_refuse_a_repeated_ref
         (state.version, state.version + 1)
     );
     assert_eq!(b.after.balance, amt("5.00"));
+}
+
+#[test]
+fn postings_planned_outside_the_actor_cannot_debit_what_an_open_hold_reserves() {
+    let store = MemoryStore::new();
+    let w = store.create_wallet(amt("10.00"), Currency::Usd);
+    let mut state = store.wallet(w).unwrap();
+    let now = chrono::Utc::now();
+    state.holds.push(Hold {
+        hold_id: Uuid::new_v4(),
+        wallet_id: w,
+        amount: amt("8.00"),
+        captured: Amount::ZERO,
+        status: HoldStatus::Pending,
+        reference_id: None,
+        reference_type: None,
+        description: None,
+        metadata: None,
+        expires_at: now + chrono::Duration::hours(1),
+        budgets: vec![],
+        created_by: Uuid::new_v4(),
+        created_at: now,
+        updated_at: now,
+    });
+    let planned = wallet_actors::command::plan_postings(&state, &Limits::default(), &[debit("3.00"), debit("2.00")]);
+    assert_eq!(
+        planned.outcomes[0],
+        Err(Rejection::InsufficientFunds {
+            balance: amt("2.00"),
+            requested: amt("3.00")
+        }),
+        "judged against the available balance, 10.00 less the 8.00 held"
+    );
+    assert_eq!(planned.outcomes[1], Ok(0), "the 2.00 not held may be debited");
+    assert_eq!(planned.batch.after.balance, amt("8.00"));
 }

@@ -190,6 +190,7 @@ impl Target {
             max_initial_balance: wallet_actors::Amount::MAX,
             default_budgets: vec![],
             alert_thresholds: wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
+            hold_overcapture_percent: 0,
             rate_limit_per_second: None,
             amqp_prefetch: o.prefetch,
             timeouts: Default::default(),
@@ -228,7 +229,7 @@ impl Target {
                             .await;
                         }
                         Err(e) => {
-                            let _ = port_tx.send(Err(e));
+                            let _ = port_tx.send(Err(e.to_string()));
                         }
                     }
                 });

@@ -55,6 +55,20 @@ pub const DEATH_ATTEMPTS_HEADER: &str = "x-death-attempts";
 /// Longest reason kept in the header.
 const MAX_REASON_LEN: usize = 1000;
 
+/// Why a consumer session ended (logged; the consumer reconnects with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("connect: timed out")]
+    ConnectTimeout,
+    #[error("connect: {0}")]
+    Connect(lapin::Error),
+    /// A broker operation of the session's setup or its consumer failed (`step` names it).
+    #[error("{step}: {source}")]
+    Broker { step: &'static str, source: lapin::Error },
+    #[error("the broker cancelled the consumer")]
+    Cancelled,
+}
+
 /// What every delivery task shares.
 struct Shared {
     ctx: Arc<Ctx>,
@@ -100,12 +114,12 @@ async fn session(
     stop: &CancellationToken,
     attempts: &Arc<DashMap<u64, u32>>,
     failures: &mut u32,
-) -> Result<(), String> {
+) -> Result<(), ConsumerError> {
     let props =
         ConnectionProperties::default().with_connection_name(format!("{} consumer", config.connection_name).into());
     let connect = tokio::time::timeout(super::CONNECT_TIMEOUT, Connection::connect(url, props));
     let conn = tokio::select! {
-        c = connect => c.map_err(|_| "connect: timed out".to_string())?.map_err(|e| format!("connect: {e}"))?,
+        c = connect => c.map_err(|_| ConsumerError::ConnectTimeout)?.map_err(ConsumerError::Connect)?,
         _ = stop.cancelled() => return Ok(()),
     };
     let result = consume(ctx, &conn, config, stop, attempts, failures).await;
@@ -121,8 +135,8 @@ async fn consume(
     stop: &CancellationToken,
     attempts: &Arc<DashMap<u64, u32>>,
     failures: &mut u32,
-) -> Result<(), String> {
-    let amqp = |what: &'static str| move |e: lapin::Error| format!("{what}: {e}");
+) -> Result<(), ConsumerError> {
+    let amqp = |step: &'static str| move |source: lapin::Error| ConsumerError::Broker { step, source };
     let ch = conn.create_channel().await.map_err(amqp("channel"))?;
     super::topology::declare_consumed(&ch, &config.topology)
         .await
@@ -164,8 +178,8 @@ async fn consume(
                     let shared = shared.clone();
                     tasks.spawn(async move { process(&shared, delivery).await });
                 }
-                Some(Err(e)) => break Err(format!("consumer: {e}")),
-                None => break Err("the broker cancelled the consumer".to_string()),
+                Some(Err(e)) => break Err(amqp("consumer")(e)),
+                None => break Err(ConsumerError::Cancelled),
             },
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
@@ -240,6 +254,7 @@ fn event_label(routing_key: &str) -> &'static str {
     match routing_key {
         super::topology::BOOKING_CREATED => "BookingCreated",
         super::topology::BOOKING_CANCELLED => "BookingCancelled",
+        super::topology::BOOKING_CONFIRMED => "BookingConfirmed",
         super::topology::USER_CREATED => "UserCreated",
         _ => "other",
     }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::service::Service;
 pub use crate::service::bookings::{BOOKING_REFERENCE_TYPE, Done, MAX_EMAIL_LEN, Outcome};
-use crate::service::bookings::{BookingCancelled, BookingCreated, UserCreated};
+use crate::service::bookings::{BookingCancelled, BookingConfirmed, BookingCreated, UserCreated};
 
 /// Every event body: `{event_id, event_type, timestamp, data}`.
 #[derive(Debug, Deserialize)]
@@ -21,7 +21,7 @@ pub struct Envelope {
 
 /// Which event a message is: its `event_type` decides (the routing key only routes it here).
 fn kind_of(event_type: &str) -> Option<&'static str> {
-    ["BookingCreated", "BookingCancelled", "UserCreated"]
+    ["BookingCreated", "BookingCancelled", "BookingConfirmed", "UserCreated"]
         .into_iter()
         .find(|k| *k == event_type)
 }
@@ -55,6 +55,10 @@ pub async fn handle(service: &Service, body: &[u8], routing_key: &str) -> Outcom
         "BookingCancelled" => match serde_json::from_value::<BookingCancelled>(data) {
             Ok(b) => service.booking_cancelled(id, b).await,
             Err(e) => Outcome::Poison(format!("MALFORMED: BookingCancelled data: {e}")),
+        },
+        "BookingConfirmed" => match serde_json::from_value::<BookingConfirmed>(data) {
+            Ok(b) => service.booking_confirmed(id, b).await,
+            Err(e) => Outcome::Poison(format!("MALFORMED: BookingConfirmed data: {e}")),
         },
         _ => match serde_json::from_value::<UserCreated>(data) {
             Ok(u) => service.user_created(id, u).await,

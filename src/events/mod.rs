@@ -196,9 +196,9 @@ impl EventsState {
     }
 
     /// `/ready`'s part: with a broker, the consumer must be attached.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub fn readiness(&self) -> Result<(), crate::service::NotReady> {
         if self.amqp && !self.consumer_attached() {
-            return Err("event consumer not attached to RabbitMQ".into());
+            return Err(crate::service::NotReady::ConsumerDetached);
         }
         Ok(())
     }

@@ -37,15 +37,42 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use crate::store::outbox::{OutboxRow, PRUNE_BATCH, RELAY_BATCH, RELAY_LOCK_KEY, prune};
 
+/// Why a relay pass stopped short (logged; the rows not marked published are sent again next pass).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Claiming or marking the outbox rows failed.
+    #[error("outbox: {0}")]
+    Store(#[from] wallet_actors::StoreError),
+    /// The broker could not be reached (connect, channel, topology, confirm mode).
+    #[error("RabbitMQ: {0}")]
+    Connect(lapin::Error),
+    /// The sink has no connection to publish on.
+    #[error("not connected")]
+    NotConnected,
+    /// A publish was refused by the client library (the channel closed).
+    #[error("publish: {0}")]
+    Publish(lapin::Error),
+    /// Waiting for a publisher confirm failed.
+    #[error("confirm: {0}")]
+    Confirm(lapin::Error),
+    #[error("the broker nacked a message")]
+    Nacked,
+    #[error("publisher confirms timed out")]
+    ConfirmTimeout,
+    /// The column is `json`, so Postgres validated it; this would be a programmer error.
+    #[error("outbox row {seq} is not JSON: {source}")]
+    NotJson { seq: i64, source: serde_json::Error },
+}
+
 /// Where the relay publishes.
 #[async_trait]
 pub trait Sink: Send {
     /// Makes sure the destination is reachable before rows are claimed (so no transaction stays open
     /// while connecting).
-    async fn ready(&mut self) -> Result<(), String>;
+    async fn ready(&mut self) -> Result<(), RelayError>;
     /// Publishes `rows` in order. Returns how many of them, from the first, the destination confirmed,
     /// and the error that stopped it, if any.
-    async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<String>);
+    async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<RelayError>);
 }
 
 /// Drains the outbox into `sink` until `stop` is cancelled, then flushes what is left (bounded by
@@ -119,7 +146,7 @@ pub async fn run<S: Sink>(
 }
 
 /// One claim–publish–mark pass; returns how many rows were published.
-pub async fn pass<S: Sink>(pool: &Pool, sink: &mut S) -> Result<usize, String> {
+pub async fn pass<S: Sink>(pool: &Pool, sink: &mut S) -> Result<usize, RelayError> {
     sink.ready().await?;
     let Some(pass) = crate::store::outbox::begin_pass(pool).await? else {
         return Ok(0); // another instance is relaying; it keeps the order
@@ -155,16 +182,15 @@ impl BusSink {
 
 #[async_trait]
 impl Sink for BusSink {
-    async fn ready(&mut self) -> Result<(), String> {
+    async fn ready(&mut self) -> Result<(), RelayError> {
         Ok(())
     }
 
-    async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<String>) {
+    async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<RelayError>) {
         for (i, r) in rows.iter().enumerate() {
             let payload = match serde_json::from_str(&r.payload) {
                 Ok(p) => p,
-                // The column is `json`, so Postgres validated it; this would be a programmer error.
-                Err(e) => return (i, Some(format!("outbox row {} is not JSON: {e}", r.seq))),
+                Err(source) => return (i, Some(RelayError::NotJson { seq: r.seq, source })),
             };
             let _ = self.bus.send(BusEvent {
                 event_id: r.event_id,
@@ -230,7 +256,7 @@ pub fn properties(row: &OutboxRow) -> BasicProperties {
 
 #[async_trait]
 impl Sink for AmqpSink {
-    async fn ready(&mut self) -> Result<(), String> {
+    async fn ready(&mut self) -> Result<(), RelayError> {
         if let Some((conn, ch)) = &self.conn
             && conn.status().connected()
             && ch.status().connected()
@@ -238,14 +264,14 @@ impl Sink for AmqpSink {
             return Ok(());
         }
         self.drop_connection();
-        let c = self.connect().await.map_err(|e| format!("RabbitMQ: {e}"))?;
+        let c = self.connect().await.map_err(RelayError::Connect)?;
         self.conn = Some(c);
         Ok(())
     }
 
-    async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<String>) {
+    async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<RelayError>) {
         let Some((_, ch)) = &self.conn else {
-            return (0, Some("not connected".into()));
+            return (0, Some(RelayError::NotConnected));
         };
         let exchange = self.config.topology.wallet_exchange.as_str();
         let mut confirms = Vec::with_capacity(rows.len());
@@ -263,7 +289,7 @@ impl Sink for AmqpSink {
             {
                 Ok(confirm) => confirms.push(confirm),
                 Err(e) => {
-                    error = Some(format!("publish: {e}"));
+                    error = Some(RelayError::Publish(e));
                     break;
                 }
             }
@@ -274,15 +300,15 @@ impl Sink for AmqpSink {
             for c in confirms {
                 match c.await {
                     Ok(c) if c.is_ack() => confirmed += 1,
-                    Ok(_) => return Some("the broker nacked a message".to_string()),
-                    Err(e) => return Some(format!("confirm: {e}")),
+                    Ok(_) => return Some(RelayError::Nacked),
+                    Err(e) => return Some(RelayError::Confirm(e)),
                 }
             }
             None
         };
         let confirm_error = match tokio::time::timeout(CONFIRM_TIMEOUT, wait).await {
             Ok(e) => e,
-            Err(_) => Some("publisher confirms timed out".into()),
+            Err(_) => Some(RelayError::ConfirmTimeout),
         };
         let error = error.or(confirm_error);
         if error.is_some() {

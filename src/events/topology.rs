@@ -13,6 +13,8 @@ use super::Topology;
 /// Consumed routing keys: (exchange of the topology, key).
 pub const BOOKING_CREATED: &str = "booking.created";
 pub const BOOKING_CANCELLED: &str = "booking.cancelled";
+/// `BookingConfirmed`: captures the booking's hold.
+pub const BOOKING_CONFIRMED: &str = "booking.confirmed";
 pub const USER_CREATED: &str = "user.created";
 
 /// The broker's own bound on deliveries of one message in the quorum queue: a safety net far above
@@ -91,6 +93,7 @@ pub async fn declare_consumed(ch: &Channel, t: &Topology) -> lapin::Result<()> {
     let bindings = [
         (&t.booking_exchange, BOOKING_CREATED),
         (&t.booking_exchange, BOOKING_CANCELLED),
+        (&t.booking_exchange, BOOKING_CONFIRMED),
         (&t.user_exchange, USER_CREATED),
     ];
     for (exchange, key) in bindings {

@@ -1,5 +1,6 @@
-//! `POST /transactions/batch`: parse, authorize, claim the batch's Idempotency-Key, call
-//! [`crate::service::Service::post_batch`], render. Each item is validated as `POST
+//! `POST /transactions/batch`: parse, authorize, read the Idempotency-Key as a `KeyRequest`
+//! ([`super::idempotency::key_request`]), call [`crate::service::Service::post_batch_keyed`] (which claims,
+//! replays and settles the key), render with [`super::idempotency::reply`] as every keyed route does. Each item is validated as `POST
 //! /wallets/{walletId}/transactions` validates its body; a batch with any invalid item is refused as a
 //! whole with 400 naming the item's field (`items[3].amount`), and does not consume its key.
 //!
@@ -13,21 +14,17 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use wallet_actors::messages::{MAX_DESCRIPTION_LEN, MAX_REFERENCE_ID_LEN, MAX_REFERENCE_TYPE_LEN};
-use wallet_actors::{Amount, Direction, Rejection};
+use wallet_actors::{Amount, Direction};
 use warp::reply::Response;
 
-use super::handlers::{
-    DEFAULT_REFERENCE_TYPE, PostType, authenticate, idempotency_key, optional_text, origin, positive,
-};
-use super::idempotency::{self, Begin};
+use super::handlers::{DEFAULT_REFERENCE_TYPE, PostType, authenticate, optional_text, origin, positive};
+use super::idempotency::{self, key_request};
 use super::problem::{ApiError, raw_json};
 use super::{Body, RawHeader};
 use crate::http::Ctx;
 use crate::service::Posting;
-use crate::service::batch::{
-    BATCH_ENDPOINT, BatchError, BatchItem, BatchPostings, ItemProblem, MAX_BATCH_ITEMS, Wording,
-};
-use crate::views::{ItemResult, TransactionView};
+use crate::service::batch::{BATCH_ENDPOINT, BatchItem, BatchPostings, MAX_BATCH_ITEMS};
+use crate::views::TransactionView;
 
 /// Largest body of a batch (413 beyond). A 1,000-item batch fits with every text field at its longest
 /// even if each character is sent as a `\uXXXX` surrogate pair (500 + 100 + 50 characters × 12 bytes ≈
@@ -95,40 +92,6 @@ pub struct BatchResults {
     pub applied: Option<u32>,
     /// Independent batches: the items not applied.
     pub refused: Option<u32>,
-}
-
-/// Problem documents as the HTTP adapter writes them, for the use case to record.
-struct ProblemWording;
-
-impl Wording for ProblemWording {
-    fn item(&self, problem: ItemProblem<'_>) -> (u16, String) {
-        let e = match problem {
-            ItemProblem::Rejected(r) => ApiError::from(r.clone()),
-            ItemProblem::KeyReused => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "IDEMPOTENCY_KEY_REUSED",
-                "this item's derived Idempotency-Key was used with a different request",
-            ),
-            ItemProblem::InProgress => ApiError::new(
-                StatusCode::CONFLICT,
-                "IDEMPOTENCY_IN_PROGRESS",
-                "this item is being processed by another attempt of the batch; retry the batch",
-            ),
-        };
-        (e.status.as_u16(), e.body())
-    }
-
-    fn batch_refused(&self, refused: &[ItemResult]) -> (u16, String) {
-        let e = ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "BATCH_REFUSED",
-            format!(
-                "{} of the batch's items would be refused, so none was applied; `results` names each",
-                refused.len()
-            ),
-        );
-        (e.status.as_u16(), crate::views::with_results(&e.body(), refused))
-    }
 }
 
 /// The item's posting, validated as a single posting's body is; fields are named `items[i].field`.
@@ -210,22 +173,10 @@ pub async fn post_batch(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Bo
         atomic: b.atomic.unwrap_or(false),
         items,
     };
-    let key = idempotency_key(key)?;
-    let ticket = match idempotency::begin(&ctx.service, caller.user_id, BATCH_ENDPOINT, key, BATCH_PATH, &raw).await? {
-        Begin::Replay(r) => return Ok(r),
-        Begin::Run(ticket) => ticket,
-    };
-    match ctx
-        .service
-        .post_batch(batch, origin(&caller, ticket), &ProblemWording)
-        .await
-    {
-        Ok(reply) => {
-            let status = StatusCode::from_u16(reply.status).map_err(ApiError::internal)?;
-            Ok(raw_json(status, reply.body))
-        }
-        Err(BatchError::Store(e)) => Err(e.into()),
-        Err(BatchError::ClaimLost) => Err(ApiError::from(Rejection::ClaimLost)),
-        Err(BatchError::OutcomeUnknown) => Err(ApiError::outcome_unknown()),
-    }
+    let key = key_request(caller.user_id, BATCH_ENDPOINT, key, BATCH_PATH, &raw)?;
+    let outcome = ctx.service.post_batch_keyed(batch, origin(&caller, None), key).await;
+    idempotency::reply(outcome, |reply| match StatusCode::from_u16(reply.status) {
+        Ok(status) => raw_json(status, reply.body),
+        Err(e) => ApiError::internal(e).into_response(),
+    })
 }

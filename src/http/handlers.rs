@@ -14,13 +14,13 @@ use wallet_actors::messages::{MAX_DESCRIPTION_LEN, MAX_REFERENCE_ID_LEN, MAX_REF
 use wallet_actors::{Amount, Currency, Direction, IdempotencyTicket, Origin, TxnType, WalletState, WalletStatus};
 use warp::reply::Response;
 
-use super::idempotency::{self, Begin};
+use super::idempotency::{self, key_request};
 use super::problem::{ApiError, json_response, raw_json};
 use super::{Body, RawHeader};
 use crate::auth::{AuthError, AuthReason, Caller, Role};
 use crate::http::Ctx;
 use crate::service::Posting;
-use crate::store::{CreateWalletError, HistoryFilter};
+use crate::store::HistoryFilter;
 use crate::views::{HistoryPage, Pagination, TransactionView, TransferView, UserView, WalletView};
 
 /// Default and largest page size of history queries.
@@ -127,30 +127,6 @@ pub(crate) fn visible(caller: &Caller, w: &WalletState) -> Result<(), ApiError> 
     }
 }
 
-/// Runs an effect under an Idempotency-Key: replays, or runs and settles the key on error.
-async fn idempotent<F, Fut>(
-    ctx: &Ctx,
-    caller: &Caller,
-    endpoint: &str,
-    key: RawHeader,
-    path: &str,
-    raw: &[u8],
-    run: F,
-) -> Result<Response, ApiError>
-where
-    F: FnOnce(Option<IdempotencyTicket>) -> Fut,
-    Fut: std::future::Future<Output = Result<Response, ApiError>>,
-{
-    let key = idempotency_key(key)?;
-    match idempotency::begin(&ctx.service, caller.user_id, endpoint, key, path, raw).await? {
-        Begin::Replay(r) => Ok(r),
-        Begin::Run(ticket) => match run(ticket.clone()).await {
-            Ok(r) => Ok(r),
-            Err(e) => idempotency::settle_failure(&ctx.service, &ticket, e).await,
-        },
-    }
-}
-
 /// Liveness: the process is up.
 #[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health",
     responses((status = 200, description = "The process is up: `{\"status\":\"ok\"}`", body = super::openapi::StatusReply)))]
@@ -251,22 +227,14 @@ pub async fn create_wallet(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body:
     let initial = crate::config::opening_balance(b.initial_balance, ctx.service.max_initial_balance())
         .map_err(|m| ApiError::validation("initial_balance", m))?;
     let currency = b.currency.unwrap_or(ctx.service.default_currency());
-    idempotent(&ctx, &caller, "POST /wallets", key, "/wallets", &raw, |ticket| async {
-        let o = origin(&caller, ticket);
-        match ctx.service.create_wallet(b.user_id, initial, currency, &o).await {
-            Ok(w) => Ok(raw_json(StatusCode::CREATED, crate::views::wallet_reply(&w))),
-            Err(CreateWalletError::UserNotFound) => Err(ApiError::not_found("user")),
-            Err(CreateWalletError::Exists(id)) => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "WALLET_EXISTS",
-                format!("the user already has wallet {id}"),
-            )),
-            Err(CreateWalletError::ClaimLost) => Err(ApiError::from(wallet_actors::Rejection::ClaimLost)),
-            Err(CreateWalletError::OutcomeUnknown) => Err(ApiError::outcome_unknown()),
-            Err(CreateWalletError::Store(e)) => Err(e.into()),
-        }
+    let key = key_request(caller.user_id, "POST /wallets", key, "/wallets", &raw)?;
+    let created = ctx
+        .service
+        .create_wallet_keyed(b.user_id, initial, currency, origin(&caller, None), key)
+        .await;
+    idempotency::reply(created, |w| {
+        raw_json(StatusCode::CREATED, crate::views::wallet_reply(&w))
     })
-    .await
 }
 
 /// The wallet of a user.
@@ -362,7 +330,7 @@ fn parse_bound(field: &str, v: &str, end: bool) -> Result<DateTime<Utc>, ApiErro
     Ok(if end { t + chrono::Duration::microseconds(1) } else { t })
 }
 
-fn parse_number(field: &str, v: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+pub(crate) fn parse_number(field: &str, v: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
     match v {
         None => Ok(default),
         Some(s) => s
@@ -520,19 +488,20 @@ pub async fn post_transaction(
         metadata,
     };
     let path = format!("/wallets/{wallet_id}/transactions");
-    idempotent(
-        &ctx,
-        &caller,
+    let key = key_request(
+        caller.user_id,
         "POST /wallets/{walletId}/transactions",
         key,
         &path,
         &raw,
-        |ticket| async {
-            let entry = ctx.service.post(wallet_id, posting, origin(&caller, ticket)).await?;
-            Ok(raw_json(StatusCode::CREATED, crate::views::posting_reply(&entry)))
-        },
-    )
-    .await
+    )?;
+    let posted = ctx
+        .service
+        .post_keyed(wallet_id, posting, origin(&caller, None), key)
+        .await;
+    idempotency::reply(posted, |entry| {
+        raw_json(StatusCode::CREATED, crate::views::posting_reply(&entry))
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -571,30 +540,20 @@ pub async fn transfer(ctx: Arc<Ctx>, auth: RawHeader, key: RawHeader, body: Body
         visible(&caller, &w)?;
         return Err(ApiError::forbidden("only service or admin callers may transfer"));
     }
-    idempotent(
-        &ctx,
-        &caller,
-        "POST /transfers",
-        key,
-        "/transfers",
-        &raw,
-        |ticket| async {
-            let (out, incoming) = ctx
-                .service
-                .transfer(
-                    b.from_wallet_id,
-                    b.to_wallet_id,
-                    amount,
-                    description,
-                    reference_id,
-                    origin(&caller, ticket),
-                )
-                .await?;
-            Ok(raw_json(
-                StatusCode::CREATED,
-                crate::views::transfer_reply(&out, &incoming),
-            ))
-        },
-    )
-    .await
+    let key = key_request(caller.user_id, "POST /transfers", key, "/transfers", &raw)?;
+    let moved = ctx
+        .service
+        .transfer_keyed(
+            b.from_wallet_id,
+            b.to_wallet_id,
+            amount,
+            description,
+            reference_id,
+            origin(&caller, None),
+            key,
+        )
+        .await;
+    idempotency::reply(moved, |(out, incoming)| {
+        raw_json(StatusCode::CREATED, crate::views::transfer_reply(&out, &incoming))
+    })
 }

@@ -12,6 +12,7 @@ pub mod batch;
 pub mod budgets;
 pub mod docs;
 pub mod handlers;
+pub mod holds;
 pub mod idempotency;
 pub mod openapi;
 pub mod problem;
@@ -181,6 +182,47 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .and(body_up_to(batch::MAX_BATCH_BODY_BYTES))
         .then(|ctx, auth, key, body| async move { respond(batch::post_batch(ctx, auth, key, body).await) });
 
+    let place_hold = warp::path!("wallets" / Uuid / "holds")
+        .and(warp::post())
+        .and(c())
+        .and(auth_header())
+        .and(idem_header())
+        .and(body())
+        .then(|id, ctx, auth, key, body| async move { respond(holds::place(ctx, auth, id, key, body).await) });
+    let list_holds = warp::path!("wallets" / Uuid / "holds")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_query())
+        .then(|id, ctx, auth, q| async move { respond(holds::list(ctx, auth, id, q).await) });
+    let get_hold = warp::path!("holds" / Uuid)
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .then(|id, ctx, auth| async move { respond(holds::get(ctx, auth, id).await) });
+    let capture_hold = warp::path!("holds" / Uuid / "capture")
+        .and(warp::post())
+        .and(c())
+        .and(auth_header())
+        .and(idem_header())
+        .and(body())
+        .then(|id, ctx, auth, key, body| async move { respond(holds::capture(ctx, auth, id, key, body).await) });
+    let void_hold = warp::path!("holds" / Uuid / "void")
+        .and(warp::post())
+        .and(c())
+        .and(auth_header())
+        .then(|id, ctx, auth| async move { respond(holds::void(ctx, auth, id).await) });
+    let hold_routes = place_hold
+        .or(list_holds)
+        .unify()
+        .or(get_hold)
+        .unify()
+        .or(capture_hold)
+        .unify()
+        .or(void_hold)
+        .unify()
+        .boxed();
+
     let list_budgets = warp::path!("budgets" / Uuid)
         .and(warp::get())
         .and(c())
@@ -249,6 +291,8 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .or(budget_routes)
         .unify()
+        .or(hold_routes)
+        .unify()
         .or(warp::path::full().and(warp::method()).map(unmatched))
         .unify()
         .with(warp::log::custom(move |info| metrics_ctx.observe(info)))
@@ -286,6 +330,10 @@ pub fn route_of(path: &str) -> Option<RouteInfo> {
         (Some("wallets"), w, None, _) if id(w) => r("/wallets/{id}", "GET"),
         (Some("wallets"), w, Some("status"), None) if id(w) => r("/wallets/{id}/status", "PUT"),
         (Some("wallets"), w, Some("transactions"), None) if id(w) => r("/wallets/{id}/transactions", "GET, POST"),
+        (Some("wallets"), w, Some("holds"), None) if id(w) => r("/wallets/{id}/holds", "GET, POST"),
+        (Some("holds"), h, None, _) if id(h) => r("/holds/{id}", "GET"),
+        (Some("holds"), h, Some("capture"), None) if id(h) => r("/holds/{id}/capture", "POST"),
+        (Some("holds"), h, Some("void"), None) if id(h) => r("/holds/{id}/void", "POST"),
         (Some("budgets"), b, None, _) if id(b) => r("/budgets/{id}", "GET, PUT"),
         (Some("budgets"), b, Some("history"), None) if id(b) => r("/budgets/{id}/history", "GET"),
         _ => None,

@@ -47,7 +47,7 @@ impl Ctx {
     /// Why the service is not ready, in words safe for a client (causes are logged): Postgres does not
     /// answer, its migration history lacks this binary's newest migration, or (with `AMQP_URL`) the
     /// consumer is not attached. A positive migration check is remembered; a negative one is repeated.
-    pub async fn readiness(&self) -> Result<(), String> {
+    pub async fn readiness(&self) -> Result<(), crate::service::NotReady> {
         self.service.readiness().await?;
         self.events.readiness()
     }

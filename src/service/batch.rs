@@ -16,29 +16,39 @@
 //! commit the wallets' actors drop their cached state (`Engine::invalidate`).
 //!
 //! # Exactly once under one Idempotency-Key
-//! The batch key is claimed first (by the adapter, as for every keyed request). Atomic: the batch key's
-//! reply is written in the batch's own transaction, fenced by its claim token. Independent: each item gets a
+//! [`Service::post_batch_keyed`] runs the batch through the keyed machinery of every keyed operation
+//! (`Service::keyed`, `service::idempotency`): the batch key is claimed first, a repeat replays its
+//! record, and a failure of the batch as a whole settles the key as any keyed failure does (released when
+//! not applied, resolved when the outcome is unknown). A batch that ran settles its key itself. Atomic: the
+//! batch key's reply is written in the batch's own transaction, fenced by its claim token; a refused batch
+//! records its 422. Independent: each item gets a
 //! key of its own ([`item_key`], on [`ITEM_ENDPOINT`]), claimed in one statement after the batch key; the
 //! item's entry carries that ticket, so the wallet's commit fences it and records the item's reply in the
 //! item's own commit. A refused item's reply is recorded after it; an item that was not applied (503) has
 //! its key released. When every item is settled, the batch key gets the whole response (replayed byte for
 //! byte from then on); otherwise the batch key is released, and a retry replays the settled items from
-//! their keys and runs the others. A crash anywhere leaves each item applied at most once: its effect and
-//! its reply commit together.
+//! their keys and runs the others. An item whose commit went silent is resolved through its key by the
+//! same loop as a single keyed request (`Service::resolve`). A crash anywhere leaves each item applied at
+//! most once: its effect and its reply commit together.
+//!
+//! Every problem an item or the batch answers is rendered here with [`Answer`] (`crate::problem`), the
+//! very text the adapter would send, so what a key records is what a replay sends.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use http::StatusCode;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use wallet_actors::command::plan_postings;
 use wallet_actors::store::{CommitError, Refusal};
 use wallet_actors::{Applied, Batch, Command, IdempotencyTicket, Origin, Rejection, Request, StoreError};
 
+use super::idempotency::{KeyRequest, Keyed, KeyedError};
 use super::{Posting, Service};
+use crate::problem::{Answer, ApiError};
 use crate::store::{AtomicError, AtomicOutcome, ItemClaim, Resolution};
-use crate::views::{ItemResult, atomic_batch_reply, batch_reply, posting_reply};
+use crate::views::{ItemResult, atomic_batch_reply, batch_reply, posting_reply, with_results};
 
 /// Most items in one batch (more → 400).
 pub const MAX_BATCH_ITEMS: usize = 1000;
@@ -49,12 +59,9 @@ pub const BATCH_WALLET_CONCURRENCY: usize = 256;
 pub const BATCH_ENDPOINT: &str = "POST /transactions/batch";
 /// The endpoint the items' derived keys are scoped to (so they can never meet a client's own keys).
 pub const ITEM_ENDPOINT: &str = "POST /transactions/batch#item";
-/// Longest key the key column holds (`VARCHAR(255)`); an item key that would be longer is hashed.
-const MAX_STORED_KEY_LEN: usize = 255;
-/// How long the outcome of a commit that went silent is looked for before the answer is "unknown".
-const RESOLVE_WINDOW: Duration = Duration::from_secs(5);
-const RESOLVE_FIRST_PAUSE: Duration = Duration::from_millis(100);
-const RESOLVE_MAX_PAUSE: Duration = Duration::from_secs(1);
+/// Longest key the key column holds (`VARCHAR(255)`, the longest key a client may send); an item key that
+/// would be longer is hashed.
+const MAX_STORED_KEY_LEN: usize = super::idempotency::MAX_KEY_LEN;
 
 /// One item: a posting on a wallet.
 #[derive(Debug, Clone)]
@@ -77,9 +84,9 @@ pub struct BatchReply {
     pub body: String,
 }
 
-/// A problem of one item that is not the engine's.
+/// Why one item was not applied: what a single posting would have answered.
 #[derive(Debug, Clone, Copy)]
-pub enum ItemProblem<'a> {
+enum ItemProblem<'a> {
     /// What the engine (or the store through it) answered.
     Rejected(&'a Rejection),
     /// The item's key holds another request.
@@ -88,13 +95,41 @@ pub enum ItemProblem<'a> {
     InProgress,
 }
 
-/// How the adapter words problems (problem+json), so that what this layer records for a replay is what the
-/// adapter sends: an item's problem is exactly the body a single posting would have answered.
-pub trait Wording: Sync {
-    /// The status and problem document of an item.
-    fn item(&self, problem: ItemProblem<'_>) -> (u16, String);
-    /// The 422 `BATCH_REFUSED` document of an atomic batch, naming each refused item's problem.
-    fn batch_refused(&self, refused: &[ItemResult]) -> (u16, String);
+impl Answer for ItemProblem<'_> {
+    fn answer(&self) -> ApiError {
+        match self {
+            ItemProblem::Rejected(r) => r.answer(),
+            ItemProblem::KeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this item's derived Idempotency-Key was used with a different request",
+            ),
+            ItemProblem::InProgress => ApiError::new(
+                StatusCode::CONFLICT,
+                "IDEMPOTENCY_IN_PROGRESS",
+                "this item is being processed by another attempt of the batch; retry the batch",
+            ),
+        }
+    }
+}
+
+/// An item's problem as its status and problem document (JSON text).
+fn item_problem(problem: ItemProblem<'_>) -> (u16, String) {
+    let e = problem.answer();
+    (e.status.as_u16(), e.body())
+}
+
+/// The 422 `BATCH_REFUSED` document of an atomic batch, naming each refused item's problem.
+fn batch_refused(refused: &[ItemResult]) -> (u16, String) {
+    let e = ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "BATCH_REFUSED",
+        format!(
+            "{} of the batch's items would be refused, so none was applied; `results` names each",
+            refused.len()
+        ),
+    );
+    (e.status.as_u16(), with_results(&e.body(), refused))
 }
 
 /// Why a batch as a whole failed (its items' own outcomes are in the reply).
@@ -108,6 +143,26 @@ pub enum BatchError {
     /// The atomic commit's outcome could not be learnt: it may have been applied.
     #[error("the outcome of the batch's commit is unknown")]
     OutcomeUnknown,
+}
+
+impl Answer for BatchError {
+    fn answer(&self) -> ApiError {
+        match self {
+            BatchError::Store(e) => e.answer(),
+            BatchError::ClaimLost => Rejection::ClaimLost.answer(),
+            BatchError::OutcomeUnknown => ApiError::outcome_unknown(),
+        }
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            // Logged with its cause, as every store failure is.
+            BatchError::Store(e) => e.into(),
+            other => other.answer(),
+        }
+    }
 }
 
 /// The derived key of item `index` of the batch keyed `batch_key`: `"{batch_key}#{index}"`, or the batch
@@ -165,27 +220,39 @@ enum Settle {
 }
 
 impl Service {
-    /// Runs a bulk posting. `origin` carries the batch key's ticket when the request had an
-    /// Idempotency-Key (claimed by the adapter); this operation settles that key in every case.
-    pub async fn post_batch(
+    /// [`Service::post_batch`] under the batch's Idempotency-Key (see the module docs). `origin` is the
+    /// caller's (without a ticket).
+    pub async fn post_batch_keyed(
         &self,
         batch: BatchPostings,
         origin: Origin,
-        wording: &dyn Wording,
-    ) -> Result<BatchReply, BatchError> {
+        key: Option<KeyRequest>,
+    ) -> Result<Keyed<BatchReply>, KeyedError<BatchError>> {
+        self.keyed(key, |ticket| {
+            self.post_batch(
+                batch,
+                Origin {
+                    idempotency: ticket,
+                    ..origin
+                },
+            )
+        })
+        .await
+    }
+
+    /// Runs a bulk posting. `origin` carries the batch key's ticket when the request had an
+    /// Idempotency-Key (claimed by [`Service::post_batch_keyed`]); a batch that runs settles that key
+    /// itself (its reply recorded, or released for a retry), a failure of the whole batch leaves it to
+    /// the keyed machinery.
+    pub async fn post_batch(&self, batch: BatchPostings, origin: Origin) -> Result<BatchReply, BatchError> {
         if batch.atomic {
-            self.post_atomic(batch.items, origin, wording).await
+            self.post_atomic(batch.items, origin).await
         } else {
-            self.post_independent(batch.items, origin, wording).await
+            self.post_independent(batch.items, origin).await
         }
     }
 
-    async fn post_independent(
-        &self,
-        items: Vec<BatchItem>,
-        origin: Origin,
-        wording: &dyn Wording,
-    ) -> Result<BatchReply, BatchError> {
+    async fn post_independent(&self, items: Vec<BatchItem>, origin: Origin) -> Result<BatchReply, BatchError> {
         let n = items.len();
         let batch_ticket = origin.idempotency.clone();
         let mut results: Vec<Option<(ItemResult, Settle)>> = (0..n).map(|_| None).collect();
@@ -193,17 +260,11 @@ impl Service {
         if let Some(bt) = &batch_ticket {
             let keys: Vec<String> = (0..n).map(|i| item_key(&bt.key, i)).collect();
             let hash = items_hash(&items);
-            let claims = match self
+            // A failure here ran nothing: the keyed machinery releases the batch key.
+            let claims = self
                 .store
                 .claim_batch_items(bt.caller, ITEM_ENDPOINT, &keys, &hash)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    self.release_quietly(bt).await;
-                    return Err(e.into());
-                }
-            };
+                .await?;
             for (i, (claim, key)) in claims.into_iter().zip(keys).enumerate() {
                 let answered =
                     |(status, body): (u16, String), settle| Some((ItemResult { index: i, status, body }, settle));
@@ -217,8 +278,8 @@ impl Service {
                         })
                     }
                     ItemClaim::Replay { status, body } => results[i] = answered((status, body), Settle::Done),
-                    ItemClaim::Mismatch => results[i] = answered(wording.item(ItemProblem::KeyReused), Settle::Done),
-                    ItemClaim::InProgress => results[i] = answered(wording.item(ItemProblem::InProgress), Settle::Open),
+                    ItemClaim::Mismatch => results[i] = answered(item_problem(ItemProblem::KeyReused), Settle::Done),
+                    ItemClaim::InProgress => results[i] = answered(item_problem(ItemProblem::InProgress), Settle::Open),
                 }
             }
         }
@@ -260,32 +321,40 @@ impl Service {
                 let (status, body, settle) = match answer {
                     Ok(Applied::Posted(e)) => (201, posting_reply(&e), Settle::Done),
                     Ok(_) => {
-                        let (s, b) = wording.item(ItemProblem::Rejected(&super::unexpected("a bulk posting")));
+                        let (s, b) = item_problem(ItemProblem::Rejected(&super::unexpected("a bulk posting")));
                         to_release.push(i);
                         (s, b, Settle::Open)
                     }
                     Err(Rejection::OutcomeUnknown) if tickets[i].is_some() => {
-                        match self.resolve(tickets[i].as_ref()).await {
+                        // The same resolution as a single keyed request's.
+                        let resolved = match tickets[i].as_ref() {
+                            Some(t) => self.resolve(t).await,
+                            None => None,
+                        };
+                        match resolved {
                             // The item's commit recorded its reply: that is its answer.
-                            Some(Some((status, body))) => (status, body, Settle::Done),
+                            Some(Resolution::Replied { status, body }) => (status, body, Settle::Done),
                             // Released: fenced off, certainly not applied.
-                            Some(None) => {
+                            Some(Resolution::NotApplied) => {
                                 let unavailable = Rejection::Unavailable("an item's commit went silent".into());
-                                let (s, b) = wording.item(ItemProblem::Rejected(&unavailable));
+                                let (s, b) = item_problem(ItemProblem::Rejected(&unavailable));
                                 (s, b, Settle::Open)
                             }
                             None => {
-                                let (s, b) = wording.item(ItemProblem::Rejected(&Rejection::OutcomeUnknown));
+                                let (s, b) = item_problem(ItemProblem::Rejected(&Rejection::OutcomeUnknown));
                                 (s, b, Settle::Open)
                             }
                         }
                     }
                     Err(r) => {
-                        let (s, b) = wording.item(ItemProblem::Rejected(&r));
+                        let (s, b) = item_problem(ItemProblem::Rejected(&r));
                         if s < 500 {
                             to_complete.push((i, s, b.clone()));
                             (s, b, Settle::Done)
                         } else {
+                            if let Rejection::Unavailable(reason) = &r {
+                                tracing::warn!(%reason, "a batch item was not applied: dependency unavailable");
+                            }
                             to_release.push(i);
                             (s, b, Settle::Open)
                         }
@@ -323,7 +392,7 @@ impl Service {
                 None => {
                     // Every item was answered above; an item left out would be a programmer error.
                     settled = false;
-                    let (status, body) = wording.item(ItemProblem::Rejected(&super::unexpected("a bulk item")));
+                    let (status, body) = item_problem(ItemProblem::Rejected(&super::unexpected("a bulk item")));
                     ItemResult { index: i, status, body }
                 }
             })
@@ -342,12 +411,7 @@ impl Service {
         Ok(BatchReply { status: 200, body })
     }
 
-    async fn post_atomic(
-        &self,
-        items: Vec<BatchItem>,
-        origin: Origin,
-        wording: &dyn Wording,
-    ) -> Result<BatchReply, BatchError> {
+    async fn post_atomic(&self, items: Vec<BatchItem>, origin: Origin) -> Result<BatchReply, BatchError> {
         let ticket = origin.idempotency.clone();
         // The entries carry no key of their own: the batch key's reply commits with them.
         let entry_origin = Origin {
@@ -359,7 +423,7 @@ impl Service {
             by_wallet.entry(item.wallet_id).or_default().push(i);
         }
         let wallet_ids: Vec<Uuid> = by_wallet.keys().copied().collect();
-        let thresholds = self.engine.limits().alert_thresholds.clone();
+        let limits = self.engine.limits();
 
         // Planning, inside the transaction: one batch per wallet, and where each item's entry is in it.
         // Refused: each refused item with its rejection, and the refusals' audit rows.
@@ -383,7 +447,7 @@ impl Service {
                         origin: entry_origin.clone(),
                     })
                     .collect();
-                let planned = plan_postings(state, thresholds.clone(), &requests);
+                let planned = plan_postings(state, limits, &requests);
                 for (k, outcome) in planned.outcomes.iter().enumerate() {
                     match outcome {
                         Ok(entry) => position[indexes[k]] = (batches.len(), *entry),
@@ -457,33 +521,22 @@ impl Service {
                 }
                 out
             }
+            // Nothing was written; the keyed machinery releases the batch key (or, for an unknown
+            // outcome, resolves it: the reply the commit recorded, or fenced off and not applied).
             Err(AtomicError::ClaimLost) => return Err(BatchError::ClaimLost),
-            Err(AtomicError::Store(e)) => {
-                if let Some(t) = &ticket {
-                    self.release_quietly(t).await;
-                }
-                return Err(e.into());
-            }
-            Err(AtomicError::OutcomeUnknown) => {
-                return match self.resolve(ticket.as_ref()).await {
-                    Some(Some((status, body))) => Ok(BatchReply { status, body }),
-                    Some(None) => {
-                        Err(StoreError::Unreachable("the batch's commit went silent; fenced off".into()).into())
-                    }
-                    None => Err(BatchError::OutcomeUnknown),
-                };
-            }
+            Err(AtomicError::Store(e)) => return Err(e.into()),
+            Err(AtomicError::OutcomeUnknown) => return Err(BatchError::OutcomeUnknown),
         };
         let mut refused: Vec<ItemResult> = refused
             .into_iter()
             .map(|(index, r)| {
-                let (status, body) = wording.item(ItemProblem::Rejected(&r));
+                let (status, body) = item_problem(ItemProblem::Rejected(&r));
                 ItemResult { index, status, body }
             })
             .collect();
         refused.sort_by_key(|r| r.index);
         refused.dedup_by_key(|r| r.index);
-        let (status, body) = wording.batch_refused(&refused);
+        let (status, body) = batch_refused(&refused);
         if let Some(t) = &ticket
             && let Err(e) = self.store.complete_idempotency(t, status, &body).await
         {
@@ -497,30 +550,6 @@ impl Service {
     async fn release_quietly(&self, t: &IdempotencyTicket) {
         if let Err(e) = self.store.release_idempotency(t).await {
             tracing::warn!(error = %e, "could not release a batch's Idempotency-Key");
-        }
-    }
-
-    /// Learns the outcome of a keyed commit that went silent: `Some(Some(reply))` when it committed its
-    /// reply, `Some(None)` when its claim was released (fenced off: not applied), `None` when the database
-    /// could not be asked within [`RESOLVE_WINDOW`] (or there was no key to ask about).
-    async fn resolve(&self, t: Option<&IdempotencyTicket>) -> Option<Option<(u16, String)>> {
-        let t = t?;
-        let until = Instant::now() + RESOLVE_WINDOW;
-        let mut pause = RESOLVE_FIRST_PAUSE;
-        loop {
-            match self.store.resolve_idempotency(t).await {
-                Ok(Resolution::NotApplied) => return Some(None),
-                Ok(Resolution::Replied { status, body }) => return Some(Some((status, body))),
-                Err(e) if Instant::now() + pause < until => {
-                    tracing::debug!(error = %e, "resolving a batch's unknown outcome: database not reachable yet");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RESOLVE_MAX_PAUSE);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the outcome of a batch commit could not be learnt in time");
-                    return None;
-                }
-            }
         }
     }
 }

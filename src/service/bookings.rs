@@ -13,10 +13,13 @@ use uuid::Uuid;
 use wallet_actors::messages::{MAX_DESCRIPTION_LEN, MAX_REFERENCE_ID_LEN};
 use wallet_actors::{Amount, Currency, Direction, InboxEvent, Origin, Rejection, StoreError, WalletState};
 
+use super::holds::NewHold;
 use super::{Posting, Service};
 use crate::auth::Role;
 pub use crate::store::{BOOKING_REFERENCE_TYPE, BOOKING_REFUSED_ACTION, SYSTEM_ACTOR};
 use crate::store::{CreateWalletError, RefusedBooking};
+use wallet_actors::command::hold::DEFAULT_HOLD_TTL_SECS;
+use wallet_actors::{Hold, HoldStatus};
 
 /// Longest e-mail accepted from `UserCreated` (as over HTTP).
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -57,6 +60,19 @@ pub struct BookingCreated {
     currency: String,
     #[serde(default)]
     description: Option<String>,
+    /// Place a hold (captured by `BookingConfirmed`) instead of debiting now.
+    #[serde(default)]
+    hold: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BookingConfirmed {
+    #[serde(deserialize_with = "text_id")]
+    booking_id: String,
+    user_id: Uuid,
+    /// What to charge (default: the held amount); the rest is released.
+    #[serde(default)]
+    amount: Option<Amount>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,7 +173,11 @@ async fn booking_created(ctx: &Service, event_id: Uuid, b: BookingCreated) -> Ou
     }
     let description = b
         .description
+        .as_ref()
         .map(|d| d.chars().take(MAX_DESCRIPTION_LEN).collect::<String>());
+    if b.hold {
+        return hold_booking(ctx, event_id, &b, description, refusal).await;
+    }
     let posting = Posting {
         direction: Direction::Debit,
         amount: b.amount,
@@ -186,6 +206,129 @@ async fn booking_created(ctx: &Service, event_id: Uuid, b: BookingCreated) -> Ou
         // exceeded, …): final, announced as TransactionFailed.
         Err(r) => refusal.record(ctx, r.code(), &r.to_string()).await,
     }
+}
+
+/// `BookingCreated` with `"hold": true`: a hold with the booking's reference, refused like its debit.
+async fn hold_booking(
+    ctx: &Service,
+    event_id: Uuid,
+    b: &BookingCreated,
+    description: Option<String>,
+    refusal: Refused<'_>,
+) -> Outcome {
+    let hold = NewHold {
+        amount: b.amount,
+        reference_id: Some(b.booking_id.clone()),
+        reference_type: Some(BOOKING_REFERENCE_TYPE.into()),
+        description,
+        metadata: Some(json!({"event_id": event_id, "source": "BookingCreated"})),
+        expires_in: std::time::Duration::from_secs(u64::from(DEFAULT_HOLD_TTL_SECS)),
+    };
+    match ctx
+        .place_hold(refusal.wallet_id, hold, origin(event_id, "BookingCreated"))
+        .await
+    {
+        Ok(h) => {
+            debug!(%event_id, booking_id = %b.booking_id, hold_id = %h.hold_id, "booking held");
+            Outcome::Done(Done::Applied)
+        }
+        Err(Rejection::DuplicateReference { existing_txn_id }) => {
+            info!(%event_id, booking_id = %b.booking_id, hold_id = %existing_txn_id, "booking already held");
+            mark(ctx, event_id, "BookingCreated", Done::Duplicate).await
+        }
+        Err(r) if r.transient() => transient(r),
+        Err(Rejection::StoreRefused) => Outcome::Poison("MALFORMED: the ledger refused the event's data".into()),
+        Err(Rejection::WalletNotFound) => {
+            Outcome::Retry(format!("WALLET_UNAVAILABLE: wallet {} not found", refusal.wallet_id))
+        }
+        Err(r) => refusal.record(ctx, r.code(), &r.to_string()).await,
+    }
+}
+
+/// Records the event as processed with nothing (more) to do.
+async fn mark(ctx: &Service, event_id: Uuid, event_type: &'static str, done: Done) -> Outcome {
+    match ctx.store.mark_processed(event_id, event_type).await {
+        Ok(()) => Outcome::Done(done),
+        Err(e) => transient(e),
+    }
+}
+
+/// `BookingConfirmed`: captures the booking's hold (all of it, or `amount`), releasing the rest.
+async fn booking_confirmed(ctx: &Service, event_id: Uuid, b: BookingConfirmed) -> Outcome {
+    if let Err(o) = check_booking_id(&b.booking_id) {
+        return o;
+    }
+    if b.amount.is_some_and(Amount::is_zero) {
+        return Outcome::Poison("MALFORMED: amount must be positive".into());
+    }
+    let wallet_id = match wallet_of(ctx, b.user_id).await {
+        Ok(w) => w,
+        Err(o) => return o,
+    };
+    let hold = match ctx
+        .hold_by_reference(wallet_id, BOOKING_REFERENCE_TYPE, &b.booking_id)
+        .await
+    {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            return Outcome::Retry(format!(
+                "BOOKING_NOT_HELD: no hold of booking {:?} on wallet {wallet_id} (confirmation before its booking?)",
+                b.booking_id
+            ));
+        }
+        Err(e) => return transient(e),
+    };
+    let refusal = Refused {
+        event_id,
+        wallet_id,
+        user_id: b.user_id,
+        amount: b.amount.unwrap_or(hold.amount),
+        booking_id: &b.booking_id,
+    };
+    let origin = origin(event_id, "BookingConfirmed");
+    match ctx.capture_hold(hold.hold_id, b.amount, true, origin).await {
+        Ok((entry, _)) => {
+            debug!(%event_id, booking_id = %b.booking_id, txn_id = %entry.txn_id, "booking hold captured");
+            Outcome::Done(Done::Applied)
+        }
+        // Captured before (another delivery under another id): nothing more to do.
+        Err(Rejection::HoldNotPending {
+            status: HoldStatus::Captured,
+        }) => mark(ctx, event_id, "BookingConfirmed", Done::Duplicate).await,
+        Err(r) if r.transient() => transient(r),
+        Err(Rejection::StoreRefused) => Outcome::Poison("MALFORMED: the ledger refused the event's data".into()),
+        // Voided, expired, over the hold, the balance or a budget: final, announced as TransactionFailed.
+        Err(r) => refusal.record(ctx, r.code(), &r.to_string()).await,
+    }
+}
+
+/// `BookingCancelled` of a held booking: voids what the hold still reserves. Returns `None` when the
+/// booking has captures to refund (the caller refunds them as it refunds a debit).
+async fn cancel_hold(ctx: &Service, event_id: Uuid, hold: &Hold) -> Option<Outcome> {
+    let now = chrono::Utc::now();
+    let open = hold.status_at(now).is_open();
+    if open {
+        // With captures to refund after it, the void carries no inbox row: the refund's commit does.
+        let o = if hold.captured.is_zero() {
+            origin(event_id, "BookingCancelled")
+        } else {
+            Origin {
+                inbox_event: None,
+                ..origin(event_id, "BookingCancelled")
+            }
+        };
+        match ctx.void_hold(hold.hold_id, o).await {
+            Ok(_) if hold.captured.is_zero() => return Some(Outcome::Done(Done::Applied)),
+            Ok(_) | Err(Rejection::HoldNotPending { .. }) => {}
+            Err(r) if r.transient() => return Some(transient(r)),
+            Err(r) => return Some(Outcome::Retry(format!("{}: void refused: {r}", r.code()))),
+        }
+    }
+    if hold.captured.is_zero() {
+        // Voided or expired before, nothing captured: nothing to give back.
+        return Some(mark(ctx, event_id, "BookingCancelled", Done::NothingToDo).await);
+    }
+    None
 }
 
 /// A refused booking debit, to be recorded.
@@ -227,6 +370,18 @@ async fn booking_cancelled(ctx: &Service, event_id: Uuid, b: BookingCancelled) -
         Ok(w) => w,
         Err(o) => return o,
     };
+    match ctx
+        .hold_by_reference(wallet_id, BOOKING_REFERENCE_TYPE, &b.booking_id)
+        .await
+    {
+        Ok(Some(hold)) => {
+            if let Some(done) = cancel_hold(ctx, event_id, &hold).await {
+                return done;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return transient(e),
+    }
     let state = match ctx.store.booking_state(wallet_id, &b.booking_id).await {
         Ok(s) => s,
         Err(e) => return transient(e),
@@ -313,6 +468,8 @@ async fn user_created(ctx: &Service, event_id: Uuid, u: UserCreated) -> Outcome 
         Err(CreateWalletError::Exists(w)) => w,
         Err(CreateWalletError::UserNotFound) => return Outcome::Transient("user vanished after upsert".into()),
         Err(CreateWalletError::Store(e)) => return transient(e),
+        // No opening balance is planned for an event's wallet: nothing to refuse, ever.
+        Err(CreateWalletError::Refused(r)) => return Outcome::Poison(format!("{}: {r}", r.code())),
         // No key on events (the inbox and the wallet's unique user make a redelivery converge).
         Err(CreateWalletError::ClaimLost) => return Outcome::Transient("idempotency claim lost".into()),
         Err(CreateWalletError::OutcomeUnknown) => {
@@ -320,7 +477,7 @@ async fn user_created(ctx: &Service, event_id: Uuid, u: UserCreated) -> Outcome 
         }
     };
     if let Err(e) = apply_default_budgets(ctx, event_id, wallet, role).await {
-        return Outcome::Transient(e);
+        return transient(e);
     }
     match ctx.store.mark_processed(event_id, "UserCreated").await {
         Ok(()) => Outcome::Done(Done::Applied),
@@ -332,7 +489,21 @@ async fn user_created(ctx: &Service, event_id: Uuid, u: UserCreated) -> Outcome 
 /// once: a default whose period already has a budget on the wallet is skipped, so a redelivered
 /// `UserCreated` (or one that failed half-way) completes the set without doubling it. A per-wallet lock
 /// (`store::DefaultBudgetsLock`) keeps two concurrent deliveries (two instances) from both creating them.
-async fn apply_default_budgets(ctx: &Service, event_id: Uuid, wallet_id: Uuid, role: Role) -> Result<(), String> {
+/// Why the default budgets of a new user's wallet are not (all) in place yet; the delivery is retried.
+#[derive(Debug, thiserror::Error)]
+enum DefaultBudgetsFailed {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("default budgets: {0}")]
+    Refused(Rejection),
+}
+
+async fn apply_default_budgets(
+    ctx: &Service,
+    event_id: Uuid,
+    wallet_id: Uuid,
+    role: Role,
+) -> Result<(), DefaultBudgetsFailed> {
     let wanted: Vec<_> = ctx
         .settings
         .default_budgets
@@ -342,11 +513,7 @@ async fn apply_default_budgets(ctx: &Service, event_id: Uuid, wallet_id: Uuid, r
     if wanted.is_empty() {
         return Ok(());
     }
-    let (lock, existing) = ctx
-        .store
-        .lock_default_budgets(wallet_id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (lock, existing) = ctx.store.lock_default_budgets(wallet_id).await?;
     let missing: Vec<super::budgets::DefaultBudget> = wanted
         .into_iter()
         .filter(|d| !existing.iter().any(|p| p.as_str() == d.period.as_str()))
@@ -358,9 +525,9 @@ async fn apply_default_budgets(ctx: &Service, event_id: Uuid, wallet_id: Uuid, r
         o.inbox_event = None;
         super::budgets::apply_defaults(ctx, &missing, wallet_id, role.as_str(), o)
             .await
-            .map_err(|r| format!("default budgets: {r}"))?;
+            .map_err(DefaultBudgetsFailed::Refused)?;
     }
-    lock.release().await.map_err(|e| e.to_string())
+    Ok(lock.release().await?)
 }
 
 impl Service {
@@ -369,7 +536,13 @@ impl Service {
         booking_created(self, event_id, b).await
     }
 
-    /// `BookingCancelled`: refunds the booking's debit (all of it, or `refund_amount`), at most once.
+    /// `BookingConfirmed`: captures the booking's hold (all of it, or `amount`) and releases the rest.
+    pub async fn booking_confirmed(&self, event_id: Uuid, b: BookingConfirmed) -> Outcome {
+        booking_confirmed(self, event_id, b).await
+    }
+
+    /// `BookingCancelled`: voids the booking's hold, or refunds its debit or captures (all, or
+    /// `refund_amount`), at most once.
     pub async fn booking_cancelled(&self, event_id: Uuid, b: BookingCancelled) -> Outcome {
         booking_cancelled(self, event_id, b).await
     }

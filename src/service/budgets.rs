@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 use wallet_actors::store::StoreError;
-use wallet_actors::{Amount, Budget, PeriodType};
+use wallet_actors::{Amount, AmountError, Budget, PeriodType, UnknownName};
 
 /// How often budgets past their end are marked EXPIRED (correctness does not depend on it: the actor
 /// treats a budget past its end as expired at use).
@@ -29,20 +29,36 @@ pub struct DefaultBudget {
     pub total: Amount,
 }
 
+/// Why `DEFAULT_BUDGETS` was refused (at start), naming the item that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefaultBudgetsError {
+    #[error("DEFAULT_BUDGETS item {0:?} must be role:PERIOD:amount")]
+    Shape(String),
+    #[error("DEFAULT_BUDGETS role {0:?} is not a role")]
+    Role(String),
+    #[error("DEFAULT_BUDGETS amount {total:?} {reason}")]
+    Amount { total: String, reason: AmountError },
+    #[error("DEFAULT_BUDGETS: {0}")]
+    Period(#[from] UnknownName),
+}
+
 /// Parses `DEFAULT_BUDGETS`, e.g. `user:MONTHLY:1000.00,manager:MONTHLY:5000.00` (role `*` for all).
-pub fn parse_defaults(spec: &str) -> Result<Vec<DefaultBudget>, String> {
+pub fn parse_defaults(spec: &str) -> Result<Vec<DefaultBudget>, DefaultBudgetsError> {
     spec.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|item| {
             let parts: Vec<&str> = item.split(':').collect();
             let [role, period, total] = parts.as_slice() else {
-                return Err(format!("DEFAULT_BUDGETS item {item:?} must be role:PERIOD:amount"));
+                return Err(DefaultBudgetsError::Shape(item.to_string()));
             };
             if !["user", "manager", "admin", "service", "*"].contains(role) {
-                return Err(format!("DEFAULT_BUDGETS role {role:?} is not a role"));
+                return Err(DefaultBudgetsError::Role(role.to_string()));
             }
-            let total = Amount::parse_positive(total).map_err(|e| format!("DEFAULT_BUDGETS amount {total:?} {e}"))?;
+            let total = Amount::parse_positive(total).map_err(|reason| DefaultBudgetsError::Amount {
+                total: total.to_string(),
+                reason,
+            })?;
             Ok(DefaultBudget {
                 role: role.to_string(),
                 period: period.parse()?,

@@ -12,10 +12,16 @@
 //! - [`budgets`]: budget views, the expiry sweep and the default budgets of new users.
 //! - [`batch`]: bulk postings (`POST /transactions/batch`): independent items through the engine
 //!   (`Engine::execute_many`), atomic batches in one transaction, exactly once under one Idempotency-Key.
+//! - [`holds`]: holds placed, captured and voided through the wallet's actor; hold reads; the expiry sweep.
+//! - [`idempotency`]: `Idempotency-Key`s inside the keyed operations (post, transfer, create wallet, place
+//!   and capture a hold): claim, replay, the refusal's problem document recorded as the reply, release,
+//!   resolution of unknown outcomes.
 
 pub mod batch;
 pub mod bookings;
 pub mod budgets;
+pub mod holds;
+pub mod idempotency;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -59,7 +65,18 @@ pub struct Service {
 }
 
 /// Why the service is not ready (fixed words, for `/ready`).
-pub type NotReady = String;
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// Postgres did not answer the probe (its cause is logged, not told).
+    #[error("database unreachable")]
+    DatabaseUnreachable,
+    /// The database's migration history lacks this binary's newest migration.
+    #[error("migrations not applied: the database lacks migration V{0}")]
+    MigrationsMissing(i64),
+    /// With `AMQP_URL`, the consumer is not attached to the broker.
+    #[error("event consumer not attached to RabbitMQ")]
+    ConsumerDetached,
+}
 
 /// A credit or debit as callers describe it.
 #[derive(Debug, Clone)]
@@ -254,7 +271,10 @@ impl Service {
         currency: Currency,
         origin: &Origin,
     ) -> Result<WalletState, CreateWalletError> {
-        let w = self.store.create_wallet(user_id, initial, currency, origin).await?;
+        // The wallet does not exist before the transaction that creates it, so no actor can be asked: the
+        // engine's pure planning function judges the opening credit against the wallet about to be inserted.
+        let open = |fresh: &WalletState| wallet_actors::command::plan_opening(fresh, initial, origin);
+        let w = self.store.create_wallet(user_id, currency, origin, open).await?;
         self.user_wallets.insert(w.user_id, w.wallet_id);
         Ok(w)
     }
@@ -323,40 +343,6 @@ impl Service {
         self.store.history(wallet_id, filter).await
     }
 
-    /// Claims an Idempotency-Key (fenced: see `store::idempotency`), or says what became of it.
-    pub async fn claim_idempotency(
-        &self,
-        caller: Uuid,
-        endpoint: &str,
-        key: &str,
-        hash: &[u8],
-    ) -> Result<crate::store::Claim, StoreError> {
-        self.store.claim_idempotency(caller, endpoint, key, hash).await
-    }
-
-    /// Records a refusal as a key's final reply, while the claim is still the ticket's.
-    pub async fn complete_idempotency(
-        &self,
-        t: &wallet_actors::IdempotencyTicket,
-        status: u16,
-        body: &str,
-    ) -> Result<(), StoreError> {
-        self.store.complete_idempotency(t, status, body).await
-    }
-
-    /// Releases a claim that did not commit, fencing its commit off; false if it was no longer ours.
-    pub async fn release_idempotency(&self, t: &wallet_actors::IdempotencyTicket) -> Result<bool, StoreError> {
-        self.store.release_idempotency(t).await
-    }
-
-    /// Learns the outcome of a keyed commit that went silent (released, or its committed reply).
-    pub async fn resolve_idempotency(
-        &self,
-        t: &wallet_actors::IdempotencyTicket,
-    ) -> Result<crate::store::Resolution, StoreError> {
-        self.store.resolve_idempotency(t).await
-    }
-
     /// The wallet a budget belongs to.
     pub async fn wallet_of_budget(&self, budget_id: Uuid) -> Result<Option<Uuid>, StoreError> {
         self.store.wallet_of_budget(budget_id).await
@@ -372,15 +358,12 @@ impl Service {
         let pool = &self.store.pool;
         let unreachable = |e: StoreError| {
             tracing::warn!(kind = e.kind(), cause = e.cause(), "not ready: database check failed");
-            "database unreachable".to_string()
+            NotReady::DatabaseUnreachable
         };
         crate::store::db::ping(pool).await.map_err(unreachable)?;
         if !self.migrated.load(Ordering::Acquire) {
             if !crate::store::db::migrations_applied(pool).await.map_err(unreachable)? {
-                return Err(format!(
-                    "migrations not applied: the database lacks migration V{}",
-                    crate::store::db::newest_migration()
-                ));
+                return Err(NotReady::MigrationsMissing(crate::store::db::newest_migration()));
             }
             self.migrated.store(true, Ordering::Release);
         }

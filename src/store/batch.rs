@@ -11,8 +11,8 @@
 //!
 //! # Atomic batches
 //! [`PgStore::commit_atomic`]: one transaction fences the batch key, locks every wallet of the batch
-//! `FOR UPDATE` in wallet-id order (the order transfers and the group committer use), loads their state,
-//! lets the caller plan (the engine's own rules), writes each wallet's batch with the committer's
+//! `FOR UPDATE` in wallet-id order (the order transfers and the group committer use), loads their state
+//! (with their budgets and open holds, as the actor's load does), lets the caller plan (the engine's own rules), writes each wallet's batch with the committer's
 //! [`write_batch`] (version guard, references, the refund rule, budgets, outbox, audit) and the batch
 //! key's reply, and commits; any refusal rolls everything back.
 
@@ -27,8 +27,9 @@ use wallet_actors::{IdempotencyTicket, Origin, WalletState};
 use super::budgets::{BUDGET_COLUMNS, budget_from_row};
 use super::committer::write_batch;
 use super::idempotency::{IDEMPOTENCY_LEASE_SECS, fence};
+use super::read::col;
 use super::rows::{AuditRow, complete_idempotency, insert_audit, rollback};
-use super::{PgStore, WALLET_COLUMNS, corrupt, unavailable, wallet_from_row};
+use super::{PgStore, WALLET_COLUMNS, holds, unavailable, wallet_from_row};
 
 /// What became of one item's key when the batch claimed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +102,7 @@ impl PgStore {
         let mut claims: HashMap<&str, ItemClaim> = HashMap::with_capacity(keys.len());
         let by_key: HashMap<&str, Uuid> = keys.iter().map(String::as_str).zip(tokens.iter().copied()).collect();
         for row in &inserted {
-            let key: &str = row.get(0);
+            let key: &str = col(row, "key")?;
             if let Some((k, t)) = by_key.get_key_value(key) {
                 claims.insert(k, ItemClaim::Claimed { token: *t });
             }
@@ -122,15 +123,20 @@ impl PgStore {
                        FROM unnest($4::text[], $5::uuid[]) AS x(k, t) \
                       WHERE ik.caller = $1 AND ik.endpoint = $2 AND ik.key = x.k \
                         AND ik.response_status IS NULL AND ik.request_hash = $6 \
-                     RETURNING ik.key, x.t",
+                     RETURNING ik.key AS key, x.t AS token",
                     &[&caller, &endpoint, &lease, &rest, &rest_tokens, &hash],
                 )
                 .await
                 .map_err(unavailable)?;
             for row in &taken {
-                let key: &str = row.get(0);
+                let key: &str = col(row, "key")?;
                 if let Some(k) = rest.iter().find(|k| **k == key) {
-                    claims.insert(k, ItemClaim::Claimed { token: row.get(1) });
+                    claims.insert(
+                        k,
+                        ItemClaim::Claimed {
+                            token: col(row, "token")?,
+                        },
+                    );
                 }
             }
             let unsettled: Vec<&str> = rest.into_iter().filter(|k| !claims.contains_key(k)).collect();
@@ -144,13 +150,13 @@ impl PgStore {
                     .await
                     .map_err(unavailable)?;
                 for row in &rows {
-                    let key: &str = row.try_get(0).map_err(corrupt)?;
+                    let key: &str = col(row, "key")?;
                     let Some(k) = unsettled.iter().find(|k| **k == key) else {
                         continue;
                     };
-                    let stored: Vec<u8> = row.try_get(1).map_err(corrupt)?;
-                    let status: Option<i16> = row.try_get(2).map_err(corrupt)?;
-                    let body: Option<String> = row.try_get(3).map_err(corrupt)?;
+                    let stored: Vec<u8> = col(row, "request_hash")?;
+                    let status: Option<i16> = col(row, "response_status")?;
+                    let body: Option<String> = col(row, "response_body")?;
                     let claim = match (stored == hash, status, body) {
                         (false, _, _) => ItemClaim::Mismatch,
                         (true, Some(status), Some(body)) => ItemClaim::Replay {
@@ -317,7 +323,8 @@ fn commit_failure(e: CommitError) -> StoreError {
     }
 }
 
-/// Locks the wallets' rows in wallet-id order and loads their state with their live budgets.
+/// Locks the wallets' rows in wallet-id order and loads their state with their live budgets and open
+/// holds (what `PgStore::load` loads for a wallet's actor).
 async fn lock_wallets<C: GenericClient>(c: &C, ids: &[Uuid]) -> Result<HashMap<Uuid, WalletState>, StoreError> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
@@ -351,6 +358,14 @@ async fn lock_wallets<C: GenericClient>(c: &C, ids: &[Uuid]) -> Result<HashMap<U
         let b = budget_from_row(row)?;
         if let Some(w) = states.get_mut(&b.wallet_id) {
             w.budgets.push(b);
+        }
+    }
+    // The open holds too, as `PgStore::load` gives the actor: a debit is judged against the available
+    // balance (balance less what they reserve), so without them a batch could spend reserved money. The
+    // wallet rows are locked, so no hold of these wallets changes until the commit.
+    for h in holds::load_open_of(c, &ids).await? {
+        if let Some(w) = states.get_mut(&h.wallet_id) {
+            w.holds.push(h);
         }
     }
     Ok(states)

@@ -124,8 +124,8 @@ impl PgStore {
         let mut debited = None;
         let mut refunded = false;
         for r in &rows {
-            match r.try_get::<_, &str>(0).map_err(corrupt)? {
-                "DEBIT" => debited = Some(Amount::new(r.try_get(1).map_err(corrupt)?).map_err(corrupt)?),
+            match super::col::<&str>(r, "type")? {
+                "DEBIT" => debited = Some(Amount::new(super::col(r, "amount")?).map_err(corrupt)?),
                 "CREDIT" => refunded = true,
                 _ => {}
             }
@@ -175,7 +175,7 @@ impl PgStore {
             .map_err(unavailable)?;
         let periods = rows
             .iter()
-            .map(|r| r.try_get(0).map_err(corrupt))
+            .map(|r| super::col(r, "period_type"))
             .collect::<Result<_, _>>()?;
         Ok((lock, periods))
     }

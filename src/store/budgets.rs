@@ -16,7 +16,7 @@ use wallet_actors::{Amount, Budget, TxnType};
 use super::{PgStore, corrupt, unavailable};
 use crate::views::OutboxEvent;
 
-pub(crate) const BUDGET_COLUMNS: &str = "budget_id, wallet_id, total_amount, used_amount, period_type, start_date, end_date, \
+pub(crate) const BUDGET_COLUMNS: &str = "budget_id, wallet_id, total_amount, used_amount, held_amount, period_type, start_date, end_date, \
      status, created_by, alerted_thresholds, created_at, updated_at";
 
 pub(crate) fn budget_from_row(r: &tokio_postgres::Row) -> Result<Budget, StoreError> {
@@ -29,6 +29,7 @@ pub(crate) fn budget_from_row(r: &tokio_postgres::Row) -> Result<Budget, StoreEr
         wallet_id: r.try_get("wallet_id").map_err(corrupt)?,
         total: amount("total_amount")?,
         used: amount("used_amount")?,
+        held: amount("held_amount")?,
         period: r
             .try_get::<_, &str>("period_type")
             .map_err(corrupt)?
@@ -126,7 +127,8 @@ pub(crate) async fn write_batch<C: GenericClient>(c: &C, batch: &Batch) -> Resul
     let charges: Vec<(Uuid, Uuid, Decimal)> = batch
         .entries
         .iter()
-        .filter(|e| e.kind == TxnType::Debit)
+        // A capture's budgets were charged when its hold was placed (see `holds::write_changes`).
+        .filter(|e| e.kind == TxnType::Debit && e.hold_id.is_none())
         .flat_map(|e| e.budgets.iter().map(move |b| (e.txn_id, *b, e.amount.value())))
         .collect();
     if !charges.is_empty() {
@@ -248,6 +250,6 @@ impl PgStore {
             )
             .await
             .map_err(unavailable)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        rows.iter().map(|r| super::col(r, "wallet_id")).collect()
     }
 }

@@ -60,7 +60,8 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
     if batch.changes_wallet() {
         let stmt = tx
             .prepare_cached(
-                "UPDATE wallets SET balance = $2, status = $3, version = $4, updated_at = $5 \
+                "UPDATE wallets SET balance = $2, status = $3, version = $4, updated_at = $5, \
+                        reserved = $7, hold_expires_at = $8 \
                  WHERE wallet_id = $1 AND version = $6",
             )
             .await
@@ -76,6 +77,8 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
                     &a.version,
                     &a.updated_at,
                     &batch.expected_version,
+                    &a.reserved().value(),
+                    &a.next_hold_expiry(),
                 ],
             )
             .await
@@ -92,6 +95,10 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
         if !over.is_empty() {
             return Err(CommitError::RefundsExceedDebits(over));
         }
+        let dup_holds = super::holds::claim_placed(tx, batch).await.map_err(batch_err)?;
+        if !dup_holds.is_empty() {
+            return Err(CommitError::DuplicateHolds(dup_holds));
+        }
     } else {
         // Refusals only: they were judged on the state of `expected_version`; if the row moved on (another
         // process credited or unfroze it), the engine must re-judge them on fresh state.
@@ -103,24 +110,39 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
             .query_opt(&stmt, &[&batch.wallet_id])
             .await
             .map_err(batch_err)?
-            .map(|r| r.get(0));
+            .map(|r| super::col(&r, "version"))
+            .transpose()
+            .map_err(commit_err)?;
         if current != Some(batch.expected_version) {
             return Err(CommitError::VersionConflict);
         }
     }
     let rows = GroupRows::of(&[batch]);
-    let (budgets, rows) = tokio::join!(super::write_budgets(tx, batch), insert_group_rows(tx, &rows));
-    root_cause([budgets, rows]).map_err(batch_err)?;
+    let (budgets, holds, rows) = tokio::join!(
+        super::write_budgets(tx, batch),
+        super::holds::write_changes(tx, batch),
+        insert_group_rows(tx, &rows)
+    );
+    root_cause([budgets, holds, rows]).map_err(batch_err)?;
     Ok(())
 }
 
-/// The entries of a batch (by index) whose Idempotency-Key claims are lost; locks the others' key rows.
+/// The keyed items of a batch whose Idempotency-Key claims are lost (entries by index, then placed holds at
+/// `entries.len() + change index`, as `CommitError::ClaimsLost` reads them); locks the others' key rows.
 async fn lost_claims<C: GenericClient>(c: &C, batch: &Batch) -> Result<Vec<usize>, tokio_postgres::Error> {
+    let entries = batch.entries.len();
+    let placed = batch
+        .hold_changes
+        .iter()
+        .enumerate()
+        .filter(|(_, ch)| ch.event == wallet_actors::store::HoldEvent::Placed)
+        .filter_map(|(j, ch)| ch.origin.idempotency.as_ref().map(|t| (entries + j, t)));
     let (index, claims): (Vec<usize>, Vec<&IdempotencyTicket>) = batch
         .entries
         .iter()
         .enumerate()
         .filter_map(|(i, e)| e.origin.idempotency.as_ref().map(|t| (i, t)))
+        .chain(placed)
         .unzip();
     let lost = fence(c, &claims).await?;
     Ok(lost.into_iter().map(|j| index[j]).collect())
@@ -240,6 +262,7 @@ fn is_plain(b: &Batch) -> bool {
         && b.budget_creates.is_empty()
         && b.budget_changes.is_empty()
         && b.alerts.is_empty()
+        && b.hold_changes.is_empty()
         && b.entries.iter().all(|e| {
             e.budgets.is_empty()
                 && matches!(e.kind, TxnType::Debit | TxnType::Credit)
@@ -475,7 +498,11 @@ async fn write_plain_statement(
     );
 
     let stmt = c.prepare_cached(plain_statement(with)).await?;
-    let updated: HashSet<Uuid> = c.query(&stmt, &params).await?.iter().map(|r| r.get(0)).collect();
+    let updated = c.query(&stmt, &params).await?;
+    let updated: HashSet<Uuid> = updated
+        .iter()
+        .map(|r| r.try_get("wallet_id"))
+        .collect::<Result<_, _>>()?;
 
     let mut outcomes = Vec::with_capacity(batches.len());
     for b in batches {

@@ -7,7 +7,24 @@ use tokio_postgres::NoTls;
 use tracing::info;
 use wallet_actors::StoreError;
 
-use super::unavailable;
+use super::{col, unavailable};
+
+/// Why a pool could not be built or the migrations not applied (at start; the process stops). The text
+/// names the host and port, never a password.
+#[derive(Debug, thiserror::Error)]
+pub enum DbSetupError {
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(tokio_postgres::Error),
+    #[error("invalid database configuration: {0}")]
+    InvalidPool(deadpool_postgres::BuildError),
+    /// `cause` is the error's chain of sources (see [`causes`]).
+    #[error("cannot connect to Postgres at {target} for migrations: {cause}")]
+    Connect { target: String, cause: String },
+    #[error("migration lock: {0}")]
+    Lock(tokio_postgres::Error),
+    #[error("migrations failed: {0}")]
+    Migrations(refinery::Error),
+}
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -57,8 +74,8 @@ pub const DEFAULT_DB_LOCK_TIMEOUT: Duration = Duration::from_millis(2_000);
 
 /// Builds a pool of at most `size` connections. Every connection runs with the statement and lock
 /// timeouts and the client-connection check, so no statement of ours outlives its bounds on the server.
-pub fn pool(url: &str, size: usize, timeouts: &StatementBounds) -> Result<Pool, String> {
-    let mut pg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+pub fn pool(url: &str, size: usize, timeouts: &StatementBounds) -> Result<Pool, DbSetupError> {
+    let mut pg: tokio_postgres::Config = url.parse().map_err(DbSetupError::InvalidUrl)?;
     let inherited = pg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
     pg.options(format!(
         "{inherited}-c statement_timeout={} -c lock_timeout={} -c client_connection_check_interval={}",
@@ -89,27 +106,24 @@ pub fn pool(url: &str, size: usize, timeouts: &StatementBounds) -> Result<Pool, 
         })
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(|e| format!("invalid database configuration: {e}"))
+        .map_err(DbSetupError::InvalidPool)
 }
 
 /// Applies `sql/` migrations, holding an advisory lock so that concurrent starts do it once.
-pub async fn migrate(url: &str) -> Result<(), String> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid DATABASE_URL: {e}"))?;
+pub async fn migrate(url: &str) -> Result<(), DbSetupError> {
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(DbSetupError::InvalidUrl)?;
     // refinery's `CREATE TABLE IF NOT EXISTS` would log a NOTICE ("already exists") at every start.
     let inherited = cfg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
     cfg.options(format!("{inherited}-c client_min_messages=warning"));
-    let (mut client, conn) = cfg.connect(NoTls).await.map_err(|e| {
-        format!(
-            "cannot connect to Postgres at {} for migrations: {}",
-            target(&cfg),
-            causes(&e)
-        )
+    let (mut client, conn) = cfg.connect(NoTls).await.map_err(|e| DbSetupError::Connect {
+        target: target(&cfg),
+        cause: causes(&e),
     })?;
     let conn_task = tokio::spawn(conn);
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
-        .map_err(|e| format!("migration lock: {e}"))?;
+        .map_err(DbSetupError::Lock)?;
     let result = embedded::migrations::runner().run_async(&mut client).await;
     // The lock is the session's: it also ends when this connection closes just below.
     let _ = client
@@ -117,7 +131,7 @@ pub async fn migrate(url: &str) -> Result<(), String> {
         .await;
     drop(client);
     conn_task.abort();
-    let report = result.map_err(|e| format!("migrations failed: {e}"))?;
+    let report = result.map_err(DbSetupError::Migrations)?;
     for m in report.applied_migrations() {
         info!(migration = %m.name(), version = m.version(), "migration applied");
     }
@@ -150,16 +164,16 @@ pub fn causes(e: &dyn std::error::Error) -> String {
 }
 
 /// Creates missing monthly partitions of `transactions` around now.
-pub async fn ensure_partitions(pool: &Pool) -> Result<i32, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+pub async fn ensure_partitions(pool: &Pool) -> Result<i32, StoreError> {
+    let client = pool.get().await.map_err(unavailable)?;
     let row = client
         .query_one(
-            "SELECT ensure_transaction_partitions(1, $1)",
+            "SELECT ensure_transaction_partitions(1, $1) AS created",
             &[&PARTITION_MONTHS_AHEAD],
         )
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(row.get(0))
+        .map_err(unavailable)?;
+    col(&row, "created")
 }
 
 /// How long Idempotency-Keys are kept (the contract promises at least 24 hours).
@@ -168,8 +182,8 @@ pub const IDEMPOTENCY_RETENTION_HOURS: i32 = 48;
 pub const PRUNE_BATCH: i64 = 10_000;
 
 /// Deletes idempotency keys older than the retention, in bounded batches.
-pub async fn prune_idempotency_keys(pool: &Pool) -> Result<u64, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+pub async fn prune_idempotency_keys(pool: &Pool) -> Result<u64, StoreError> {
+    let client = pool.get().await.map_err(unavailable)?;
     let mut total = 0;
     loop {
         let n = client
@@ -178,7 +192,7 @@ pub async fn prune_idempotency_keys(pool: &Pool) -> Result<u64, String> {
                 &[&IDEMPOTENCY_RETENTION_HOURS, &PRUNE_BATCH],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(unavailable)?;
         total += n;
         if (n as i64) < PRUNE_BATCH {
             return Ok(total);
@@ -192,8 +206,8 @@ pub async fn prune_idempotency_keys(pool: &Pool) -> Result<u64, String> {
 pub const INBOX_RETENTION_DAYS: i32 = 14;
 
 /// Deletes inbox rows older than [`INBOX_RETENTION_DAYS`], in bounded batches.
-pub async fn prune_inbox(pool: &Pool) -> Result<u64, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+pub async fn prune_inbox(pool: &Pool) -> Result<u64, StoreError> {
+    let client = pool.get().await.map_err(unavailable)?;
     let mut total = 0;
     loop {
         let n = client
@@ -203,7 +217,7 @@ pub async fn prune_inbox(pool: &Pool) -> Result<u64, String> {
                 &[&INBOX_RETENTION_DAYS, &PRUNE_BATCH],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(unavailable)?;
         total += n;
         if (n as i64) < PRUNE_BATCH {
             return Ok(total);
@@ -263,7 +277,8 @@ mod tests {
             .expect("a free port");
         let err = super::migrate(&format!("postgres://postgres:secret@127.0.0.1:{port}/x"))
             .await
-            .expect_err("nothing listens there");
+            .expect_err("nothing listens there")
+            .to_string();
         assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
         assert!(err.contains("refused"), "the cause is named: {err}");
         assert!(!err.contains("secret"), "no password in messages: {err}");

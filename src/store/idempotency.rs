@@ -225,9 +225,9 @@ pub(super) async fn fence<C: GenericClient>(
                              ON ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k \
                           WHERE ik.claim_token = x.t AND ik.response_status IS NULL \
                           FOR UPDATE OF ik) \
-             SELECT (x.i - 1)::int8 FROM x WHERE x.i NOT IN (SELECT i FROM held)",
+             SELECT (x.i - 1)::int8 AS idx FROM x WHERE x.i NOT IN (SELECT i FROM held)",
         )
         .await?;
     let rows = c.query(&stmt, &[&caller, &endpoint, &key, &token]).await?;
-    Ok(rows.iter().map(|r| r.get::<_, i64>(0) as usize).collect())
+    rows.iter().map(|r| Ok(r.try_get::<_, i64>("idx")? as usize)).collect()
 }

@@ -7,6 +7,7 @@
 //! of statements per commit does not grow with the batch.
 //!
 //! - `committer`: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
+//! - `read`: `col`, a column read by name; a missing or mistyped one is `StoreError::Corrupt`, not a panic.
 //! - `rows`: what a commit writes besides the wallet row (ledger rows, references, outbox, replies,
 //!   inbox, audit), as set-based statements.
 //! - `batch`: bulk postings: the per-item Idempotency-Key claims of a keyed batch, and the one
@@ -19,8 +20,10 @@ mod bookings;
 mod budgets;
 mod committer;
 pub mod db;
+mod holds;
 mod idempotency;
 pub mod outbox;
+mod read;
 mod rows;
 
 pub use batch::{AtomicError, AtomicOutcome, ItemClaim};
@@ -29,7 +32,9 @@ pub use bookings::{
 };
 pub(crate) use budgets::{alert_events, write_batch as write_budgets};
 pub use committer::{GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_PENDING_BATCHES, all_plain_statements};
+pub use holds::{HoldFilter, MAX_SWEEP_HOLDS};
 pub use idempotency::{Claim, IDEMPOTENCY_LEASE_SECS, Resolution};
+pub(crate) use read::col;
 pub use rows::AuditRow;
 pub(crate) use rows::insert_outbox;
 use rows::{claim_references, complete_idempotency, insert_audit, insert_entries, rollback};
@@ -219,6 +224,7 @@ fn wallet_from_row(row: &tokio_postgres::Row) -> Result<WalletState, StoreError>
         created_at: row.try_get("created_at").map_err(corrupt)?,
         updated_at: row.try_get("updated_at").map_err(corrupt)?,
         budgets: vec![],
+        holds: vec![],
     })
 }
 
@@ -235,12 +241,17 @@ impl WalletStore for PgStore {
         // Both statements pipelined on the one connection: a cold wallet (the first booking of a user) costs
         // one round trip, not two. The budgets of a missing wallet are simply none.
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&wallet_id];
-        let (row, budgets) = tokio::join!(c.query_opt(&stmt, &params), budgets::load_live(&c, wallet_id));
+        let (row, budgets, holds) = tokio::join!(
+            c.query_opt(&stmt, &params),
+            budgets::load_live(&c, wallet_id),
+            holds::load_open(&c, wallet_id)
+        );
         let row = row.map_err(unavailable)?;
         let Some(mut wallet) = row.as_ref().map(wallet_from_row).transpose()? else {
             return Ok(None);
         };
         wallet.budgets = budgets?;
+        wallet.holds = holds?;
         self.cache.put(&wallet);
         Ok(Some(wallet))
     }
@@ -271,39 +282,48 @@ impl WalletStore for PgStore {
             .await
             .map_err(fail)?;
         let rows = tx.query(&stmt, &[&vec![src, dst]]).await.map_err(fail)?;
-        let find = |id: Uuid| rows.iter().find(|r| r.get::<_, Uuid>(0) == id);
+        let unreadable = |e: StoreError| TransferError::Commit(commit_err(e));
+        let find = |id: Uuid| -> Result<Option<&tokio_postgres::Row>, TransferError> {
+            for r in &rows {
+                if col::<Uuid>(r, "wallet_id").map_err(unreadable)? == id {
+                    return Ok(Some(r));
+                }
+            }
+            Ok(None)
+        };
         let refuse = |r: Rejection| Err::<Entry, _>(TransferError::Rejected(r));
         let outcome = async {
-            let Some(s) = find(src) else {
+            let Some(s) = find(src)? else {
                 return Err(TransferError::Commit(CommitError::VersionConflict));
             };
-            if s.get::<_, i64>(4) != plan.expected_version {
+            if col::<i64>(s, "version").map_err(unreadable)? != plan.expected_version {
                 return Err(TransferError::Commit(CommitError::VersionConflict));
             }
-            let Some(d) = find(dst) else {
+            let Some(d) = find(dst)? else {
                 return refuse(Rejection::WalletNotFound);
             };
-            let d_status: WalletStatus = d
-                .get::<_, &str>(3)
+            let d_status: WalletStatus = col::<&str>(d, "status")
+                .map_err(unreadable)?
                 .parse()
-                .map_err(|e: String| TransferError::Commit(commit_err(corrupt(e))))?;
+                .map_err(|e: wallet_actors::UnknownName| TransferError::Commit(commit_err(corrupt(e))))?;
             if d_status != WalletStatus::Active {
                 return refuse(Rejection::WalletNotActive {
                     wallet_id: dst,
                     status: d_status,
                 });
             }
-            let d_currency: Currency = d
-                .get::<_, &str>(2)
+            let d_currency: Currency = col::<&str>(d, "currency")
+                .map_err(unreadable)?
                 .parse()
-                .map_err(|e: String| TransferError::Commit(commit_err(corrupt(e))))?;
+                .map_err(|e: wallet_actors::UnknownName| TransferError::Commit(commit_err(corrupt(e))))?;
             if d_currency != plan.source_after.currency {
                 return refuse(Rejection::CurrencyMismatch {
                     from: plan.source_after.currency,
                     to: d_currency,
                 });
             }
-            let d_balance = Amount::new(d.get::<_, Decimal>(1)).map_err(|e| TransferError::Commit(commit_err(e)))?;
+            let d_balance = Amount::new(col::<Decimal>(d, "balance").map_err(unreadable)?)
+                .map_err(|e| TransferError::Commit(commit_err(e)))?;
             let Some(d_after) = d_balance.checked_add(plan.incoming.amount) else {
                 return refuse(Rejection::BalanceOverflow);
             };
@@ -386,42 +406,13 @@ impl WalletStore for PgStore {
     }
 }
 
-/// `reference_type` of a wallet's opening balance (its `reference_id` is the wallet id).
-pub const OPENING_REFERENCE_TYPE: &str = "OPENING";
-/// `description` of a wallet's opening balance.
-pub const OPENING_DESCRIPTION: &str = "Opening balance";
-
-/// The ledger entry of a new wallet's opening balance: a CREDIT of `amount` onto a balance of zero, by the
-/// caller who created the wallet (its audit record, as every posting's row is).
-fn opening_entry(wallet_id: Uuid, amount: Amount, origin: &Origin) -> Entry {
-    let (txn_id, created_at) = wallet_actors::state::new_txn_id();
-    Entry {
-        txn_id,
-        wallet_id,
-        kind: TxnType::Credit,
-        amount,
-        description: Some(OPENING_DESCRIPTION.into()),
-        reference_id: Some(wallet_id.to_string()),
-        reference_type: Some(OPENING_REFERENCE_TYPE.into()),
-        metadata: None,
-        balance_after: amount,
-        created_at,
-        // Who asked; the wallet's reply completes the Idempotency-Key, not the entry.
-        origin: Origin {
-            actor_id: origin.actor_id,
-            role: origin.role.clone(),
-            idempotency: None,
-            inbox_event: None,
-        },
-        budgets: vec![],
-    }
-}
-
 /// Why a wallet was not created.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum CreateWalletError {
     UserNotFound,
     Exists(Uuid),
+    /// The engine refused the opening balance (see `wallet_actors::command::plan_opening`).
+    Refused(Rejection),
     /// The Idempotency-Key was released or taken over before the commit: nothing was written.
     ClaimLost,
     /// The connection broke during COMMIT: the wallet may or may not exist.
@@ -475,7 +466,7 @@ impl PgStore {
             .map_err(unavailable)?;
         insert_audit(&tx, &[audit]).await.map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
-        Ok(user_from_row(&row))
+        user_from_row(&row)
     }
 
     pub async fn get_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
@@ -484,20 +475,24 @@ impl PgStore {
             .query_opt("SELECT user_id, email_encrypted, company_id, role, created_at, updated_at FROM users WHERE user_id = $1", &[&user_id])
             .await
             .map_err(unavailable)?;
-        Ok(row.as_ref().map(user_from_row))
+        row.as_ref().map(user_from_row).transpose()
     }
 
     /// Creates a wallet, its `WalletCreated` outbox row, its audit row and (if any) its idempotent reply,
-    /// in one transaction. A non-zero opening balance is a ledger entry in that transaction, like any
-    /// credit (see [`opening_entry`]): the row starts with `initial_balance` 0, so its balance is the sum of
-    /// its ledger rows. The bound (`MAX_INITIAL_BALANCE`) is the caller's to check.
-    pub async fn create_wallet(
+    /// in one transaction. Its opening balance is the ledger entry `open` plans (the engine's, called by
+    /// the service) for the wallet as it is about to be inserted (balance 0, active): it is written in this
+    /// transaction like any credit, and the row starts with `initial_balance` 0, so its balance is the sum
+    /// of its ledger rows. The bound (`MAX_INITIAL_BALANCE`) is the caller's to check.
+    pub async fn create_wallet<F>(
         &self,
         user_id: Uuid,
-        initial: Amount,
         currency: Currency,
         origin: &Origin,
-    ) -> Result<WalletState, CreateWalletError> {
+        open: F,
+    ) -> Result<WalletState, CreateWalletError>
+    where
+        F: FnOnce(&WalletState) -> Result<Option<Entry>, Rejection> + Send,
+    {
         let st = |e: tokio_postgres::Error| CreateWalletError::Store(unavailable(e));
         let mut c = self
             .pool
@@ -516,14 +511,31 @@ impl PgStore {
         else {
             return Err(CreateWalletError::UserNotFound);
         };
-        let company_id: Uuid = user.get(0);
+        let company_id: Uuid = col(&user, "company_id").map_err(CreateWalletError::Store)?;
         let wallet_id = Uuid::now_v7();
+        let now = Utc::now();
+        let blank = WalletState {
+            wallet_id,
+            user_id,
+            company_id,
+            balance: Amount::ZERO,
+            currency,
+            status: WalletStatus::Active,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            budgets: vec![],
+            holds: vec![],
+        };
+        let opening = open(&blank).map_err(CreateWalletError::Refused)?;
+        let initial = opening.as_ref().map_or(Amount::ZERO, |e| e.amount);
+        let balance = opening.as_ref().map_or(Amount::ZERO, |e| e.balance_after);
         let row = tx
             .query_opt(
                 "INSERT INTO wallets (wallet_id, user_id, balance, initial_balance, currency) VALUES ($1, $2, $3, 0, $4) \
                  ON CONFLICT (user_id) DO NOTHING \
                  RETURNING wallet_id, user_id, $5::uuid AS company_id, balance, currency, status, version, created_at, updated_at",
-                &[&wallet_id, &user_id, &initial.value(), &currency.as_str(), &company_id],
+                &[&wallet_id, &user_id, &balance.value(), &currency.as_str(), &company_id],
             )
             .await
             .map_err(st)?;
@@ -532,10 +544,11 @@ impl PgStore {
                 .query_one("SELECT wallet_id FROM wallets WHERE user_id = $1", &[&user_id])
                 .await
                 .map_err(st)?;
-            return Err(CreateWalletError::Exists(existing.get(0)));
+            return Err(CreateWalletError::Exists(
+                col(&existing, "wallet_id").map_err(CreateWalletError::Store)?,
+            ));
         };
         let wallet = wallet_from_row(&row).map_err(CreateWalletError::Store)?;
-        let opening = (!initial.is_zero()).then(|| opening_entry(wallet_id, initial, origin));
         if let Some(entry) = &opening {
             let entries = [entry];
             // The wallet is new, so its opening reference cannot be taken.
@@ -599,10 +612,11 @@ impl PgStore {
             .prepare_cached("SELECT wallet_id FROM wallets WHERE user_id = $1")
             .await
             .map_err(unavailable)?;
-        Ok(c.query_opt(&stmt, &[&user_id])
+        c.query_opt(&stmt, &[&user_id])
             .await
             .map_err(unavailable)?
-            .map(|r| r.get(0)))
+            .map(|r| col(&r, "wallet_id"))
+            .transpose()
     }
 
     /// One page of a wallet's history, newest first, and the total matching.
@@ -629,26 +643,28 @@ impl PgStore {
             .map_err(unavailable)?;
         let total: i64 = c
             .query_one(
-                &format!("SELECT count(*) FROM transactions WHERE {filter}"),
+                &format!("SELECT count(*) AS total FROM transactions WHERE {filter}"),
                 &[&wallet_id, &f.from, &f.until, &kind, &f.status],
             )
             .await
-            .map_err(unavailable)?
-            .get(0);
+            .map_err(unavailable)
+            .and_then(|r| col(&r, "total"))?;
         let items = rows
             .iter()
-            .map(|r| crate::views::HistoryItem {
-                txn_id: r.get(0),
-                amount: fmt_amount(r.get(1)),
-                r#type: r.get(2),
-                description: r.get(3),
-                reference_id: r.get(4),
-                reference_type: r.get(5),
-                status: r.get(6),
-                balance_after: fmt_amount(r.get(7)),
-                created_at: crate::views::ts(r.get(8)),
+            .map(|r| {
+                Ok(crate::views::HistoryItem {
+                    txn_id: col(r, "txn_id")?,
+                    amount: fmt_amount(col(r, "amount")?),
+                    r#type: col(r, "type")?,
+                    description: col(r, "description")?,
+                    reference_id: col(r, "reference_id")?,
+                    reference_type: col(r, "reference_type")?,
+                    status: col(r, "status")?,
+                    balance_after: fmt_amount(col(r, "balance_after")?),
+                    created_at: crate::views::ts(col(r, "created_at")?),
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         Ok((items, total))
     }
 
@@ -658,15 +674,15 @@ impl PgStore {
     }
 }
 
-fn user_from_row(row: &tokio_postgres::Row) -> UserRow {
-    UserRow {
-        user_id: row.get(0),
-        email_encrypted: row.get(1),
-        company_id: row.get(2),
-        role: row.get(3),
-        created_at: row.get(4),
-        updated_at: row.get(5),
-    }
+fn user_from_row(row: &tokio_postgres::Row) -> Result<UserRow, StoreError> {
+    Ok(UserRow {
+        user_id: col(row, "user_id")?,
+        email_encrypted: col(row, "email_encrypted")?,
+        company_id: col(row, "company_id")?,
+        role: col(row, "role")?,
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+    })
 }
 
 fn fmt_amount(d: Decimal) -> String {
@@ -690,7 +706,7 @@ impl PgStore {
             .query_opt("SELECT wallet_id FROM budgets WHERE budget_id = $1", &[&budget_id])
             .await
             .map_err(unavailable)?;
-        Ok(row.map(|r| r.get(0)))
+        row.map(|r| col(&r, "wallet_id")).transpose()
     }
 
     pub async fn budget_history(&self, budget_id: Uuid) -> Result<Vec<crate::views::HistoryView>, StoreError> {
@@ -703,18 +719,19 @@ impl PgStore {
             )
             .await
             .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|r| crate::views::HistoryView {
-                history_id: r.get(0),
-                budget_id: r.get(1),
-                old_amount: r.get::<_, Option<Decimal>>(2).map(fmt_amount),
-                new_amount: fmt_amount(r.get(3)),
-                change_reason: r.get(4),
-                changed_by: r.get(5),
-                created_at: crate::views::ts(r.get(6)),
+        rows.iter()
+            .map(|r| {
+                Ok(crate::views::HistoryView {
+                    history_id: col(r, "history_id")?,
+                    budget_id: col(r, "budget_id")?,
+                    old_amount: col::<Option<Decimal>>(r, "old_amount")?.map(fmt_amount),
+                    new_amount: fmt_amount(col(r, "new_amount")?),
+                    change_reason: col(r, "change_reason")?,
+                    changed_by: col(r, "changed_by")?,
+                    created_at: crate::views::ts(col(r, "created_at")?),
+                })
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
 use uuid::Uuid;
+use wallet_actors::StoreError;
+
+use super::{col, unavailable};
 
 /// Rows claimed (and published) per pass.
 pub const RELAY_BATCH: i64 = 500;
@@ -33,70 +36,71 @@ pub struct OutboxPass {
     pub rows: Vec<OutboxRow>,
 }
 
-fn db(e: impl std::fmt::Display) -> String {
-    format!("database: {e}")
-}
-
 /// Starts a pass: `None` when another relay holds the lock (it keeps the order).
-pub async fn begin_pass(pool: &Pool) -> Result<Option<OutboxPass>, String> {
-    let c = pool.get().await.map_err(db)?;
+pub async fn begin_pass(pool: &Pool) -> Result<Option<OutboxPass>, StoreError> {
+    let c = pool.get().await.map_err(unavailable)?;
     let mut pass = OutboxPass {
         client: Some(c),
         rows: vec![],
     };
-    let c = pass.client.as_ref().ok_or("no connection")?;
-    c.batch_execute("BEGIN").await.map_err(db)?;
+    let c = pass
+        .client
+        .as_ref()
+        .ok_or_else(|| StoreError::Other("no connection".into()))?;
+    c.batch_execute("BEGIN").await.map_err(unavailable)?;
     // The published mark need not wait for its WAL flush: if a crash loses it, the rows are sent again,
     // which at-least-once delivery allows (consumers dedup by message_id). It saves a flush per pass that
     // would queue with the money commits' flushes.
     let locked: bool = c
         .query_one(
-            "SELECT pg_try_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)",
+            "SELECT pg_try_advisory_xact_lock($1) AS locked, set_config('synchronous_commit', 'off', true)",
             &[&RELAY_LOCK_KEY],
         )
         .await
-        .map_err(db)?
-        .get(0);
+        .map_err(unavailable)
+        .and_then(|r| col(&r, "locked"))?;
     if !locked {
         pass.finish(&[]).await?;
         return Ok(None);
     }
     let stmt = c
         .prepare_cached(
-            "SELECT seq, event_id, event_type, routing_key, payload::text FROM outbox \
+            "SELECT seq, event_id, event_type, routing_key, payload::text AS payload FROM outbox \
              WHERE published_at IS NULL ORDER BY seq LIMIT $1",
         )
         .await
-        .map_err(db)?;
-    let rows = c.query(&stmt, &[&RELAY_BATCH]).await.map_err(db)?;
+        .map_err(unavailable)?;
+    let rows = c.query(&stmt, &[&RELAY_BATCH]).await.map_err(unavailable)?;
     pass.rows = rows
         .iter()
         .map(|r| {
             Ok(OutboxRow {
-                seq: r.try_get(0)?,
-                event_id: r.try_get(1)?,
-                event_type: r.try_get(2)?,
-                routing_key: r.try_get(3)?,
-                payload: r.try_get(4)?,
+                seq: col(r, "seq")?,
+                event_id: col(r, "event_id")?,
+                event_type: col(r, "event_type")?,
+                routing_key: col(r, "routing_key")?,
+                payload: col(r, "payload")?,
             })
         })
-        .collect::<Result<_, tokio_postgres::Error>>()
-        .map_err(db)?;
+        .collect::<Result<_, StoreError>>()?;
     Ok(Some(pass))
 }
 
 impl OutboxPass {
     /// Marks the rows the broker confirmed as published and ends the pass (releasing the lock).
-    pub async fn finish(mut self, published: &[i64]) -> Result<(), String> {
-        let c = self.client.take().ok_or("pass already finished")?;
+    pub async fn finish(mut self, published: &[i64]) -> Result<(), StoreError> {
+        let c = self
+            .client
+            .take()
+            .ok_or_else(|| StoreError::Other("pass already finished".into()))?;
         if !published.is_empty() {
             let stmt = c
                 .prepare_cached("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
                 .await
-                .map_err(db)?;
-            c.execute(&stmt, &[&published]).await.map_err(db)?;
+                .map_err(unavailable)?;
+            c.execute(&stmt, &[&published]).await.map_err(unavailable)?;
         }
-        c.batch_execute("COMMIT").await.map_err(db)
+        c.batch_execute("COMMIT").await.map_err(unavailable)
     }
 }
 
@@ -109,8 +113,8 @@ impl Drop for OutboxPass {
 }
 
 /// Deletes rows published more than `retention` ago; returns how many.
-pub async fn prune(pool: &Pool, retention: Duration) -> Result<u64, String> {
-    let c = pool.get().await.map_err(|e| e.to_string())?;
+pub async fn prune(pool: &Pool, retention: Duration) -> Result<u64, StoreError> {
+    let c = pool.get().await.map_err(unavailable)?;
     let secs = retention.as_secs_f64();
     let mut total = 0;
     loop {
@@ -122,7 +126,7 @@ pub async fn prune(pool: &Pool, retention: Duration) -> Result<u64, String> {
                 &[&secs, &PRUNE_BATCH],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(unavailable)?;
         total += n;
         if (n as i64) < PRUNE_BATCH {
             return Ok(total);

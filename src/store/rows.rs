@@ -13,10 +13,10 @@ use serde_json::json;
 use tokio_postgres::types::ToSql;
 use tracing::warn;
 use uuid::Uuid;
-use wallet_actors::store::{Batch, CommitError};
+use wallet_actors::store::{Batch, CommitError, HoldEvent};
 use wallet_actors::{Amount, Entry, Origin, TxnType};
 
-use super::{batch_err, commit_err};
+use super::{batch_err, commit_err, corrupt};
 
 use crate::views::OutboxEvent;
 
@@ -70,6 +70,7 @@ pub(super) struct EntryCols<'a> {
     at: Vec<DateTime<Utc>>,
     actor: Vec<Uuid>,
     role: Vec<&'a str>,
+    hold: Vec<Option<Uuid>>,
 }
 
 impl<'a> EntryCols<'a> {
@@ -93,6 +94,7 @@ impl<'a> EntryCols<'a> {
             at: entries.iter().map(|e| e.created_at).collect(),
             actor: entries.iter().map(|e| e.origin.actor_id).collect(),
             role: entries.iter().map(|e| e.origin.role.as_str()).collect(),
+            hold: entries.iter().map(|e| e.hold_id).collect(),
         }
     }
 
@@ -144,7 +146,8 @@ impl<'a> KeyCols<'a> {
                 k.rtype.push(rtype);
                 k.rid.push(rid);
                 k.kind.push(e.kind.as_str());
-                k.txn.push(e.txn_id);
+                // A hold's captures share one key, held under the hold's id (see `claim_references`).
+                k.txn.push(e.hold_id.unwrap_or(e.txn_id));
                 k.amount.push(e.amount.value());
             }
         }
@@ -184,14 +187,19 @@ impl<'a> KeyCols<'a> {
             .await?;
         let mut taken = Vec::new();
         for (j, &i) in self.index.iter().enumerate() {
-            let holder = existing.iter().find(|r| {
-                r.get::<_, Uuid>(0) == self.wallet[j]
-                    && r.get::<_, &str>(1) == self.rtype[j]
-                    && r.get::<_, &str>(2) == self.rid[j]
-                    && r.get::<_, &str>(3) == self.kind[j]
-            });
+            let mut holder = None;
+            for r in &existing {
+                if r.try_get::<_, Uuid>("wallet_id")? == self.wallet[j]
+                    && r.try_get::<_, &str>("reference_type")? == self.rtype[j]
+                    && r.try_get::<_, &str>("reference_id")? == self.rid[j]
+                    && r.try_get::<_, &str>("type")? == self.kind[j]
+                {
+                    holder = Some(r);
+                    break;
+                }
+            }
             if let Some(r) = holder {
-                let txn: Uuid = r.get(4);
+                let txn: Uuid = r.try_get("txn_id")?;
                 if txn != self.txn[j] {
                     taken.push((i, txn));
                 }
@@ -228,15 +236,34 @@ impl<'a> GroupRows<'a> {
                 events.push(ev);
                 event_wallet.push(b.wallet_id);
             }
+            for ch in &b.hold_changes {
+                events.push(OutboxEvent::hold_event(ch));
+                event_wallet.push(b.wallet_id);
+            }
         }
-        let replies = entries
+        let mut replies: Vec<(Uuid, &Origin, String)> = entries
             .iter()
             .filter(|e| e.origin.idempotency.is_some())
             .map(|e| (e.wallet_id, &e.origin, crate::views::posting_reply(e)))
             .collect();
+        // A capture's reply is its entry's (above); a placed hold's is the hold.
+        for b in batches {
+            for ch in b.hold_changes.iter().filter(|ch| ch.event == HoldEvent::Placed) {
+                if ch.origin.idempotency.is_some() {
+                    replies.push((b.wallet_id, &ch.origin, crate::views::hold_reply(&ch.hold)));
+                }
+            }
+        }
+        // A hold's placement and release carry their event's inbox row too (a capture's is its entry's;
+        // the same event twice is written once: `ON CONFLICT DO NOTHING`).
         let inbox = entries
             .iter()
             .filter_map(|e| e.origin.inbox_event.map(|ev| (e.wallet_id, ev.id, ev.event_type)))
+            .chain(batches.iter().flat_map(|b| {
+                b.hold_changes
+                    .iter()
+                    .filter_map(|ch| ch.origin.inbox_event.map(|ev| (b.wallet_id, ev.id, ev.event_type)))
+            }))
             .collect();
         let mut audit = Vec::new();
         for b in batches {
@@ -284,6 +311,34 @@ impl<'a> GroupRows<'a> {
                         "new_status": ch.after.status.as_str(),
                         "reason": ch.reason,
                     }),
+                );
+                audit.push((b.wallet_id, row));
+            }
+            for ch in &b.hold_changes {
+                let (action, detail) = match &ch.event {
+                    HoldEvent::Placed => (
+                        "hold.place",
+                        json!({
+                            "wallet_id": b.wallet_id,
+                            "amount": ch.hold.amount.to_string(),
+                            "reference_id": ch.hold.reference_id,
+                            "expires_at": ch.hold.expires_at,
+                        }),
+                    ),
+                    // The capture's own ledger row (with `hold_id`) is its audit record.
+                    HoldEvent::Captured { .. } => continue,
+                    HoldEvent::Released { reason, amount } => (
+                        "hold.release",
+                        json!({"wallet_id": b.wallet_id, "amount": amount.to_string(), "reason": reason.as_str()}),
+                    ),
+                };
+                let row = AuditRow::from_origin(
+                    &ch.origin,
+                    action,
+                    "hold",
+                    ch.hold.hold_id.to_string(),
+                    "APPLIED",
+                    detail,
                 );
                 audit.push((b.wallet_id, row));
             }
@@ -525,19 +580,63 @@ pub(super) async fn insert_entries<C: GenericClient>(c: &C, entries: &[&Entry]) 
         return Ok(());
     }
     let cols = EntryCols::of(entries);
+    // The transactional path also writes `hold_id` (captures never take the committer's single statement).
     let stmt = c
         .prepare_cached(&format!(
-            "INSERT INTO transactions ({}, status) SELECT t.*, 'COMPLETED' FROM {} AS t",
+            "INSERT INTO transactions ({}, hold_id, status) SELECT t.*, 'COMPLETED' FROM {} AS t",
             EntryCols::COLUMNS,
-            EntryCols::UNNEST
+            EntryCols::UNNEST.replace("$12::text[])", "$12::text[], $13::uuid[])")
         ))
         .await?;
-    c.execute(&stmt, &cols.params()).await?;
+    let mut params: Vec<Param<'_>> = cols.params().to_vec();
+    params.push(&cols.hold);
+    c.execute(&stmt, &params).await?;
     Ok(())
 }
 
 /// Inserts the reference keys of `entries`; returns `(index, existing txn id)` for those already taken.
+///
+/// The captures of a hold take the hold's reference as a DEBIT key once, under the hold's id, and add each
+/// capture's amount to it: so the booking is "debited" by what was captured, a plain DEBIT of the same
+/// reference is a repeat, and its refund is bounded by the captured total like any refund.
 pub(super) async fn claim_references<C: GenericClient>(
+    c: &C,
+    entries: &[&Entry],
+) -> Result<Vec<(usize, Uuid)>, tokio_postgres::Error> {
+    type Indexed<'e> = Vec<(usize, &'e Entry)>;
+    let (captures, plain): (Indexed<'_>, Indexed<'_>) = entries
+        .iter()
+        .copied()
+        .enumerate()
+        .partition(|(_, e)| e.hold_id.is_some());
+    let mut taken = claim_plain_references(c, &plain.iter().map(|(_, e)| *e).collect::<Vec<_>>()).await?;
+    for t in &mut taken {
+        t.0 = plain[t.0].0;
+    }
+    if !captures.is_empty() {
+        let own: Vec<&Entry> = captures.iter().map(|(_, e)| *e).collect();
+        let keys = KeyCols::of(&own);
+        if !keys.is_empty() {
+            let stmt = c
+                .prepare_cached(
+                    "INSERT INTO transaction_references AS r (wallet_id, reference_type, reference_id, type, txn_id, amount) \
+                     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::numeric[]) \
+                     ON CONFLICT (wallet_id, reference_type, reference_id, type) \
+                     DO UPDATE SET amount = r.amount + EXCLUDED.amount WHERE r.txn_id = EXCLUDED.txn_id RETURNING txn_id",
+                )
+                .await?;
+            let written = c.query(&stmt, &keys.params()).await?;
+            if written.len() < keys.index.len() {
+                for (i, t) in keys.taken(c).await? {
+                    taken.push((captures[i].0, t));
+                }
+            }
+        }
+    }
+    Ok(taken)
+}
+
+async fn claim_plain_references<C: GenericClient>(
     c: &C,
     entries: &[&Entry],
 ) -> Result<Vec<(usize, Uuid)>, tokio_postgres::Error> {
@@ -587,7 +686,7 @@ pub(super) async fn refunds_over_debits<C: GenericClient>(
     }
     let stmt = c
         .prepare_cached(
-            "SELECT k.i, r.amount FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::numeric[]) AS k(i, w, rt, ri, a) \
+            "SELECT k.i AS idx, r.amount FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::numeric[]) AS k(i, w, rt, ri, a) \
                JOIN transaction_references r ON r.wallet_id = k.w AND r.reference_type = k.rt \
                 AND r.reference_id = k.ri AND r.type = 'DEBIT' \
               WHERE k.a > r.amount ORDER BY k.i",
@@ -600,8 +699,9 @@ pub(super) async fn refunds_over_debits<C: GenericClient>(
         .map_err(batch_err)?;
     rows.iter()
         .map(|r| {
-            let i = usize::try_from(r.get::<_, i64>(0)).map_err(|e| commit_err(e.to_string()))?;
-            let debited = Amount::new(r.get::<_, Decimal>(1)).map_err(commit_err)?;
+            let i = usize::try_from(super::col::<i64>(r, "idx").map_err(commit_err)?)
+                .map_err(|e| commit_err(corrupt(e)))?;
+            let debited = Amount::new(super::col::<Decimal>(r, "amount").map_err(commit_err)?).map_err(commit_err)?;
             Ok((i, debited))
         })
         .collect()

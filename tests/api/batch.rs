@@ -65,6 +65,47 @@ async fn ledger_rows(app: &TestApp, wallet: Uuid) -> i64 {
         .await
 }
 
+/// Places a hold of `amount` on the wallet (`POST /wallets/{walletId}/holds`) and expects 201; its id.
+async fn hold(app: &TestApp, wallet: Uuid, amount: &str) -> String {
+    let res = app
+        .http
+        .post(app.url(&format!("/wallets/{wallet}/holds")))
+        .bearer_auth(&app.service_token)
+        .json(&json!({"amount": amount}))
+        .send()
+        .await
+        .expect("request");
+    let (status, h) = json_of(res).await;
+    assert_eq!(status, 201, "{h}");
+    h["hold_id"].as_str().expect("hold_id").to_string()
+}
+
+/// What the wallet row holds: (balance, reserved).
+async fn balance_and_reserved(app: &TestApp, wallet: Uuid) -> (String, String) {
+    let c = app.db.client().await;
+    let r = c
+        .query_one(
+            "SELECT balance::text AS balance, reserved::text AS reserved FROM wallets WHERE wallet_id = $1",
+            &[&wallet],
+        )
+        .await
+        .expect("wallet row");
+    (r.get("balance"), r.get("reserved"))
+}
+
+/// Captures the whole hold (`POST /holds/{holdId}/capture`); the status.
+async fn capture_all(app: &TestApp, hold: &str) -> u16 {
+    app.http
+        .post(app.url(&format!("/holds/{hold}/capture")))
+        .bearer_auth(&app.service_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
 #[tokio::test]
 async fn an_independent_batch_answers_each_item_as_a_single_posting_would() {
     let app = spawn_app().await;
@@ -405,7 +446,8 @@ async fn a_batch_retried_after_a_crash_mid_batch_applies_nothing_twice() {
     h.update([0]);
     h.update(&raw);
     let service = app.service();
-    let claim = service
+    let claim = app
+        .store()
         .claim_idempotency(sub, BATCH_ENDPOINT, key, &h.finalize())
         .await
         .expect("claim");
@@ -565,4 +607,75 @@ async fn the_books_balance_under_concurrent_bulk_and_single_postings_from_two_in
         by_wallet.insert(*w, auditor.balance(*w).await);
     }
     assert!(applied > 0, "{by_wallet:?}");
+}
+
+#[tokio::test]
+async fn an_atomic_batch_cannot_debit_money_a_hold_reserves() {
+    let app = spawn_app().await;
+    let (_, _, w) = app.user_with_wallet("100.00", "USD").await;
+    let held = hold(&app, w, "80.00").await;
+    let before = ledger_rows(&app, w).await;
+
+    // 100.00 on the wallet, 80.00 of it reserved: a debit of 30.00 would spend reserved money.
+    let body = json!({"atomic": true, "items": [
+        {"wallet_id": w, "amount": "30.00", "type": "DEBIT"},
+    ]});
+    let (status, text) = send(&app, &app.service_token, None, &body).await;
+    assert_eq!(status, 422, "{text}");
+    let p = parsed(&text);
+    assert_eq!(p["code"], "BATCH_REFUSED", "{p}");
+    assert_eq!(p["results"][0]["error"]["code"], "INSUFFICIENT_FUNDS", "{p}");
+    assert_eq!(
+        p["results"][0]["error"]["balance"], "20.00",
+        "judged against the available balance: {p}"
+    );
+    assert_eq!(ledger_rows(&app, w).await, before, "nothing was written");
+
+    // What is not reserved may be debited, and the commit leaves the reservation as it was.
+    let body = json!({"atomic": true, "items": [
+        {"wallet_id": w, "amount": "15.00", "type": "DEBIT"},
+        {"wallet_id": w, "amount": "5.00", "type": "DEBIT"},
+    ]});
+    let (status, text) = send(&app, &app.service_token, None, &body).await;
+    assert_eq!(status, 201, "{text}");
+    assert_eq!(balance_and_reserved(&app, w).await, ("80.00".into(), "80.00".into()));
+    let (status, text) = send(
+        &app,
+        &app.service_token,
+        None,
+        &json!({"atomic": true, "items": [{"wallet_id": w, "amount": "0.01", "type": "DEBIT"}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "nothing is left that is not reserved: {text}");
+
+    // The hold still has all it reserved: its capture takes it.
+    assert_eq!(capture_all(&app, &held).await, 201);
+    assert_eq!(balance_and_reserved(&app, w).await, ("0.00".into(), "0.00".into()));
+    assert!(Auditor::connect(&app.db.url).await.bank_breaks().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_independent_batch_cannot_debit_money_a_hold_reserves() {
+    let app = spawn_app().await;
+    let (_, _, w) = app.user_with_wallet("100.00", "USD").await;
+    let held = hold(&app, w, "80.00").await;
+    let body = json!({"items": [
+        {"wallet_id": w, "amount": "30.00", "type": "DEBIT"},
+        {"wallet_id": w, "amount": "20.00", "type": "DEBIT"},
+        {"wallet_id": w, "amount": "0.01", "type": "DEBIT"},
+    ]});
+    let (status, text) = send(&app, &app.service_token, None, &body).await;
+    assert_eq!(status, 200, "{text}");
+    let b = parsed(&text);
+    assert_eq!(statuses(&b), vec![422, 201, 422], "{b}");
+    assert_eq!(b["results"][0]["error"]["code"], "INSUFFICIENT_FUNDS", "{b}");
+    assert_eq!(
+        b["results"][0]["error"]["balance"], "20.00",
+        "judged against the available balance: {b}"
+    );
+    assert_eq!(b["results"][2]["error"]["balance"], "0.00", "{b}");
+    assert_eq!((b["applied"].as_u64(), b["refused"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(balance_and_reserved(&app, w).await, ("80.00".into(), "80.00".into()));
+    assert_eq!(capture_all(&app, &held).await, 201);
+    assert_eq!(balance_and_reserved(&app, w).await, ("0.00".into(), "0.00".into()));
 }

@@ -204,6 +204,7 @@ async fn debit_and_refund(app: &TestApp, wallet: Uuid, debit: &str, refund: &str
             created_at,
             origin: origin.clone(),
             budgets: vec![],
+            hold_id: None,
         }
     };
     let after_debit = before.balance.checked_sub(amount(debit)).unwrap();
@@ -224,6 +225,7 @@ async fn debit_and_refund(app: &TestApp, wallet: Uuid, debit: &str, refund: &str
         budget_creates: vec![],
         budget_changes: vec![],
         alerts: vec![],
+        hold_changes: vec![],
     }
 }
 

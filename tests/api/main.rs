@@ -34,6 +34,7 @@ mod events;
 mod faults;
 mod gaps;
 mod helpers;
+mod holds;
 mod idempotency;
 mod lifecycle;
 mod rate_limit;

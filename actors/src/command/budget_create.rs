@@ -28,6 +28,7 @@ pub(super) fn plan(
         wallet_id: draft.sim.wallet_id,
         total,
         used: Amount::ZERO,
+        held: Amount::ZERO,
         period,
         start_date,
         end_date,

@@ -11,7 +11,7 @@ use super::Direction;
 use crate::budget::BudgetAlert;
 use crate::outcome::Rejection;
 use crate::state::{Entry, WalletState};
-use crate::store::{Batch, BudgetChange, BudgetCreate, Refusal, StatusChange, TransferPlan};
+use crate::store::{Batch, BudgetChange, BudgetCreate, HoldChange, Refusal, StatusChange, TransferPlan};
 
 /// What one planned command became inside a batch: its caller's answer once the batch has committed.
 pub(crate) enum Planned {
@@ -19,6 +19,15 @@ pub(crate) enum Planned {
     Entry(usize),
     Status,
     Budget(Uuid),
+    /// The hold change at this index of the batch's hold changes (a placement or a void).
+    Hold(usize),
+    /// A capture: its entry, and the index of its `Captured` hold change.
+    Capture {
+        entry: usize,
+        hold: usize,
+    },
+    /// The sweep's nudge: answered with the number of expiries the batch wrote.
+    Swept,
     Refused(Rejection),
 }
 
@@ -53,11 +62,18 @@ pub(crate) struct Draft {
     pub(super) planned_refs: HashSet<(String, String, Direction)>,
     /// Budget alert thresholds in percent, ascending.
     pub(super) thresholds: Arc<[u8]>,
+    pub(super) hold_changes: Vec<HoldChange>,
+    /// `(reference_type, reference_id)` of the holds placed so far in this batch (see `planned_refs`).
+    pub(super) planned_hold_refs: HashSet<(String, String)>,
+    /// The instant the batch is judged at: holds past their expiry reserve nothing from it on.
+    pub(super) now: chrono::DateTime<Utc>,
+    /// How far past its amount a hold may be captured, in percent (`HOLD_OVERCAPTURE_PERCENT`).
+    pub(super) overcapture_percent: u8,
 }
 
 impl Draft {
     /// An empty batch on top of the committed state.
-    pub(crate) fn new(committed: &WalletState, thresholds: Arc<[u8]>) -> Draft {
+    pub(crate) fn new(committed: &WalletState, thresholds: Arc<[u8]>, overcapture_percent: u8) -> Draft {
         Draft {
             expected_version: committed.version,
             sim: committed.clone(),
@@ -69,6 +85,10 @@ impl Draft {
             alerts: Vec::new(),
             planned_refs: HashSet::new(),
             thresholds,
+            hold_changes: Vec::new(),
+            planned_hold_refs: HashSet::new(),
+            now: Utc::now(),
+            overcapture_percent,
         }
     }
 
@@ -83,12 +103,27 @@ impl Draft {
             .contains(&(reference_type.to_string(), reference_id.to_string(), direction))
     }
 
-    /// The batch to commit. One that only carries refusals leaves the wallet as it was, version included.
-    pub(crate) fn into_batch(self) -> Batch {
+    /// Whether a hold placement with this reference is already planned in this batch.
+    pub(crate) fn has_planned_hold_reference(&self, reference_type: &str, reference_id: &str) -> bool {
+        self.planned_hold_refs
+            .contains(&(reference_type.to_string(), reference_id.to_string()))
+    }
+
+    /// Whether this batch already changes the hold (a second change of one hold waits for the next batch,
+    /// so that each row and reference key is written once per statement).
+    pub(crate) fn touches_hold(&self, hold_id: Uuid) -> bool {
+        self.hold_changes.iter().any(|c| c.hold.hold_id == hold_id)
+    }
+
+    /// The batch to commit, with the expiry of every hold whose time is up (any use of the wallet writes
+    /// it). One that only carries refusals leaves the wallet as it was, version included.
+    pub(crate) fn into_batch(mut self) -> Batch {
+        super::hold::expire_due(&mut self);
         let changes_wallet = !self.entries.is_empty()
             || !self.status_changes.is_empty()
             || !self.budget_creates.is_empty()
-            || !self.budget_changes.is_empty();
+            || !self.budget_changes.is_empty()
+            || !self.hold_changes.is_empty();
         let mut after = self.sim;
         if changes_wallet {
             after.version = self.expected_version + 1;
@@ -104,6 +139,7 @@ impl Draft {
             budget_creates: self.budget_creates,
             budget_changes: self.budget_changes,
             alerts: self.alerts,
+            hold_changes: self.hold_changes,
         }
     }
 }

@@ -5,6 +5,11 @@
 //! - `transfer.rs`: the source leg of a transfer, planned with its incoming leg; it flies alone.
 //! - `status.rs`: freezing, unfreezing and closing a wallet.
 //! - `budget_create.rs`, `budget_update.rs`: a wallet's budgets.
+//! - `hold.rs`: holds placed, captured and voided, and the expiry each batch writes for holds whose time
+//!   is up.
+//! - `open.rs`: a new wallet's opening balance ([`plan_opening`]); no command, as no actor exists yet.
+//! - here: [`plan_postings`], credits and debits planned by these same rules outside the actor, for a
+//!   caller that writes the batch in a transaction of its own (an atomic bulk posting).
 //! - `draft.rs`: the `Draft` they plan into, and what each became in it (`Planned`, `Step`).
 //!
 //! Each judges its command against the simulated wallet in a `Draft` (the batch being planned) and adds
@@ -15,21 +20,24 @@
 mod budget_create;
 mod budget_update;
 mod draft;
+pub mod hold;
+mod open;
 mod post;
 mod status;
 mod transfer;
 
-use std::sync::Arc;
-
 use uuid::Uuid;
 
 use crate::budget::{BudgetStatus, PeriodType};
+use crate::limits::Limits;
 use crate::money::Amount;
 use crate::outcome::Rejection;
 use crate::state::{Origin, TxnType, WalletState, WalletStatus};
 use crate::store::{Batch, Refusal};
 
 pub(crate) use draft::{Draft, Planned, Step};
+pub use open::{OPENING_DESCRIPTION, OPENING_REFERENCE_TYPE, plan_opening};
+pub(crate) use transfer::check_transfer;
 
 /// What [`plan_postings`] made of a list of requests: the batch to write, and for each request (in order)
 /// the index of its entry in `batch.entries`, or why it was refused (recorded in `batch.refusals` too).
@@ -48,8 +56,16 @@ pub struct PlannedPostings {
 /// the reference of an entry planned before it is refused here as a duplicate of that entry (the actor
 /// would put it in its next batch, where the store reports it), and a command other than a posting is
 /// refused as invalid (a transfer locks a second wallet; status and budget changes are not postings).
-pub fn plan_postings(committed: &WalletState, thresholds: Arc<[u8]>, requests: &[Request]) -> PlannedPostings {
-    let mut draft = Draft::new(committed, thresholds);
+///
+/// `committed` must carry the wallet's open holds (`WalletState::holds`): a debit is judged against the
+/// available balance (balance less what live holds reserve), as in the actor. `limits` gives the budget
+/// alert thresholds and the hold over-capture tolerance, the actor's own settings.
+pub fn plan_postings(committed: &WalletState, limits: &Limits, requests: &[Request]) -> PlannedPostings {
+    let mut draft = Draft::new(
+        committed,
+        limits.alert_thresholds.clone(),
+        limits.hold_overcapture_percent,
+    );
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in requests {
         let repeat = match &request.command {
@@ -96,7 +112,6 @@ pub fn plan_postings(committed: &WalletState, thresholds: Arc<[u8]>, requests: &
         outcomes,
     }
 }
-pub(crate) use transfer::check_transfer;
 
 /// Longest free-text description kept on a transaction.
 pub const MAX_DESCRIPTION_LEN: usize = 500;
@@ -142,6 +157,27 @@ pub enum Command {
         status: Option<BudgetStatus>,
         reason: String,
     },
+    /// Reserves money without moving it (validated by the caller: positive amount, expiry in range).
+    PlaceHold {
+        hold_id: Uuid,
+        amount: Amount,
+        description: Option<String>,
+        reference_id: Option<String>,
+        reference_type: Option<String>,
+        metadata: Option<serde_json::Value>,
+        /// From its creation, which the actor stamps (`expires_at = created_at + expires_in`).
+        expires_in: std::time::Duration,
+    },
+    /// Charges a hold: a DEBIT of `amount` (default: what remains); `final_capture` releases the rest.
+    CaptureHold {
+        hold_id: Uuid,
+        amount: Option<Amount>,
+        final_capture: bool,
+    },
+    /// Releases what a hold still reserves.
+    VoidHold { hold_id: Uuid },
+    /// Writes the expiry of the wallet's holds whose time is up (the sweep's nudge; every batch does it).
+    ExpireHolds,
     /// The source leg of a transfer; the actor of the source wallet commits both legs at once.
     TransferOut {
         to_wallet_id: Uuid,
@@ -167,13 +203,21 @@ impl Command {
             Command::TransferOut { .. } => "wallet.transfer",
             Command::CreateBudget { .. } => "budget.create",
             Command::UpdateBudget { .. } => "budget.update",
+            Command::PlaceHold { .. } => "hold.place",
+            Command::CaptureHold { .. } => "hold.capture",
+            Command::VoidHold { .. } => "hold.void",
+            Command::ExpireHolds => "hold.expire",
         }
     }
 
     /// The amount a command asks for, kept with its refusal in the audit trail.
     fn audited_amount(&self) -> Option<Amount> {
         match self {
-            Command::Post { amount, .. } | Command::TransferOut { amount, .. } => Some(*amount),
+            Command::Post { amount, .. } | Command::TransferOut { amount, .. } | Command::PlaceHold { amount, .. } => {
+                Some(*amount)
+            }
+            Command::CaptureHold { amount, .. } => *amount,
+            Command::VoidHold { .. } | Command::ExpireHolds => None,
             Command::CreateBudget { total, .. } => Some(*total),
             Command::UpdateBudget { total, .. } => *total,
             Command::SetStatus { .. } => None,
@@ -233,6 +277,33 @@ impl Request {
                 status,
                 reason,
             } => budget_update::plan(draft, origin, *budget_id, *total, *status, reason).map(Step::Batch),
+            Command::PlaceHold {
+                hold_id,
+                amount,
+                description,
+                reference_id,
+                reference_type,
+                metadata,
+                expires_in,
+            } => {
+                let new = hold::NewHold {
+                    hold_id: *hold_id,
+                    amount: *amount,
+                    description,
+                    reference_id,
+                    reference_type,
+                    metadata,
+                    expires_in: *expires_in,
+                };
+                hold::place(draft, origin, new).map(Step::Batch)
+            }
+            Command::CaptureHold {
+                hold_id,
+                amount,
+                final_capture,
+            } => hold::capture(draft, origin, *hold_id, *amount, *final_capture).map(Step::Batch),
+            Command::VoidHold { hold_id } => hold::void(draft, origin, *hold_id).map(Step::Batch),
+            Command::ExpireHolds => Ok(Step::Batch(Planned::Swept)),
         };
         planned.unwrap_or_else(|rejection| Step::Batch(self.refuse(draft, rejection)))
     }

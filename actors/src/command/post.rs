@@ -40,6 +40,7 @@ pub(super) fn plan(draft: &mut Draft, origin: &Origin, posting: Posting<'_>) -> 
         created_at,
         origin: origin.clone(),
         budgets: charged,
+        hold_id: None,
     });
     if let (Some(ty), Some(id)) = (posting.reference_type, posting.reference_id) {
         draft.planned_refs.insert((ty.clone(), id.clone(), posting.direction));
@@ -54,22 +55,13 @@ fn judge(draft: &mut Draft, direction: Direction, amount: Amount) -> Result<(Amo
     // A refused `post` has not moved the balance; `charge_budgets` refuses before it charges anything.
     let balance_after = post(&mut draft.sim, direction, amount)?;
     let charged = match direction {
-        Direction::Debit => charge_budgets(&mut draft.sim, amount, &draft.thresholds, &mut draft.alerts),
+        Direction::Debit => charge_budgets(draft, amount, Charge::Spent),
         Direction::Credit => Ok(vec![]),
     };
     match charged {
         Ok(charged) => Ok((balance_after, charged)),
         Err(rejection) => {
             draft.sim.balance = balance_before;
-            if let Rejection::BudgetExceeded { budget_id, exceeded_by } = &rejection {
-                // A refusal over a hard limit is announced too, with the would-be excess.
-                draft.alerts.push(BudgetAlert {
-                    budget_id: *budget_id,
-                    threshold: 100,
-                    exceeded_amount: exceeded_by.value(),
-                    refused: true,
-                });
-            }
             Err(rejection)
         }
     }
@@ -85,28 +77,59 @@ pub(super) fn post(sim: &mut WalletState, direction: Direction, amount: Amount) 
     }
     let after = match direction {
         Direction::Credit => sim.balance.checked_add(amount).ok_or(Rejection::BalanceOverflow)?,
-        Direction::Debit => sim.balance.checked_sub(amount).ok_or(Rejection::InsufficientFunds {
-            balance: sim.balance,
-            requested: amount,
-        })?,
+        Direction::Debit => {
+            // Judged against the available balance: what live holds reserve is not there to take.
+            let available = sim.available_at(Utc::now());
+            if amount > available {
+                return Err(Rejection::InsufficientFunds {
+                    balance: available,
+                    requested: amount,
+                });
+            }
+            sim.balance.checked_sub(amount).ok_or(Rejection::InsufficientFunds {
+                balance: available,
+                requested: amount,
+            })?
+        }
     };
     sim.balance = after;
     Ok(after)
 }
 
-/// Checks a debit of `amount` against every budget that applies today and charges it to them; returns the
-/// budgets charged. Thresholds crossed are added to `alerts` (and marked, so each is announced once).
-fn charge_budgets(
-    sim: &mut WalletState,
-    amount: Amount,
-    thresholds: &[u8],
-    alerts: &mut Vec<BudgetAlert>,
-) -> Result<Vec<Uuid>, Rejection> {
+/// What a charge to the budgets is for, which decides the budgets it checks and what it moves.
+pub(super) enum Charge<'a> {
+    /// A debit: every budget that applies today; `used` grows.
+    Spent,
+    /// A new hold: every budget that applies today; `used` and its `held` part grow.
+    Held,
+    /// The part of a capture beyond what its hold reserved: the hold's own budgets (those still live).
+    Excess(&'a [Uuid]),
+}
+
+impl Charge<'_> {
+    fn covers(&self, b: &crate::budget::Budget, today: chrono::NaiveDate) -> bool {
+        match self {
+            Charge::Spent | Charge::Held => b.applies_on(today),
+            Charge::Excess(ids) => ids.contains(&b.budget_id),
+        }
+    }
+}
+
+/// Checks a charge of `amount` against the budgets it covers and charges them; returns the budgets
+/// charged. Thresholds crossed are added to the draft's alerts (and marked, so each is announced once); a
+/// refusal over a hard limit is announced too, with the would-be excess, and charges nothing.
+pub(super) fn charge_budgets(draft: &mut Draft, amount: Amount, charge: Charge<'_>) -> Result<Vec<Uuid>, Rejection> {
     let today = Utc::now().date_naive();
-    for b in sim.budgets.iter().filter(|b| b.applies_on(today)) {
+    for b in draft.sim.budgets.iter().filter(|b| charge.covers(b, today)) {
         let after = b.used.value() + amount.value();
         if after > b.total.value() {
             let exceeded_by = Amount::new(after - b.total.value()).unwrap_or(amount);
+            draft.alerts.push(BudgetAlert {
+                budget_id: b.budget_id,
+                threshold: 100,
+                exceeded_amount: exceeded_by.value(),
+                refused: true,
+            });
             return Err(Rejection::BudgetExceeded {
                 budget_id: b.budget_id,
                 exceeded_by,
@@ -114,13 +137,16 @@ fn charge_budgets(
         }
     }
     let mut charged = Vec::new();
-    for b in sim.budgets.iter_mut().filter(|b| b.applies_on(today)) {
+    for b in draft.sim.budgets.iter_mut().filter(|b| charge.covers(b, today)) {
         let before = b.used.value();
         // Within total (checked above), so within the amount range.
         b.used = b.used.checked_add(amount).unwrap_or(b.total);
-        for alert in crossed(b, before, b.used.value(), thresholds) {
+        if matches!(charge, Charge::Held) {
+            b.held = b.held.checked_add(amount).unwrap_or(b.used);
+        }
+        for alert in crossed(b, before, b.used.value(), &draft.thresholds) {
             b.alerted.push(alert.threshold);
-            alerts.push(alert);
+            draft.alerts.push(alert);
         }
         charged.push(b.budget_id);
     }

@@ -46,6 +46,7 @@ pub(super) fn plan(
         created_at: out_at,
         origin: origin.clone(),
         budgets: vec![],
+        hold_id: None,
     };
     let incoming = Entry {
         txn_id: in_id,

@@ -244,3 +244,52 @@ async fn a_refused_debit_is_acked_and_announced_with_transaction_failed() {
     app.stop().await;
     assert_eq!(broker.ready_in_queue().await, 0, "every delivery was acked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_booking_is_captured_by_booking_confirmed_through_the_broker_and_announced() {
+    let (_vhost, mut app, broker) = app_on_vhost(TestApp::builder().events(fast_events())).await;
+    let tap = broker.tap().await;
+    let (user, _, wallet) = app.user_with_wallet("400.00", "USD").await;
+    let held = json!({"booking_id": "h-1", "user_id": user, "amount": "150.00", "currency": "USD", "hold": true});
+    let event = broker
+        .publish_event(Uuid::now_v7(), "BookingCreated", held.clone())
+        .await;
+    // Delivered again: one hold.
+    broker.publish_event(event, "BookingCreated", held).await;
+    let placed = tap
+        .wait_for("HoldPlaced", |p| p.body["event_type"] == "HoldPlaced")
+        .await;
+    assert_eq!(placed.routing_key, "hold.placed");
+    assert_eq!(placed.body["data"]["amount"], "150.00");
+    assert_eq!(placed.body["data"]["reference_id"], "h-1");
+    assert_eq!(app.balance(wallet).await, "400.00", "a hold moves no money");
+
+    broker
+        .publish_event(
+            Uuid::now_v7(),
+            "BookingConfirmed",
+            json!({"booking_id": "h-1", "user_id": user, "amount": "140.00"}),
+        )
+        .await;
+    let captured = tap
+        .wait_for("HoldCaptured", |p| p.body["event_type"] == "HoldCaptured")
+        .await;
+    assert_eq!(captured.routing_key, "hold.captured");
+    assert_eq!(captured.body["data"]["amount"], "140.00");
+    let released = tap
+        .wait_for("HoldReleased", |p| p.body["event_type"] == "HoldReleased")
+        .await;
+    assert_eq!(released.body["data"]["reason"], "FINAL_CAPTURE");
+    assert_eq!(released.body["data"]["amount"], "10.00");
+    wait_until("the capture", || async { app.balance(wallet).await == "260.00" }).await;
+    assert_eq!(
+        app.booking_rows(wallet, "h-1").await,
+        vec![("DEBIT".into(), "140.00".into())]
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM processed_events", &[]).await,
+        2,
+        "one inbox row per event id"
+    );
+    app.stop().await;
+}

@@ -180,11 +180,11 @@ struct RecordingSink {
 
 #[async_trait::async_trait]
 impl relay::Sink for RecordingSink {
-    async fn ready(&mut self) -> Result<(), String> {
+    async fn ready(&mut self) -> Result<(), relay::RelayError> {
         Ok(())
     }
 
-    async fn publish(&mut self, rows: &[relay::OutboxRow]) -> (usize, Option<String>) {
+    async fn publish(&mut self, rows: &[relay::OutboxRow]) -> (usize, Option<relay::RelayError>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut published = self.published.lock().unwrap();
         published.extend(rows.iter().map(|r| (r.seq, r.event_id)));

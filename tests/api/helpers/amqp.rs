@@ -257,6 +257,7 @@ impl Broker {
         let (exchange, key) = match event_type {
             "BookingCreated" => (&self.topology.booking_exchange, "booking.created"),
             "BookingCancelled" => (&self.topology.booking_exchange, "booking.cancelled"),
+            "BookingConfirmed" => (&self.topology.booking_exchange, "booking.confirmed"),
             "UserCreated" => (&self.topology.user_exchange, "user.created"),
             other => panic!("unknown event type {other}"),
         };

@@ -60,6 +60,7 @@ pub fn config(database_url: &str) -> Config {
         default_budgets: vec![],
         max_initial_balance: wallet_service::config::DEFAULT_MAX_INITIAL_BALANCE,
         alert_thresholds: vec![80, 100],
+        hold_overcapture_percent: 0,
         rate_limit_per_second: None,
         amqp_prefetch: wallet_service::events::PREFETCH,
         timeouts: Default::default(),
@@ -340,7 +341,7 @@ impl TestApp {
 
     /// `/ready`'s verdict, as the app judges it.
     pub async fn readiness(&self) -> Result<(), String> {
-        self.ctx.readiness().await
+        self.ctx.readiness().await.map_err(|e| e.to_string())
     }
 
     /// What `/metrics` would answer.

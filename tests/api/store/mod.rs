@@ -33,6 +33,7 @@ fn batch(before: &WalletState, after: WalletState) -> Batch {
         budget_creates: vec![],
         budget_changes: vec![],
         alerts: vec![],
+        hold_changes: vec![],
     }
 }
 
@@ -56,6 +57,7 @@ async fn planned_debit(app: &TestApp, wallet: Uuid, value: &str, origin: Origin)
         created_at,
         origin,
         budgets: vec![],
+        hold_id: None,
     };
     let mut b = batch(&before, after);
     b.entries.push(entry);
