@@ -104,6 +104,7 @@ impl App {
             max_live_actors: config.actor_max_live,
             alert_thresholds: Arc::from(config.alert_thresholds.as_slice()),
             hold_overcapture_percent: config.hold_overcapture_percent,
+            monitor: config.monitor.clone(),
             reply_timeout: config.timeouts.reply,
             ..Limits::default()
         };

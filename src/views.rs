@@ -340,6 +340,28 @@ impl OutboxEvent {
         }
     }
 
+    /// `SuspiciousActivity` for a hit the wallet's actor recorded.
+    pub fn suspicious_activity(w: &WalletState, s: &wallet_actors::store::Suspicion) -> Self {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            wallet_id: Uuid,
+            user_id: Uuid,
+            rule: &'static str,
+            detail: &'a serde_json::Value,
+        }
+        OutboxEvent::new(
+            "SuspiciousActivity",
+            "suspicious.activity",
+            w.wallet_id,
+            Data {
+                wallet_id: w.wallet_id,
+                user_id: w.user_id,
+                rule: s.rule,
+                detail: &s.detail,
+            },
+        )
+    }
+
     /// `TransactionCompleted` for a committed entry.
     pub fn transaction_completed(e: &Entry) -> Self {
         #[derive(Serialize)]

@@ -10,6 +10,8 @@
 //! modules listed before it, so no import circles. `tests/module_map.rs` checks this list against the sources.
 //! - [`money`]: `Amount` (exact, two decimals, bounded by `DECIMAL(15,2)`) and `Currency`.
 //! - [`budget`]: `Budget`, periods (ISO week, month, quarter, year), threshold crossings. → money
+//! - [`monitor`]: suspicious-activity rules on the wallet's recent debits (velocity, refused runs,
+//!   outliers, many callers), a bounded sketch kept by the actor. → money
 //! - [`state`]: `WalletState` (the committed row, with its open holds and the available balance at an
 //!   instant), `Hold`, `Entry` (one transaction row), `Origin` (who asked).
 //!   → money, budget
@@ -17,17 +19,18 @@
 //!   with `transient()` and `code()`. → money, budget, state
 //! - [`store`]: the `WalletStore` trait (load, commit a batch, commit a transfer) and its batch types.
 //!   → money, budget, state, outcome
-//! - [`limits`]: `Limits`, the engine's bounds and settings, each with a named default. → budget
+//! - [`limits`]: `Limits`, the engine's bounds and settings, each with a named default. → budget, monitor
 //! - [`command`]: `Command` and `Request`, and one file per command (post, transfer, status, budget
 //!   create and update, holds: place, capture, void and expiry), each planning itself against the
 //!   simulated wallet into a draft batch; and `plan_opening`, a new wallet's opening credit.
-//!   → money, budget, state, outcome, store
+//!   → money, budget, monitor, state, outcome, store
 //! - [`messages`]: the actor's mailbox `WalletMsg`, and what travels through it: reply ports, queue
-//!   tickets, a command's `Fate`, the flight a commit task reports back. → state, outcome, store, command
+//!   tickets, a command's `Fate`, the flight a commit task reports back.
+//!   → monitor, state, outcome, store, command
 //! - [`registry`]: live wallets and their queued counts, the idle race, `RetireHandle`.
 //!   → outcome, limits, messages
 //! - [`wallet`]: `WalletActor`: the queue, group commit, settling a commit's result, conflict re-planning.
-//!   → state, outcome, store, limits, command, messages, registry
+//!   → monitor, state, outcome, store, limits, command, messages, registry
 //! - [`supervisor`]: `Engine`: find-or-spawn, the per-wallet queue bound, restarts, idle sweeps, drain.
 //!   → state, outcome, store, limits, messages, registry, wallet
 //! - [`memory`]: an in-memory `WalletStore` for tests of the engine. → money, state, outcome, store
@@ -43,6 +46,7 @@ pub mod limits;
 pub mod memory;
 pub mod messages;
 pub mod money;
+pub mod monitor;
 pub mod outcome;
 pub mod registry;
 pub mod state;

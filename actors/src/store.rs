@@ -109,6 +109,18 @@ pub struct Batch {
     /// Holds placed, captured and released in this batch, in order (a hold may appear more than once:
     /// its last change is its row's final state).
     pub hold_changes: Vec<HoldChange>,
+    /// Suspicious activity seen while planning (`monitor`): an audit row and a `SuspiciousActivity` event
+    /// each, written with the batch.
+    pub suspicious: Vec<Suspicion>,
+}
+
+/// A suspicious-activity hit, as the store writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suspicion {
+    pub rule: &'static str,
+    pub detail: serde_json::Value,
+    /// Who sent the command that was judged when the rule fired.
+    pub origin: Origin,
 }
 
 /// One change of a hold, with what it does to the budgets it is charged to.

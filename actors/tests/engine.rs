@@ -647,6 +647,7 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
         budget_changes: vec![],
         alerts: vec![],
         hold_changes: vec![],
+        suspicious: vec![],
     };
 
     match store.commit(&batch).await {

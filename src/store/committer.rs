@@ -263,6 +263,7 @@ fn is_plain(b: &Batch) -> bool {
         && b.budget_changes.is_empty()
         && b.alerts.is_empty()
         && b.hold_changes.is_empty()
+        && b.suspicious.is_empty()
         && b.entries.iter().all(|e| {
             e.budgets.is_empty()
                 && matches!(e.kind, TxnType::Debit | TxnType::Credit)

@@ -240,6 +240,10 @@ impl<'a> GroupRows<'a> {
                 events.push(OutboxEvent::hold_event(ch));
                 event_wallet.push(b.wallet_id);
             }
+            for s in &b.suspicious {
+                events.push(OutboxEvent::suspicious_activity(&b.after, s));
+                event_wallet.push(b.wallet_id);
+            }
         }
         let mut replies: Vec<(Uuid, &Origin, String)> = entries
             .iter()
@@ -339,6 +343,17 @@ impl<'a> GroupRows<'a> {
                     ch.hold.hold_id.to_string(),
                     "APPLIED",
                     detail,
+                );
+                audit.push((b.wallet_id, row));
+            }
+            for s in &b.suspicious {
+                let row = AuditRow::from_origin(
+                    &s.origin,
+                    "wallet.suspicious",
+                    "wallet",
+                    b.wallet_id.to_string(),
+                    s.rule,
+                    s.detail.clone(),
                 );
                 audit.push((b.wallet_id, row));
             }

@@ -226,6 +226,7 @@ async fn debit_and_refund(app: &TestApp, wallet: Uuid, debit: &str, refund: &str
         budget_changes: vec![],
         alerts: vec![],
         hold_changes: vec![],
+        suspicious: vec![],
     }
 }
 

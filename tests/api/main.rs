@@ -40,6 +40,7 @@ mod store;
 mod store_errors;
 mod strict_input;
 mod surface;
+mod suspicious;
 mod transactions;
 mod transfers;
 mod wallets;

@@ -9,9 +9,10 @@ use uuid::Uuid;
 
 use super::Direction;
 use crate::budget::BudgetAlert;
+use crate::monitor::{Monitor, MonitorLimits};
 use crate::outcome::Rejection;
 use crate::state::{Entry, WalletState};
-use crate::store::{Batch, BudgetChange, BudgetCreate, HoldChange, Refusal, StatusChange, TransferPlan};
+use crate::store::{Batch, BudgetChange, BudgetCreate, HoldChange, Refusal, StatusChange, Suspicion, TransferPlan};
 
 /// What one planned command became inside a batch: its caller's answer once the batch has committed.
 pub(crate) enum Planned {
@@ -69,6 +70,10 @@ pub(crate) struct Draft {
     pub(super) now: chrono::DateTime<Utc>,
     /// How far past its amount a hold may be captured, in percent (`HOLD_OVERCAPTURE_PERCENT`).
     pub(super) overcapture_percent: u8,
+    /// The wallet's suspicious-activity sketch as the batch leaves it (kept only if the batch commits).
+    pub(crate) monitor: Monitor,
+    pub(super) monitor_limits: MonitorLimits,
+    pub(super) suspicious: Vec<Suspicion>,
 }
 
 impl Draft {
@@ -89,7 +94,21 @@ impl Draft {
             planned_hold_refs: HashSet::new(),
             now: Utc::now(),
             overcapture_percent,
+            monitor: Monitor::default(),
+            monitor_limits: MonitorLimits {
+                enabled: false,
+                ..MonitorLimits::default()
+            },
+            suspicious: Vec::new(),
         }
+    }
+
+    /// Watches the batch's debits with this sketch and these rules (the wallet actor's; a draft without it
+    /// watches nothing).
+    pub(crate) fn watched(mut self, monitor: Monitor, limits: MonitorLimits) -> Draft {
+        self.monitor = monitor;
+        self.monitor_limits = limits;
+        self
     }
 
     /// The wallet as the next command would find it.
@@ -140,6 +159,7 @@ impl Draft {
             budget_changes: self.budget_changes,
             alerts: self.alerts,
             hold_changes: self.hold_changes,
+            suspicious: self.suspicious,
         }
     }
 }

@@ -34,6 +34,7 @@ fn batch(before: &WalletState, after: WalletState) -> Batch {
         budget_changes: vec![],
         alerts: vec![],
         hold_changes: vec![],
+        suspicious: vec![],
     }
 }
 
