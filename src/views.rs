@@ -209,13 +209,18 @@ pub struct HistoryItem {
 pub struct Pagination {
     pub page: u32,
     pub limit: u32,
-    pub total: i64,
+    /// How many rows match. A transaction history in cursor mode gives it on its first page only (counting
+    /// a long history again for every page is what makes offset pages slow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryPage {
     pub transactions: Vec<HistoryItem>,
     pub pagination: Pagination,
+    /// Pass as `cursor` for the next page (older rows); `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

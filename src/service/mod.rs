@@ -336,7 +336,7 @@ impl Service {
         &self,
         wallet_id: Uuid,
         filter: &HistoryFilter,
-    ) -> Result<(Vec<crate::views::HistoryItem>, i64), StoreError> {
+    ) -> Result<crate::store::HistoryPage, StoreError> {
         self.store.history(wallet_id, filter).await
     }
 

@@ -436,6 +436,58 @@ pub struct HistoryFilter {
     pub status: Option<String>,
     pub page: u32,
     pub limit: u32,
+    /// Keyset paging: only rows after this one in the history's order (older, or as old with a smaller id);
+    /// `page` is then ignored.
+    pub after: Option<HistoryCursor>,
+    /// Count the matching rows (a page request, or the first page of a cursor walk).
+    pub count: bool,
+}
+
+/// Where a keyset walk of a history stands: the last row seen, in the order the history is listed
+/// (`created_at DESC, txn_id DESC`, which the `(wallet_id, created_at DESC, txn_id DESC)` index serves).
+/// Rows inserted during the walk are newer than any cursor, so a walk sees every row that existed when it
+/// started exactly once, however long it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub created_at: DateTime<Utc>,
+    pub txn_id: Uuid,
+}
+
+/// A text that is no cursor this service issued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("is not a cursor this service issued (use the next_cursor of a reply)")]
+pub struct BadCursor;
+
+impl HistoryCursor {
+    /// Opaque to clients: base64url of the row's microsecond timestamp and id.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let mut bytes = Vec::with_capacity(24);
+        bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
+        bytes.extend_from_slice(self.txn_id.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    pub fn decode(text: &str) -> Result<HistoryCursor, BadCursor> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| BadCursor)?;
+        let (micros, id) = bytes.split_at_checked(8).ok_or(BadCursor)?;
+        let micros = i64::from_be_bytes(micros.try_into().map_err(|_| BadCursor)?);
+        Ok(HistoryCursor {
+            created_at: DateTime::from_timestamp_micros(micros).ok_or(BadCursor)?,
+            txn_id: Uuid::from_slice(id).map_err(|_| BadCursor)?,
+        })
+    }
+}
+
+/// A page of a history: its rows, how many match (when counted), and where the next page starts.
+#[derive(Debug)]
+pub struct HistoryPage {
+    pub items: Vec<crate::views::HistoryItem>,
+    pub total: Option<i64>,
+    pub next: Option<HistoryCursor>,
 }
 
 impl PgStore {
@@ -616,52 +668,66 @@ impl PgStore {
     }
 
     /// One page of a wallet's history, newest first, and the total matching.
-    pub async fn history(
-        &self,
-        wallet_id: Uuid,
-        f: &HistoryFilter,
-    ) -> Result<(Vec<crate::views::HistoryItem>, i64), StoreError> {
+    pub async fn history(&self, wallet_id: Uuid, f: &HistoryFilter) -> Result<HistoryPage, StoreError> {
         let c = self.read.get().await.map_err(unavailable)?;
         let kind = f.kind.map(|k| k.as_str());
-        let offset = i64::from(f.page.saturating_sub(1)) * i64::from(f.limit);
-        let limit = i64::from(f.limit);
+        let offset = if f.after.is_some() {
+            0
+        } else {
+            i64::from(f.page.saturating_sub(1)) * i64::from(f.limit)
+        };
+        // One row more than the page: whether there is a next page, without counting.
+        let fetch = i64::from(f.limit) + 1;
+        let (after_at, after_id) = (f.after.map(|a| a.created_at), f.after.map(|a| a.txn_id));
         let filter = "wallet_id = $1 AND ($2::timestamptz IS NULL OR created_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3) \
                       AND ($4::text IS NULL OR type = $4) AND ($5::text IS NULL OR status = $5)";
         let rows = c
             .query(
                 &format!(
                     "SELECT txn_id, amount, type, description, reference_id, reference_type, status, balance_after, created_at \
-                     FROM transactions WHERE {filter} ORDER BY created_at DESC, txn_id DESC LIMIT $6 OFFSET $7"
+                     FROM transactions WHERE {filter} AND ($8::timestamptz IS NULL OR (created_at, txn_id) < ($8, $9::uuid)) \
+                     ORDER BY created_at DESC, txn_id DESC LIMIT $6 OFFSET $7"
                 ),
-                &[&wallet_id, &f.from, &f.until, &kind, &f.status, &limit, &offset],
+                &[&wallet_id, &f.from, &f.until, &kind, &f.status, &fetch, &offset, &after_at, &after_id],
             )
             .await
             .map_err(unavailable)?;
-        let total: i64 = c
-            .query_one(
-                &format!("SELECT count(*) AS total FROM transactions WHERE {filter}"),
-                &[&wallet_id, &f.from, &f.until, &kind, &f.status],
-            )
-            .await
-            .map_err(unavailable)
-            .and_then(|r| col(&r, "total"))?;
-        let items = rows
-            .iter()
-            .map(|r| {
-                Ok(crate::views::HistoryItem {
-                    txn_id: col(r, "txn_id")?,
-                    amount: fmt_amount(col(r, "amount")?),
-                    r#type: col(r, "type")?,
-                    description: col(r, "description")?,
-                    reference_id: col(r, "reference_id")?,
-                    reference_type: col(r, "reference_type")?,
-                    status: col(r, "status")?,
-                    balance_after: fmt_amount(col(r, "balance_after")?),
-                    created_at: crate::views::ts(col(r, "created_at")?),
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok((items, total))
+        let total = if f.count {
+            let row = c
+                .query_one(
+                    &format!("SELECT count(*) AS total FROM transactions WHERE {filter}"),
+                    &[&wallet_id, &f.from, &f.until, &kind, &f.status],
+                )
+                .await
+                .map_err(unavailable)?;
+            Some(col(&row, "total")?)
+        } else {
+            None
+        };
+        let more = rows.len() > f.limit as usize;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for r in rows.iter().take(f.limit as usize) {
+            let created_at: DateTime<Utc> = col(r, "created_at")?;
+            let txn_id: Uuid = col(r, "txn_id")?;
+            last = Some(HistoryCursor { created_at, txn_id });
+            items.push(crate::views::HistoryItem {
+                txn_id,
+                amount: fmt_amount(col(r, "amount")?),
+                r#type: col(r, "type")?,
+                description: col(r, "description")?,
+                reference_id: col(r, "reference_id")?,
+                reference_type: col(r, "reference_type")?,
+                status: col(r, "status")?,
+                balance_after: fmt_amount(col(r, "balance_after")?),
+                created_at: crate::views::ts(created_at),
+            });
+        }
+        Ok(HistoryPage {
+            items,
+            total,
+            next: if more { last } else { None },
+        })
     }
 
     pub async fn audit(&self, row: AuditRow) -> Result<(), StoreError> {
