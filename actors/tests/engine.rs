@@ -631,6 +631,7 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
             origin: Origin::default(),
             budgets: vec![],
             hold_id: None,
+            link: None,
         }
     };
     let mut after = before.clone();
@@ -647,6 +648,7 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
         budget_changes: vec![],
         alerts: vec![],
         hold_changes: vec![],
+        audit: vec![],
     };
 
     match store.commit(&batch).await {
