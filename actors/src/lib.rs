@@ -32,7 +32,7 @@
 //!   → state, outcome, store, limits, command, messages, registry
 //! - [`supervisor`]: `Engine`: find-or-spawn, the per-wallet queue bound, restarts, idle sweeps, drain.
 //!   → state, outcome, store, limits, messages, registry, wallet
-//! - [`memory`]: an in-memory `WalletStore` for tests of the engine. → money, state, outcome, store
+//! - [`memory`]: an in-memory `WalletStore` for tests of the engine. → money, chain, state, outcome, store
 //!
 //! # A command's path
 //! `Engine::execute` → registry slot (queue ticket, bound) → the wallet's actor (spawned from the store on
