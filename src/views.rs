@@ -492,3 +492,31 @@ pub fn hold_reply(h: &Hold) -> String {
 pub fn wallet_reply(w: &WalletState) -> String {
     body_of(&WalletView::from(w))
 }
+
+/// The first broken row a verify found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BrokenRowView {
+    pub wallet_id: Option<Uuid>,
+    pub seq: Option<i64>,
+    /// `transactions`, `audit_log`, `wallets` (the head) or `audit_checkpoints`.
+    pub table: &'static str,
+    /// The row's id in its table (txn id, audit id, wallet id, checkpoint id).
+    pub id: String,
+    /// `hash_mismatch`, `missing_seq`, `order`, `head_mismatch`, `unchained`, `unknown_version`,
+    /// `checkpoint_mismatch` or `checkpoint_root`.
+    pub fault: &'static str,
+    /// The fault in words (`missing seq 3`).
+    pub what: String,
+}
+
+/// `GET /admin/audit/verify`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditVerifyView {
+    pub ok: bool,
+    pub wallets: u64,
+    pub rows: u64,
+    pub checkpoints: u64,
+    /// The first broken row; absent when `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken: Option<BrokenRowView>,
+}

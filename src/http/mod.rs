@@ -8,6 +8,7 @@
 //! is infallible, so no rejection ever reaches warp's default rendering (which showed a rejection's
 //! `Debug` text); there is no `recover` left to get wrong.
 
+pub mod audit;
 pub mod budgets;
 pub mod docs;
 pub mod handlers;
@@ -241,6 +242,14 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .boxed();
 
+    let audit_verify = warp::path!("admin" / "audit" / "verify")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_query())
+        .then(|ctx, auth, q| async move { respond(audit::verify(ctx, auth, q).await) })
+        .boxed();
+
     let ops = health
         .or(ready)
         .unify()
@@ -278,6 +287,8 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .or(hold_routes)
         .unify()
+        .or(audit_verify)
+        .unify()
         .or(warp::path::full().and(warp::method()).map(unmatched))
         .unify()
         .with(warp::log::custom(move |info| metrics_ctx.observe(info)))
@@ -308,6 +319,7 @@ pub fn route_of(path: &str) -> Option<RouteInfo> {
         (Some("problems"), None, _, _) => r("/problems", "GET"),
         (Some("problems"), Some(_), None, _) => r("/problems/{slug}", "GET"),
         (Some("transfers"), None, _, _) => r("/transfers", "POST"),
+        (Some("admin"), Some("audit"), Some("verify"), None) => r("/admin/audit/verify", "GET"),
         (Some("wallets"), None, _, _) => r("/wallets", "POST"),
         (Some("budgets"), None, _, _) => r("/budgets", "POST"),
         (Some("users"), u, None, _) if id(u) => r("/users/{id}", "PUT"),

@@ -6,6 +6,8 @@
 //! in `transaction_references`. A batch writes its rows with set-based `unnest` inserts, so the number
 //! of statements per commit does not grow with the batch.
 //!
+//! - `audit`: the tamper-evident ledger's SQL: chaining pre-chain rows at start, reading a wallet's chain
+//!   for verify, checkpoints over the wallets' heads (what is hashed is `wallet_actors::chain`'s).
 //! - `committer`: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
 //! - `read`: `col`, a column read by name; a missing or mistyped one is `StoreError::Corrupt`, not a panic.
 //! - `rows`: what a commit writes besides the wallet row (ledger rows, references, outbox, replies,
@@ -13,6 +15,7 @@
 //! - here: [`PgStore`] (the engine's `WalletStore`: loads, commits through the committer, transfers) and
 //!   the reads and writes of the HTTP handlers (users, wallets, history, idempotency keys).
 
+pub mod audit;
 mod bookings;
 mod budgets;
 mod committer;
@@ -42,6 +45,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tracing::warn;
 use uuid::Uuid;
+use wallet_actors::chain::{Hash, Head};
 use wallet_actors::store::{Batch, CommitError, StoreError, TransferError, TransferPlan, WalletStore};
 use wallet_actors::{Amount, Currency, Entry, Origin, Rejection, TxnType, WalletState, WalletStatus};
 
@@ -202,8 +206,24 @@ pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-const WALLET_COLUMNS: &str =
-    "w.wallet_id, w.user_id, u.company_id, w.balance, w.currency, w.status, w.version, w.created_at, w.updated_at";
+const WALLET_COLUMNS: &str = "w.wallet_id, w.user_id, u.company_id, w.balance, w.currency, w.status, w.version, \
+     w.created_at, w.updated_at, w.head_seq, w.head_hash";
+
+/// A chain head read from its `head_seq` and `head_hash` columns (any prefix: `head_` or none).
+pub(crate) fn head_from_row(row: &tokio_postgres::Row, seq: &str, hash: &str) -> Result<Head, StoreError> {
+    let bytes: Vec<u8> = col(row, hash)?;
+    Ok(Head {
+        seq: col(row, seq)?,
+        hash: to_hash(&bytes)?,
+    })
+}
+
+/// A stored SHA-256 digest (32 bytes), or `Corrupt`.
+pub(crate) fn to_hash(bytes: &[u8]) -> Result<Hash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("a stored hash has {} bytes, not 32", bytes.len())))
+}
 
 fn wallet_from_row(row: &tokio_postgres::Row) -> Result<WalletState, StoreError> {
     let balance: Decimal = row.try_get("balance").map_err(corrupt)?;
@@ -221,6 +241,7 @@ fn wallet_from_row(row: &tokio_postgres::Row) -> Result<WalletState, StoreError>
         updated_at: row.try_get("updated_at").map_err(corrupt)?,
         budgets: vec![],
         holds: vec![],
+        head: head_from_row(row, "head_seq", "head_hash")?,
     })
 }
 
@@ -273,7 +294,8 @@ impl WalletStore for PgStore {
         // Lock both rows in wallet-id order: two opposite transfers can never wait on each other in a cycle.
         let stmt = tx
             .prepare_cached(
-                "SELECT wallet_id, balance, currency, status, version FROM wallets WHERE wallet_id = ANY($1) ORDER BY wallet_id FOR UPDATE",
+                "SELECT wallet_id, balance, currency, status, version, head_seq, head_hash FROM wallets \
+                 WHERE wallet_id = ANY($1) ORDER BY wallet_id FOR UPDATE",
             )
             .await
             .map_err(fail)?;
@@ -325,6 +347,12 @@ impl WalletStore for PgStore {
             };
             let mut incoming = plan.incoming.clone();
             incoming.balance_after = d_after;
+            // The one row chained outside its wallet's actor: the destination's row is locked above until
+            // this transaction ends, so this is its chain's only writer now; the version bump below makes
+            // its actor re-plan from the new head (see `TransferPlan::incoming`).
+            let d_head = head_from_row(d, "head_seq", "head_hash").map_err(unreadable)?;
+            let link = wallet_actors::chain::link(d_head, &wallet_actors::chain::Row::Ledger((&incoming).into()));
+            incoming.link = Some(link);
             Ok(incoming)
         }
         .await;
@@ -358,17 +386,38 @@ impl WalletStore for PgStore {
         }
         let stmt = tx
             .prepare_cached(
-                "UPDATE wallets SET balance = $2, version = version + 1, updated_at = $3 WHERE wallet_id = $1",
+                "UPDATE wallets SET balance = $2, version = version + 1, updated_at = $3, head_seq = $4, head_hash = $5 \
+                 WHERE wallet_id = $1",
             )
             .await
             .map_err(fail)?;
         let now = plan.source_after.updated_at;
-        tx.execute(&stmt, &[&src, &plan.source_after.balance.value(), &now])
-            .await
-            .map_err(fail)?;
-        tx.execute(&stmt, &[&dst, &incoming.balance_after.value(), &now])
-            .await
-            .map_err(fail)?;
+        let src_head = plan.source_after.head;
+        let dst_head = incoming.link.map(|l| l.head()).unwrap_or_default();
+        tx.execute(
+            &stmt,
+            &[
+                &src,
+                &plan.source_after.balance.value(),
+                &now,
+                &src_head.seq,
+                &&src_head.hash[..],
+            ],
+        )
+        .await
+        .map_err(fail)?;
+        tx.execute(
+            &stmt,
+            &[
+                &dst,
+                &incoming.balance_after.value(),
+                &now,
+                &dst_head.seq,
+                &&dst_head.hash[..],
+            ],
+        )
+        .await
+        .map_err(fail)?;
         insert_entries(&tx, &legs).await.map_err(fail)?;
         let events = [
             OutboxEvent::transaction_completed(&plan.out),
@@ -574,16 +623,33 @@ impl PgStore {
             updated_at: now,
             budgets: vec![],
             holds: vec![],
+            head: Head::default(),
         };
         let opening = open(&blank).map_err(CreateWalletError::Refused)?;
         let initial = opening.as_ref().map_or(Amount::ZERO, |e| e.amount);
         let balance = opening.as_ref().map_or(Amount::ZERO, |e| e.balance_after);
+        // The opening entry is the chain's first row (the engine linked it after the genesis head).
+        let head = opening
+            .as_ref()
+            .and_then(|e| e.link)
+            .map(|l| l.head())
+            .unwrap_or_default();
         let row = tx
             .query_opt(
-                "INSERT INTO wallets (wallet_id, user_id, balance, initial_balance, currency) VALUES ($1, $2, $3, 0, $4) \
+                "INSERT INTO wallets (wallet_id, user_id, balance, initial_balance, currency, head_seq, head_hash) \
+                 VALUES ($1, $2, $3, 0, $4, $6, $7) \
                  ON CONFLICT (user_id) DO NOTHING \
-                 RETURNING wallet_id, user_id, $5::uuid AS company_id, balance, currency, status, version, created_at, updated_at",
-                &[&wallet_id, &user_id, &balance.value(), &currency.as_str(), &company_id],
+                 RETURNING wallet_id, user_id, $5::uuid AS company_id, balance, currency, status, version, created_at, \
+                           updated_at, head_seq, head_hash",
+                &[
+                    &wallet_id,
+                    &user_id,
+                    &balance.value(),
+                    &currency.as_str(),
+                    &company_id,
+                    &head.seq,
+                    &&head.hash[..],
+                ],
             )
             .await
             .map_err(st)?;

@@ -11,6 +11,8 @@
 //!   `strict_input`: what is refused at the edge; `surface`: docs, problem pages, headers, histograms.
 //! - `concurrency`: many requests on one wallet, two instances over one database; `cache_redis`: the
 //!   shared wallet cache; `rate_limit`: 429s per caller.
+//! - `audit_chain`: the per-wallet hash chains, verify (HTTP and CLI) and checkpoints; each tampering in
+//!   SQL caught and named.
 //! - `lifecycle`: draining, readiness, idle actors; `store_errors`: opaque 5xx when the database fails.
 //! - `store`: the store driven directly: the claim fence (`store::claims`), the group committer
 //!   (`store::group_commit`), upkeep (`store::upkeep`).
@@ -23,6 +25,7 @@
 //! final answer was 2xx, a 2xx replay equal to the first byte for byte, and every balance equal to its
 //! ledger. Each prints a one-line JSON summary and appends it to `target/faults/summary.jsonl`.
 
+mod audit_chain;
 mod auth;
 mod budgets;
 mod cache_redis;

@@ -135,24 +135,38 @@ impl Draft {
     }
 
     /// The batch to commit, with the expiry of every hold whose time is up (any use of the wallet writes
-    /// it). One that only carries refusals leaves the wallet as it was, version included.
+    /// it), its audit rows, and every chained row linked after the wallet's head (`seal`). One that only
+    /// carries refusals leaves the wallet as it was, version and head included.
     pub(crate) fn into_batch(mut self) -> Batch {
         super::hold::expire_due(&mut self);
         let changes_wallet = !self.entries.is_empty()
             || !self.status_changes.is_empty()
             || !self.budget_creates.is_empty()
             || !self.budget_changes.is_empty()
-            || !self.hold_changes.is_empty();
+            || !self.hold_changes.is_empty()
+            // A hit's audit row is on the wallet's chain: it moves the head, so it bumps the version.
+            || !self.suspicious.is_empty();
         let mut after = self.sim;
+        let mut entries = self.entries;
+        let mut audit = super::seal::audit_events(&super::seal::Changes {
+            wallet_id: after.wallet_id,
+            status_changes: &self.status_changes,
+            budget_creates: &self.budget_creates,
+            budget_changes: &self.budget_changes,
+            hold_changes: &self.hold_changes,
+            suspicious: &self.suspicious,
+        });
         if changes_wallet {
             after.version = self.expected_version + 1;
             after.updated_at = Utc::now();
+            // The head the batch was planned from is the committed one: commands never move it.
+            after.head = super::seal::chain_batch(after.head, after.wallet_id, &mut entries, &mut audit);
         }
         Batch {
             wallet_id: after.wallet_id,
             expected_version: self.expected_version,
             after,
-            entries: self.entries,
+            entries,
             status_changes: self.status_changes,
             refusals: self.refusals,
             budget_creates: self.budget_creates,
@@ -160,6 +174,7 @@ impl Draft {
             alerts: self.alerts,
             hold_changes: self.hold_changes,
             suspicious: self.suspicious,
+            audit,
         }
     }
 }

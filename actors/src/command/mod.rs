@@ -9,6 +9,8 @@
 //!   is up.
 //! - `open.rs`: a new wallet's opening balance ([`plan_opening`]); no command, as no actor exists yet.
 //! - `draft.rs`: the `Draft` they plan into, and what each became in it (`Planned`, `Step`).
+//! - `seal.rs`: closing a batch for the hash chain: the audit rows of its non-money changes, and the
+//!   link (seq, prev_hash, hash) of each of its chained rows after the wallet's head.
 //!
 //! Each judges its command against the simulated wallet in a `Draft` (the batch being planned) and adds
 //! its rows there, or says why not with a [`Rejection`]; the refusal is then recorded for the audit log in
@@ -21,6 +23,7 @@ mod draft;
 pub mod hold;
 mod open;
 mod post;
+mod seal;
 mod status;
 mod transfer;
 
