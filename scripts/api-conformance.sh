@@ -10,7 +10,7 @@
 #   2. cargo build --bin wallet-service (debug, like the tests), then starts it on a free private port (PORT=0;
 #      the port is read from its log) against a fresh database created from TEST_DATABASE_URL, with an
 #      in-process event bus and cache.
-#   3. Seeds through the API: a user, their wallet (1000.00 USD), a budget, a credit and a second wallet, so that
+#   3. Seeds through the API: a user, their wallet (1000.00 USD), a budget, a credit, a hold and a second wallet, so that
 #      ids reach past 404s (passed to schemathesis as per-operation path and body overrides in a generated
 #      config file, target/api-conformance/schemathesis.toml).
 #   4. openapi-spec-validator on the served document; then schemathesis with the checks not_a_server_error,
@@ -196,7 +196,8 @@ OTHER_USER_ID="$(uuid)"
 call PUT "/users/$OTHER_USER_ID" "{\"email\":\"other@example.com\",\"company_id\":\"$COMPANY_ID\",\"role\":\"user\"}" 200 >/dev/null
 OTHER_WALLET_ID="$(call POST /wallets "{\"user_id\":\"$OTHER_USER_ID\",\"initial_balance\":\"1000.00\",\"currency\":\"USD\"}" 201 | field wallet_id)"
 call PUT "/budgets/$BUDGET_ID" '{"total_amount":"600.00","change_reason":"seed"}' 200 >/dev/null
-log "seeded user $USER_ID, wallet $WALLET_ID, budget $BUDGET_ID"
+HOLD_ID="$(call POST "/wallets/$WALLET_ID/holds" '{"amount":"5.00","reference_id":"seed-hold"}' 201 | field hold_id)"
+log "seeded user $USER_ID, wallet $WALLET_ID, budget $BUDGET_ID, hold $HOLD_ID"
 
 # ---- 4. validator and schemathesis -----------------------------------------------------------------------------
 curl -fsS "$BASE/openapi.json" -o "$WORK/openapi.json"
@@ -231,6 +232,10 @@ parameters = { budgetId = "$BUDGET_ID" }
 [[operations]]
 include-path = "/budgets"
 parameters = { "body.wallet_id" = "$WALLET_ID" }
+
+[[operations]]
+include-path-regex = "^/holds/"
+parameters = { holdId = "$HOLD_ID" }
 
 [[operations]]
 include-path = "/transfers"

@@ -34,6 +34,8 @@ pub enum BuildError {
     Cache(#[from] crate::cache::CacheConnectError),
     #[error("partitions: {0}")]
     Partitions(wallet_actors::StoreError),
+    #[error("chaining the ledger rows written before chains: {0}")]
+    Chain(wallet_actors::StoreError),
     #[error(transparent)]
     Engine(#[from] wallet_actors::EngineStartError),
     #[error("cannot bind port {port}: {source}")]
@@ -99,11 +101,21 @@ impl App {
         crate::store::db::ensure_partitions(&pool)
             .await
             .map_err(BuildError::Partitions)?;
+        // Before any actor loads a head: rows written before chains existed are chained once (sql/V10).
+        match crate::service::audit::Auditor::new(pool.clone())
+            .chain_unchained()
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(rows = n, "ledger rows written before chains are now chained"),
+            Err(e) => return Err(BuildError::Chain(e)),
+        }
         let limits = Limits {
             idle_timeout: config.actor_idle_timeout,
             max_live_actors: config.actor_max_live,
             alert_thresholds: Arc::from(config.alert_thresholds.as_slice()),
             hold_overcapture_percent: config.hold_overcapture_percent,
+            monitor: config.monitor.clone(),
             reply_timeout: config.timeouts.reply,
             ..Limits::default()
         };
@@ -174,6 +186,7 @@ impl App {
         let upkeep = tokio::spawn(partition_upkeep(ctx.service.store().pool.clone()));
         let sweep = tokio::spawn(budget_expiry(ctx.clone()));
         let hold_sweep = tokio::spawn(hold_expiry(ctx.service.clone()));
+        let checkpoints = tokio::spawn(audit_checkpoints(ctx.service.auditor()));
         let stop = tokio_util::sync::CancellationToken::new();
         let adapter = Arc::new(crate::events::Ctx {
             service: ctx.service.clone(),
@@ -208,6 +221,7 @@ impl App {
         upkeep.abort();
         sweep.abort();
         hold_sweep.abort();
+        checkpoints.abort();
         events.finish().await;
     }
 }
@@ -262,6 +276,23 @@ async fn hold_expiry(service: Arc<crate::service::Service>) {
             Ok(n) if n > 0 => info!(expired = n, "holds expired"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "hold expiry sweep failed; will retry"),
+        }
+    }
+}
+
+/// Writes an audit checkpoint periodically: the Merkle root over the wallet heads that moved since the
+/// last one (none written when none moved).
+async fn audit_checkpoints(auditor: crate::service::audit::Auditor) {
+    let mut tick = tokio::time::interval(crate::service::audit::CHECKPOINT_EVERY);
+    tick.tick().await; // the first tick is immediate: a checkpoint at every start is noise
+    loop {
+        tick.tick().await;
+        match auditor.create_checkpoint().await {
+            Ok(Some(c)) => {
+                info!(checkpoint_id = c.checkpoint_id, wallets = c.wallets, root = %c.root, "audit checkpoint written")
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "audit checkpoint failed; will retry"),
         }
     }
 }

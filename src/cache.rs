@@ -102,6 +102,8 @@ impl From<Cached> for WalletState {
             updated_at: c.updated_at,
             budgets: vec![],
             holds: c.holds,
+            // Not cached: only a wallet's actor needs its chain head, and it loads it from the store.
+            head: wallet_actors::chain::Head::default(),
         }
     }
 }
@@ -285,6 +287,7 @@ mod tests {
             updated_at: now,
             budgets: vec![],
             holds: vec![],
+            head: wallet_actors::chain::Head::default(),
         }
     }
 

@@ -79,6 +79,10 @@ pub struct Config {
     /// `HOLD_OVERCAPTURE_PERCENT`: how far past its amount a hold may be captured, in percent of the amount
     /// (a hotel's incidentals; default 0, at most `wallet_actors::command::hold::MAX_OVERCAPTURE_PERCENT`).
     pub hold_overcapture_percent: u8,
+    /// `SUSPICIOUS_DEBITS_PER_MINUTE`, `SUSPICIOUS_REFUSED_RUN`, `SUSPICIOUS_AMOUNT_FACTOR`,
+    /// `SUSPICIOUS_DISTINCT_CALLERS` (0 turns a rule's threshold to its default), `SUSPICIOUS_FREEZE`
+    /// (`true`: a hit freezes the wallet), `SUSPICIOUS_MONITORING` (`false`: no rule is evaluated).
+    pub monitor: wallet_actors::monitor::MonitorLimits,
     /// `RATE_LIMIT_PER_SECOND`: requests per second allowed to one caller (JWT `sub`), with bursts of
     /// [`RATE_LIMIT_BURST_FACTOR`] times that; beyond it 429 `RATE_LIMITED`. Unset or 0: no limit.
     pub rate_limit_per_second: Option<std::num::NonZeroU32>,
@@ -343,6 +347,7 @@ impl Config {
             Some(s) => parse_overcapture(&s)?,
             None => 0,
         };
+        let monitor = parse_monitor(&var)?;
         let rate_limit_per_second = match var("RATE_LIMIT_PER_SECOND") {
             Some(s) => std::num::NonZeroU32::new(s.parse::<u32>().map_err(|_| {
                 ConfigError::invalid("RATE_LIMIT_PER_SECOND", format!("must be a whole number, got {s:?}"))
@@ -389,11 +394,55 @@ impl Config {
             default_budgets,
             alert_thresholds,
             hold_overcapture_percent,
+            monitor,
             rate_limit_per_second,
             amqp_prefetch,
             timeouts,
         })
     }
+}
+
+/// The suspicious-activity rules from `SUSPICIOUS_*` (each threshold a whole number ≥ 1; flags `true` or
+/// `false`), defaults from `wallet_actors::monitor`.
+fn parse_monitor(var: &dyn Fn(&str) -> Option<String>) -> Result<wallet_actors::monitor::MonitorLimits, ConfigError> {
+    let mut m = wallet_actors::monitor::MonitorLimits::default();
+    let number = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+        match var(name) {
+            None => Ok(default),
+            Some(s) => s
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=wallet_actors::monitor::MAX_VELOCITY).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        name,
+                        format!(
+                            "must be a whole number 1..={}, got {s:?}",
+                            wallet_actors::monitor::MAX_VELOCITY
+                        ),
+                    )
+                }),
+        }
+    };
+    let flag = |name: &'static str, default: bool| -> Result<bool, ConfigError> {
+        match var(name).as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(ConfigError::invalid(
+                name,
+                format!("must be true or false, got {other:?}"),
+            )),
+        }
+    };
+    m.debits_per_minute = number("SUSPICIOUS_DEBITS_PER_MINUTE", m.debits_per_minute)?;
+    m.refused_run = number("SUSPICIOUS_REFUSED_RUN", m.refused_run)?;
+    m.amount_factor = number("SUSPICIOUS_AMOUNT_FACTOR", m.amount_factor)?;
+    m.distinct_callers = number("SUSPICIOUS_DISTINCT_CALLERS", m.distinct_callers)?;
+    m.freeze = flag("SUSPICIOUS_FREEZE", m.freeze)?;
+    m.enabled = flag("SUSPICIOUS_MONITORING", m.enabled)?;
+    Ok(m)
 }
 
 /// Parses `HOLD_OVERCAPTURE_PERCENT`: a whole percentage 0..=`MAX_OVERCAPTURE_PERCENT`.

@@ -17,12 +17,15 @@
 //!   and user events as use cases, inbox in the effect's commit: debits, holds, confirmations, refunds);
 //!   `service::budgets` (expiry sweep, default budgets); `service::holds` (place, capture, void through the
 //!   wallet's actor; hold reads; the expiry sweep); `service::batch` (bulk postings: independent items
-//!   through `Engine::execute_many`, atomic ones in one transaction, per-item derived Idempotency-Keys).
+//!   through `Engine::execute_many`, atomic ones in one transaction, per-item derived Idempotency-Keys);
+//!   `service::audit` (verify of the hash chains and checkpoints naming the first broken row,
+//!   checkpoints, the start-up chaining of pre-chain rows).
 //! - [`problem`]: problem documents (RFC 9457): the catalogue of codes, `ApiError` and its JSON text, and
 //!   `Answer`, what each failure of a use case answers (pure, so a recorded reply is the client's text).
 //! - [`http`]: the HTTP adapter: `http::Ctx` (auth, service, rate limit, metrics), routes, thin handlers
-//!   that parse, authorize, call one operation and render (`http::holds` for the hold routes, `http::batch` for `POST /transactions/batch` with its own
-//!   body limit); the
+//!   that parse, authorize, call one operation and render (`http::holds` for the hold routes,
+//!   `http::batch` for `POST /transactions/batch` with its own body limit, `http::audit` for
+//!   `GET /admin/audit/verify`); the
 //!   Idempotency-Key header as a `KeyRequest` and a keyed outcome as a reply; problem+json responses
 //!   (headers); OpenAPI; the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
 //! - [`events`]: the AMQP adapter: consumer (decode → `service` → ack), outbox relay with publisher
@@ -32,6 +35,7 @@
 //!   `store::holds`: open holds loaded with the wallet, a batch's hold rows and budget deltas, hold reads;
 //!   `store::bookings`: inbox, refused bookings, default-budget lock; `store::outbox`: the relay's pass;
 //!   `store::batch`: item key claims of a bulk posting, the atomic batch's transaction;
+//!   `store::audit`: the hash chains' and checkpoints' SQL, the start-up chaining step;
 //!   `store::read`: `col`, a column by name (`Corrupt`, never a panic);
 //!   `store::db`: pools with statement and lock timeouts, migrations (`sql/`, under an advisory lock),
 //!   partitions, pruning, readiness), users, wallets, history. Every SQL statement is under `store/`.

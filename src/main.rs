@@ -1,4 +1,4 @@
-//! The `wallet-service` binary: `serve` (default) or `dev-token`.
+//! The `wallet-service` binary: `serve` (default), `dev-token`, or `audit verify` / `audit checkpoint`.
 
 use std::time::Duration;
 
@@ -37,6 +37,29 @@ enum Cmd {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
+    /// The tamper-evident ledger, on DATABASE_URL.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recompute the hash chains (and checkpoints); exit non-zero naming the first broken row.
+    Verify {
+        /// Only this wallet's chain.
+        #[arg(long)]
+        wallet: Option<Uuid>,
+        /// Trust the database up to this checkpoint id: verify each wallet's rows after its head as of it.
+        #[arg(long)]
+        since: Option<i64>,
+    },
+    /// Print the latest checkpoint (with --create, first write one over the heads that moved).
+    Checkpoint {
+        #[arg(long)]
+        create: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,7 +72,72 @@ fn main() -> std::process::ExitCode {
             ttl,
         } => dev_token(&role, sub, company, ttl),
         Cmd::Serve => serve(),
+        Cmd::Audit { command } => audit(command),
     }
+}
+
+/// `audit verify` exits 0 when every chain verifies, 1 naming the first broken row, 2 when it could not
+/// run; `audit checkpoint` prints the latest checkpoint as JSON (`null` when there is none).
+fn audit(command: AuditCmd) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    use wallet_service::service::audit::{Auditor, Scope};
+    let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.trim().is_empty()) else {
+        eprintln!("audit needs DATABASE_URL");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        let auditor = match Auditor::connect(&url) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        match command {
+            AuditCmd::Verify { wallet, since } => match auditor.verify(Scope { wallet, since }).await {
+                Ok(v) => match &v.broken {
+                    None => {
+                        println!(
+                            "ok: {} wallets, {} rows, {} checkpoints verified",
+                            v.wallets, v.rows, v.checkpoints
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Some(b) => {
+                        println!("broken: {b}");
+                        ExitCode::from(1)
+                    }
+                },
+                Err(e) => {
+                    eprintln!("verify could not run: {e}");
+                    ExitCode::from(2)
+                }
+            },
+            AuditCmd::Checkpoint { create } => {
+                if create && let Err(e) = auditor.create_checkpoint().await {
+                    eprintln!("checkpoint could not be written: {e}");
+                    return ExitCode::from(2);
+                }
+                match auditor.latest_checkpoint().await {
+                    Ok(c) => {
+                        println!("{}", serde_json::to_string(&c).unwrap_or_default());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("checkpoint could not be read: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+        }
+    })
 }
 
 fn dev_token(role: &str, sub: Option<Uuid>, company: Option<Uuid>, ttl: u64) -> std::process::ExitCode {

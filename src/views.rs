@@ -209,13 +209,18 @@ pub struct HistoryItem {
 pub struct Pagination {
     pub page: u32,
     pub limit: u32,
-    pub total: i64,
+    /// How many rows match. A transaction history in cursor mode gives it on its first page only (counting
+    /// a long history again for every page is what makes offset pages slow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryPage {
     pub transactions: Vec<HistoryItem>,
     pub pagination: Pagination,
+    /// Pass as `cursor` for the next page (older rows); `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -338,6 +343,28 @@ impl OutboxEvent {
                 },
             ),
         }
+    }
+
+    /// `SuspiciousActivity` for a hit the wallet's actor recorded.
+    pub fn suspicious_activity(w: &WalletState, s: &wallet_actors::store::Suspicion) -> Self {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            wallet_id: Uuid,
+            user_id: Uuid,
+            rule: &'static str,
+            detail: &'a serde_json::Value,
+        }
+        OutboxEvent::new(
+            "SuspiciousActivity",
+            "suspicious.activity",
+            w.wallet_id,
+            Data {
+                wallet_id: w.wallet_id,
+                user_id: w.user_id,
+                rule: s.rule,
+                detail: &s.detail,
+            },
+        )
     }
 
     /// `TransactionCompleted` for a committed entry.
@@ -525,4 +552,32 @@ pub fn with_results(problem: &str, results: &[ItemResult]) -> String {
         Some(head) => format!("{head},\"results\":{}}}", batch_results(results)),
         None => problem.to_string(),
     }
+}
+
+/// The first broken row a verify found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BrokenRowView {
+    pub wallet_id: Option<Uuid>,
+    pub seq: Option<i64>,
+    /// `transactions`, `audit_log`, `wallets` (the head) or `audit_checkpoints`.
+    pub table: &'static str,
+    /// The row's id in its table (txn id, audit id, wallet id, checkpoint id).
+    pub id: String,
+    /// `hash_mismatch`, `missing_seq`, `order`, `head_mismatch`, `unchained`, `unknown_version`,
+    /// `checkpoint_mismatch` or `checkpoint_root`.
+    pub fault: &'static str,
+    /// The fault in words (`missing seq 3`).
+    pub what: String,
+}
+
+/// `GET /admin/audit/verify`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditVerifyView {
+    pub ok: bool,
+    pub wallets: u64,
+    pub rows: u64,
+    pub checkpoints: u64,
+    /// The first broken row; absent when `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken: Option<BrokenRowView>,
 }

@@ -51,6 +51,8 @@ pub struct Limits {
     /// How far past its amount a hold may be captured, in percent of the amount (`HOLD_OVERCAPTURE_PERCENT`,
     /// default 0, at most `command::hold::MAX_OVERCAPTURE_PERCENT`).
     pub hold_overcapture_percent: u8,
+    /// Suspicious-activity rules (`SUSPICIOUS_*`).
+    pub monitor: crate::monitor::MonitorLimits,
 }
 
 impl Default for Limits {
@@ -65,6 +67,7 @@ impl Default for Limits {
             max_live_actors: MAX_LIVE_ACTORS,
             alert_thresholds: Arc::from(DEFAULT_ALERT_THRESHOLDS.as_slice()),
             hold_overcapture_percent: 0,
+            monitor: crate::monitor::MonitorLimits::default(),
         }
     }
 }

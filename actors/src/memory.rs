@@ -71,6 +71,7 @@ impl MemoryStore {
             updated_at: now,
             budgets: vec![],
             holds: vec![],
+            head: crate::chain::Head::default(),
         };
         let mut d = self.lock();
         d.wallets.insert(id, w);

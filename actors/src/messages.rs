@@ -112,6 +112,8 @@ pub(crate) enum Flight {
         batch: Arc<Batch>,
         items: Vec<(Pending, Planned)>,
         result: Result<(), CommitError>,
+        /// The suspicious-activity sketch after the batch, adopted if it commits.
+        monitor: crate::monitor::Monitor,
     },
     Transfer {
         plan: Arc<TransferPlan>,

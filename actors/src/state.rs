@@ -7,6 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::chain::{Head, LedgerRow, Link};
 use crate::money::{Amount, Currency, UnknownName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,6 +112,9 @@ pub struct WalletState {
     /// past `expires_at` that no batch has expired yet (they reserve nothing from that instant on; see
     /// [`WalletState::held_at`]). At most `command::MAX_PENDING_HOLDS` (a new hold beyond is refused).
     pub holds: Vec<Hold>,
+    /// The wallet's hash-chain head (`wallets.head_seq`, `head_hash`): the last chained row's seq and hash.
+    /// Its actor extends it with every batch; the version guard of the row's UPDATE guards it too.
+    pub head: Head,
 }
 
 impl WalletState {
@@ -312,6 +316,30 @@ pub struct Entry {
     pub budgets: Vec<Uuid>,
     /// The hold a capture's DEBIT came from (`None` for every other row).
     pub hold_id: Option<Uuid>,
+    /// Its place on its wallet's hash chain, set when the batch is closed (`None` while planning, or when
+    /// the chain is switched off for a measurement).
+    pub link: Option<Link>,
+}
+
+impl<'a> From<&'a Entry> for LedgerRow<'a> {
+    fn from(e: &'a Entry) -> Self {
+        LedgerRow {
+            txn_id: e.txn_id,
+            wallet_id: e.wallet_id,
+            kind: e.kind.as_str(),
+            amount: e.amount.value(),
+            status: crate::chain::COMPLETED,
+            balance_after: e.balance_after.value(),
+            description: e.description.as_deref(),
+            reference_type: e.reference_type.as_deref(),
+            reference_id: e.reference_id.as_deref(),
+            metadata: e.metadata.as_ref(),
+            actor_id: Some(e.origin.actor_id),
+            actor_role: Some(e.origin.role.as_str()),
+            hold_id: e.hold_id,
+            created_at: e.created_at,
+        }
+    }
 }
 
 /// A new transaction id and its creation time, which is the id's own millisecond timestamp.

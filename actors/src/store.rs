@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::chain::Link;
 use crate::money::Amount;
 use crate::outcome::Rejection;
 use crate::state::{Entry, Hold, Origin, WalletState, WalletStatus};
@@ -109,6 +110,56 @@ pub struct Batch {
     /// Holds placed, captured and released in this batch, in order (a hold may appear more than once:
     /// its last change is its row's final state).
     pub hold_changes: Vec<HoldChange>,
+    /// Suspicious activity seen while planning (`monitor`): a `SuspiciousActivity` event each (their audit
+    /// rows are among `audit`, on the chain).
+    pub suspicious: Vec<Suspicion>,
+    /// The audit rows on the wallet's chain: one per status change, budget created or changed, hold placed
+    /// or released, in that order (and one per suspicious-activity hit). Refusals are not on
+    /// the chain: they change nothing (they are still audited, from `refusals`).
+    pub audit: Vec<AuditEvent>,
+}
+
+/// An audited non-money event of the wallet, as its `audit_log` row will be written, with its place on the
+/// wallet's chain. Built by the engine when it closes the batch (`command::seal`), so that what is hashed
+/// is exactly what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub action: &'static str,
+    pub target_type: &'static str,
+    pub target_id: String,
+    pub outcome: &'static str,
+    pub detail: serde_json::Value,
+    pub actor_id: Uuid,
+    pub actor_role: String,
+    /// In whole microseconds (`chain::stored_instant`), as `audit_log.at` keeps it.
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub link: Option<Link>,
+}
+
+impl AuditEvent {
+    /// The row as the chain encodes it.
+    pub fn chain_row(&self, wallet_id: Uuid) -> crate::chain::AuditRow<'_> {
+        crate::chain::AuditRow {
+            wallet_id,
+            action: self.action,
+            target_type: self.target_type,
+            target_id: &self.target_id,
+            outcome: self.outcome,
+            detail: Some(&self.detail),
+            actor_id: Some(self.actor_id),
+            actor_role: &self.actor_role,
+            at: self.at,
+        }
+    }
+}
+
+/// A suspicious-activity hit, as the store writes its event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suspicion {
+    pub rule: &'static str,
+    pub detail: serde_json::Value,
+    /// Who sent the command that was judged when the rule fired.
+    pub origin: Origin,
 }
 
 /// One change of a hold, with what it does to the budgets it is charged to.
@@ -191,6 +242,7 @@ impl Batch {
             || !self.budget_creates.is_empty()
             || !self.budget_changes.is_empty()
             || !self.hold_changes.is_empty()
+            || !self.suspicious.is_empty()
     }
 
     /// The committed state of a budget after this batch.
@@ -203,11 +255,15 @@ impl Batch {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransferPlan {
     pub expected_version: i64,
-    /// The source wallet after the debit leg.
+    /// The source wallet after the debit leg (its chain head after `out`).
     pub source_after: WalletState,
-    /// The TRANSFER_OUT row (its `balance_after` is final).
+    /// The TRANSFER_OUT row (its `balance_after` and link are final).
     pub out: Entry,
-    /// The TRANSFER_IN row; the store fills in `balance_after` from the destination's locked row.
+    /// The TRANSFER_IN row; the store fills in `balance_after` from the destination's locked row, and its
+    /// link on the destination's chain from that row's head (`chain::link`): the one row not chained by
+    /// its own wallet's actor. It is still chained by the one writer of that chain at that instant: the
+    /// transfer's transaction holds the destination row's lock (`FOR UPDATE`) from reading the head to
+    /// writing the new one, and the destination's version moves with it, so its own actor re-plans.
     pub incoming: Entry,
 }
 

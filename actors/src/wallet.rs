@@ -52,6 +52,8 @@ pub struct WalletActorState {
     pending: VecDeque<Pending>,
     in_flight: bool,
     conflict_retries: u32,
+    /// Suspicious-activity sketch of the committed history (a batch's copy is adopted when it commits).
+    monitor: crate::monitor::Monitor,
     store: Arc<dyn WalletStore>,
     limits: Limits,
     retire: RetireHandle,
@@ -73,6 +75,7 @@ impl Actor for WalletActor {
             pending: VecDeque::new(),
             in_flight: false,
             conflict_retries: 0,
+            monitor: crate::monitor::Monitor::default(),
             store: args.store,
             limits: args.limits,
             retire: args.retire,
@@ -189,7 +192,8 @@ impl WalletActorState {
             &self.wallet,
             self.limits.alert_thresholds.clone(),
             self.limits.hold_overcapture_percent,
-        );
+        )
+        .watched(self.monitor.clone(), self.limits.monitor.clone());
         let mut items: Vec<(Pending, Planned)> = Vec::new();
         while items.len() < self.limits.max_batch {
             let Some(front) = self.pending.front() else { break };
@@ -253,10 +257,12 @@ impl WalletActorState {
         if items.is_empty() {
             return None;
         }
+        let monitor = std::mem::take(&mut draft.monitor);
         Some(Flight::Batch {
             batch: Arc::new(draft.into_batch()),
             items,
             result: Ok(()),
+            monitor,
         })
     }
 
@@ -272,7 +278,9 @@ impl WalletActorState {
                 outcome_unknown: true,
             };
             let flight = match flight {
-                Flight::Batch { batch, items, .. } => {
+                Flight::Batch {
+                    batch, items, monitor, ..
+                } => {
                     let started = std::time::Instant::now();
                     let result = AssertUnwindSafe(store.commit(&batch))
                         .catch_unwind()
@@ -282,7 +290,12 @@ impl WalletActorState {
                     metrics::histogram!("wallet_group_commit_batch_size").record(items.len() as f64);
                     metrics::histogram!("wallet_commit_duration_seconds", "outcome" => outcome)
                         .record(started.elapsed().as_secs_f64());
-                    Flight::Batch { batch, items, result }
+                    Flight::Batch {
+                        batch,
+                        items,
+                        result,
+                        monitor,
+                    }
                 }
                 Flight::Transfer { plan, item, .. } => {
                     let result = AssertUnwindSafe(store.transfer(&plan))
@@ -306,7 +319,20 @@ impl WalletActorState {
     /// Applies a finished flight: answer callers, or put commands back for another attempt.
     fn settle(&mut self, flight: Flight) {
         match flight {
-            Flight::Batch { batch, items, result } => self.settle_batch(&batch, items, result),
+            Flight::Batch {
+                batch,
+                items,
+                result,
+                monitor,
+            } => {
+                if result.is_ok() {
+                    self.monitor = monitor;
+                    for s in &batch.suspicious {
+                        metrics::counter!("wallet_suspicious_activity_total", "rule" => s.rule).increment(1);
+                    }
+                }
+                self.settle_batch(&batch, items, result)
+            }
             Flight::Transfer { plan, item, result } => self.settle_transfer(&plan, item, result),
         }
     }

@@ -631,6 +631,7 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
             origin: Origin::default(),
             budgets: vec![],
             hold_id: None,
+            link: None,
         }
     };
     let mut after = before.clone();
@@ -647,6 +648,8 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
         budget_changes: vec![],
         alerts: vec![],
         hold_changes: vec![],
+        suspicious: vec![],
+        audit: vec![],
     };
 
     match store.commit(&batch).await {
@@ -1252,4 +1255,32 @@ fn postings_planned_outside_the_actor_cannot_debit_what_an_open_hold_reserves() 
     );
     assert_eq!(planned.outcomes[1], Ok(0), "the 2.00 not held may be debited");
     assert_eq!(planned.batch.after.balance, amt("8.00"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actor_chains_every_row_of_its_wallet_after_the_head_it_holds() {
+    let store = Arc::new(MemoryStore::new());
+    let w = store.create_wallet(amt("100.00"), Currency::Usd);
+    let engine = start(&store, Limits::default()).await;
+    // Several commands at once, so some share a batch: the links run on across batches.
+    let tasks: Vec<_> = (0..6).map(|_| spawn_execute(&engine, w, debit("1.00"))).collect();
+    for t in tasks {
+        posted(t.await.unwrap());
+    }
+    engine.execute(w, set_status(WalletStatus::Frozen)).await.unwrap();
+
+    let mut entries = store.entries(w);
+    entries.sort_by_key(|e| e.link.map(|l| l.seq));
+    let mut head = wallet_actors::chain::Head::default();
+    for e in &entries {
+        let link = e.link.expect("every entry is chained");
+        assert_eq!((link.seq, link.prev_hash), (head.seq + 1, head.hash));
+        let row = wallet_actors::chain::Row::Ledger(e.into());
+        assert_eq!(wallet_actors::chain::hash(1, &link.prev_hash, &row), Some(link.hash));
+        head = link.head();
+    }
+    // The status change's audit row is the last link: one past the last entry.
+    let committed = store.wallet(w).unwrap();
+    assert_eq!(committed.head.seq, head.seq + 1);
+    assert_ne!(committed.head.hash, head.hash);
 }

@@ -191,6 +191,7 @@ impl Target {
             default_budgets: vec![],
             alert_thresholds: wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
             hold_overcapture_percent: 0,
+            monitor: wallet_actors::monitor::MonitorLimits::default(),
             rate_limit_per_second: None,
             amqp_prefetch: o.prefetch,
             timeouts: Default::default(),

@@ -275,7 +275,7 @@ pub async fn list(ctx: Arc<Ctx>, auth: RawHeader, wallet_id: Uuid, query: String
             pagination: Pagination {
                 page: filter.page,
                 limit: filter.limit,
-                total,
+                total: Some(total),
             },
         },
     ))

@@ -8,6 +8,7 @@
 //! is infallible, so no rejection ever reaches warp's default rendering (which showed a rejection's
 //! `Debug` text); there is no `recover` left to get wrong.
 
+pub mod audit;
 pub mod batch;
 pub mod budgets;
 pub mod docs;
@@ -254,6 +255,14 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .boxed();
 
+    let audit_verify = warp::path!("admin" / "audit" / "verify")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_query())
+        .then(|ctx, auth, q| async move { respond(audit::verify(ctx, auth, q).await) })
+        .boxed();
+
     let ops = health
         .or(ready)
         .unify()
@@ -293,6 +302,8 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .or(hold_routes)
         .unify()
+        .or(audit_verify)
+        .unify()
         .or(warp::path::full().and(warp::method()).map(unmatched))
         .unify()
         .with(warp::log::custom(move |info| metrics_ctx.observe(info)))
@@ -324,6 +335,7 @@ pub fn route_of(path: &str) -> Option<RouteInfo> {
         (Some("problems"), Some(_), None, _) => r("/problems/{slug}", "GET"),
         (Some("transfers"), None, _, _) => r("/transfers", "POST"),
         (Some("transactions"), Some("batch"), None, _) => r("/transactions/batch", "POST"),
+        (Some("admin"), Some("audit"), Some("verify"), None) => r("/admin/audit/verify", "GET"),
         (Some("wallets"), None, _, _) => r("/wallets", "POST"),
         (Some("budgets"), None, _, _) => r("/budgets", "POST"),
         (Some("users"), u, None, _) if id(u) => r("/users/{id}", "PUT"),

@@ -7,6 +7,8 @@
 //!
 //! - here: [`Service`] — money (post, transfer, status, budgets through the wallet's actor), wallets, users,
 //!   reads (history, budgets), readiness and the engine's drain.
+//! - [`audit`]: the tamper-evident ledger: verify (the chains and checkpoints, the first broken row named),
+//!   checkpoints, the start-up chaining of pre-chain rows.
 //! - [`bookings`]: the booking and user events as use cases (debit, refund, user + wallet + default budgets),
 //!   each with its inbox row in the effect's commit.
 //! - [`budgets`]: budget views, the expiry sweep and the default budgets of new users.
@@ -17,6 +19,7 @@
 //!   and capture a hold): claim, replay, the refusal's problem document recorded as the reply, release,
 //!   resolution of unknown outcomes.
 
+pub mod audit;
 pub mod batch;
 pub mod bookings;
 pub mod budgets;
@@ -110,6 +113,11 @@ impl Service {
     #[doc(hidden)]
     pub fn store(&self) -> &PgStore {
         &self.store
+    }
+
+    /// The audit use cases (verify, checkpoints) over the service's pool.
+    pub fn auditor(&self) -> audit::Auditor {
+        audit::Auditor::new(self.store.pool.clone())
     }
 
     /// The engine, for tests and metrics.
@@ -339,7 +347,7 @@ impl Service {
         &self,
         wallet_id: Uuid,
         filter: &HistoryFilter,
-    ) -> Result<(Vec<crate::views::HistoryItem>, i64), StoreError> {
+    ) -> Result<crate::store::HistoryPage, StoreError> {
         self.store.history(wallet_id, filter).await
     }
 

@@ -58,15 +58,18 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
         return Err(CommitError::ClaimsLost(lost));
     }
     if batch.changes_wallet() {
+        // The chain head moves in the same guarded UPDATE: the version check is what stops two processes
+        // that planned from one head from both committing (a fork of the wallet's chain).
         let stmt = tx
             .prepare_cached(
                 "UPDATE wallets SET balance = $2, status = $3, version = $4, updated_at = $5, \
-                        reserved = $7, hold_expires_at = $8 \
+                        reserved = $7, hold_expires_at = $8, head_seq = $9, head_hash = $10 \
                  WHERE wallet_id = $1 AND version = $6",
             )
             .await
             .map_err(batch_err)?;
         let a = &batch.after;
+        let head_hash = a.head.hash.to_vec();
         let n = tx
             .execute(
                 &stmt,
@@ -79,6 +82,8 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
                     &batch.expected_version,
                     &a.reserved().value(),
                     &a.next_hold_expiry(),
+                    &a.head.seq,
+                    &head_hash,
                 ],
             )
             .await
@@ -263,6 +268,8 @@ fn is_plain(b: &Batch) -> bool {
         && b.budget_changes.is_empty()
         && b.alerts.is_empty()
         && b.hold_changes.is_empty()
+        && b.suspicious.is_empty()
+        && b.audit.is_empty()
         && b.entries.iter().all(|e| {
             e.budgets.is_empty()
                 && matches!(e.kind, TxnType::Debit | TxnType::Credit)
@@ -282,9 +289,18 @@ fn unnest(types: &[&str], first: usize) -> String {
 
 /// Column types of each section of the plain statement, in parameter order. A section's last column is
 /// the wallet its row belongs to (wallet updates: the wallet itself).
-const WALLET_TYPES: [&str; 6] = ["uuid", "numeric", "int8", "int8", "timestamptz", "int4"];
+const WALLET_TYPES: [&str; 8] = [
+    "uuid",
+    "numeric",
+    "int8",
+    "int8",
+    "timestamptz",
+    "int4",
+    "int8",
+    "bytea",
+];
 const KEY_TYPES: [&str; 6] = ["uuid", "text", "text", "text", "uuid", "numeric"];
-const ENTRY_TYPES: [&str; 12] = [
+const ENTRY_TYPES: [&str; 16] = [
     "uuid",
     "uuid",
     "numeric",
@@ -297,6 +313,10 @@ const ENTRY_TYPES: [&str; 12] = [
     "timestamptz",
     "uuid",
     "text",
+    "int8",
+    "bytea",
+    "bytea",
+    "int2",
 ];
 const EVENT_TYPES: [&str; 6] = ["uuid", "text", "text", "uuid", "text", "uuid"];
 const REPLY_TYPES: [&str; 7] = ["uuid", "text", "text", "int2", "text", "uuid", "uuid"];
@@ -331,7 +351,9 @@ static PLAIN_STATEMENTS: [OnceLock<String>; 16] = [const { OnceLock::new() }; 16
 /// returned. A wallet is left out of `upd` when its version moved on, or when one of its batch's
 /// reference keys is already taken: any write that takes a key of a wallet also bumps that wallet's
 /// version in the same transaction, so a key taken after our snapshot makes the version check fail, and
-/// one taken before it is seen by `NOT EXISTS`. The statement returns the wallets it updated. Parameters
+/// one taken before it is seen by `NOT EXISTS`. The same guarded `UPDATE` moves each wallet's chain head
+/// (`head_seq`, `head_hash`) with its chained ledger rows, so no two processes extend one head (no fork).
+/// The statement returns the wallets it updated. Parameters
 /// come section by section, in the order of the `*_TYPES` above, present sections only.
 fn plain_statement(with: Sections) -> &'static str {
     PLAIN_STATEMENTS[with.index()].get_or_init(|| {
@@ -376,8 +398,9 @@ fn plain_statement(with: Sections) -> &'static str {
             ""
         };
         ctes.push(format!(
-            "upd AS (UPDATE wallets w SET balance = v.b, version = v.nv, updated_at = v.at \
-               FROM {wallets} AS v(id, b, nv, ev, at, nr) \
+            "upd AS (UPDATE wallets w SET balance = v.b, version = v.nv, updated_at = v.at, \
+                    head_seq = v.hs, head_hash = v.hh \
+               FROM {wallets} AS v(id, b, nv, ev, at, nr, hs, hh) \
               WHERE w.wallet_id = v.id AND w.version = v.ev{not_taken}{fenced} \
              RETURNING w.wallet_id)"
         ));
@@ -448,10 +471,14 @@ async fn write_plain_statement(
     let version: Vec<i64> = batches.iter().map(|b| b.after.version).collect();
     let expected: Vec<i64> = batches.iter().map(|b| b.expected_version).collect();
     let at: Vec<chrono::DateTime<chrono::Utc>> = batches.iter().map(|b| b.after.updated_at).collect();
+    let head_seq: Vec<i64> = batches.iter().map(|b| b.after.head.seq).collect();
+    let head_hash: Vec<&[u8]> = batches.iter().map(|b| &b.after.head.hash[..]).collect();
     let rows = GroupRows::of(batches);
     let keys = KeyCols::of(&rows.entries);
     let entries = EntryCols::of(&rows.entries);
     let (events, replies, inbox, audit) = (rows.events(), rows.replies(), rows.inbox(), rows.audit());
+    // Plain batches carry no chained audit rows (`is_plain`): the statement's audit section has no chain.
+    debug_assert!(!audit.any_chained());
     let replies_of: Vec<i32> = {
         let mut n: std::collections::HashMap<Uuid, i32> = std::collections::HashMap::new();
         for w in &replies.wallet {
@@ -466,7 +493,16 @@ async fn write_plain_statement(
         audit: !audit.wallet.is_empty(),
     };
 
-    let mut params: Vec<Param<'_>> = vec![&wallet_id, &balance, &version, &expected, &at, &replies_of];
+    let mut params: Vec<Param<'_>> = vec![
+        &wallet_id,
+        &balance,
+        &version,
+        &expected,
+        &at,
+        &replies_of,
+        &head_seq,
+        &head_hash,
+    ];
     if with.keys {
         params.extend(keys.params());
     }

@@ -6,6 +6,8 @@
 //! in `transaction_references`. A batch writes its rows with set-based `unnest` inserts, so the number
 //! of statements per commit does not grow with the batch.
 //!
+//! - `audit`: the tamper-evident ledger's SQL: chaining pre-chain rows at start, reading a wallet's chain
+//!   for verify, checkpoints over the wallets' heads (what is hashed is `wallet_actors::chain`'s).
 //! - `committer`: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
 //! - `read`: `col`, a column read by name; a missing or mistyped one is `StoreError::Corrupt`, not a panic.
 //! - `rows`: what a commit writes besides the wallet row (ledger rows, references, outbox, replies,
@@ -15,6 +17,7 @@
 //! - here: [`PgStore`] (the engine's `WalletStore`: loads, commits through the committer, transfers) and
 //!   the reads and writes of the HTTP handlers (users, wallets, history, idempotency keys).
 
+pub mod audit;
 mod batch;
 mod bookings;
 mod budgets;
@@ -46,6 +49,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tracing::warn;
 use uuid::Uuid;
+use wallet_actors::chain::{Hash, Head};
 use wallet_actors::store::{Batch, CommitError, StoreError, TransferError, TransferPlan, WalletStore};
 use wallet_actors::{Amount, Currency, Entry, Origin, Rejection, TxnType, WalletState, WalletStatus};
 
@@ -206,8 +210,24 @@ pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-const WALLET_COLUMNS: &str =
-    "w.wallet_id, w.user_id, u.company_id, w.balance, w.currency, w.status, w.version, w.created_at, w.updated_at";
+const WALLET_COLUMNS: &str = "w.wallet_id, w.user_id, u.company_id, w.balance, w.currency, w.status, w.version, \
+     w.created_at, w.updated_at, w.head_seq, w.head_hash";
+
+/// A chain head read from its `head_seq` and `head_hash` columns (any prefix: `head_` or none).
+pub(crate) fn head_from_row(row: &tokio_postgres::Row, seq: &str, hash: &str) -> Result<Head, StoreError> {
+    let bytes: Vec<u8> = col(row, hash)?;
+    Ok(Head {
+        seq: col(row, seq)?,
+        hash: to_hash(&bytes)?,
+    })
+}
+
+/// A stored SHA-256 digest (32 bytes), or `Corrupt`.
+pub(crate) fn to_hash(bytes: &[u8]) -> Result<Hash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("a stored hash has {} bytes, not 32", bytes.len())))
+}
 
 fn wallet_from_row(row: &tokio_postgres::Row) -> Result<WalletState, StoreError> {
     let balance: Decimal = row.try_get("balance").map_err(corrupt)?;
@@ -225,6 +245,7 @@ fn wallet_from_row(row: &tokio_postgres::Row) -> Result<WalletState, StoreError>
         updated_at: row.try_get("updated_at").map_err(corrupt)?,
         budgets: vec![],
         holds: vec![],
+        head: head_from_row(row, "head_seq", "head_hash")?,
     })
 }
 
@@ -277,7 +298,8 @@ impl WalletStore for PgStore {
         // Lock both rows in wallet-id order: two opposite transfers can never wait on each other in a cycle.
         let stmt = tx
             .prepare_cached(
-                "SELECT wallet_id, balance, currency, status, version FROM wallets WHERE wallet_id = ANY($1) ORDER BY wallet_id FOR UPDATE",
+                "SELECT wallet_id, balance, currency, status, version, head_seq, head_hash FROM wallets \
+                 WHERE wallet_id = ANY($1) ORDER BY wallet_id FOR UPDATE",
             )
             .await
             .map_err(fail)?;
@@ -329,6 +351,12 @@ impl WalletStore for PgStore {
             };
             let mut incoming = plan.incoming.clone();
             incoming.balance_after = d_after;
+            // The one row chained outside its wallet's actor: the destination's row is locked above until
+            // this transaction ends, so this is its chain's only writer now; the version bump below makes
+            // its actor re-plan from the new head (see `TransferPlan::incoming`).
+            let d_head = head_from_row(d, "head_seq", "head_hash").map_err(unreadable)?;
+            let link = wallet_actors::chain::link(d_head, &wallet_actors::chain::Row::Ledger((&incoming).into()));
+            incoming.link = Some(link);
             Ok(incoming)
         }
         .await;
@@ -362,17 +390,38 @@ impl WalletStore for PgStore {
         }
         let stmt = tx
             .prepare_cached(
-                "UPDATE wallets SET balance = $2, version = version + 1, updated_at = $3 WHERE wallet_id = $1",
+                "UPDATE wallets SET balance = $2, version = version + 1, updated_at = $3, head_seq = $4, head_hash = $5 \
+                 WHERE wallet_id = $1",
             )
             .await
             .map_err(fail)?;
         let now = plan.source_after.updated_at;
-        tx.execute(&stmt, &[&src, &plan.source_after.balance.value(), &now])
-            .await
-            .map_err(fail)?;
-        tx.execute(&stmt, &[&dst, &incoming.balance_after.value(), &now])
-            .await
-            .map_err(fail)?;
+        let src_head = plan.source_after.head;
+        let dst_head = incoming.link.map(|l| l.head()).unwrap_or_default();
+        tx.execute(
+            &stmt,
+            &[
+                &src,
+                &plan.source_after.balance.value(),
+                &now,
+                &src_head.seq,
+                &&src_head.hash[..],
+            ],
+        )
+        .await
+        .map_err(fail)?;
+        tx.execute(
+            &stmt,
+            &[
+                &dst,
+                &incoming.balance_after.value(),
+                &now,
+                &dst_head.seq,
+                &&dst_head.hash[..],
+            ],
+        )
+        .await
+        .map_err(fail)?;
         insert_entries(&tx, &legs).await.map_err(fail)?;
         let events = [
             OutboxEvent::transaction_completed(&plan.out),
@@ -440,6 +489,58 @@ pub struct HistoryFilter {
     pub status: Option<String>,
     pub page: u32,
     pub limit: u32,
+    /// Keyset paging: only rows after this one in the history's order (older, or as old with a smaller id);
+    /// `page` is then ignored.
+    pub after: Option<HistoryCursor>,
+    /// Count the matching rows (a page request, or the first page of a cursor walk).
+    pub count: bool,
+}
+
+/// Where a keyset walk of a history stands: the last row seen, in the order the history is listed
+/// (`created_at DESC, txn_id DESC`, which the `(wallet_id, created_at DESC, txn_id DESC)` index serves).
+/// Rows inserted during the walk are newer than any cursor, so a walk sees every row that existed when it
+/// started exactly once, however long it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub created_at: DateTime<Utc>,
+    pub txn_id: Uuid,
+}
+
+/// A text that is no cursor this service issued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("is not a cursor this service issued (use the next_cursor of a reply)")]
+pub struct BadCursor;
+
+impl HistoryCursor {
+    /// Opaque to clients: base64url of the row's microsecond timestamp and id.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let mut bytes = Vec::with_capacity(24);
+        bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
+        bytes.extend_from_slice(self.txn_id.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    pub fn decode(text: &str) -> Result<HistoryCursor, BadCursor> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| BadCursor)?;
+        let (micros, id) = bytes.split_at_checked(8).ok_or(BadCursor)?;
+        let micros = i64::from_be_bytes(micros.try_into().map_err(|_| BadCursor)?);
+        Ok(HistoryCursor {
+            created_at: DateTime::from_timestamp_micros(micros).ok_or(BadCursor)?,
+            txn_id: Uuid::from_slice(id).map_err(|_| BadCursor)?,
+        })
+    }
+}
+
+/// A page of a history: its rows, how many match (when counted), and where the next page starts.
+#[derive(Debug)]
+pub struct HistoryPage {
+    pub items: Vec<crate::views::HistoryItem>,
+    pub total: Option<i64>,
+    pub next: Option<HistoryCursor>,
 }
 
 impl PgStore {
@@ -526,16 +627,33 @@ impl PgStore {
             updated_at: now,
             budgets: vec![],
             holds: vec![],
+            head: Head::default(),
         };
         let opening = open(&blank).map_err(CreateWalletError::Refused)?;
         let initial = opening.as_ref().map_or(Amount::ZERO, |e| e.amount);
         let balance = opening.as_ref().map_or(Amount::ZERO, |e| e.balance_after);
+        // The opening entry is the chain's first row (the engine linked it after the genesis head).
+        let head = opening
+            .as_ref()
+            .and_then(|e| e.link)
+            .map(|l| l.head())
+            .unwrap_or_default();
         let row = tx
             .query_opt(
-                "INSERT INTO wallets (wallet_id, user_id, balance, initial_balance, currency) VALUES ($1, $2, $3, 0, $4) \
+                "INSERT INTO wallets (wallet_id, user_id, balance, initial_balance, currency, head_seq, head_hash) \
+                 VALUES ($1, $2, $3, 0, $4, $6, $7) \
                  ON CONFLICT (user_id) DO NOTHING \
-                 RETURNING wallet_id, user_id, $5::uuid AS company_id, balance, currency, status, version, created_at, updated_at",
-                &[&wallet_id, &user_id, &balance.value(), &currency.as_str(), &company_id],
+                 RETURNING wallet_id, user_id, $5::uuid AS company_id, balance, currency, status, version, created_at, \
+                           updated_at, head_seq, head_hash",
+                &[
+                    &wallet_id,
+                    &user_id,
+                    &balance.value(),
+                    &currency.as_str(),
+                    &company_id,
+                    &head.seq,
+                    &&head.hash[..],
+                ],
             )
             .await
             .map_err(st)?;
@@ -620,52 +738,66 @@ impl PgStore {
     }
 
     /// One page of a wallet's history, newest first, and the total matching.
-    pub async fn history(
-        &self,
-        wallet_id: Uuid,
-        f: &HistoryFilter,
-    ) -> Result<(Vec<crate::views::HistoryItem>, i64), StoreError> {
+    pub async fn history(&self, wallet_id: Uuid, f: &HistoryFilter) -> Result<HistoryPage, StoreError> {
         let c = self.read.get().await.map_err(unavailable)?;
         let kind = f.kind.map(|k| k.as_str());
-        let offset = i64::from(f.page.saturating_sub(1)) * i64::from(f.limit);
-        let limit = i64::from(f.limit);
+        let offset = if f.after.is_some() {
+            0
+        } else {
+            i64::from(f.page.saturating_sub(1)) * i64::from(f.limit)
+        };
+        // One row more than the page: whether there is a next page, without counting.
+        let fetch = i64::from(f.limit) + 1;
+        let (after_at, after_id) = (f.after.map(|a| a.created_at), f.after.map(|a| a.txn_id));
         let filter = "wallet_id = $1 AND ($2::timestamptz IS NULL OR created_at >= $2) AND ($3::timestamptz IS NULL OR created_at < $3) \
                       AND ($4::text IS NULL OR type = $4) AND ($5::text IS NULL OR status = $5)";
         let rows = c
             .query(
                 &format!(
                     "SELECT txn_id, amount, type, description, reference_id, reference_type, status, balance_after, created_at \
-                     FROM transactions WHERE {filter} ORDER BY created_at DESC, txn_id DESC LIMIT $6 OFFSET $7"
+                     FROM transactions WHERE {filter} AND ($8::timestamptz IS NULL OR (created_at, txn_id) < ($8, $9::uuid)) \
+                     ORDER BY created_at DESC, txn_id DESC LIMIT $6 OFFSET $7"
                 ),
-                &[&wallet_id, &f.from, &f.until, &kind, &f.status, &limit, &offset],
+                &[&wallet_id, &f.from, &f.until, &kind, &f.status, &fetch, &offset, &after_at, &after_id],
             )
             .await
             .map_err(unavailable)?;
-        let total: i64 = c
-            .query_one(
-                &format!("SELECT count(*) AS total FROM transactions WHERE {filter}"),
-                &[&wallet_id, &f.from, &f.until, &kind, &f.status],
-            )
-            .await
-            .map_err(unavailable)
-            .and_then(|r| col(&r, "total"))?;
-        let items = rows
-            .iter()
-            .map(|r| {
-                Ok(crate::views::HistoryItem {
-                    txn_id: col(r, "txn_id")?,
-                    amount: fmt_amount(col(r, "amount")?),
-                    r#type: col(r, "type")?,
-                    description: col(r, "description")?,
-                    reference_id: col(r, "reference_id")?,
-                    reference_type: col(r, "reference_type")?,
-                    status: col(r, "status")?,
-                    balance_after: fmt_amount(col(r, "balance_after")?),
-                    created_at: crate::views::ts(col(r, "created_at")?),
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok((items, total))
+        let total = if f.count {
+            let row = c
+                .query_one(
+                    &format!("SELECT count(*) AS total FROM transactions WHERE {filter}"),
+                    &[&wallet_id, &f.from, &f.until, &kind, &f.status],
+                )
+                .await
+                .map_err(unavailable)?;
+            Some(col(&row, "total")?)
+        } else {
+            None
+        };
+        let more = rows.len() > f.limit as usize;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for r in rows.iter().take(f.limit as usize) {
+            let created_at: DateTime<Utc> = col(r, "created_at")?;
+            let txn_id: Uuid = col(r, "txn_id")?;
+            last = Some(HistoryCursor { created_at, txn_id });
+            items.push(crate::views::HistoryItem {
+                txn_id,
+                amount: fmt_amount(col(r, "amount")?),
+                r#type: col(r, "type")?,
+                description: col(r, "description")?,
+                reference_id: col(r, "reference_id")?,
+                reference_type: col(r, "reference_type")?,
+                status: col(r, "status")?,
+                balance_after: fmt_amount(col(r, "balance_after")?),
+                created_at: crate::views::ts(created_at),
+            });
+        }
+        Ok(HistoryPage {
+            items,
+            total,
+            next: if more { last } else { None },
+        })
     }
 
     pub async fn audit(&self, row: AuditRow) -> Result<(), StoreError> {

@@ -13,6 +13,8 @@ use serde_json::json;
 use tokio_postgres::types::ToSql;
 use tracing::warn;
 use uuid::Uuid;
+use wallet_actors::chain::{CHAIN_VERSION, Link};
+use wallet_actors::store::AuditEvent;
 use wallet_actors::store::{Batch, CommitError, HoldEvent};
 use wallet_actors::{Amount, Entry, Origin, TxnType};
 
@@ -55,6 +57,27 @@ impl AuditRow {
     }
 }
 
+impl From<&AuditEvent> for AuditRow {
+    fn from(e: &AuditEvent) -> Self {
+        AuditRow {
+            actor_id: Some(e.actor_id),
+            actor_role: e.actor_role.clone(),
+            action: e.action.to_string(),
+            target_type: e.target_type,
+            target_id: e.target_id.clone(),
+            outcome: e.outcome.to_string(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+/// Where an audit row sits on its wallet's chain: its instant (hashed, so written as planned) and link.
+#[derive(Clone, Copy)]
+pub(super) struct AuditChain {
+    at: DateTime<Utc>,
+    link: Option<Link>,
+}
+
 /// Ledger rows as column arrays. The row is the posting's audit record too: who asked, in which role
 /// (see sql/V7).
 pub(super) struct EntryCols<'a> {
@@ -71,14 +94,39 @@ pub(super) struct EntryCols<'a> {
     actor: Vec<Uuid>,
     role: Vec<&'a str>,
     hold: Vec<Option<Uuid>>,
+    chain: ChainCols,
+}
+
+/// The chain columns of rows (`chain_seq`, `prev_hash`, `hash`, `chain_version`), NULL for a row without
+/// a link (written before chains existed, chained later at start; or the chain switched off).
+#[derive(Default)]
+pub(super) struct ChainCols {
+    seq: Vec<Option<i64>>,
+    prev: Vec<Option<Vec<u8>>>,
+    hash: Vec<Option<Vec<u8>>>,
+    version: Vec<Option<i16>>,
+}
+
+impl ChainCols {
+    fn push(&mut self, link: Option<&Link>) {
+        self.seq.push(link.map(|l| l.seq));
+        self.prev.push(link.map(|l| l.prev_hash.to_vec()));
+        self.hash.push(link.map(|l| l.hash.to_vec()));
+        self.version.push(link.map(|_| CHAIN_VERSION));
+    }
+
+    fn params(&self) -> [Param<'_>; 4] {
+        [&self.seq, &self.prev, &self.hash, &self.version]
+    }
 }
 
 impl<'a> EntryCols<'a> {
     /// The `unnest` of [`EntryCols::params`], as `AS alias(txn_id, wallet_id, amount, type, ...)`.
     pub const UNNEST: &'static str = "unnest($1::uuid[], $2::uuid[], $3::numeric[], $4::text[], $5::text[], \
-         $6::text[], $7::text[], $8::jsonb[], $9::numeric[], $10::timestamptz[], $11::uuid[], $12::text[])";
+         $6::text[], $7::text[], $8::jsonb[], $9::numeric[], $10::timestamptz[], $11::uuid[], $12::text[], \
+         $13::int8[], $14::bytea[], $15::bytea[], $16::int2[])";
     pub const COLUMNS: &'static str = "txn_id, wallet_id, amount, type, description, reference_id, reference_type, \
-         metadata, balance_after, created_at, actor_id, actor_role";
+         metadata, balance_after, created_at, actor_id, actor_role, chain_seq, prev_hash, hash, chain_version";
 
     pub fn of(entries: &[&'a Entry]) -> Self {
         EntryCols {
@@ -95,10 +143,18 @@ impl<'a> EntryCols<'a> {
             actor: entries.iter().map(|e| e.origin.actor_id).collect(),
             role: entries.iter().map(|e| e.origin.role.as_str()).collect(),
             hold: entries.iter().map(|e| e.hold_id).collect(),
+            chain: {
+                let mut c = ChainCols::default();
+                for e in entries {
+                    c.push(e.link.as_ref());
+                }
+                c
+            },
         }
     }
 
-    pub fn params(&self) -> [Param<'_>; 12] {
+    pub fn params(&self) -> [Param<'_>; 16] {
+        let [seq, prev, hash, version] = self.chain.params();
         [
             &self.id,
             &self.wallet,
@@ -112,6 +168,10 @@ impl<'a> EntryCols<'a> {
             &self.at,
             &self.actor,
             &self.role,
+            seq,
+            prev,
+            hash,
+            version,
         ]
     }
 }
@@ -219,7 +279,8 @@ pub(super) struct GroupRows<'a> {
     event_wallet: Vec<Uuid>,
     replies: Vec<(Uuid, &'a Origin, String)>,
     inbox: Vec<(Uuid, Uuid, &'static str)>,
-    audit: Vec<(Uuid, AuditRow)>,
+    /// Each audit row with its batch's wallet, and its chain place when it is on the wallet's chain.
+    audit: Vec<(Uuid, AuditRow, Option<AuditChain>)>,
 }
 
 impl<'a> GroupRows<'a> {
@@ -238,6 +299,10 @@ impl<'a> GroupRows<'a> {
             }
             for ch in &b.hold_changes {
                 events.push(OutboxEvent::hold_event(ch));
+                event_wallet.push(b.wallet_id);
+            }
+            for s in &b.suspicious {
+                events.push(OutboxEvent::suspicious_activity(&b.after, s));
                 event_wallet.push(b.wallet_id);
             }
         }
@@ -267,80 +332,13 @@ impl<'a> GroupRows<'a> {
             .collect();
         let mut audit = Vec::new();
         for b in batches {
-            for s in &b.status_changes {
-                let row = AuditRow::from_origin(
-                    &s.origin,
-                    "wallet.set_status",
-                    "wallet",
-                    b.wallet_id.to_string(),
-                    "APPLIED",
-                    json!({"from": s.from.as_str(), "to": s.to.as_str(), "reason": s.reason}),
-                );
-                audit.push((b.wallet_id, row));
-            }
-            for c in &b.budget_creates {
-                let budget = &c.budget;
-                let row = AuditRow::from_origin(
-                    &c.origin,
-                    "budget.create",
-                    "budget",
-                    budget.budget_id.to_string(),
-                    "APPLIED",
-                    json!({
-                        "wallet_id": b.wallet_id,
-                        "total_amount": budget.total.to_string(),
-                        "period_type": budget.period.as_str(),
-                        "start_date": budget.start_date,
-                        "end_date": budget.end_date,
-                    }),
-                );
-                audit.push((b.wallet_id, row));
-            }
-            for ch in &b.budget_changes {
-                let row = AuditRow::from_origin(
-                    &ch.origin,
-                    "budget.update",
-                    "budget",
-                    ch.after.budget_id.to_string(),
-                    "APPLIED",
-                    json!({
-                        "wallet_id": b.wallet_id,
-                        "old_total": ch.before.total.to_string(),
-                        "new_total": ch.after.total.to_string(),
-                        "old_status": ch.before.status.as_str(),
-                        "new_status": ch.after.status.as_str(),
-                        "reason": ch.reason,
-                    }),
-                );
-                audit.push((b.wallet_id, row));
-            }
-            for ch in &b.hold_changes {
-                let (action, detail) = match &ch.event {
-                    HoldEvent::Placed => (
-                        "hold.place",
-                        json!({
-                            "wallet_id": b.wallet_id,
-                            "amount": ch.hold.amount.to_string(),
-                            "reference_id": ch.hold.reference_id,
-                            "expires_at": ch.hold.expires_at,
-                        }),
-                    ),
-                    // The capture's own ledger row (with `hold_id`) is its audit record.
-                    HoldEvent::Captured { .. } => continue,
-                    HoldEvent::Released { reason, amount } => (
-                        "hold.release",
-                        json!({"wallet_id": b.wallet_id, "amount": amount.to_string(), "reason": reason.as_str()}),
-                    ),
+            // Status changes, budgets and holds: the engine built their rows, hashed on the wallet's chain.
+            for ev in &b.audit {
+                let chain = AuditChain {
+                    at: ev.at,
+                    link: ev.link,
                 };
-                let row = AuditRow::from_origin(
-                    &ch.origin,
-                    action,
-                    "hold",
-                    ch.hold.hold_id.to_string(),
-                    "APPLIED",
-                    detail,
-                );
-                audit.push((b.wallet_id, row));
+                audit.push((b.wallet_id, AuditRow::from(ev), Some(chain)));
             }
             for r in &b.refusals {
                 let row = AuditRow::from_origin(
@@ -351,7 +349,7 @@ impl<'a> GroupRows<'a> {
                     r.rejection.code(),
                     json!({"amount": r.amount.map(|a| a.to_string()), "detail": r.rejection.to_string()}),
                 );
-                audit.push((b.wallet_id, row));
+                audit.push((b.wallet_id, row, None));
             }
         }
         GroupRows {
@@ -381,7 +379,7 @@ impl<'a> GroupRows<'a> {
     }
 
     pub fn audit(&self) -> AuditCols<'_> {
-        AuditCols::of(self.audit.iter().map(|(w, r)| (*w, r)))
+        AuditCols::of(self.audit.iter().map(|(w, r, c)| (*w, r, *c)))
     }
 }
 
@@ -490,13 +488,18 @@ pub(super) struct AuditCols<'a> {
     target_id: Vec<&'a str>,
     outcome: Vec<&'a str>,
     detail: Vec<&'a serde_json::Value>,
+    /// The chain's columns: `wallet_id` and `at` are set only for rows on a wallet's chain (the others
+    /// take the database's clock and no wallet).
+    chained_wallet: Vec<Option<Uuid>>,
+    at: Vec<Option<DateTime<Utc>>>,
+    chain: ChainCols,
 }
 
 impl<'a> AuditCols<'a> {
-    pub const UNNEST: &'static str =
-        "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])";
+    pub const UNNEST: &'static str = "unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::jsonb[], $8::uuid[], $9::timestamptz[], $10::int8[], $11::bytea[], $12::bytea[], $13::int2[])";
 
-    fn of(rows: impl Iterator<Item = (Uuid, &'a AuditRow)>) -> Self {
+    fn of(rows: impl Iterator<Item = (Uuid, &'a AuditRow, Option<AuditChain>)>) -> Self {
         let mut c = AuditCols {
             wallet: vec![],
             actor: vec![],
@@ -506,8 +509,11 @@ impl<'a> AuditCols<'a> {
             target_id: vec![],
             outcome: vec![],
             detail: vec![],
+            chained_wallet: vec![],
+            at: vec![],
+            chain: ChainCols::default(),
         };
-        for (w, r) in rows {
+        for (w, r, chain) in rows {
             c.wallet.push(w);
             c.actor.push(r.actor_id);
             c.role.push(&r.actor_role);
@@ -516,8 +522,16 @@ impl<'a> AuditCols<'a> {
             c.target_id.push(&r.target_id);
             c.outcome.push(&r.outcome);
             c.detail.push(&r.detail);
+            c.chained_wallet.push(chain.map(|_| w));
+            c.at.push(chain.map(|ch| ch.at));
+            c.chain.push(chain.and_then(|ch| ch.link).as_ref());
         }
         c
+    }
+
+    /// Whether any row is on a wallet's chain (the committer's single statement takes none).
+    pub fn any_chained(&self) -> bool {
+        self.chained_wallet.iter().any(Option::is_some)
     }
 
     pub fn params(&self) -> [Param<'_>; 7] {
@@ -534,7 +548,7 @@ impl<'a> AuditCols<'a> {
 }
 
 pub(super) async fn insert_audit<C: GenericClient>(c: &C, rows: &[AuditRow]) -> Result<(), tokio_postgres::Error> {
-    write_audit(c, &AuditCols::of(rows.iter().map(|r| (Uuid::nil(), r)))).await
+    write_audit(c, &AuditCols::of(rows.iter().map(|r| (Uuid::nil(), r, None)))).await
 }
 
 async fn write_audit<C: GenericClient>(c: &C, cols: &AuditCols<'_>) -> Result<(), tokio_postgres::Error> {
@@ -543,12 +557,18 @@ async fn write_audit<C: GenericClient>(c: &C, cols: &AuditCols<'_>) -> Result<()
     }
     let stmt = c
         .prepare_cached(&format!(
-            "INSERT INTO audit_log (actor_id, actor_role, action, target_type, target_id, outcome, detail) \
-             SELECT * FROM {}",
+            "INSERT INTO audit_log (actor_id, actor_role, action, target_type, target_id, outcome, detail, \
+                                    wallet_id, at, chain_seq, prev_hash, hash, chain_version) \
+             SELECT a, r, ac, tt, ti, o, d, w, COALESCE(at, CURRENT_TIMESTAMP), s, ph, h, v \
+               FROM {} AS x(a, r, ac, tt, ti, o, d, w, at, s, ph, h, v)",
             AuditCols::UNNEST
         ))
         .await?;
-    c.execute(&stmt, &cols.params()).await?;
+    let mut params: Vec<Param<'_>> = cols.params().to_vec();
+    params.push(&cols.chained_wallet);
+    params.push(&cols.at);
+    params.extend(cols.chain.params());
+    c.execute(&stmt, &params).await?;
     Ok(())
 }
 
@@ -585,7 +605,7 @@ pub(super) async fn insert_entries<C: GenericClient>(c: &C, entries: &[&Entry]) 
         .prepare_cached(&format!(
             "INSERT INTO transactions ({}, hold_id, status) SELECT t.*, 'COMPLETED' FROM {} AS t",
             EntryCols::COLUMNS,
-            EntryCols::UNNEST.replace("$12::text[])", "$12::text[], $13::uuid[])")
+            EntryCols::UNNEST.replace("$16::int2[])", "$16::int2[], $17::uuid[])")
         ))
         .await?;
     let mut params: Vec<Param<'_>> = cols.params().to_vec();

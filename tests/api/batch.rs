@@ -607,6 +607,11 @@ async fn the_books_balance_under_concurrent_bulk_and_single_postings_from_two_in
         by_wallet.insert(*w, auditor.balance(*w).await);
     }
     assert!(applied > 0, "{by_wallet:?}");
+    // Atomic batches are planned outside the actors and independent ones through them: every wallet's hash
+    // chain still verifies.
+    let (status, verify) = json_of(app1.get_as(&app1.admin_token, "/admin/audit/verify").await).await;
+    assert_eq!(status, 200, "{verify}");
+    assert_eq!(verify["ok"], true, "{verify}");
 }
 
 #[tokio::test]

@@ -205,6 +205,7 @@ async fn debit_and_refund(app: &TestApp, wallet: Uuid, debit: &str, refund: &str
             origin: origin.clone(),
             budgets: vec![],
             hold_id: None,
+            link: None,
         }
     };
     let after_debit = before.balance.checked_sub(amount(debit)).unwrap();
@@ -226,6 +227,8 @@ async fn debit_and_refund(app: &TestApp, wallet: Uuid, debit: &str, refund: &str
         budget_changes: vec![],
         alerts: vec![],
         hold_changes: vec![],
+        suspicious: vec![],
+        audit: vec![],
     }
 }
 

@@ -13,6 +13,8 @@
 //!   a retry after a crash mid-batch, the limits, the books under bulk and single postings on two instances.
 //! - `concurrency`: many requests on one wallet, two instances over one database; `cache_redis`: the
 //!   shared wallet cache; `rate_limit`: 429s per caller.
+//! - `audit_chain`: the per-wallet hash chains, verify (HTTP and CLI) and checkpoints; each tampering in
+//!   SQL caught and named.
 //! - `lifecycle`: draining, readiness, idle actors; `store_errors`: opaque 5xx when the database fails.
 //! - `store`: the store driven directly: the claim fence (`store::claims`), the group committer
 //!   (`store::group_commit`), upkeep (`store::upkeep`).
@@ -25,6 +27,7 @@
 //! final answer was 2xx, a 2xx replay equal to the first byte for byte, and every balance equal to its
 //! ledger. Each prints a one-line JSON summary and appends it to `target/faults/summary.jsonl`.
 
+mod audit_chain;
 mod auth;
 mod batch;
 mod budgets;
@@ -43,6 +46,7 @@ mod store;
 mod store_errors;
 mod strict_input;
 mod surface;
+mod suspicious;
 mod transactions;
 mod transfers;
 mod wallets;

@@ -719,3 +719,100 @@ async fn an_applied_posting_is_audited_by_its_append_only_ledger_row() {
         .get(0);
     assert_eq!(amount, "1.25");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_walk_of_a_100k_row_history_sees_every_row_once_while_rows_are_added() {
+    let app = spawn_app().await;
+    let (_, _, wallet) = app.user_with_wallet("0.00", "USD").await;
+    // 100,000 ledger rows written straight into the table (many share a millisecond: the walk must break
+    // ties by id).
+    let c = app.db.client().await;
+    let mut written = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let ids: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+            (0..10_000).map(|_| wallet_actors::state::new_txn_id()).collect();
+        let txn: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
+        let at: Vec<chrono::DateTime<chrono::Utc>> = ids.iter().map(|(_, t)| *t).collect();
+        c.execute(
+            "INSERT INTO transactions (txn_id, wallet_id, amount, type, status, balance_after, created_at) \
+             SELECT t, $1, 0.01, 'CREDIT', 'COMPLETED', 0.01, a FROM unnest($2::uuid[], $3::timestamptz[]) AS v(t, a)",
+            &[&wallet, &txn, &at],
+        )
+        .await
+        .expect("bulk insert");
+        written.extend(txn);
+    }
+    let before: i64 = app
+        .count("SELECT count(*) FROM transactions WHERE wallet_id = $1", &[&wallet])
+        .await;
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    let mut newest_first = true;
+    let mut previous: Option<(String, String)> = None;
+    loop {
+        let (status, page) =
+            json_of(history(&app, &app.admin_token, wallet, &format!("?limit=100&cursor={cursor}")).await).await;
+        assert_eq!(status, 200, "{page}");
+        if pages == 0 {
+            assert_eq!(page["pagination"]["total"], before, "the first page counts");
+        } else {
+            assert!(
+                page["pagination"].get("total").is_none(),
+                "later pages do not count again"
+            );
+        }
+        for t in page["transactions"].as_array().expect("transactions") {
+            let id = t["txn_id"].as_str().unwrap().to_string();
+            let at = t["created_at"].as_str().unwrap().to_string();
+            if let Some((p_at, p_id)) = &previous {
+                newest_first &= (at.as_str(), id.as_str()) < (p_at.as_str(), p_id.as_str());
+            }
+            previous = Some((at, id.clone()));
+            assert!(seen.insert(id), "a row seen twice");
+        }
+        pages += 1;
+        // A posting during the walk: newer than the cursor, so never in a later page.
+        if pages % 250 == 0 {
+            let res = app.post_txn(wallet, json!({"amount": "1.00", "type": "CREDIT"})).await;
+            assert_eq!(res.status(), 201);
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
+    assert!(newest_first, "newest first, ties broken by id");
+    assert_eq!(seen.len() as i64, before, "every row that existed at the start, once");
+    assert!(written.iter().all(|id| seen.contains(&id.to_string())));
+    assert_eq!(pages, (before as usize).div_ceil(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_cursor_or_a_cursor_with_a_page_answers_400() {
+    let app = spawn_app().await;
+    let (_, _, wallet) = app.user_with_wallet("10.00", "USD").await;
+    for q in ["?cursor=not-a-cursor", "?cursor=AAAA", "?cursor=&page=2"] {
+        expect_problem(
+            history(&app, &app.admin_token, wallet, q).await,
+            400,
+            "VALIDATION_FAILED",
+        )
+        .await;
+    }
+    // Page mode offers the next cursor too.
+    for _ in 0..3 {
+        assert_eq!(
+            app.post_txn(wallet, json!({"amount": "1.00", "type": "DEBIT"}))
+                .await
+                .status(),
+            201
+        );
+    }
+    let (_, first) = json_of(history(&app, &app.admin_token, wallet, "?limit=2").await).await;
+    let next = first["next_cursor"].as_str().expect("a next page").to_string();
+    let (_, second) = json_of(history(&app, &app.admin_token, wallet, &format!("?limit=2&cursor={next}")).await).await;
+    // 3 debits and the opening credit: 2 + 2.
+    assert_eq!(second["transactions"].as_array().unwrap().len(), 2);
+    assert!(second["next_cursor"].is_null());
+}

@@ -9,9 +9,10 @@ use uuid::Uuid;
 
 use super::Direction;
 use crate::budget::BudgetAlert;
+use crate::monitor::{Monitor, MonitorLimits};
 use crate::outcome::Rejection;
 use crate::state::{Entry, WalletState};
-use crate::store::{Batch, BudgetChange, BudgetCreate, HoldChange, Refusal, StatusChange, TransferPlan};
+use crate::store::{Batch, BudgetChange, BudgetCreate, HoldChange, Refusal, StatusChange, Suspicion, TransferPlan};
 
 /// What one planned command became inside a batch: its caller's answer once the batch has committed.
 pub(crate) enum Planned {
@@ -69,6 +70,10 @@ pub(crate) struct Draft {
     pub(super) now: chrono::DateTime<Utc>,
     /// How far past its amount a hold may be captured, in percent (`HOLD_OVERCAPTURE_PERCENT`).
     pub(super) overcapture_percent: u8,
+    /// The wallet's suspicious-activity sketch as the batch leaves it (kept only if the batch commits).
+    pub(crate) monitor: Monitor,
+    pub(super) monitor_limits: MonitorLimits,
+    pub(super) suspicious: Vec<Suspicion>,
 }
 
 impl Draft {
@@ -89,7 +94,21 @@ impl Draft {
             planned_hold_refs: HashSet::new(),
             now: Utc::now(),
             overcapture_percent,
+            monitor: Monitor::default(),
+            monitor_limits: MonitorLimits {
+                enabled: false,
+                ..MonitorLimits::default()
+            },
+            suspicious: Vec::new(),
         }
+    }
+
+    /// Watches the batch's debits with this sketch and these rules (the wallet actor's; a draft without it
+    /// watches nothing).
+    pub(crate) fn watched(mut self, monitor: Monitor, limits: MonitorLimits) -> Draft {
+        self.monitor = monitor;
+        self.monitor_limits = limits;
+        self
     }
 
     /// The wallet as the next command would find it.
@@ -116,30 +135,46 @@ impl Draft {
     }
 
     /// The batch to commit, with the expiry of every hold whose time is up (any use of the wallet writes
-    /// it). One that only carries refusals leaves the wallet as it was, version included.
+    /// it), its audit rows, and every chained row linked after the wallet's head (`seal`). One that only
+    /// carries refusals leaves the wallet as it was, version and head included.
     pub(crate) fn into_batch(mut self) -> Batch {
         super::hold::expire_due(&mut self);
         let changes_wallet = !self.entries.is_empty()
             || !self.status_changes.is_empty()
             || !self.budget_creates.is_empty()
             || !self.budget_changes.is_empty()
-            || !self.hold_changes.is_empty();
+            || !self.hold_changes.is_empty()
+            // A hit's audit row is on the wallet's chain: it moves the head, so it bumps the version.
+            || !self.suspicious.is_empty();
         let mut after = self.sim;
+        let mut entries = self.entries;
+        let mut audit = super::seal::audit_events(&super::seal::Changes {
+            wallet_id: after.wallet_id,
+            status_changes: &self.status_changes,
+            budget_creates: &self.budget_creates,
+            budget_changes: &self.budget_changes,
+            hold_changes: &self.hold_changes,
+            suspicious: &self.suspicious,
+        });
         if changes_wallet {
             after.version = self.expected_version + 1;
             after.updated_at = Utc::now();
+            // The head the batch was planned from is the committed one: commands never move it.
+            after.head = super::seal::chain_batch(after.head, after.wallet_id, &mut entries, &mut audit);
         }
         Batch {
             wallet_id: after.wallet_id,
             expected_version: self.expected_version,
             after,
-            entries: self.entries,
+            entries,
             status_changes: self.status_changes,
             refusals: self.refusals,
             budget_creates: self.budget_creates,
             budget_changes: self.budget_changes,
             alerts: self.alerts,
             hold_changes: self.hold_changes,
+            suspicious: self.suspicious,
+            audit,
         }
     }
 }

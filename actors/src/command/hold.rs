@@ -182,6 +182,7 @@ pub(super) fn capture(
         origin: origin.clone(),
         budgets: hold.budgets.clone(),
         hold_id: Some(hold_id),
+        link: None,
     });
     let entry = draft.entries.len() - 1;
     let captured_deltas = hold

@@ -11,6 +11,8 @@
 //! - here: [`plan_postings`], credits and debits planned by these same rules outside the actor, for a
 //!   caller that writes the batch in a transaction of its own (an atomic bulk posting).
 //! - `draft.rs`: the `Draft` they plan into, and what each became in it (`Planned`, `Step`).
+//! - `seal.rs`: closing a batch for the hash chain: the audit rows of its non-money changes, and the
+//!   link (seq, prev_hash, hash) of each of its chained rows after the wallet's head.
 //!
 //! Each judges its command against the simulated wallet in a `Draft` (the batch being planned) and adds
 //! its rows there, or says why not with a [`Rejection`]; the refusal is then recorded for the audit log in
@@ -23,6 +25,7 @@ mod draft;
 pub mod hold;
 mod open;
 mod post;
+mod seal;
 mod status;
 mod transfer;
 
@@ -236,6 +239,64 @@ impl Request {
     /// Plans this command into `draft`, after the commands already in it: what it became in the batch, a
     /// transfer to fly alone, or a refusal (recorded in the batch for the audit log, and nothing else).
     pub(crate) fn plan(&self, draft: &mut Draft) -> Step {
+        let debit = match &self.command {
+            Command::Post {
+                direction: Direction::Debit,
+                amount,
+                ..
+            } => Some(*amount),
+            _ => None,
+        };
+        if let Some(amount) = debit {
+            let hits = draft
+                .monitor
+                .debit_asked(&draft.monitor_limits, amount, self.origin.actor_id, draft.now);
+            self.suspect(draft, hits);
+        }
+        let step = self.plan_command(draft);
+        if debit.is_some()
+            && let Step::Batch(planned) = &step
+        {
+            let refused = match planned {
+                Planned::Refused(r) => Some(r.code()),
+                _ => None,
+            };
+            let hits = draft.monitor.debit_judged(&draft.monitor_limits, refused, draft.now);
+            self.suspect(draft, hits);
+        }
+        step
+    }
+
+    /// Records suspicious-activity hits in the batch; with `SUSPICIOUS_FREEZE`, an active wallet is frozen in
+    /// the same batch (this command and the ones after it are judged frozen).
+    fn suspect(&self, draft: &mut Draft, hits: Vec<crate::monitor::Hit>) {
+        if hits.is_empty() {
+            return;
+        }
+        for hit in &hits {
+            draft.suspicious.push(crate::store::Suspicion {
+                rule: hit.rule.as_str(),
+                detail: hit.detail.clone(),
+                origin: self.origin.clone(),
+            });
+        }
+        if draft.monitor_limits.freeze && draft.sim.status == WalletStatus::Active {
+            let rules: Vec<&str> = hits.iter().map(|h| h.rule.as_str()).collect();
+            draft.status_changes.push(crate::store::StatusChange {
+                from: WalletStatus::Active,
+                to: WalletStatus::Frozen,
+                reason: Some(format!("suspicious activity: {}", rules.join(", "))),
+                origin: crate::state::Origin {
+                    role: "system".into(),
+                    ..crate::state::Origin::default()
+                },
+            });
+            draft.sim.status = WalletStatus::Frozen;
+        }
+    }
+
+    /// The command's own planning (see [`Request::plan`]).
+    fn plan_command(&self, draft: &mut Draft) -> Step {
         let origin = &self.origin;
         let planned = match &self.command {
             Command::Post {

@@ -16,7 +16,8 @@ pub const OPENING_DESCRIPTION: &str = "Opening balance";
 
 /// The ledger entry of `wallet`'s opening balance of `amount`: judged as any credit (the wallet must be
 /// active, the balance must not overflow), referenced OPENING/wallet id, by whoever created the wallet.
-/// No opening balance (zero) has no entry: the wallet's balance is the sum of its ledger rows.
+/// No opening balance (zero) has no entry: the wallet's balance is the sum of its ledger rows. The entry is
+/// the first row of the wallet's chain (the new head is `entry.link`).
 pub fn plan_opening(wallet: &WalletState, amount: Amount, origin: &Origin) -> Result<Option<Entry>, Rejection> {
     if amount.is_zero() {
         return Ok(None);
@@ -24,7 +25,7 @@ pub fn plan_opening(wallet: &WalletState, amount: Amount, origin: &Origin) -> Re
     let mut sim = wallet.clone();
     let balance_after = super::post::post(&mut sim, Direction::Credit, amount)?;
     let (txn_id, created_at) = new_txn_id();
-    Ok(Some(Entry {
+    let mut entry = Entry {
         txn_id,
         wallet_id: wallet.wallet_id,
         kind: TxnType::Credit,
@@ -45,7 +46,11 @@ pub fn plan_opening(wallet: &WalletState, amount: Amount, origin: &Origin) -> Re
         },
         budgets: vec![],
         hold_id: None,
-    }))
+        link: None,
+    };
+    // The wallet's first chained row, after its (genesis) head; the store writes the new head with it.
+    super::seal::chain_entry(wallet.head, &mut entry);
+    Ok(Some(entry))
 }
 
 #[cfg(test)]
@@ -70,6 +75,7 @@ mod tests {
             updated_at: now,
             budgets: vec![],
             holds: vec![],
+            head: crate::chain::Head::default(),
         }
     }
 
@@ -93,6 +99,8 @@ mod tests {
         assert_eq!(e.reference_id, Some(w.wallet_id.to_string()));
         assert_eq!(e.description.as_deref(), Some(OPENING_DESCRIPTION));
         assert!(e.origin.idempotency.is_none() && e.origin.inbox_event.is_none());
+        let link = e.link.expect("the opening entry is chained");
+        assert_eq!((link.seq, link.prev_hash), (1, crate::chain::GENESIS));
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub(super) fn plan(draft: &mut Draft, origin: &Origin, posting: Posting<'_>) -> 
         origin: origin.clone(),
         budgets: charged,
         hold_id: None,
+        link: None,
     });
     if let (Some(ty), Some(id)) = (posting.reference_type, posting.reference_id) {
         draft.planned_refs.insert((ty.clone(), id.clone(), posting.direction));

@@ -33,7 +33,7 @@ pub(super) fn plan(
     source_after.updated_at = Utc::now();
     let (out_id, out_at) = new_txn_id();
     let (in_id, in_at) = new_txn_id();
-    let out = Entry {
+    let mut out = Entry {
         txn_id: out_id,
         wallet_id: sim.wallet_id,
         kind: TxnType::TransferOut,
@@ -47,7 +47,9 @@ pub(super) fn plan(
         origin: origin.clone(),
         budgets: vec![],
         hold_id: None,
+        link: None,
     };
+    source_after.head = super::seal::chain_entry(sim.head, &mut out);
     let incoming = Entry {
         txn_id: in_id,
         wallet_id: to_wallet_id,
@@ -55,6 +57,8 @@ pub(super) fn plan(
         // Filled in by the store from the destination's locked row.
         balance_after: Amount::ZERO,
         created_at: in_at,
+        // Chained by the store on the destination's chain, under its row lock (see `TransferPlan`).
+        link: None,
         ..out.clone()
     };
     Ok(TransferPlan {

@@ -8,7 +8,7 @@
 //! | [`replies`] | a reply's status and JSON body; a problem document checked |
 //! | [`paths`] | the target directory, `target/faults/`, free ports |
 //! | [`cluster`] | a private Postgres cluster (initdb, start, `stop -m immediate`, start again), removed afterwards |
-//! | [`service`] | the real `wallet-service` binary as a child process: start, SIGTERM, SIGKILL, restart |
+//! | [`service`] | the real `wallet-service` binary as a child process: start, SIGTERM, SIGKILL, restart; an `audit` command run to its end |
 //! | [`client`] | keyed requests retried with the same `Idempotency-Key` until a final answer |
 //! | [`load`] | concurrent workers sending keyed debits, credits and transfers |
 //! | [`audit`] | reads the books: one effect per acknowledged operation, none otherwise, balances = ledger |

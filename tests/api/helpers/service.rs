@@ -219,3 +219,18 @@ impl Drop for ServiceProcess {
         self.sigkill();
     }
 }
+
+/// Runs `wallet-service audit <args>` on `database_url` to its end; returns its exit code and stdout.
+pub fn audit_cli(database_url: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wallet-service"))
+        .arg("audit")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url)
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+}

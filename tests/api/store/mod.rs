@@ -34,6 +34,8 @@ fn batch(before: &WalletState, after: WalletState) -> Batch {
         budget_changes: vec![],
         alerts: vec![],
         hold_changes: vec![],
+        suspicious: vec![],
+        audit: vec![],
     }
 }
 
@@ -58,6 +60,7 @@ async fn planned_debit(app: &TestApp, wallet: Uuid, value: &str, origin: Origin)
         origin,
         budgets: vec![],
         hold_id: None,
+        link: None,
     };
     let mut b = batch(&before, after);
     b.entries.push(entry);
