@@ -4,8 +4,8 @@
 //!
 //! - Scenarios: `http-debits` (N wallets), `http-hot` (one wallet), `http-reads` (`GET /wallets/{userId}`),
 //!   `mixed` (debits, credits and reads), `pgbench-baseline` (the same debit as raw SQL, spread and hot),
-//!   `compare` (the engine and the baseline back to back, with their ratio) and `amqp-bookings` (needs
-//!   the RabbitMQ events work; refused until it lands).
+//!   `compare` (the engine and the baseline back to back, with their ratio), `amqp-bookings` (bookings
+//!   through RabbitMQ) and `http-holds` (place + capture pairs against `http-debits` over the same wallets).
 //! - Pacing: open loop at `--rate` (latency from each request's *intended* send time, so queueing is not
 //!   hidden) or closed loop (`--closed --concurrency C`, max throughput).
 //! - Every run sets up its own users and wallets, then checks the books in SQL ([`books`]); a run whose
@@ -13,12 +13,14 @@
 //!
 //! Modules: [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
 //! [`drive`] (sending), [`setup`] (fixtures, reading the books), [`pgbench`] (baseline), [`target`]
-//! (service at a URL or in process), [`report`] (JSON and HTML).
+//! (service at a URL or in process), [`report`] (JSON and HTML), [`holds`] (`http-holds`: the pairs, their
+//! books, their ratio to debits).
 
 pub mod amqp;
 pub mod books;
 pub mod drive;
 pub mod h1;
+pub mod holds;
 pub mod pgbench;
 pub mod report;
 pub mod sched;
@@ -52,6 +54,7 @@ pub enum Scenario {
     PgbenchBaseline,
     AmqpBookings,
     Compare,
+    HttpHolds,
 }
 
 impl Scenario {
@@ -64,6 +67,7 @@ impl Scenario {
             Scenario::PgbenchBaseline => "pgbench-baseline",
             Scenario::AmqpBookings => "amqp-bookings",
             Scenario::Compare => "compare",
+            Scenario::HttpHolds => "http-holds",
         }
     }
 }
@@ -343,6 +347,7 @@ async fn run_on(
         engine_runs: vec![],
         pgbench_runs: vec![],
         comparisons: vec![],
+        holds: None,
         service: None,
         notes: vec![],
         passed: true,
@@ -457,6 +462,17 @@ async fn run_on(
                  audit rows), the baseline's do not"
                     .into(),
             );
+        }
+        Scenario::HttpHolds => {
+            holds::run_scenario(
+                args,
+                target,
+                &http,
+                default_mode(false),
+                books_db.as_deref(),
+                &mut result,
+            )
+            .await?;
         }
         Scenario::AmqpBookings => {
             let (url, topology) = amqp.context("amqp-bookings needs the broker (--amqp-url)")?;
@@ -803,6 +819,9 @@ pub fn summary_text(o: &Outcome) -> String {
             "RATIO {:<6} engine {:.0} ok/s ÷ pgbench {:.0} tps = {:.2}×",
             c.name, c.engine_ok_per_s, c.pgbench_tps, c.ratio
         );
+    }
+    if let Some(h) = &r.holds {
+        s.push_str(&holds::summary_text(h));
     }
     if let Some(svc) = &r.service
         && let (Some(rss), Some(peak)) = (svc.rss_kb, svc.peak_rss_kb)
