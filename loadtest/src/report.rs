@@ -122,7 +122,7 @@ pub fn write(result: &RunResult, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf
     Ok((json, html))
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
