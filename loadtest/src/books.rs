@@ -84,7 +84,7 @@ pub struct BooksReport {
 }
 
 impl BooksReport {
-    fn violate(&mut self, what: String) {
+    pub(crate) fn violate(&mut self, what: String) {
         self.violation_count += 1;
         if self.violations.len() < MAX_LISTED_VIOLATIONS {
             self.violations.push(what);
@@ -187,7 +187,7 @@ pub fn check_sql(wallets: &[DbWallet], rows: &[DbTxn], committed: u64) -> BooksR
 
 /// Every wallet's balance is its initial balance plus its signed rows, never negative; every row belongs
 /// to one of the wallets.
-fn check_balances(wallets: &[DbWallet], rows: &[DbTxn], r: &mut BooksReport) {
+pub(crate) fn check_balances(wallets: &[DbWallet], rows: &[DbTxn], r: &mut BooksReport) {
     r.wallets_checked = wallets.len() as u64;
     r.rows_in_db = rows.len() as u64;
     let mut net: HashMap<Uuid, i64> = HashMap::with_capacity(wallets.len());

@@ -365,7 +365,7 @@ impl Driver {
     }
 }
 
-fn problem_code(body: &[u8]) -> String {
+pub(crate) fn problem_code(body: &[u8]) -> String {
     serde_json::from_slice::<ProblemReply>(body)
         .ok()
         .and_then(|p| p.code)

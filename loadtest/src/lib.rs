@@ -5,9 +5,9 @@
 //! - Scenarios: `http-debits` (N wallets), `http-hot` (one wallet), `http-reads` (`GET /wallets/{userId}`),
 //!   `mixed` (debits, credits and reads), `pgbench-baseline` (the same debit as raw SQL, spread and hot),
 //!   `compare` (the engine and the baseline back to back, with their ratio), `amqp-bookings` (booking
-//!   events through RabbitMQ) and `http-bulk` (`POST /transactions/batch` of `--batch-items` debits over
+//!   events through RabbitMQ), `http-bulk` (`POST /transactions/batch` of `--batch-items` debits over
 //!   `--wallets`, then the raw-SQL bulk baseline, `--batch-items` guarded debits per statement, with their
-//!   ratio).
+//!   ratio) and `http-holds` (place + capture pairs against `http-debits` over the same wallets).
 //! - Pacing: open loop at `--rate` (latency from each request's *intended* send time, so queueing is not
 //!   hidden) or closed loop (`--closed --concurrency C`, max throughput).
 //! - Every run sets up its own users and wallets, then checks the books in SQL ([`books`]); a run whose
@@ -15,13 +15,15 @@
 //!
 //! Modules: [`bulk`] (the batch sender), [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
 //! [`drive`] (sending), [`setup`] (fixtures, reading the books), [`pgbench`] (baseline), [`target`]
-//! (service at a URL or in process), [`report`] (JSON and HTML).
+//! (service at a URL or in process), [`report`] (JSON and HTML), [`holds`] (`http-holds`: the pairs, their
+//! books, their ratio to debits).
 
 pub mod amqp;
 pub mod books;
 pub mod bulk;
 pub mod drive;
 pub mod h1;
+pub mod holds;
 pub mod pgbench;
 pub mod report;
 pub mod sched;
@@ -56,6 +58,7 @@ pub enum Scenario {
     AmqpBookings,
     Compare,
     HttpBulk,
+    HttpHolds,
 }
 
 impl Scenario {
@@ -69,6 +72,7 @@ impl Scenario {
             Scenario::AmqpBookings => "amqp-bookings",
             Scenario::Compare => "compare",
             Scenario::HttpBulk => "http-bulk",
+            Scenario::HttpHolds => "http-holds",
         }
     }
 }
@@ -355,6 +359,7 @@ async fn run_on(
         engine_runs: vec![],
         pgbench_runs: vec![],
         comparisons: vec![],
+        holds: None,
         service: None,
         notes: vec![],
         passed: true,
@@ -555,6 +560,17 @@ async fn run_on(
             ));
             result.engine_runs.push(e);
             result.pgbench_runs.push(p);
+        }
+        Scenario::HttpHolds => {
+            holds::run_scenario(
+                args,
+                target,
+                &http,
+                default_mode(false),
+                books_db.as_deref(),
+                &mut result,
+            )
+            .await?;
         }
         Scenario::AmqpBookings => {
             let (url, topology) = amqp.context("amqp-bookings needs the broker (--amqp-url)")?;
@@ -901,6 +917,9 @@ pub fn summary_text(o: &Outcome) -> String {
             "RATIO {:<6} engine {:.0} ok/s ÷ pgbench {:.0} tps = {:.2}×",
             c.name, c.engine_ok_per_s, c.pgbench_tps, c.ratio
         );
+    }
+    if let Some(h) = &r.holds {
+        s.push_str(&holds::summary_text(h));
     }
     if let Some(svc) = &r.service
         && let (Some(rss), Some(peak)) = (svc.rss_kb, svc.peak_rss_kb)

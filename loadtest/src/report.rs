@@ -103,6 +103,9 @@ pub struct RunResult {
     pub engine_runs: Vec<EngineRun>,
     pub pgbench_runs: Vec<PgbenchRun>,
     pub comparisons: Vec<Comparison>,
+    /// `http-holds`: the pairs against `http-debits` of the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds: Option<crate::holds::HoldsVsDebits>,
     pub service: Option<ServiceInfo>,
     pub notes: Vec<String>,
     /// False when any books check failed.
@@ -119,7 +122,7 @@ pub fn write(result: &RunResult, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf
     Ok((json, html))
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -227,6 +230,9 @@ pub fn render_html(r: &RunResult) -> String {
             );
         }
         h.push_str("</table>");
+    }
+    if let Some(holds) = &r.holds {
+        h.push_str(&crate::holds::html(holds));
     }
     for run in &r.engine_runs {
         let s = &run.stats;

@@ -182,3 +182,77 @@ async fn a_short_amqp_bookings_run_gets_every_booking_back_as_an_event() {
     assert_eq!(books.acked_201, 40);
     assert!(outcome.report_html.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_http_holds_run_captures_every_hold_it_places_and_balances_its_books() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(
+        &[
+            "http-holds",
+            "--wallets",
+            "6",
+            "--rate",
+            "15",
+            "--duration",
+            "2s",
+            "--idempotency-keys",
+            "--pool-size",
+            "4",
+            "--service-threads",
+            "2",
+        ],
+        dir.path(),
+    );
+    let outcome = run(a, "loadtest http-holds (smoke test)".into())
+        .await
+        .expect("run completes");
+    let r = &outcome.result;
+    assert!(r.passed, "books: {:?}", r.engine_runs);
+    let [debits, holds] = &r.engine_runs[..] else {
+        panic!("http-debits then http-holds: {:?}", r.engine_runs)
+    };
+    assert_eq!(
+        (debits.name.as_str(), holds.name.as_str()),
+        ("http-debits", "http-holds")
+    );
+    assert_eq!(
+        debits.stats.sent, 60,
+        "the debits run at twice the pair rate: 2 s at 30/s"
+    );
+    assert_eq!(holds.stats.sent, 30, "2 s at 15 pairs/s");
+    assert_eq!(
+        holds.stats.ok, 30,
+        "every pair placed and captured: {:?}",
+        holds.stats.outcomes
+    );
+    assert_eq!(holds.stats.by_kind["place"].ok, 30);
+    assert_eq!(holds.stats.by_kind["capture"].ok, 30);
+    assert!(holds.stats.by_kind["capture"].latency.p50_ms > 0.0);
+
+    let books = holds.books.as_ref().expect("books checked");
+    assert!(books.ok, "{books:?}");
+    assert_eq!(
+        books.acked_201, 60,
+        "30 holds and 30 captures, each checked against the database"
+    );
+    assert_eq!(
+        books.rows_in_db,
+        debits.stats.ok + 30,
+        "the debits' rows and one DEBIT row per capture"
+    );
+    let cmp = r.holds.as_ref().expect("the comparison with http-debits");
+    let counts = cmp.books.as_ref().expect("hold counts");
+    assert_eq!(
+        (counts.holds_in_db, counts.captured_holds, counts.capture_rows),
+        (30, 30, 30)
+    );
+    assert_eq!((counts.open_holds, counts.reserved_total.as_str()), (0, "0.00"));
+    assert_eq!(cmp.judged_by, "latency (p50)", "open loop compares latencies");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&outcome.result_json).unwrap()).unwrap();
+    assert_eq!(json["scenario"], "http-holds");
+    assert!(json["holds"]["cost_per_request_in_debits"].is_number());
+    let html = std::fs::read_to_string(&outcome.report_html).unwrap();
+    assert!(html.contains("Holds vs debits"));
+}
