@@ -318,7 +318,7 @@ pub struct HistoryQuery {
     pub cursor: Option<String>,
 }
 
-fn parse_bound(field: &str, v: &str, end: bool) -> Result<DateTime<Utc>, ApiError> {
+pub(crate) fn parse_bound(field: &str, v: &str, end: bool) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
         let day = if end {
             d.succ_opt()

@@ -17,6 +17,7 @@ pub mod holds;
 pub mod idempotency;
 pub mod openapi;
 pub mod problem;
+pub mod reports;
 mod state;
 
 pub use state::Ctx;
@@ -183,6 +184,13 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .and(body_up_to(batch::MAX_BATCH_BODY_BYTES))
         .then(|ctx, auth, key, body| async move { respond(batch::post_batch(ctx, auth, key, body).await) });
 
+    let balance_at = warp::path!("wallets" / Uuid / "balance")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_header("accept"))
+        .and(raw_query())
+        .then(|id, ctx, auth, accept, q| async move { respond(reports::balance_at(ctx, auth, accept, id, q).await) });
     let place_hold = warp::path!("wallets" / Uuid / "holds")
         .and(warp::post())
         .and(c())
@@ -213,7 +221,9 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .and(c())
         .and(auth_header())
         .then(|id, ctx, auth| async move { respond(holds::void(ctx, auth, id).await) });
-    let hold_routes = place_hold
+    let hold_routes = balance_at
+        .or(place_hold)
+        .unify()
         .or(list_holds)
         .unify()
         .or(get_hold)
@@ -343,6 +353,7 @@ pub fn route_of(path: &str) -> Option<RouteInfo> {
         (Some("wallets"), w, Some("status"), None) if id(w) => r("/wallets/{id}/status", "PUT"),
         (Some("wallets"), w, Some("transactions"), None) if id(w) => r("/wallets/{id}/transactions", "GET, POST"),
         (Some("wallets"), w, Some("holds"), None) if id(w) => r("/wallets/{id}/holds", "GET, POST"),
+        (Some("wallets"), w, Some("balance"), None) if id(w) => r("/wallets/{id}/balance", "GET"),
         (Some("holds"), h, None, _) if id(h) => r("/holds/{id}", "GET"),
         (Some("holds"), h, Some("capture"), None) if id(h) => r("/holds/{id}/capture", "POST"),
         (Some("holds"), h, Some("void"), None) if id(h) => r("/holds/{id}/void", "POST"),

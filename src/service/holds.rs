@@ -17,6 +17,8 @@ use crate::store::HoldFilter;
 /// How often open holds past their expiry are written EXPIRED and released (correctness does not depend on
 /// it: a hold stops reserving at its expiry, and every use of its wallet writes the expiry too).
 pub const HOLD_SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Most hold → wallet ids remembered (holds are short-lived: past this the map starts over).
+pub const MAX_CACHED_HOLD_WALLETS: usize = 100_000;
 
 /// A hold to place (validated by the adapter: positive amount, lengths, expiry within bounds).
 #[derive(Debug, Clone)]
@@ -42,7 +44,10 @@ impl Service {
             expires_in: h.expires_in,
         };
         match self.engine.execute(wallet_id, Request { command, origin }).await? {
-            Applied::Held(hold) => Ok(hold),
+            Applied::Held(hold) => {
+                self.remember_hold(&hold);
+                Ok(hold)
+            }
             _ => Err(unexpected("a hold")),
         }
     }
@@ -121,7 +126,18 @@ impl Service {
 
     /// One hold, as stored (see `Hold::status_at` for what a reader sees).
     pub async fn hold(&self, hold_id: Uuid) -> Result<Option<Hold>, StoreError> {
-        self.store.hold(hold_id).await
+        let hold = self.store.hold(hold_id).await?;
+        if let Some(h) = &hold {
+            self.remember_hold(h);
+        }
+        Ok(hold)
+    }
+
+    fn remember_hold(&self, h: &Hold) {
+        if self.hold_wallets.len() >= MAX_CACHED_HOLD_WALLETS {
+            self.hold_wallets.clear();
+        }
+        self.hold_wallets.insert(h.hold_id, h.wallet_id);
     }
 
     /// A page of a wallet's holds, newest first, and how many match.
@@ -170,7 +186,10 @@ impl Service {
     }
 
     async fn wallet_of_hold(&self, hold_id: Uuid) -> Result<Uuid, Rejection> {
-        match self.store.hold(hold_id).await {
+        if let Some(w) = self.hold_wallets.get(&hold_id) {
+            return Ok(*w);
+        }
+        match self.hold(hold_id).await {
             Ok(Some(h)) => Ok(h.wallet_id),
             Ok(None) => Err(Rejection::HoldNotFound),
             Err(e) => Err(Rejection::Unavailable(e.to_string())),

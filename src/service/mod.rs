@@ -15,6 +15,7 @@
 //! - [`batch`]: bulk postings (`POST /transactions/batch`): independent items through the engine
 //!   (`Engine::execute_many`), atomic batches in one transaction, exactly once under one Idempotency-Key.
 //! - [`holds`]: holds placed, captured and voided through the wallet's actor; hold reads; the expiry sweep.
+//! - [`reports`]: reports from the read pool (a wallet's balance at an instant).
 //! - [`idempotency`]: `Idempotency-Key`s inside the keyed operations (post, transfer, create wallet, place
 //!   and capture a hold): claim, replay, the refusal's problem document recorded as the reply, release,
 //!   resolution of unknown outcomes.
@@ -25,6 +26,7 @@ pub mod bookings;
 pub mod budgets;
 pub mod holds;
 pub mod idempotency;
+pub mod reports;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -62,6 +64,9 @@ pub struct Service {
     settings: Settings,
     /// user id → wallet id; a wallet's owner never changes.
     user_wallets: DashMap<Uuid, Uuid>,
+    /// hold id → wallet id (a hold's wallet never changes), so a capture or void finds its wallet's actor
+    /// without a second read of the hold; cleared when it reaches `holds::MAX_CACHED_HOLD_WALLETS`.
+    hold_wallets: DashMap<Uuid, Uuid>,
     /// Whether the database was seen to hold this binary's newest migration (checked by readiness until
     /// it was; a migrated database does not become unmigrated).
     migrated: AtomicBool,
@@ -105,6 +110,7 @@ impl Service {
             store,
             settings,
             user_wallets: DashMap::new(),
+            hold_wallets: DashMap::new(),
             migrated: AtomicBool::new(false),
         }
     }

@@ -41,6 +41,7 @@ mod holds;
 mod idempotency;
 mod lifecycle;
 mod rate_limit;
+mod reports;
 mod smoke;
 mod store;
 mod store_errors;

@@ -1,0 +1,16 @@
+//! Reports as use cases, served from the read pool (`store::reports`): so far a wallet's balance at an
+//! instant, from its ledger.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use wallet_actors::store::StoreError;
+
+use super::Service;
+use crate::store::BalanceAt;
+
+impl Service {
+    /// The wallet's balance as it stood at `at` (the ledger's `balance_after` at that instant).
+    pub async fn balance_at(&self, wallet_id: Uuid, at: DateTime<Utc>) -> Result<BalanceAt, StoreError> {
+        self.store.balance_at(wallet_id, at).await
+    }
+}
