@@ -102,13 +102,18 @@ impl App {
             .await
             .map_err(BuildError::Partitions)?;
         // Before any actor loads a head: rows written before chains existed are chained once (sql/V10).
-        match crate::service::audit::Auditor::new(pool.clone())
-            .chain_unchained()
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => info!(rows = n, "ledger rows written before chains are now chained"),
-            Err(e) => return Err(BuildError::Chain(e)),
+        // With `AUDIT_CHAIN=off` (measurement only) nothing is chained, old rows included.
+        if config.audit_chain {
+            match crate::service::audit::Auditor::new(pool.clone())
+                .chain_unchained()
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => info!(rows = n, "ledger rows written before chains are now chained"),
+                Err(e) => return Err(BuildError::Chain(e)),
+            }
+        } else {
+            warn!("AUDIT_CHAIN=off: rows are written unchained (for measurement only; this database will not verify)");
         }
         let limits = Limits {
             idle_timeout: config.actor_idle_timeout,
@@ -116,6 +121,7 @@ impl App {
             alert_thresholds: Arc::from(config.alert_thresholds.as_slice()),
             hold_overcapture_percent: config.hold_overcapture_percent,
             monitor: config.monitor.clone(),
+            audit_chain: config.audit_chain,
             reply_timeout: config.timeouts.reply,
             ..Limits::default()
         };

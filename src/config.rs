@@ -83,6 +83,10 @@ pub struct Config {
     /// `SUSPICIOUS_DISTINCT_CALLERS` (0 turns a rule's threshold to its default), `SUSPICIOUS_FREEZE`
     /// (`true`: a hit freezes the wallet), `SUSPICIOUS_MONITORING` (`false`: no rule is evaluated).
     pub monitor: wallet_actors::monitor::MonitorLimits,
+    /// `AUDIT_CHAIN`: `on` (default) or `off`. FOR MEASUREMENT ONLY (what the hash chain costs, issue 13):
+    /// off, the actors write their batches' rows unchained and leave the heads alone, and the start does
+    /// not chain older rows, so a database written with it off does not verify. Never off in production.
+    pub audit_chain: bool,
     /// `RATE_LIMIT_PER_SECOND`: requests per second allowed to one caller (JWT `sub`), with bursts of
     /// [`RATE_LIMIT_BURST_FACTOR`] times that; beyond it 429 `RATE_LIMITED`. Unset or 0: no limit.
     pub rate_limit_per_second: Option<std::num::NonZeroU32>,
@@ -348,6 +352,16 @@ impl Config {
             None => 0,
         };
         let monitor = parse_monitor(&var)?;
+        let audit_chain = match var("AUDIT_CHAIN").as_deref().map(str::trim) {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "AUDIT_CHAIN",
+                    format!("must be on or off (off only to measure the chain's cost), got {other:?}"),
+                ));
+            }
+        };
         let rate_limit_per_second = match var("RATE_LIMIT_PER_SECOND") {
             Some(s) => std::num::NonZeroU32::new(s.parse::<u32>().map_err(|_| {
                 ConfigError::invalid("RATE_LIMIT_PER_SECOND", format!("must be a whole number, got {s:?}"))
@@ -395,6 +409,7 @@ impl Config {
             alert_thresholds,
             hold_overcapture_percent,
             monitor,
+            audit_chain,
             rate_limit_per_second,
             amqp_prefetch,
             timeouts,

@@ -53,6 +53,11 @@ pub struct Limits {
     pub hold_overcapture_percent: u8,
     /// Suspicious-activity rules (`SUSPICIOUS_*`).
     pub monitor: crate::monitor::MonitorLimits,
+    /// Whether the actor links each batch's rows on the wallet's hash chain (`AUDIT_CHAIN`, default on).
+    /// Off is for measuring the chain's cost only: a batch's entries and audit rows are then written
+    /// unchained and the head stays where it was, so a database written with it off does not verify.
+    /// Openings and transfers, which commit on their own, stay chained.
+    pub audit_chain: bool,
 }
 
 impl Default for Limits {
@@ -68,6 +73,7 @@ impl Default for Limits {
             alert_thresholds: Arc::from(DEFAULT_ALERT_THRESHOLDS.as_slice()),
             hold_overcapture_percent: 0,
             monitor: crate::monitor::MonitorLimits::default(),
+            audit_chain: true,
         }
     }
 }

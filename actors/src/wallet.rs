@@ -194,6 +194,9 @@ impl WalletActorState {
             self.limits.hold_overcapture_percent,
         )
         .watched(self.monitor.clone(), self.limits.monitor.clone());
+        if !self.limits.audit_chain {
+            draft = draft.unchained();
+        }
         let mut items: Vec<(Pending, Planned)> = Vec::new();
         while items.len() < self.limits.max_batch {
             let Some(front) = self.pending.front() else { break };

@@ -4,10 +4,12 @@
 //!
 //! - Scenarios: `http-debits` (N wallets), `http-hot` (one wallet), `http-reads` (`GET /wallets/{userId}`),
 //!   `mixed` (debits, credits and reads), `pgbench-baseline` (the same debit as raw SQL, spread and hot),
-//!   `compare` (the engine and the baseline back to back, with their ratio), `amqp-bookings` (booking
-//!   events through RabbitMQ), `http-bulk` (`POST /transactions/batch` of `--batch-items` debits over
-//!   `--wallets`, then the raw-SQL bulk baseline, `--batch-items` guarded debits per statement, with their
-//!   ratio) and `http-holds` (place + capture pairs against `http-debits` over the same wallets).
+//!   `compare` (the engine and the baseline back to back, with their ratio), `chain-cost` (`--spawn`
+//!   only: compare's spread and hot engine phases on services with the audit chain on and off, with
+//!   the ratios; see [`chain_cost`]), `amqp-bookings` (booking events through RabbitMQ), `http-bulk`
+//!   (`POST /transactions/batch` of `--batch-items` debits over `--wallets`, then the raw-SQL bulk
+//!   baseline, `--batch-items` guarded debits per statement, with their ratio) and `http-holds` (place +
+//!   capture pairs against `http-debits` over the same wallets).
 //! - Pacing: open loop at `--rate` (latency from each request's *intended* send time, so queueing is not
 //!   hidden) or closed loop (`--closed --concurrency C`, max throughput).
 //! - Every run sets up its own users and wallets, then checks the books in SQL ([`books`]); a run whose
@@ -59,6 +61,7 @@ pub enum Scenario {
     Compare,
     HttpBulk,
     HttpHolds,
+    ChainCost,
 }
 
 impl Scenario {
@@ -73,6 +76,7 @@ impl Scenario {
             Scenario::Compare => "compare",
             Scenario::HttpBulk => "http-bulk",
             Scenario::HttpHolds => "http-holds",
+            Scenario::ChainCost => "chain-cost",
         }
     }
 }
@@ -313,7 +317,7 @@ pub async fn run(args: Args, command_line: String) -> anyhow::Result<Outcome> {
         };
         (args.amqp_url.clone(), topology)
     });
-    let target = Target::start(&TargetOpts {
+    let opts = TargetOpts {
         url: args.url.clone(),
         database_url: args.database_url.clone(),
         spawn: args.spawn,
@@ -326,11 +330,16 @@ pub async fn run(args: Args, command_line: String) -> anyhow::Result<Outcome> {
         jwt_issuer: args.jwt_issuer.clone(),
         jwt_audience: args.jwt_audience.clone(),
         events: amqp.clone().filter(|_| args.spawn),
-    })
-    .await?;
-    let result = run_on(&args, &target, &machine, started_at, command_line, amqp).await;
-    target.shutdown().await;
-    let result = result?;
+        audit_chain: true,
+    };
+    let result = if args.scenario == Scenario::ChainCost {
+        chain_cost(&args, &opts, &machine, started_at, command_line).await?
+    } else {
+        let target = Target::start(&opts).await?;
+        let result = run_on(&args, &target, &machine, started_at, command_line, amqp).await;
+        target.shutdown().await;
+        result?
+    };
     let (result_json, report_html) = report::write(&result, &out_dir)?;
     Ok(Outcome {
         result,
@@ -572,6 +581,7 @@ async fn run_on(
             )
             .await?;
         }
+        Scenario::ChainCost => unreachable!("chain-cost starts its own services (`chain_cost`)"),
         Scenario::AmqpBookings => {
             let (url, topology) = amqp.context("amqp-bookings needs the broker (--amqp-url)")?;
             let fixture = make_fixture(args, target, &http, args.wallets, books_db.as_deref()).await?;
@@ -632,6 +642,114 @@ async fn run_on(
     result.service = Some(service_info(args, target, &http).await);
     result.passed = result.engine_runs.iter().all(|r| r.books.as_ref().is_none_or(|b| b.ok))
         && result.pgbench_runs.iter().all(|p| p.books.ok);
+    Ok(result)
+}
+
+/// The order of the `chain-cost` services: on, off, off, on (ABBA), so that a drift of the shared
+/// machine's speed that is linear over the run weighs on both settings alike (each is the mean of an early
+/// and a late service).
+const CHAIN_COST_ORDER: [bool; 4] = [true, false, false, true];
+
+/// `chain-cost` (issue 13, "Measured"): compare's spread and hot engine phases (the same `http-debits`
+/// over `--wallets` wallets and over one, the same mode, each after its warm-up and a CHECKPOINT, books
+/// checked) on four in-process services in [`CHAIN_COST_ORDER`], the audit chain on or off
+/// (`AUDIT_CHAIN`). Each service gets a fresh database on the same server: one database shared by the
+/// four would make later services run over bigger tables (a drift of its own), and a service started with
+/// the chain on chains, at its start, every row an earlier one wrote with it off. Prints off ÷ on of
+/// debits/s and of p99 for spread and hot.
+async fn chain_cost(
+    args: &Args,
+    opts: &TargetOpts,
+    machine: &Machine,
+    started_at: chrono::DateTime<chrono::Utc>,
+    command_line: String,
+) -> anyhow::Result<RunResult> {
+    if !args.spawn {
+        bail!("chain-cost starts its own services: give --spawn");
+    }
+    let mode = match args.rate {
+        Some(rate) if !args.closed => Mode::Open { rate },
+        _ => Mode::Closed {
+            concurrency: args.concurrency,
+        },
+    };
+    let mut result = RunResult {
+        scenario: args.scenario.name().into(),
+        started_at: started_at.to_rfc3339(),
+        command_line,
+        machine: machine.clone(),
+        target: String::new(),
+        setup: None,
+        engine_runs: vec![],
+        pgbench_runs: vec![],
+        comparisons: vec![],
+        service: None,
+        holds: None,
+        notes: vec![],
+        passed: true,
+    };
+    let http = drive::http_client(args.max_in_flight.max(args.concurrency))?;
+    // (spread ok/s, spread p99, hot ok/s, hot p99) per service, in order.
+    let mut figures: Vec<(bool, [f64; 4])> = Vec::new();
+    for (i, &chain) in CHAIN_COST_ORDER.iter().enumerate() {
+        let label = if chain { "on" } else { "off" };
+        if !args.quiet {
+            eprintln!(
+                "chain-cost: service {} of {} with AUDIT_CHAIN={label}",
+                i + 1,
+                CHAIN_COST_ORDER.len()
+            );
+        }
+        let target = Target::start(&TargetOpts {
+            audit_chain: chain,
+            ..opts.clone()
+        })
+        .await?;
+        let phases = async {
+            setup::wait_healthy(&http, &target.base_url, Duration::from_secs(30)).await?;
+            let db = target.database_url.clone();
+            let mut runs = Vec::new();
+            for (scenario, wallets) in [("spread", args.wallets), ("hot", 1)] {
+                let fixture = make_fixture(args, &target, &http, wallets, db.as_deref()).await?;
+                result.setup.get_or_insert_with(|| setup_info(&fixture));
+                let name = format!("{scenario} chain={label} #{}", i + 1);
+                runs.push(engine_run(args, &target, &fixture, Mix::DEBITS, mode, &name, db.as_deref()).await?);
+            }
+            anyhow::Ok(runs)
+        }
+        .await;
+        if result.target.is_empty() {
+            result.target = format!(
+                "{} (one per setting, {} in all)",
+                target.description,
+                CHAIN_COST_ORDER.len()
+            );
+        }
+        target.shutdown().await;
+        let runs = phases?;
+        let f = |r: &EngineRun| (r.stats.achieved_ok_per_s, r.stats.latency.p99_ms);
+        let ((so, sp), (ho, hp)) = (f(&runs[0]), f(&runs[1]));
+        figures.push((chain, [so, sp, ho, hp]));
+        result.engine_runs.extend(runs);
+    }
+    let mean = |on: bool, k: usize| {
+        let v: Vec<f64> = figures.iter().filter(|(c, _)| *c == on).map(|(_, f)| f[k]).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    for (k, what) in [
+        (0, "spread debits/s"),
+        (1, "spread p99 ms"),
+        (2, "hot debits/s"),
+        (3, "hot p99 ms"),
+    ] {
+        let (on, off) = (mean(true, k), mean(false, k));
+        let ratio = if on > 0.0 { off / on } else { 0.0 };
+        result.notes.push(format!(
+            "chain cost: {what}: chain off {off:.2}, chain on {on:.2} (means of {} services each), off/on = {ratio:.3}",
+            CHAIN_COST_ORDER.len() / 2
+        ));
+    }
+    result.passed = result.engine_runs.iter().all(|r| r.books.as_ref().is_none_or(|b| b.ok));
     Ok(result)
 }
 
@@ -920,6 +1038,9 @@ pub fn summary_text(o: &Outcome) -> String {
     }
     if let Some(h) = &r.holds {
         s.push_str(&holds::summary_text(h));
+    }
+    for n in r.notes.iter().filter(|n| n.starts_with("chain cost:")) {
+        let _ = writeln!(s, "{n}");
     }
     if let Some(svc) = &r.service
         && let (Some(rss), Some(peak)) = (svc.rss_kb, svc.peak_rss_kb)

@@ -54,6 +54,8 @@ pub struct TargetOpts {
     pub events: Option<(String, wallet_service::events::Topology)>,
     /// With --spawn and events: the consumer's prefetch (`AMQP_PREFETCH` of a deployed service).
     pub prefetch: u16,
+    /// With --spawn: the service's `AUDIT_CHAIN` (off only for `chain-cost`, to measure the chain).
+    pub audit_chain: bool,
 }
 
 struct Spawned {
@@ -191,6 +193,7 @@ impl Target {
             default_budgets: vec![],
             alert_thresholds: wallet_actors::budget::DEFAULT_ALERT_THRESHOLDS.to_vec(),
             hold_overcapture_percent: 0,
+            audit_chain: o.audit_chain,
             monitor: wallet_actors::monitor::MonitorLimits::default(),
             rate_limit_per_second: None,
             amqp_prefetch: o.prefetch,
@@ -260,8 +263,9 @@ impl Target {
             database_url: Some(database_url),
             auth,
             description: format!(
-                "in-process service ({threads} runtime threads, pool {}) over fresh database {db_name}",
-                o.pool_size
+                "in-process service ({threads} runtime threads, pool {}{}) over fresh database {db_name}",
+                o.pool_size,
+                if o.audit_chain { "" } else { ", AUDIT_CHAIN=off" }
             ),
             spawned: Some(spawned),
         })

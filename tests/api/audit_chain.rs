@@ -553,3 +553,42 @@ async fn only_an_admin_may_verify_the_chains() {
     let res = app.get_as(&app.admin_token, "/admin/audit/verify?wallet=x").await;
     expect_problem(res, 400, "VALIDATION_FAILED").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_chain_switched_off_postings_and_a_hold_commit_unchained_and_leave_the_head_alone() {
+    // `AUDIT_CHAIN=off` is for measuring the chain's cost: writes must still commit, on the plain
+    // single-statement path (a debit, a credit) and on the careful one (a hold's audit row).
+    let app = TestApp::builder().configure(|c| c.audit_chain = false).spawn().await;
+    let (_, _, wallet) = app.user_with_wallet("100.00", "USD").await;
+    post(&app, wallet, json!({"type": "DEBIT", "amount": "1.00"})).await;
+    post(&app, wallet, json!({"type": "CREDIT", "amount": "2.00"})).await;
+    send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/wallets/{wallet}/holds"),
+        json!({"amount": "5.00"}),
+    )
+    .await;
+    assert_eq!(app.balance(wallet).await, "101.00");
+    let unchained = app
+        .count(
+            "SELECT count(*) FROM transactions WHERE wallet_id = $1 AND type IN ('DEBIT', 'CREDIT') \
+               AND reference_type IS DISTINCT FROM 'OPENING' AND chain_seq IS NULL AND hash IS NULL",
+            &[&wallet],
+        )
+        .await;
+    assert_eq!(unchained, 2, "the debit and the credit carry no link");
+    let hold_rows = app
+        .count(
+            "SELECT count(*) FROM audit_log WHERE action = 'hold.place' AND target_type = 'hold' \
+               AND chain_seq IS NULL AND hash IS NULL",
+            &[],
+        )
+        .await;
+    assert_eq!(hold_rows, 1, "the hold's audit row is written, unchained");
+    // The opening entry (committed on its own) is still the chain's first row; batches did not move it.
+    let head = app
+        .count("SELECT head_seq FROM wallets WHERE wallet_id = $1", &[&wallet])
+        .await;
+    assert_eq!(head, 1);
+}

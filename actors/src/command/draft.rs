@@ -74,6 +74,9 @@ pub(crate) struct Draft {
     pub(crate) monitor: Monitor,
     pub(super) monitor_limits: MonitorLimits,
     pub(super) suspicious: Vec<Suspicion>,
+    /// Whether `into_batch` links the rows on the wallet's chain (`Limits::audit_chain`; off only to
+    /// measure what the chain costs).
+    chained: bool,
 }
 
 impl Draft {
@@ -100,7 +103,14 @@ impl Draft {
                 ..MonitorLimits::default()
             },
             suspicious: Vec::new(),
+            chained: true,
         }
+    }
+
+    /// A draft whose batch is sealed without linking its rows (`Limits::audit_chain` off: measurement only).
+    pub(crate) fn unchained(mut self) -> Draft {
+        self.chained = false;
+        self
     }
 
     /// Watches the batch's debits with this sketch and these rules (the wallet actor's; a draft without it
@@ -159,6 +169,10 @@ impl Draft {
         if changes_wallet {
             after.version = self.expected_version + 1;
             after.updated_at = Utc::now();
+        }
+        // Unchained (measurement only), every row keeps `link: None` and the head stays: the store writes
+        // NULL chain columns and the head it already has.
+        if changes_wallet && self.chained {
             // The head the batch was planned from is the committed one: commands never move it.
             after.head = super::seal::chain_batch(after.head, after.wallet_id, &mut entries, &mut audit);
         }

@@ -61,6 +61,7 @@ pub fn config(database_url: &str) -> Config {
         max_initial_balance: wallet_service::config::DEFAULT_MAX_INITIAL_BALANCE,
         alert_thresholds: vec![80, 100],
         hold_overcapture_percent: 0,
+        audit_chain: true,
         monitor: wallet_actors::monitor::MonitorLimits::default(),
         rate_limit_per_second: None,
         amqp_prefetch: wallet_service::events::PREFETCH,
