@@ -221,7 +221,16 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .and(c())
         .and(auth_header())
         .then(|id, ctx, auth| async move { respond(holds::void(ctx, auth, id).await) });
-    let hold_routes = balance_at
+    let budget_report = warp::path!("reports" / "budgets")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_header("accept"))
+        .and(raw_query())
+        .then(|ctx, auth, accept, q| async move { respond(reports::budgets(ctx, auth, accept, q).await) });
+    let hold_routes = budget_report
+        .or(balance_at)
+        .unify()
         .or(place_hold)
         .unify()
         .or(list_holds)
@@ -348,6 +357,7 @@ pub fn route_of(path: &str) -> Option<RouteInfo> {
         (Some("admin"), Some("audit"), Some("verify"), None) => r("/admin/audit/verify", "GET"),
         (Some("wallets"), None, _, _) => r("/wallets", "POST"),
         (Some("budgets"), None, _, _) => r("/budgets", "POST"),
+        (Some("reports"), Some("budgets"), None, _) => r("/reports/budgets", "GET"),
         (Some("users"), u, None, _) if id(u) => r("/users/{id}", "PUT"),
         (Some("wallets"), w, None, _) if id(w) => r("/wallets/{id}", "GET"),
         (Some("wallets"), w, Some("status"), None) if id(w) => r("/wallets/{id}/status", "PUT"),

@@ -15,7 +15,8 @@ use warp::reply::Response;
 use super::handlers::{authenticate, parse_bound, visible};
 use super::problem::{ApiError, json_response};
 use super::{Ctx, RawHeader};
-use crate::store::BalanceAt;
+use crate::auth::Role;
+use crate::store::{BalanceAt, BudgetReport, MAX_BUDGET_REPORT_ROWS};
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +120,154 @@ pub async fn balance_at(
             &["wallet_id", "at", "balance"],
             &[vec![view.wallet_id.to_string(), view.at, view.balance]],
         ));
+    }
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BudgetReportQuery {
+    /// The company (required for admin and service callers; a manager's or user's own by default, and
+    /// another company is 404 for them).
+    pub company_id: Option<Uuid>,
+    /// ISO 8601 date: the budgets whose period holds it (default today, UTC).
+    pub as_of: Option<chrono::NaiveDate>,
+}
+
+/// One row of `GET /reports/budgets`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BudgetReportRowView {
+    pub budget_id: Uuid,
+    pub wallet_id: Uuid,
+    pub user_id: Uuid,
+    #[schema(value_type = crate::schema::enums::PeriodType)]
+    pub period_type: String,
+    pub start_date: chrono::NaiveDate,
+    pub end_date: chrono::NaiveDate,
+    #[schema(value_type = crate::schema::Money)]
+    pub total_amount: String,
+    #[schema(value_type = crate::schema::Money)]
+    pub used_amount: String,
+    #[schema(value_type = crate::schema::Money)]
+    pub held_amount: String,
+    /// `used_amount / total_amount`, in percent with two decimals (held money counts as used).
+    #[schema(example = "83.33")]
+    pub utilisation_percent: String,
+    #[schema(value_type = crate::schema::enums::BudgetStatus)]
+    pub status: String,
+}
+
+/// `GET /reports/budgets`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BudgetReportView {
+    pub as_of: chrono::NaiveDate,
+    pub rows: Vec<BudgetReportRowView>,
+}
+
+const BUDGET_REPORT_COLUMNS: [&str; 11] = [
+    "budget_id",
+    "wallet_id",
+    "user_id",
+    "period_type",
+    "start_date",
+    "end_date",
+    "total_amount",
+    "used_amount",
+    "held_amount",
+    "utilisation_percent",
+    "status",
+];
+
+/// A company's budgets whose period holds `as_of`, highest utilisation first.
+#[utoipa::path(get, path = "/reports/budgets", tag = "reports", operation_id = "budgetReport",
+    params(BudgetReportQuery),
+    responses((status = 200, description = "The budgets, highest utilisation first (JSON, or CSV to `Accept: text/csv` \
+                 with the row columns)",
+                 content((BudgetReportView = "application/json"), (String = "text/csv"))),
+              (status = 400, description = "VALIDATION_FAILED: a bad query parameter, no company_id from an admin, or a \
+                 report of more than 10000 rows (narrow it: it is never cut short)"),
+              (status = 404, description = "NOT_FOUND: a company the caller may not see")))]
+pub async fn budgets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: String) -> Result<Response, ApiError> {
+    let caller = authenticate(&ctx, auth)?;
+    let q: BudgetReportQuery = serde_urlencoded::from_str(&query).map_err(|e| {
+        let msg = e.to_string();
+        let field = msg.split('`').nth(1).unwrap_or("query").to_string();
+        ApiError::validation(&field, msg)
+    })?;
+    let (company, user) = match caller.role {
+        Role::Admin | Role::Service => (
+            q.company_id
+                .ok_or_else(|| ApiError::validation("company_id", "is required for admin and service callers"))?,
+            None,
+        ),
+        Role::Manager | Role::User => {
+            let company = q.company_id.unwrap_or(caller.company_id);
+            if company != caller.company_id {
+                return Err(ApiError::not_found("company"));
+            }
+            (company, (caller.role == Role::User).then_some(caller.user_id))
+        }
+    };
+    let today = Utc::now().date_naive();
+    let as_of = q.as_of.unwrap_or(today);
+    let rows = match ctx.service.budget_report(company, user, as_of).await? {
+        BudgetReport::Rows(rows) => rows,
+        BudgetReport::TooMany => {
+            return Err(ApiError::validation(
+                "company_id",
+                format!("the report would have more than {MAX_BUDGET_REPORT_ROWS} rows; it is never cut short"),
+            ));
+        }
+    };
+    let view = BudgetReportView {
+        as_of,
+        rows: rows
+            .iter()
+            .map(|r| {
+                let b = crate::views::BudgetView::from(&r.budget);
+                let pct = if r.budget.total.is_zero() {
+                    rust_decimal::Decimal::ZERO
+                } else {
+                    r.budget.used.value() * rust_decimal::Decimal::ONE_HUNDRED / r.budget.total.value()
+                };
+                BudgetReportRowView {
+                    budget_id: b.budget_id,
+                    wallet_id: b.wallet_id,
+                    user_id: r.user_id,
+                    period_type: b.period_type,
+                    start_date: b.start_date,
+                    end_date: b.end_date,
+                    total_amount: b.total_amount,
+                    used_amount: b.used_amount,
+                    held_amount: b.held_amount,
+                    utilisation_percent: format!("{:.2}", pct.round_dp(2)),
+                    status: b.status,
+                }
+            })
+            .collect(),
+    };
+    if wants_csv(&accept) {
+        let rows: Vec<Vec<String>> = view
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.budget_id.to_string(),
+                    r.wallet_id.to_string(),
+                    r.user_id.to_string(),
+                    r.period_type.clone(),
+                    r.start_date.to_string(),
+                    r.end_date.to_string(),
+                    r.total_amount.clone(),
+                    r.used_amount.clone(),
+                    r.held_amount.clone(),
+                    r.utilisation_percent.clone(),
+                    r.status.clone(),
+                ]
+            })
+            .collect();
+        return Ok(csv(&BUDGET_REPORT_COLUMNS, &rows));
     }
     Ok(json_response(StatusCode::OK, &view))
 }

@@ -131,3 +131,136 @@ async fn a_balance_before_the_wallet_existed_in_the_future_or_of_a_wallet_one_ma
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_report_lists_a_companys_budgets_by_utilisation_with_their_holds_in_json_and_csv() {
+    let app = spawn_app().await;
+    let company = Uuid::new_v4();
+    let manager = Uuid::new_v4();
+    assert_eq!(app.put_user(manager, company, "manager").await.status(), 200);
+    let mut wallets = Vec::new();
+    for _ in 0..2 {
+        let user = Uuid::new_v4();
+        assert_eq!(app.put_user(user, company, "user").await.status(), 200);
+        let res = app
+            .create_wallet_as(
+                &app.admin_token,
+                json!({"user_id": user, "initial_balance": "1000.00", "currency": "USD"}),
+            )
+            .await;
+        let (status, w) = json_of(res).await;
+        assert_eq!(status, 201, "{w}");
+        wallets.push((user, Uuid::parse_str(w["wallet_id"].as_str().unwrap()).unwrap()));
+    }
+    let mut budgets = Vec::new();
+    for (_, wallet) in &wallets {
+        let res = app
+            .http
+            .post(app.url("/budgets"))
+            .bearer_auth(&app.admin_token)
+            .json(&crate::helpers::fixtures::budget_body(*wallet, "200.00"))
+            .send()
+            .await
+            .unwrap();
+        let (status, b) = json_of(res).await;
+        assert_eq!(status, 201, "{b}");
+        budgets.push(b["budget_id"].as_str().unwrap().to_string());
+    }
+    // The first wallet spends 50 (25%), the second holds 150 (75%).
+    assert_eq!(
+        app.post_txn(wallets[0].1, json!({"amount": "50.00", "type": "DEBIT"}))
+            .await
+            .status(),
+        201
+    );
+    let res = app
+        .http
+        .post(app.url(&format!("/wallets/{}/holds", wallets[1].1)))
+        .bearer_auth(&app.service_token)
+        .json(&json!({"amount": "150.00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    // A budget of another company is not in the report.
+    let (_, _, stranger_wallet) = app.user_with_wallet("100.00", "USD").await;
+    let res = app
+        .http
+        .post(app.url("/budgets"))
+        .bearer_auth(&app.admin_token)
+        .json(&crate::helpers::fixtures::budget_body(stranger_wallet, "10.00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    let as_manager = token(Role::Manager, manager, company);
+    let (status, report) = json_of(app.get_as(&as_manager, "/reports/budgets").await).await;
+    assert_eq!(status, 200, "{report}");
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{report}");
+    assert_eq!(rows[0]["budget_id"], budgets[1].as_str(), "highest utilisation first");
+    assert_eq!(rows[0]["utilisation_percent"], "75.00");
+    assert_eq!(rows[0]["held_amount"], "150.00");
+    assert_eq!(rows[0]["used_amount"], "150.00");
+    assert_eq!(rows[0]["user_id"], wallets[1].0.to_string());
+    assert_eq!(rows[1]["utilisation_percent"], "25.00");
+    assert_eq!(rows[1]["held_amount"], "0.00");
+
+    let res = app
+        .http
+        .get(app.url("/reports/budgets"))
+        .bearer_auth(&as_manager)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.text().await.unwrap();
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(
+        lines[0],
+        "budget_id,wallet_id,user_id,period_type,start_date,end_date,total_amount,used_amount,held_amount,utilisation_percent,status"
+    );
+    assert_eq!(lines.len(), 3, "{body}");
+    assert!(
+        lines[1].starts_with(&budgets[1]) && lines[1].contains(",150.00,150.00,75.00,"),
+        "{body}"
+    );
+
+    // A user sees their own budgets only; a manager of another company, and an admin with no company, are refused.
+    let user = token(Role::User, wallets[0].0, company);
+    let (_, own) = json_of(app.get_as(&user, "/reports/budgets").await).await;
+    assert_eq!(own["rows"].as_array().unwrap().len(), 1, "{own}");
+    assert_eq!(own["rows"][0]["budget_id"], budgets[0].as_str());
+    let other = token(Role::Manager, Uuid::new_v4(), Uuid::new_v4());
+    expect_problem(
+        app.get_as(&other, &format!("/reports/budgets?company_id={company}"))
+            .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    expect_problem(
+        app.get_as(&app.admin_token, "/reports/budgets").await,
+        400,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    let (_, by_admin) = json_of(
+        app.get_as(&app.admin_token, &format!("/reports/budgets?company_id={company}"))
+            .await,
+    )
+    .await;
+    assert_eq!(by_admin["rows"].as_array().unwrap().len(), 2);
+    // As of a day outside every budget's period: none.
+    let (_, none) = json_of(
+        app.get_as(
+            &app.admin_token,
+            &format!("/reports/budgets?company_id={company}&as_of=2001-01-01"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(none["rows"].as_array().unwrap().len(), 0);
+}
