@@ -13,11 +13,10 @@ use http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use wallet_actors::messages::{MAX_DESCRIPTION_LEN, MAX_REFERENCE_ID_LEN, MAX_REFERENCE_TYPE_LEN};
 use wallet_actors::{Amount, Direction};
 use warp::reply::Response;
 
-use super::handlers::{DEFAULT_REFERENCE_TYPE, PostType, authenticate, optional_text, origin, positive};
+use super::handlers::{Annotations, PostType, authenticate, origin, positive};
 use super::idempotency::{self, key_request};
 use super::problem::{ApiError, raw_json};
 use super::{Body, RawHeader};
@@ -98,21 +97,7 @@ pub struct BatchResults {
 fn item_posting(i: usize, b: BatchItemBody) -> Result<BatchItem, ApiError> {
     let field = |f: &str| format!("items[{i}].{f}");
     let amount = positive(&field("amount"), b.amount)?;
-    let description = optional_text(&field("description"), b.description, MAX_DESCRIPTION_LEN)?;
-    let reference_id = optional_text(&field("reference_id"), b.reference_id, MAX_REFERENCE_ID_LEN)?;
-    let reference_type = optional_text(&field("reference_type"), b.reference_type, MAX_REFERENCE_TYPE_LEN)?;
-    if reference_type.is_some() && reference_id.is_none() {
-        return Err(ApiError::validation(
-            &field("reference_id"),
-            "is required with reference_type",
-        ));
-    }
-    let reference_type = reference_type.or_else(|| reference_id.as_ref().map(|_| DEFAULT_REFERENCE_TYPE.to_string()));
-    let metadata = match b.metadata {
-        None | Some(serde_json::Value::Null) => None,
-        Some(m @ serde_json::Value::Object(_)) => Some(m),
-        Some(_) => return Err(ApiError::validation(&field("metadata"), "must be a JSON object")),
-    };
+    let a = Annotations::validate(field, b.description, b.reference_id, b.reference_type, b.metadata)?;
     Ok(BatchItem {
         wallet_id: b.wallet_id,
         posting: Posting {
@@ -121,10 +106,10 @@ fn item_posting(i: usize, b: BatchItemBody) -> Result<BatchItem, ApiError> {
                 PostType::Debit => Direction::Debit,
             },
             amount,
-            description,
-            reference_id,
-            reference_type,
-            metadata,
+            description: a.description,
+            reference_id: a.reference_id,
+            reference_type: a.reference_type,
+            metadata: a.metadata,
         },
     })
 }

@@ -118,6 +118,59 @@ pub(crate) fn positive(field: &str, a: Amount) -> Result<Amount, ApiError> {
     }
 }
 
+/// A query string strictly (unknown parameters refused), the failing parameter named.
+pub(crate) fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(query).map_err(|e| {
+        let msg = e.to_string();
+        let field = msg.split('`').nth(1).unwrap_or("query").to_string();
+        ApiError::validation(&field, msg)
+    })
+}
+
+/// The free-text, reference and metadata fields every money request shares (a posting, a batch item, a
+/// hold), validated by one set of rules: lengths, no blank text, `reference_type` only with a
+/// `reference_id` (which defaults it to `EXTERNAL`), `metadata` a JSON object (`null` as absent).
+/// `field` names a field in the request (`items[3].metadata`).
+pub(crate) struct Annotations {
+    pub description: Option<String>,
+    pub reference_id: Option<String>,
+    pub reference_type: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl Annotations {
+    pub(crate) fn validate(
+        field: impl Fn(&str) -> String,
+        description: Option<String>,
+        reference_id: Option<String>,
+        reference_type: Option<String>,
+        metadata: Option<serde_json::Value>,
+    ) -> Result<Annotations, ApiError> {
+        let description = optional_text(&field("description"), description, MAX_DESCRIPTION_LEN)?;
+        let reference_id = optional_text(&field("reference_id"), reference_id, MAX_REFERENCE_ID_LEN)?;
+        let reference_type = optional_text(&field("reference_type"), reference_type, MAX_REFERENCE_TYPE_LEN)?;
+        let metadata = match metadata {
+            None | Some(serde_json::Value::Null) => None,
+            Some(m @ serde_json::Value::Object(_)) => Some(m),
+            Some(_) => return Err(ApiError::validation(&field("metadata"), "must be a JSON object")),
+        };
+        if reference_type.is_some() && reference_id.is_none() {
+            return Err(ApiError::validation(
+                &field("reference_id"),
+                "is required with reference_type",
+            ));
+        }
+        let reference_type =
+            reference_type.or_else(|| reference_id.as_ref().map(|_| DEFAULT_REFERENCE_TYPE.to_string()));
+        Ok(Annotations {
+            description,
+            reference_id,
+            reference_type,
+            metadata,
+        })
+    }
+}
+
 /// 404 unless the caller may see the wallet.
 pub(crate) fn visible(caller: &Caller, w: &WalletState) -> Result<(), ApiError> {
     if caller.can_view(w.user_id, w.company_id) {
@@ -354,11 +407,7 @@ pub(crate) fn parse_number(field: &str, v: Option<&str>, default: u32, max: u32)
               (status = 404, description = "NOT_FOUND: no such wallet, or one the caller may not see")))]
 pub async fn history(ctx: Arc<Ctx>, auth: RawHeader, wallet_id: Uuid, query: String) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
-    let q: HistoryQuery = serde_urlencoded::from_str(&query).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg.split('`').nth(1).unwrap_or("query").to_string();
-        ApiError::validation(&field, msg)
-    })?;
+    let q: HistoryQuery = parse_query(&query)?;
     let mut f = HistoryFilter {
         page: parse_number("page", q.page.as_deref(), 1, MAX_PAGE)?,
         limit: parse_number("limit", q.limit.as_deref(), DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT)?,
@@ -467,22 +516,13 @@ pub async fn post_transaction(
     let caller = authenticate(&ctx, auth)?;
     let (b, raw) = parse::<PostTransactionBody>(body)?;
     let amount = positive("amount", b.amount)?;
-    let description = optional_text("description", b.description, MAX_DESCRIPTION_LEN)?;
-    let reference_id = optional_text("reference_id", b.reference_id, MAX_REFERENCE_ID_LEN)?;
-    let reference_type = optional_text("reference_type", b.reference_type, MAX_REFERENCE_TYPE_LEN)?;
-    if b.metadata.as_ref().is_some_and(|m| !m.is_object()) {
-        return Err(ApiError::validation("metadata", "must be a JSON object"));
-    }
-    if reference_type.is_some() && reference_id.is_none() {
-        return Err(ApiError::validation("reference_id", "is required with reference_type"));
-    }
-    let reference_type = reference_type.or_else(|| reference_id.as_ref().map(|_| DEFAULT_REFERENCE_TYPE.to_string()));
-    // `null` is as good as absent; anything else must be an object (the contract's shape).
-    let metadata = match b.metadata {
-        None | Some(serde_json::Value::Null) => None,
-        Some(m @ serde_json::Value::Object(_)) => Some(m),
-        Some(_) => return Err(ApiError::validation("metadata", "must be a JSON object")),
-    };
+    let a = Annotations::validate(
+        str::to_string,
+        b.description,
+        b.reference_id,
+        b.reference_type,
+        b.metadata,
+    )?;
     if !caller.can_move_money() {
         let w = ctx.service.wallet(wallet_id).await?;
         visible(&caller, &w)?;
@@ -496,10 +536,10 @@ pub async fn post_transaction(
             PostType::Debit => Direction::Debit,
         },
         amount,
-        description,
-        reference_id,
-        reference_type,
-        metadata,
+        description: a.description,
+        reference_id: a.reference_id,
+        reference_type: a.reference_type,
+        metadata: a.metadata,
     };
     let path = format!("/wallets/{wallet_id}/transactions");
     let key = key_request(

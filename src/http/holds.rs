@@ -10,13 +10,12 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use wallet_actors::command::hold::{DEFAULT_HOLD_TTL_SECS, MAX_HOLD_TTL_SECS};
-use wallet_actors::messages::{MAX_DESCRIPTION_LEN, MAX_REFERENCE_ID_LEN, MAX_REFERENCE_TYPE_LEN};
 use wallet_actors::{Amount, Hold, HoldStatus};
 use warp::reply::Response;
 
 use super::handlers::{
-    DEFAULT_PAGE_LIMIT, DEFAULT_REFERENCE_TYPE, MAX_PAGE, MAX_PAGE_LIMIT, authenticate, optional_text, origin, parse,
-    parse_number, positive, visible,
+    Annotations, DEFAULT_PAGE_LIMIT, MAX_PAGE, MAX_PAGE_LIMIT, authenticate, origin, parse, parse_number, parse_query,
+    positive, visible,
 };
 use super::idempotency;
 use super::problem::{ApiError, json_response, raw_json};
@@ -76,14 +75,6 @@ pub struct HoldQuery {
     pub limit: Option<String>,
 }
 
-fn metadata_object(m: Option<serde_json::Value>) -> Result<Option<serde_json::Value>, ApiError> {
-    match m {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(m @ serde_json::Value::Object(_)) => Ok(Some(m)),
-        Some(_) => Err(ApiError::validation("metadata", "must be a JSON object")),
-    }
-}
-
 /// 403 for callers that may not move money, after a 404 for what they may not see.
 async fn may_move_money(ctx: &Ctx, caller: &Caller, wallet_id: Uuid) -> Result<(), ApiError> {
     if caller.can_move_money() {
@@ -133,13 +124,13 @@ pub async fn place(
     let caller = authenticate(&ctx, auth)?;
     let (b, raw) = parse::<PlaceHoldBody>(body)?;
     let amount = positive("amount", b.amount)?;
-    let description = optional_text("description", b.description, MAX_DESCRIPTION_LEN)?;
-    let reference_id = optional_text("reference_id", b.reference_id, MAX_REFERENCE_ID_LEN)?;
-    let reference_type = optional_text("reference_type", b.reference_type, MAX_REFERENCE_TYPE_LEN)?;
-    if reference_type.is_some() && reference_id.is_none() {
-        return Err(ApiError::validation("reference_id", "is required with reference_type"));
-    }
-    let reference_type = reference_type.or_else(|| reference_id.as_ref().map(|_| DEFAULT_REFERENCE_TYPE.to_string()));
+    let a = Annotations::validate(
+        str::to_string,
+        b.description,
+        b.reference_id,
+        b.reference_type,
+        b.metadata,
+    )?;
     let ttl = b.expires_in_seconds.unwrap_or(DEFAULT_HOLD_TTL_SECS);
     if !(1..=MAX_HOLD_TTL_SECS).contains(&ttl) {
         return Err(ApiError::validation(
@@ -147,14 +138,13 @@ pub async fn place(
             format!("must be from 1 to {MAX_HOLD_TTL_SECS} (30 days)"),
         ));
     }
-    let metadata = metadata_object(b.metadata)?;
     may_move_money(&ctx, &caller, wallet_id).await?;
     let hold = NewHold {
         amount,
-        reference_id,
-        reference_type,
-        description,
-        metadata,
+        reference_id: a.reference_id,
+        reference_type: a.reference_type,
+        description: a.description,
+        metadata: a.metadata,
         expires_in: Duration::from_secs(u64::from(ttl)),
     };
     let path = format!("/wallets/{wallet_id}/holds");
@@ -238,11 +228,7 @@ pub async fn get(ctx: Arc<Ctx>, auth: RawHeader, hold_id: Uuid) -> Result<Respon
               (status = 404, description = "NOT_FOUND: no such wallet, or one the caller may not see")))]
 pub async fn list(ctx: Arc<Ctx>, auth: RawHeader, wallet_id: Uuid, query: String) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
-    let q: HoldQuery = serde_urlencoded::from_str(&query).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg.split('`').nth(1).unwrap_or("query").to_string();
-        ApiError::validation(&field, msg)
-    })?;
+    let q: HoldQuery = parse_query(&query)?;
     let status = q
         .status
         .as_deref()

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use warp::reply::Response;
 
-use super::handlers::{authenticate, parse_bound, visible};
+use super::handlers::{authenticate, parse_bound, parse_query, visible};
 use super::problem::{ApiError, json_response};
 use super::{Ctx, RawHeader};
 use crate::auth::Role;
@@ -81,11 +81,7 @@ pub async fn balance_at(
     query: String,
 ) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
-    let q: BalanceQuery = serde_urlencoded::from_str(&query).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg.split('`').nth(1).unwrap_or("query").to_string();
-        ApiError::validation(&field, msg)
-    })?;
+    let q: BalanceQuery = parse_query(&query)?;
     let now = Utc::now();
     let at = match q.at.as_deref() {
         Some(v) => parse_bound("at", v, false)?,
@@ -190,11 +186,7 @@ const BUDGET_REPORT_COLUMNS: [&str; 11] = [
               (status = 404, description = "NOT_FOUND: a company the caller may not see")))]
 pub async fn budgets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: String) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
-    let q: BudgetReportQuery = serde_urlencoded::from_str(&query).map_err(|e| {
-        let msg = e.to_string();
-        let field = msg.split('`').nth(1).unwrap_or("query").to_string();
-        ApiError::validation(&field, msg)
-    })?;
+    let q: BudgetReportQuery = parse_query(&query)?;
     let (company, user) = match caller.role {
         Role::Admin | Role::Service => (
             q.company_id
