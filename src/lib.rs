@@ -4,10 +4,13 @@
 //! # Module map
 //! Arrows run one way (adapters → use cases → store and engine; nothing below imports anything above):
 //! `app` → `http`, `events` → `service` → `problem` → `store` → `cache`, `views` → `schema`; `config`,
-//! `telemetry` sit beside `app`; `auth`, `crypto`, `decode` are leaves for whoever needs them.
+//! `telemetry`, `tls` sit beside `app`; `auth`, `crypto`, `decode` are leaves for whoever needs them.
 //! Every error is an enum (thiserror), and a store row is read by column name (`store::col`), never by a
 //! panicking position.
-//! - [`app`]: `App::build(config)` wires everything; `App::run(shutdown)` serves and drains.
+//! - [`app`]: `App::build(config)` wires everything; `App::run(shutdown)` serves and drains (the API port,
+//!   and with `METRICS_PORT` a metrics port of its own).
+//! - [`tls`]: HTTPS for the API port, TLS 1.3 only (rustls on aws-lc-rs): PEM loading and the accept
+//!   loop that hands each handshaken connection to the warp routes, with the same graceful drain.
 //! - [`service`]: THE USE-CASE LAYER. `Service` alone holds the engine, the store and the cache and
 //!   offers typed operations with enum errors: post, transfer, status, budgets (through the wallet's
 //!   actor), wallets (the opening balance planned by the engine's `command::plan_opening`), users, reads,
@@ -42,7 +45,8 @@
 //! - [`cache`]: wallet states written through after each commit (Redis, or in process), versioned.
 //! - [`views`]: the JSON shapes of replies, idempotent replays and events; [`schema`]: their
 //!   documentation-only OpenAPI types.
-//! - [`config`]: environment variables of the contract, validated at start; [`telemetry`]: logs, metrics.
+//! - [`config`]: environment variables of the contract, validated at start (`config::Transport`: the
+//!   metrics port and the TLS files); [`telemetry`]: logs, metrics.
 //! - [`auth`]: JWT validation and who-may-see-what rules; [`crypto`]: AES-256-GCM for PII;
 //!   [`decode`]: strict JSON (one document, no NUL in any text).
 //!
@@ -72,4 +76,5 @@ pub mod schema;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod views;

@@ -112,13 +112,35 @@ fn respond(r: Result<Response, ApiError>) -> Response {
     r.unwrap_or_else(ApiError::into_response)
 }
 
-/// All routes.
-pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error = WarpRejection> + Clone {
+/// Where `GET /metrics` is answered (`METRICS_PORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAt {
+    /// On the API port, beside the API (no `METRICS_PORT`).
+    ApiPort,
+    /// On a port of its own ([`metrics_routes`]); the API port answers 404 for `/metrics`, whatever the
+    /// method, so a route exposed to the world cannot leak them.
+    OwnPort,
+}
+
+/// All routes of the API port.
+pub fn routes(
+    ctx: Arc<Ctx>,
+    metrics_at: MetricsAt,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = WarpRejection> + Clone {
     let c = || with_ctx(ctx.clone());
 
     let health = warp::path!("health").and(warp::get()).map(handlers::health);
     let ready = warp::path!("ready").and(warp::get()).and(c()).then(handlers::ready);
-    let metrics = warp::path!("metrics").and(warp::get()).and(c()).map(handlers::metrics);
+    let metrics = match metrics_at {
+        MetricsAt::ApiPort => warp::path!("metrics")
+            .and(warp::get())
+            .and(c())
+            .map(handlers::metrics)
+            .boxed(),
+        MetricsAt::OwnPort => warp::path!("metrics")
+            .map(|| ApiError::not_found("route").into_response())
+            .boxed(),
+    };
     let openapi = warp::path!("openapi.json").and(warp::get()).map(openapi::serve);
     let docs_page = warp::path!("docs").and(warp::get()).map(docs::page);
     let docs_asset = warp::path!("docs" / String)
@@ -327,6 +349,26 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .with(warp::log::custom(move |info| metrics_ctx.observe(info)))
         .boxed()
+}
+
+/// The routes of the metrics port (`METRICS_PORT`): `GET /metrics`, and 404 for anything else (405 with
+/// `Allow` for another method on `/metrics`).
+pub fn metrics_routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_ctx(ctx))
+        .map(handlers::metrics);
+    let other = warp::path::full().map(|path: warp::path::FullPath| {
+        if path.as_str() == "/metrics" {
+            let mut res = ApiError::method_not_allowed().into_response();
+            res.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static("GET"));
+            res
+        } else {
+            ApiError::not_found("route").into_response()
+        }
+    });
+    metrics.or(other).unify()
 }
 
 /// A path template the service serves: its metrics label (ids as `{id}`) and its methods (`Allow`).

@@ -53,7 +53,8 @@ impl Modify for BearerAuth {
         Every endpoint but `/health`, `/ready`, `/metrics` and the documentation (`/openapi.json`, `/docs`, `/problems`) \
         needs `Authorization: Bearer <JWT>`. Amounts are decimal strings in every reply; requests accept a decimal \
         string or a JSON number, read exactly. Errors are `application/problem+json` (RFC 9457) with a stable `code`; \
-        each problem's `type` URI (`/problems/{slug}`) documents it. Money-moving POSTs take an `Idempotency-Key`."),
+        each problem's `type` URI (`/problems/{slug}`) documents it. Money-moving POSTs take an `Idempotency-Key`. \
+        With `METRICS_PORT` set, `/metrics` is served only on that port and answers 404 here."),
     paths(handlers::health, handlers::ready, handlers::metrics, serve_doc, docs_doc, problems_doc, problem_doc,
           handlers::put_user, handlers::create_wallet, handlers::get_wallet, handlers::set_status, handlers::history,
           handlers::post_transaction, handlers::transfer, super::batch::post_batch, super::budgets::list, super::budgets::create,
