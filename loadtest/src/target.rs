@@ -198,6 +198,7 @@ impl Target {
             rate_limit_per_second: None,
             amqp_prefetch: o.prefetch,
             timeouts: Default::default(),
+            transport: Default::default(),
         };
         let events = wallet_service::events::EventsConfig {
             topology: o.events.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),

@@ -15,6 +15,8 @@
 //!   shared wallet cache; `rate_limit`: 429s per caller.
 //! - `audit_chain`: the per-wallet hash chains, verify (HTTP and CLI) and checkpoints; each tampering in
 //!   SQL caught and named.
+//! - `transport`: `/metrics` on `METRICS_PORT` only; HTTPS with TLS 1.3 only (self-signed certificates made
+//!   per test): a TLS 1.3 exchange, a TLS 1.2 client and plain HTTP refused, the drain, bad files refused.
 //! - `lifecycle`: draining, readiness, idle actors; `store_errors`: opaque 5xx when the database fails.
 //! - `store`: the store driven directly: the claim fence (`store::claims`), the group committer
 //!   (`store::group_commit`), upkeep (`store::upkeep`).
@@ -50,4 +52,5 @@ mod surface;
 mod suspicious;
 mod transactions;
 mod transfers;
+mod transport;
 mod wallets;
