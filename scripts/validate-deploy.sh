@@ -14,7 +14,8 @@
 #   2. `kubectl kustomize k8s/overlays/<name>` for development, staging and production, into
 #      target/validate-deploy/rendered/<name>.yaml.
 #   3. kubernetes-validate --strict against KUBERNETES_VERSION on each rendered file.
-#   4. checkov (kubernetes and dockerfile frameworks) on k8s/, the rendered files and the Dockerfile.
+#   4. checkov: kubernetes on k8s/ (patch files left to the rendered form) and on the rendered files, secrets
+#      on k8s/, dockerfile on the Dockerfile.
 #   5. hadolint on the Dockerfile.
 # Exits non-zero on the first failing step. Bounded: each tool run is capped by `timeout`.
 #
@@ -115,9 +116,16 @@ for o in "${OVERLAYS[@]}"; do
 done
 
 # ---- 4. checkov ------------------------------------------------------------------------------------------------
-CHECKOV_ARGS=(--quiet --compact --no-guide --skip-download --output cli)
-log "checkov on k8s/ and the rendered overlays (kubernetes)"
-timeout "$STEP_TIMEOUT" checkov "${CHECKOV_ARGS[@]}" --framework kubernetes -d k8s -d "$RENDERED" </dev/null
+# The sources are scanned without the overlays' and component's patch files (partial resources: a patch holds
+# only what it changes, so checkov would judge a Deployment fragment as a Deployment without probes or limits);
+# what they produce is scanned whole in the rendered overlays. The secrets scan covers every file in k8s/.
+CHECKOV_ARGS=(--quiet --compact --skip-download --output cli)
+log "checkov on k8s/ (kubernetes, sources without patches; secrets, every file)"
+timeout "$STEP_TIMEOUT" checkov "${CHECKOV_ARGS[@]}" --framework kubernetes -d k8s \
+    --skip-path k8s/overlays --skip-path k8s/components </dev/null
+timeout "$STEP_TIMEOUT" checkov "${CHECKOV_ARGS[@]}" --framework secrets -d k8s </dev/null
+log "checkov on the rendered overlays (kubernetes)"
+timeout "$STEP_TIMEOUT" checkov "${CHECKOV_ARGS[@]}" --framework kubernetes -d "$RENDERED" </dev/null
 log "checkov on the Dockerfile (dockerfile)"
 timeout "$STEP_TIMEOUT" checkov "${CHECKOV_ARGS[@]}" --framework dockerfile -f Dockerfile </dev/null
 
