@@ -20,7 +20,7 @@
 # Exits non-zero on the first failing step. Bounded: each tool run is capped by `timeout`.
 #
 # Knobs (environment):
-#   VALIDATE_DEPLOY_PYTHON   the interpreter for the tools' venv [the newest python3.13/3.12/3.11 that works]
+#   VALIDATE_DEPLOY_PYTHON   the interpreter for the tools' venv [the newest python3.12/3.11/3.10 that works]
 #   VALIDATE_DEPLOY_TIMEOUT  seconds each tool run may take [300]; the one-time install gets 4 times that
 set -euo pipefail
 
@@ -44,15 +44,15 @@ die() { printf '[validate-deploy] ERROR: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$WORK"
 
 # ---- 1. tools ------------------------------------------------------------------------------------------------
-# A Python that can make a venv: pyenv shims answer `command -v` for versions that are not active, so each
-# candidate is tried, not just looked up.
+# A Python that can make a venv, among those checkov supports (3.9-3.12, newest first): pyenv shims answer
+# `command -v` for versions that are not active, so each candidate is tried, not just looked up.
 pick_python() {
     local c root
-    for c in python3.13 python3.12 python3.11; do
+    for c in python3.12 python3.11 python3.10; do
         command -v "$c" >/dev/null 2>&1 && "$c" -c 'import ensurepip' >/dev/null 2>&1 && { command -v "$c"; return; }
     done
     root="$(pyenv root 2>/dev/null || true)"
-    for c in "$root"/versions/3.13*/bin/python3 "$root"/versions/3.12*/bin/python3; do
+    for c in "$root"/versions/3.12*/bin/python3 "$root"/versions/3.11*/bin/python3; do
         [[ -n "$root" && -x "$c" ]] && "$c" -c 'import ensurepip' >/dev/null 2>&1 && { printf '%s\n' "$c"; return; }
     done
     command -v python3
