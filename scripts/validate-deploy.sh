@@ -14,6 +14,8 @@
 #   2. `kubectl kustomize k8s/overlays/<name>` for development, staging and production, into
 #      target/validate-deploy/rendered/<name>.yaml.
 #   3. kubernetes-validate --strict against KUBERNETES_VERSION on each rendered file.
+#   3b. each rendered Deployment starts the container as the Dockerfile's ENTRYPOINT + CMD do, and that is
+#      `wallet-service serve`, as the process-level tests start it.
 #   4. checkov: kubernetes on k8s/ (patch files left to the rendered form) and on the rendered files, secrets
 #      on k8s/, dockerfile on the Dockerfile.
 #   5. hadolint on the Dockerfile.
@@ -114,6 +116,33 @@ for o in "${OVERLAYS[@]}"; do
     timeout "$STEP_TIMEOUT" kubernetes-validate --strict --quiet --kubernetes-version "$KUBERNETES_VERSION" \
         "$RENDERED/$o.yaml" </dev/null
 done
+
+# ---- 3b. same binary, same flags ------------------------------------------------------------------------------
+# The container each overlay runs is started exactly as the image would start it (ENTRYPOINT + CMD), which is
+# how the process-level tests start the binary (`wallet-service serve`, tests/api/helpers/service.rs).
+log "the Deployments start the binary as the Dockerfile and the tests do"
+"$VENV/bin/python" - Dockerfile tests/api/helpers/service.rs "${OVERLAYS[@]/#/$RENDERED/}" <<'PY'
+import json, re, sys, yaml
+
+dockerfile, service_rs, rendered = sys.argv[1], sys.argv[2], [f + ".yaml" for f in sys.argv[3:]]
+text = open(dockerfile).read()
+def instruction(name):
+    found = re.findall(rf"^{name}\s+(\[.*\])\s*$", text, re.M)
+    if len(found) != 1:
+        sys.exit(f"the Dockerfile needs exactly one exec-form {name}, found {len(found)}")
+    return json.loads(found[0])
+image_argv = instruction("ENTRYPOINT") + instruction("CMD")
+if image_argv[1:] != ["serve"] or '.arg("serve")' not in open(service_rs).read():
+    sys.exit(f"the image starts {image_argv}, the tests start `wallet-service serve`")
+for path in rendered:
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc or doc.get("kind") != "Deployment":
+            continue
+        for c in doc["spec"]["template"]["spec"]["containers"]:
+            argv = c.get("command", []) + c.get("args", [])
+            if argv != image_argv:
+                sys.exit(f"{path}: container {c['name']} starts {argv}, the image {image_argv}")
+PY
 
 # ---- 4. checkov ------------------------------------------------------------------------------------------------
 # The sources are scanned without the overlays' and component's patch files (partial resources: a patch holds
