@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod batch;
 pub mod budgets;
+pub mod dashboard;
 pub mod docs;
 pub mod handlers;
 pub mod holds;
@@ -124,6 +125,10 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
     let docs_asset = warp::path!("docs" / String)
         .and(warp::get())
         .map(|name: String| docs::asset(&name));
+    let dashboard_page = warp::path!("dashboard").and(warp::get()).map(dashboard::page);
+    let dashboard_asset = warp::path!("dashboard" / String)
+        .and(warp::get())
+        .map(|name: String| dashboard::asset(&name));
     let problems = warp::path!("problems").and(warp::get()).map(docs::problems);
     let problem = warp::path!("problems" / String)
         .and(warp::get())
@@ -293,6 +298,10 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .or(docs_asset)
         .unify()
+        .or(dashboard_page)
+        .unify()
+        .or(dashboard_asset)
+        .unify()
         .or(problems)
         .unify()
         .or(problem)
@@ -350,6 +359,8 @@ pub fn route_of(path: &str) -> Option<RouteInfo> {
         (Some("openapi.json"), None, _, _) => r("/openapi.json", "GET"),
         (Some("docs"), None, _, _) => r("/docs", "GET"),
         (Some("docs"), Some(_), None, _) => r("/docs/{asset}", "GET"),
+        (Some("dashboard"), None, _, _) => r("/dashboard", "GET"),
+        (Some("dashboard"), Some(_), None, _) => r("/dashboard/{asset}", "GET"),
         (Some("problems"), None, _, _) => r("/problems", "GET"),
         (Some("problems"), Some(_), None, _) => r("/problems/{slug}", "GET"),
         (Some("transfers"), None, _, _) => r("/transfers", "POST"),
@@ -399,6 +410,8 @@ mod tests {
         assert_eq!(allow("/wallets"), Some("POST"));
         assert_eq!(allow("/wallets/not-an-id"), None);
         assert_eq!(allow("/problems/insufficient-funds"), Some("GET"));
+        assert_eq!(allow("/dashboard"), Some("GET"));
+        assert_eq!(allow("/dashboard/dashboard.js"), Some("GET"));
         assert_eq!(
             route_of("/problems/anything").map(|r| r.label),
             Some("/problems/{slug}")
