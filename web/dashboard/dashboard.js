@@ -232,9 +232,12 @@
     p.hidden = !message;
   }
 
-  function setEmpty(card, empty) {
+  /** Shows the section's "nothing here" line, or its table when there are rows to show. */
+  function setEmpty(card, empty, noData) {
     const p = card.querySelector('.empty');
     if (p) p.hidden = !empty;
+    const table = card.querySelector('.table-wrap');
+    if (table) table.hidden = Boolean(empty || noData);
   }
 
   // ---- sign in / out --------------------------------------------------------------------------------
@@ -568,7 +571,7 @@
     sectionError(card, error);
     const body = $('#spenders tbody');
     body.replaceChildren();
-    if (!spenders) return setEmpty(card, false);
+    if (!spenders) return setEmpty(card, false, true);
     setEmpty(card, spenders.length === 0);
     spenders.forEach((r, i) => {
       body.append(
@@ -676,7 +679,7 @@
     sectionError(card, error);
     const body = $('#txns tbody');
     body.replaceChildren();
-    if (!rows) return setEmpty(card, false);
+    if (!rows) return setEmpty(card, false, true);
     setEmpty(card, rows.length === 0);
     $('#txns-sub').textContent = rows.length ? 'newest first' : '';
     for (const t of rows) {
@@ -702,7 +705,7 @@
     sectionError(card, error);
     const body = $('#wallets tbody');
     body.replaceChildren();
-    if (!rows) return setEmpty(card, false);
+    if (!rows) return setEmpty(card, false, true);
     setEmpty(card, rows.length === 0);
     for (const w of rows) {
       body.append(
