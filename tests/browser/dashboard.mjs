@@ -129,6 +129,7 @@ async function main() {
       scroll_width: document.documentElement.scrollWidth,
       client_width: document.documentElement.clientWidth,
     }));
+    await page.screenshot({ path: join(OUT, 'dashboard-390x844.png') });
     await page.screenshot({ path: join(OUT, 'dashboard-390-full.png'), fullPage: true });
 
     await context.close();
@@ -144,7 +145,7 @@ async function main() {
       phone,
       problems,
       off_origin_requests: offOrigin,
-      screenshots: ['dashboard-1280x800.png', 'dashboard-1280-full.png', `dashboard-1280x800-${to}.png`, 'dashboard-390-full.png'],
+      screenshots: ['dashboard-1280x800.png', 'dashboard-1280-full.png', `dashboard-1280x800-${to}.png`, 'dashboard-390x844.png', 'dashboard-390-full.png'],
     };
     process.stdout.write(JSON.stringify(report) + '\n');
   } finally {

@@ -542,7 +542,8 @@
           ticks: {
             maxTicksLimit: 6,
             callback: (value) => {
-              const c = currencyOf(0);
+              // One currency: its symbol; several share the axis, so plain numbers.
+              const c = spend.series.length === 1 ? currencyOf(0) : null;
               try {
                 return new Intl.NumberFormat(undefined, c ? { style: 'currency', currency: c, notation: 'compact' } : { notation: 'compact' }).format(value);
               } catch (_) {
@@ -562,8 +563,8 @@
     }
   }
 
-  function travellerCell(userId) {
-    return el('td', { cls: 'id', text: shortId(userId), title: userId || '' });
+  function travellerCell(userId, optional) {
+    return el('td', { cls: optional ? 'id opt' : 'id', text: shortId(userId), title: userId || '' });
   }
 
   function renderSpenders(spenders, error) {
@@ -690,7 +691,7 @@
           'tr',
           { data: { txnId: t.txn_id, walletId: t.wallet_id, type: t.type, amount: t.amount, currency: t.currency, status: t.status } },
           el('td', { cls: 'when', text: timeLabel(t.created_at), title: t.created_at }),
-          travellerCell(t.user_id),
+          travellerCell(t.user_id, true),
           el('td', { cls: 'desc opt', text: t.description || t.reference_id || '', title: t.description || '' }),
           el('td', {}, el('span', { cls: 'badge ' + t.type, text: t.type.replace('_', ' ').toLowerCase() })),
           el('td', { cls: 'num ' + (outgoing ? 'amount-debit' : 'amount-credit'), text: (outgoing ? '−' : '+') + money(amount, t.currency) }),
