@@ -233,7 +233,36 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .and(raw_header("accept"))
         .and(raw_query())
         .then(|ctx, auth, accept, q| async move { respond(reports::budgets(ctx, auth, accept, q).await) });
-    let hold_routes = budget_report
+    let spend_report = warp::path!("reports" / "spend")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_header("accept"))
+        .and(raw_query())
+        .then(|ctx, auth, accept, q| async move { respond(reports::spend(ctx, auth, accept, q).await) });
+    let latest_report = warp::path!("reports" / "transactions")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_header("accept"))
+        .and(raw_query())
+        .then(|ctx, auth, accept, q| async move { respond(reports::latest_transactions(ctx, auth, accept, q).await) });
+    let wallet_report = warp::path!("reports" / "wallets")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_header("accept"))
+        .and(raw_query())
+        .then(|ctx, auth, accept, q| async move { respond(reports::wallets(ctx, auth, accept, q).await) });
+    let report_routes = budget_report
+        .or(spend_report)
+        .unify()
+        .or(latest_report)
+        .unify()
+        .or(wallet_report)
+        .unify()
+        .boxed();
+    let hold_routes = report_routes
         .or(balance_at)
         .unify()
         .or(place_hold)
@@ -369,6 +398,9 @@ pub fn route_of(path: &str) -> Option<RouteInfo> {
         (Some("wallets"), None, _, _) => r("/wallets", "POST"),
         (Some("budgets"), None, _, _) => r("/budgets", "POST"),
         (Some("reports"), Some("budgets"), None, _) => r("/reports/budgets", "GET"),
+        (Some("reports"), Some("spend"), None, _) => r("/reports/spend", "GET"),
+        (Some("reports"), Some("transactions"), None, _) => r("/reports/transactions", "GET"),
+        (Some("reports"), Some("wallets"), None, _) => r("/reports/wallets", "GET"),
         (Some("users"), u, None, _) if id(u) => r("/users/{id}", "PUT"),
         (Some("wallets"), w, None, _) if id(w) => r("/wallets/{id}", "GET"),
         (Some("wallets"), w, Some("status"), None) if id(w) => r("/wallets/{id}/status", "PUT"),

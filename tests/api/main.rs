@@ -47,6 +47,7 @@ mod lifecycle;
 mod rate_limit;
 mod reports;
 mod smoke;
+mod spend;
 mod store;
 mod store_errors;
 mod strict_input;
