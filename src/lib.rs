@@ -27,7 +27,9 @@
 //!   `http::batch` for `POST /transactions/batch` with its own body limit, `http::audit` for
 //!   `GET /admin/audit/verify`); the
 //!   Idempotency-Key header as a `KeyRequest` and a keyed outcome as a reply; problem+json responses
-//!   (headers); OpenAPI; the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
+//!   (headers); OpenAPI; the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages;
+//!   `http::dashboard`, the managers' page `GET /dashboard` (our files from `web/dashboard/` and Chart.js,
+//!   embedded by `build.rs`; the page itself calls the reports with the token it asks for).
 //! - [`events`]: the AMQP adapter: consumer (decode → `service` → ack), outbox relay with publisher
 //!   confirms, topology, or an in-process bus without `AMQP_URL`.
 //! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`;

@@ -82,10 +82,19 @@ mod tests {
     fn the_page_names_only_assets_the_binary_serves() {
         let page = std::str::from_utf8(PAGE).expect("the page is UTF-8");
         for (name, _, _) in ASSETS {
-            assert!(page.contains(&format!("/dashboard/{name}")), "{name} not used by the page");
+            assert!(
+                page.contains(&format!("/dashboard/{name}")),
+                "{name} not used by the page"
+            );
         }
-        assert!(!page.contains("<script>"), "no inline script: the policy would block it");
-        assert!(!page.contains("http://") && !page.contains("https://"), "no other origin");
+        assert!(
+            !page.contains("<script>"),
+            "no inline script: the policy would block it"
+        );
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "no other origin"
+        );
         assert_eq!(asset("nothing.js").status(), 404);
         assert_eq!(asset("dashboard.js").status(), 200);
     }

@@ -114,8 +114,12 @@ fn run_browser(base_url: &str, token: &str, out: &Path) -> Value {
     };
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
-    assert!(status.success(), "the browser script failed ({status}); stderr:\n{stderr}");
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("the script's output is not JSON ({e}): {stdout}\n{stderr}"))
+    assert!(
+        status.success(),
+        "the browser script failed ({status}); stderr:\n{stderr}"
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("the script's output is not JSON ({e}): {stdout}\n{stderr}"))
 }
 
 /// The CSV's blocks by title: each a header and its rows (fields split on commas; the figures compared
@@ -172,7 +176,10 @@ async fn the_dashboard_page_and_its_assets_are_served_by_the_binary_with_a_same_
     let res = app.get("/dashboard").await;
     assert_eq!(res.status(), 200);
     let csp = res.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
     assert!(csp.contains("connect-src 'self'") && !csp.contains("unsafe"), "{csp}");
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let html = res.text().await.unwrap();
@@ -184,8 +191,14 @@ async fn the_dashboard_page_and_its_assets_are_served_by_the_binary_with_a_same_
         assert!(html.contains(&format!("/dashboard/{asset}")), "the page loads {asset}");
         let res = app.get(&format!("/dashboard/{asset}")).await;
         assert_eq!(res.status(), 200, "{asset}");
-        assert!(res.headers()["content-type"].to_str().unwrap().starts_with(kind), "{asset}");
-        assert!(res.headers()["cache-control"].to_str().unwrap().contains("max-age"), "{asset}");
+        assert!(
+            res.headers()["content-type"].to_str().unwrap().starts_with(kind),
+            "{asset}"
+        );
+        assert!(
+            res.headers()["cache-control"].to_str().unwrap().contains("max-age"),
+            "{asset}"
+        );
         assert!(!res.bytes().await.unwrap().is_empty(), "{asset}");
     }
     let res = app.get("/dashboard/../Cargo.toml").await;
@@ -217,7 +230,12 @@ async fn a_manager_sees_on_the_dashboard_the_budgets_spend_and_frozen_wallets_th
         send(req, 201).await;
     }
     // A spends 120 and holds 30; B spends 80 and is refunded 20 of it; C spends 10 and is frozen.
-    post(&app, wallet_a, json!({"amount": "120.00", "type": "DEBIT", "description": "Flight LHR-JFK"})).await;
+    post(
+        &app,
+        wallet_a,
+        json!({"amount": "120.00", "type": "DEBIT", "description": "Flight LHR-JFK"}),
+    )
+    .await;
     let req = app
         .http
         .post(app.url(&format!("/wallets/{wallet_a}/holds")))
@@ -228,18 +246,30 @@ async fn a_manager_sees_on_the_dashboard_the_budgets_spend_and_frozen_wallets_th
     let mut debit = json!({"amount": "80.00", "type": "DEBIT", "description": "Train"});
     let mut refund = json!({"amount": "20.00", "type": "CREDIT", "description": "Train refund"});
     for body in [&mut debit, &mut refund] {
-        body.as_object_mut().unwrap().extend(booking.as_object().unwrap().clone());
+        body.as_object_mut()
+            .unwrap()
+            .extend(booking.as_object().unwrap().clone());
     }
     post(&app, wallet_b, debit).await;
     post(&app, wallet_b, refund).await;
-    post(&app, wallet_c, json!({"amount": "10.00", "type": "DEBIT", "description": "Taxi"})).await;
+    post(
+        &app,
+        wallet_c,
+        json!({"amount": "10.00", "type": "DEBIT", "description": "Taxi"}),
+    )
+    .await;
     let req = app
         .http
         .put(app.url(&format!("/wallets/{wallet_c}/status")))
         .bearer_auth(&app.admin_token)
         .json(&json!({"status": "FROZEN", "reason": "lost card"}));
     send(req, 200).await;
-    post(&app, wallet_a, json!({"amount": "5.00", "type": "CREDIT", "description": "Per diem top-up"})).await;
+    post(
+        &app,
+        wallet_a,
+        json!({"amount": "5.00", "type": "CREDIT", "description": "Per diem top-up"}),
+    )
+    .await;
 
     // What the API says, as the manager (asked after the page, below).
     let as_manager = token(Role::Manager, manager, company);
@@ -294,7 +324,11 @@ async fn a_manager_sees_on_the_dashboard_the_budgets_spend_and_frozen_wallets_th
         assert_eq!(dec(&bar["total"]), dec(&row["total_amount"]), "{bar}");
         assert_eq!(dec(&bar["used"]), dec(&row["used_amount"]), "{bar}");
         assert_eq!(dec(&bar["held"]), dec(&row["held_amount"]), "{bar}");
-        assert_eq!(dec(&bar["spent"]), dec(&row["used_amount"]) - dec(&row["held_amount"]), "{bar}");
+        assert_eq!(
+            dec(&bar["spent"]),
+            dec(&row["used_amount"]) - dec(&row["held_amount"]),
+            "{bar}"
+        );
         assert_eq!(bar["userId"], row["user_id"]);
         let marks: Vec<String> = bar["thresholds"]
             .as_array()
@@ -323,7 +357,10 @@ async fn a_manager_sees_on_the_dashboard_the_budgets_spend_and_frozen_wallets_th
         .unwrap_or_else(|| panic!("the frozen wallet is not shown: {wallets:?}"));
     assert_eq!(shown["status"], "FROZEN");
     assert_eq!(dec(&shown["balance"]), Decimal::new(99000, 2));
-    assert!(!seen.to_string().contains(&stranger.to_string()), "another company's wallet");
+    assert!(
+        !seen.to_string().contains(&stranger.to_string()),
+        "another company's wallet"
+    );
 
     // The period switch changed the chart's series: other keys, the same money.
     let (week, month) = (&first["spend"], &seen["second"]["spend"]);
@@ -357,7 +394,11 @@ async fn a_manager_sees_on_the_dashboard_the_budgets_spend_and_frozen_wallets_th
     let spend_csv = records(block(&blocks, "Spend per"));
     assert_eq!(spend_csv.len(), on_chart.len(), "{csv}");
     for r in &spend_csv {
-        assert_eq!(Some(Decimal::from_str(&r["spent"]).unwrap()), on_chart.get(&r["period"]).copied(), "{r:?}");
+        assert_eq!(
+            Some(Decimal::from_str(&r["spent"]).unwrap()),
+            on_chart.get(&r["period"]).copied(),
+            "{r:?}"
+        );
     }
     let budgets_csv = records(block(&blocks, "Budgets"));
     let bars_after = seen["second"]["budgets"].as_array().unwrap();
@@ -367,7 +408,11 @@ async fn a_manager_sees_on_the_dashboard_the_budgets_spend_and_frozen_wallets_th
             .iter()
             .find(|r| r["budget_id"] == bar["budgetId"].as_str().unwrap())
             .unwrap_or_else(|| panic!("{bar} not in the CSV:\n{csv}"));
-        for (col, attr) in [("total_amount", "total"), ("spent_amount", "spent"), ("held_amount", "held")] {
+        for (col, attr) in [
+            ("total_amount", "total"),
+            ("spent_amount", "spent"),
+            ("held_amount", "held"),
+        ] {
             assert_eq!(r[col], bar[attr].as_str().unwrap(), "{col}");
         }
     }
