@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use wallet_service::auth::Role;
+use wallet_service::auth::{Caller, Role, mint_hs256};
 
 use crate::helpers::app::{TestApp, spawn_app};
-use crate::helpers::fixtures::{budget_body, token};
+use crate::helpers::fixtures::{AUDIENCE, ISSUER, budget_body, token};
 use crate::helpers::paths::target_dir;
 use crate::helpers::replies::json_of;
 
@@ -26,6 +26,8 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const SCRIPT_LIMIT: Duration = Duration::from_secs(120);
 /// The thresholds the page marks when the report does not name its own (the contract's defaults).
 const DEFAULT_THRESHOLDS: [&str; 2] = ["80", "100"];
+/// The refused token is refused for its signature, not for having expired.
+const REFUSED_TTL: Duration = Duration::from_secs(3600);
 
 fn dec(v: &Value) -> Decimal {
     let s = v.as_str().unwrap_or_else(|| panic!("a decimal string, not {v}"));
@@ -64,8 +66,17 @@ async fn send(req: reqwest::RequestBuilder, status: u16) -> Value {
     b
 }
 
-/// Runs the browser script against the app with this token; its JSON, or a failure with its stderr.
-fn run_browser(base_url: &str, token: &str, out: &Path) -> Value {
+/// Who signs in to the page: the company's manager, an admin who types the company, and a manager's
+/// token signed with another key (refused).
+struct Tokens {
+    manager: String,
+    admin: String,
+    company: Uuid,
+    refused: String,
+}
+
+/// Runs the browser script against the app with these tokens; its JSON, or a failure with its stderr.
+fn run_browser(base_url: &str, tokens: &Tokens, out: &Path) -> Value {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         Path::new(CHROMIUM).is_file(),
@@ -80,7 +91,10 @@ fn run_browser(base_url: &str, token: &str, out: &Path) -> Value {
         .arg("dashboard.mjs")
         .current_dir(&dir)
         .env("DASHBOARD_URL", base_url)
-        .env("DASHBOARD_TOKEN", token)
+        .env("DASHBOARD_TOKEN", &tokens.manager)
+        .env("DASHBOARD_ADMIN_TOKEN", &tokens.admin)
+        .env("DASHBOARD_COMPANY", tokens.company.to_string())
+        .env("DASHBOARD_REFUSED_TOKEN", &tokens.refused)
         .env("DASHBOARD_OUT", out)
         .env("CHROMIUM_PATH", CHROMIUM)
         .stdin(Stdio::null())
@@ -285,8 +299,25 @@ async fn a_manager_sees_on_the_dashboard_the_budgets_spend_and_frozen_wallets_th
 
     let out: PathBuf = target_dir().join("dashboard");
     std::fs::create_dir_all(&out).expect("target/dashboard");
-    let (base, t, dir) = (app.address.clone(), as_manager.clone(), out.clone());
-    let seen = tokio::task::spawn_blocking(move || run_browser(&base, &t, &dir))
+    let caller = Caller {
+        user_id: manager,
+        role: Role::Manager,
+        company_id: company,
+    };
+    let tokens = Tokens {
+        manager: as_manager.clone(),
+        admin: app.admin_token.clone(),
+        company,
+        refused: mint_hs256(
+            b"not-the-service-secret-0123456789abcdef",
+            ISSUER,
+            AUDIENCE,
+            &caller,
+            REFUSED_TTL,
+        ),
+    };
+    let (base, dir) = (app.address.clone(), out.clone());
+    let seen = tokio::task::spawn_blocking(move || run_browser(&base, &tokens, &dir))
         .await
         .expect("the browser run");
     // Nothing moved since the seeding: the API's answers now are what the page was given.
@@ -439,6 +470,29 @@ async fn a_manager_sees_on_the_dashboard_the_budgets_spend_and_frozen_wallets_th
         .collect();
     assert_eq!(spenders_shown, order, "the CSV's spenders are the screen's");
     assert_eq!(spenders_csv[1]["spent"], "60.00");
+
+    // An admin is asked for the company in words, types it, and sees the same bars.
+    let admin = &seen["admin"];
+    assert!(admin["prompt"].as_str().unwrap().contains("company"), "{admin}");
+    assert_eq!(admin["board"]["error"], Value::Null, "{admin}");
+    let admin_bars: Vec<&Value> = admin["board"]["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| &b["budgetId"])
+        .collect();
+    let manager_bars: Vec<&Value> = bars.iter().map(|b| &b["budgetId"]).collect();
+    assert_eq!(admin_bars, manager_bars);
+    // A token the service refuses: said in words, back to sign-in, not kept.
+    let refused = &seen["refused"];
+    assert!(
+        refused["error"].as_str().unwrap().contains("token was refused"),
+        "{refused}"
+    );
+    assert_eq!(
+        (refused["board_hidden"].clone(), refused["token_kept"].clone()),
+        (json!(true), json!(false))
+    );
 
     // The screenshots are there, and the phone-width page does not scroll sideways.
     for name in seen["screenshots"].as_array().unwrap() {

@@ -6,6 +6,9 @@
 //
 //   DASHBOARD_URL=http://127.0.0.1:PORT DASHBOARD_TOKEN=<jwt> DASHBOARD_OUT=target/dashboard node dashboard.mjs
 //
+// With DASHBOARD_ADMIN_TOKEN and DASHBOARD_COMPANY it also signs in as an admin and types the company id;
+// with DASHBOARD_REFUSED_TOKEN it signs in with a token the service refuses and reads what the page says.
+//
 // The token comes through the environment, never the command line (which other users can list).
 // Bounded: the whole run is abandoned after DASHBOARD_TIMEOUT_MS (default 90 s) with exit status 3.
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -19,6 +22,10 @@ const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const LIMIT_MS = Number(process.env.DASHBOARD_TIMEOUT_MS || 90000);
 // One step (a load, a click's effect) may take this long on a busy two-core machine.
 const STEP_MS = 30000;
+// Optional: an admin token and the company it should type in; a token the service refuses.
+const ADMIN_TOKEN = process.env.DASHBOARD_ADMIN_TOKEN;
+const COMPANY = process.env.DASHBOARD_COMPANY;
+const REFUSED_TOKEN = process.env.DASHBOARD_REFUSED_TOKEN;
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
 
@@ -133,7 +140,50 @@ async function main() {
     await page.screenshot({ path: join(OUT, 'dashboard-390-full.png'), fullPage: true });
 
     await context.close();
+
+    // An admin has no company of their own on this page: they are asked for one and type it.
+    let admin = null;
+    if (ADMIN_TOKEN && COMPANY) {
+      const ctx = await browser.newContext({ viewport: DESKTOP });
+      const p = await ctx.newPage();
+      p.setDefaultTimeout(STEP_MS);
+      await p.goto(`${BASE}/dashboard`, { waitUntil: 'load' });
+      await p.fill('#token', ADMIN_TOKEN);
+      await p.click('#login-form button[type=submit]');
+      await p.waitForSelector('#company-field:not([hidden])');
+      await p.waitForSelector('#error:not([hidden])');
+      const prompt = (await p.textContent('#error')).trim();
+      await p.fill('#company', COMPANY);
+      await p.press('#company', 'Tab');
+      await p.waitForSelector('body[data-loaded]');
+      admin = { prompt, board: await readBoard(p) };
+      await ctx.close();
+    }
+
+    // A token the service refuses: the page says so in words and asks for another.
+    let refused = null;
+    if (REFUSED_TOKEN) {
+      const ctx = await browser.newContext({ viewport: DESKTOP });
+      const p = await ctx.newPage();
+      p.setDefaultTimeout(STEP_MS);
+      await p.goto(`${BASE}/dashboard`, { waitUntil: 'load' });
+      await p.fill('#token', REFUSED_TOKEN);
+      await p.click('#login-form button[type=submit]');
+      await p.waitForFunction(
+        () => !document.querySelector('#error').hidden && !document.querySelector('#login').hidden,
+      );
+      refused = {
+        error: (await p.textContent('#error')).trim(),
+        board_hidden: await p.evaluate(() => document.querySelector('#board').hidden),
+        token_kept: await p.evaluate(() => sessionStorage.getItem('wallet-dashboard.token') !== null),
+      };
+      await p.screenshot({ path: join(OUT, 'dashboard-refused.png') });
+      await ctx.close();
+    }
+
     const report = {
+      admin,
+      refused,
       csp,
       url_after_login,
       token_in_storage: token_in_storage === TOKEN,
