@@ -9,7 +9,9 @@
 //!   the ratios; see [`chain_cost`]), `amqp-bookings` (booking events through RabbitMQ), `http-bulk`
 //!   (`POST /transactions/batch` of `--batch-items` debits over `--wallets`, then the raw-SQL bulk
 //!   baseline, `--batch-items` guarded debits per statement, with their ratio) and `http-holds` (place +
-//!   capture pairs against `http-debits` over the same wallets).
+//!   capture pairs against `http-debits` over the same wallets) and `reports` (a month's spend report and
+//!   point-in-time balances over a company with a long history, and debits with the report aggregates on
+//!   and off; see [`reports`]).
 //! - Pacing: open loop at `--rate` (latency from each request's *intended* send time, so queueing is not
 //!   hidden) or closed loop (`--closed --concurrency C`, max throughput).
 //! - Every run sets up its own users and wallets, then checks the books in SQL ([`books`]); a run whose
@@ -28,6 +30,7 @@ pub mod h1;
 pub mod holds;
 pub mod pgbench;
 pub mod report;
+pub mod reports;
 pub mod sched;
 pub mod setup;
 pub mod stats;
@@ -62,6 +65,7 @@ pub enum Scenario {
     HttpBulk,
     HttpHolds,
     ChainCost,
+    Reports,
 }
 
 impl Scenario {
@@ -77,6 +81,7 @@ impl Scenario {
             Scenario::HttpBulk => "http-bulk",
             Scenario::HttpHolds => "http-holds",
             Scenario::ChainCost => "chain-cost",
+            Scenario::Reports => "reports",
         }
     }
 }
@@ -228,6 +233,16 @@ pub struct Args {
     /// `http-bulk`: clients each sending one batch at a time.
     #[arg(long, default_value_t = 4)]
     pub bulk_clients: usize,
+
+    /// `reports`: wallets of the company whose history is filled.
+    #[arg(long, default_value_t = 1_000)]
+    pub company_wallets: usize,
+    /// `reports`: ledger rows of that history, spread over the past year.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ledger_rows: u64,
+    /// `reports`: closed-loop clients of the report phases.
+    #[arg(long, default_value_t = 4)]
+    pub report_clients: usize,
 
     /// pgbench clients (connections).
     #[arg(long, default_value_t = 16)]
@@ -484,6 +499,7 @@ async fn run_on(
                     .into(),
             );
         }
+        Scenario::Reports => reports_phases(args, target, &http, &mut result, books_db.as_deref()).await?,
         Scenario::HttpBulk => {
             let db = target
                 .database_url
@@ -643,6 +659,129 @@ async fn run_on(
     result.passed = result.engine_runs.iter().all(|r| r.books.as_ref().is_none_or(|b| b.ok))
         && result.pgbench_runs.iter().all(|p| p.books.ok);
     Ok(result)
+}
+
+/// The `reports` scenario (see [`reports`]): the filled company, the two report phases, then debits with the
+/// aggregates on and off (on/off/off/on, `--spawn` only: the switch is an `ALTER TABLE` on the database).
+async fn reports_phases(
+    args: &Args,
+    target: &Target,
+    http: &reqwest::Client,
+    result: &mut RunResult,
+    books_db: Option<&str>,
+) -> anyhow::Result<()> {
+    let db = target
+        .database_url
+        .clone()
+        .context("reports needs the database: --spawn, or --url with --database-url")?;
+    let bar = progress_bar(args.quiet, "setup");
+    bar.set_length(args.company_wallets as u64);
+    let company = setup::via_sql(&db, args.company_wallets, args.initial_balance, &bar).await?;
+    bar.finish_and_clear();
+    if !args.quiet {
+        eprintln!(
+            "reports: filling {} ledger rows over {} wallets",
+            args.ledger_rows, args.company_wallets
+        );
+    }
+    let fill_s = reports::fill(&db, &company, args.ledger_rows, args.seed).await?;
+    let (ws, rows) = setup::read_books(&db, &company.wallets).await?;
+    let filled = rows.len() as u64;
+    let company_books = books::check_sql(&ws, &rows, filled);
+    drop(rows);
+    result.setup = Some(setup_info(&company));
+    result.notes.push(format!(
+        "reports: {filled} ledger rows over {} wallets of one company, spread over the past {} days, filled in          {fill_s:.0} s (SQL; the aggregates kept by the same trigger as postings)",
+        args.company_wallets,
+        reports::HISTORY_DAYS
+    ));
+    let company_id = reports::company_of(&db, &company).await?;
+    let client = Arc::new(h1::H1::new(&target.base_url, args.report_clients.max(1) * 2, drive::REQUEST_TIMEOUT).await?);
+    let admin = target.auth.token(Role::Admin);
+    let month = reports::last_full_month(chrono::Utc::now().date_naive());
+    let phases: [(&'static str, reports::PathOf, fn(&[u8]) -> bool, String); 2] = [
+        (
+            "spend-report",
+            reports::spend_path(company_id, month),
+            reports::spend_has_rows,
+            format!("{} to {} by user", month.0, month.1),
+        ),
+        (
+            "balance-at",
+            reports::balance_path(Arc::new(company.wallets.clone()), args.seed),
+            reports::has_balance,
+            "a random wallet at a random instant of the year".into(),
+        ),
+    ];
+    let mut books = Some(company_books);
+    for (name, path, check, what) in phases {
+        checkpoint_before_phase(Some(&db), args.quiet).await;
+        if !args.quiet {
+            eprintln!(
+                "{name}: {} clients for {:.0} s ({what})",
+                args.report_clients,
+                args.duration.as_secs_f64()
+            );
+        }
+        let stats = reports::run_reads(
+            client.clone(),
+            &admin,
+            args.report_clients,
+            args.duration,
+            name,
+            path,
+            check,
+        )
+        .await;
+        result.engine_runs.push(EngineRun {
+            name: name.into(),
+            mode: format!("closed loop, {} clients: {what}", args.report_clients),
+            wallets: args.company_wallets,
+            stats,
+            books: books.take(),
+        });
+    }
+    if !args.spawn {
+        result
+            .notes
+            .push("reports: debits with the aggregates on and off need --spawn (not measured)".into());
+        return Ok(());
+    }
+    let mode = match args.rate {
+        Some(rate) if !args.closed => Mode::Open { rate },
+        _ => Mode::Closed {
+            concurrency: args.concurrency,
+        },
+    };
+    let mut figures: Vec<(bool, f64, f64)> = vec![];
+    for (i, on) in CHAIN_COST_ORDER.into_iter().enumerate() {
+        reports::set_aggregates(&db, on).await?;
+        let fixture = make_fixture(args, target, http, args.wallets, books_db).await?;
+        let name = format!("http-debits aggregates={} #{}", if on { "on" } else { "off" }, i + 1);
+        let run = engine_run(args, target, &fixture, Mix::DEBITS, mode, &name, books_db).await;
+        let run = match run {
+            Ok(r) => r,
+            Err(e) => {
+                reports::set_aggregates(&db, true).await?;
+                return Err(e);
+            }
+        };
+        figures.push((on, run.stats.achieved_ok_per_s, run.stats.latency.p99_ms));
+        result.engine_runs.push(run);
+    }
+    reports::set_aggregates(&db, true).await?;
+    let mean = |on: bool, f: fn(&(bool, f64, f64)) -> f64| {
+        let v: Vec<f64> = figures.iter().filter(|x| x.0 == on).map(f).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let (on, off) = (mean(true, |x| x.1), mean(false, |x| x.1));
+    let (on_p99, off_p99) = (mean(true, |x| x.2), mean(false, |x| x.2));
+    result.notes.push(format!(
+        "aggregates cost: debits/s on {on:.0}, off {off:.0} (means of two phases each, on/off/off/on), \
+         on/off = {:.3}; p99 on {on_p99:.1} ms, off {off_p99:.1} ms",
+        if off > 0.0 { on / off } else { 0.0 }
+    ));
+    Ok(())
 }
 
 /// The order of the `chain-cost` services: on, off, off, on (ABBA), so that a drift of the shared
