@@ -380,6 +380,17 @@ async fn a_manager_sees_on_the_dashboard_the_budgets_spend_and_frozen_wallets_th
     let newest = &latest["rows"][0];
     assert_eq!(first["transactions"][0]["txnId"], newest["txn_id"], "{first}");
     assert_eq!(first["transactions"][0]["amount"], "5.00");
+    let refund_row = first["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["amount"] == "20.00" && t["walletId"] == wallet_b.to_string())
+        .unwrap_or_else(|| panic!("B's refund is not shown: {first}"));
+    assert_eq!(
+        (&refund_row["type"], &refund_row["shownAs"]),
+        (&json!("CREDIT"), &json!("REFUND")),
+        "a credit with a debit's reference is shown as a refund"
+    );
     let wallets = first["wallets"].as_array().unwrap();
     assert_eq!(wallets.len(), frozen["rows"].as_array().unwrap().len());
     let shown = wallets

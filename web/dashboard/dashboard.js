@@ -683,17 +683,22 @@
     if (!rows) return setEmpty(card, false, true);
     setEmpty(card, rows.length === 0);
     $('#txns-sub').textContent = rows.length ? 'newest first' : '';
+    // A credit carrying the reference of a debit of the same wallet is a refund (the spend report's rule);
+    // only debits on screen are known here, so an older one's refund shows as a credit.
+    const refKey = (t) => t.wallet_id + '|' + t.reference_type + '|' + t.reference_id;
+    const debited = new Set(rows.filter((t) => t.type === 'DEBIT' && t.reference_id).map(refKey));
     for (const t of rows) {
       const outgoing = t.type === 'DEBIT' || t.type === 'TRANSFER_OUT';
+      const kind = t.type === 'CREDIT' && t.reference_id && debited.has(refKey(t)) ? 'REFUND' : t.type;
       const amount = cents(t.amount) ?? 0n;
       body.append(
         el(
           'tr',
-          { data: { txnId: t.txn_id, walletId: t.wallet_id, type: t.type, amount: t.amount, currency: t.currency, status: t.status } },
+          { data: { txnId: t.txn_id, walletId: t.wallet_id, type: t.type, shownAs: kind, amount: t.amount, currency: t.currency, status: t.status } },
           el('td', { cls: 'when', text: timeLabel(t.created_at), title: t.created_at }),
           travellerCell(t.user_id, true),
           el('td', { cls: 'desc opt', text: t.description || t.reference_id || '', title: t.description || '' }),
-          el('td', {}, el('span', { cls: 'badge ' + t.type, text: t.type.replace('_', ' ').toLowerCase() })),
+          el('td', {}, el('span', { cls: 'badge ' + kind, text: kind.replace('_', ' ').toLowerCase() })),
           el('td', { cls: 'num ' + (outgoing ? 'amount-debit' : 'amount-credit'), text: (outgoing ? '−' : '+') + money(amount, t.currency) }),
           el('td', { cls: 'opt', text: (t.status || '').toLowerCase() }),
         ),
