@@ -252,6 +252,9 @@ pub struct Args {
     /// pgbench run length (default: --duration).
     #[arg(long, value_parser = parse_duration)]
     pub pgbench_duration: Option<Duration>,
+    /// `compare`, `http-reads`: skip the `http-floor` phase (`GET /health` with the harness's own client).
+    #[arg(long)]
+    pub skip_floor: bool,
     /// `pgbench-baseline`/`compare`: skip the one-wallet (hot) half.
     #[arg(long)]
     pub skip_hot: bool,
@@ -430,7 +433,16 @@ async fn run_on(
                 books_db.as_deref(),
             )
             .await?;
-            result.engine_runs.push(run);
+            if args.scenario == Scenario::HttpReads && !args.skip_floor {
+                let floor = http_floor(args, target).await?;
+                result
+                    .comparisons
+                    .push(floor_row("wallet GET vs http-floor", &run, &floor));
+                result.engine_runs.push(run);
+                result.engine_runs.push(floor);
+            } else {
+                result.engine_runs.push(run);
+            }
         }
         Scenario::PgbenchBaseline => {
             let db = target
@@ -470,6 +482,15 @@ async fn run_on(
                 .await?;
                 let p = pg_run(&db, "spread", args.wallets, &pg_opts, args.quiet).await?;
                 result.comparisons.push(compare_row("spread", &e, &p));
+                // The database's own ceiling: the same guarded debits, N per statement.
+                for n in BATCHED_BASELINE_SIZES.into_iter().filter(|n| *n <= args.wallets) {
+                    checkpoint_before_phase(Some(&db), args.quiet).await;
+                    let b = pgbench::run_bulk(&db, &format!("batched-{n}"), args.wallets, n, &pg_opts).await?;
+                    result
+                        .comparisons
+                        .push(batched_row(&format!("spread vs pgbench-batched({n})"), &e, &b, n));
+                    result.pgbench_runs.push(b);
+                }
                 result.engine_runs.push(e);
                 result.pgbench_runs.push(p);
             }
@@ -492,6 +513,15 @@ async fn run_on(
                 result.pgbench_runs.push(p);
             }
             result.setup = total_setup;
+            if !args.skip_floor {
+                let floor = http_floor(args, target).await?;
+                for e in result.engine_runs.clone() {
+                    result
+                        .comparisons
+                        .push(floor_row(&format!("{} vs http-floor", e.name), &e, &floor));
+                }
+                result.engine_runs.push(floor);
+            }
             result.notes.push(
                 "ratio = engine 201s per second ÷ pgbench tps, same database, run back to back, each measured \
                  phase right after a CHECKPOINT; the engine's commits also write outbox rows (and refusals' \
@@ -687,7 +717,7 @@ async fn reports_phases(
     let fill_s = reports::fill(&db, &company, args.ledger_rows, args.seed).await?;
     let (ws, rows) = setup::read_books(&db, &company.wallets).await?;
     let filled = rows.len() as u64;
-    let company_books = books::check_sql(&ws, &rows, filled);
+    let company_books = books::check_sql(&ws, &rows, filled..=filled);
     drop(rows);
     result.setup = Some(setup_info(&company));
     result.notes.push(format!(
@@ -699,7 +729,7 @@ async fn reports_phases(
     let client = Arc::new(h1::H1::new(&target.base_url, args.report_clients.max(1) * 2, drive::REQUEST_TIMEOUT).await?);
     let admin = target.auth.token(Role::Admin);
     let month = reports::last_full_month(chrono::Utc::now().date_naive());
-    let phases: [(&'static str, reports::PathOf, fn(&[u8]) -> bool, String); 2] = [
+    let phases: [(&'static str, drive::PathOf, fn(&[u8]) -> bool, String); 2] = [
         (
             "spend-report",
             reports::spend_path(company_id, month),
@@ -723,7 +753,7 @@ async fn reports_phases(
                 args.duration.as_secs_f64()
             );
         }
-        let stats = reports::run_reads(
+        let stats = drive::closed_gets(
             client.clone(),
             &admin,
             args.report_clients,
@@ -905,6 +935,69 @@ fn compare_row(name: &str, e: &EngineRun, p: &pgbench::PgbenchRun) -> Comparison
         engine_p99_ms: e.stats.latency.p99_ms,
         pgbench_p99_ms: p.latency.p99_ms,
     }
+}
+
+/// Debits per statement of the batched baselines `compare` runs beside the per-commit one.
+pub const BATCHED_BASELINE_SIZES: [usize; 2] = [100, 1000];
+
+/// The engine against a batched baseline: engine 201s per second ÷ the baseline's rows per second.
+fn batched_row(name: &str, e: &EngineRun, b: &pgbench::PgbenchRun, per_statement: usize) -> Comparison {
+    let rows_per_s = b.tps * per_statement as f64;
+    Comparison {
+        name: name.into(),
+        engine_ok_per_s: e.stats.achieved_ok_per_s,
+        pgbench_tps: rows_per_s,
+        ratio: if rows_per_s > 0.0 {
+            e.stats.achieved_ok_per_s / rows_per_s
+        } else {
+            0.0
+        },
+        engine_p99_ms: e.stats.latency.p99_ms,
+        pgbench_p99_ms: b.latency.p99_ms,
+    }
+}
+
+/// A run against the HTTP floor (`GET /health` with the same client): requests per second ÷ the floor's.
+fn floor_row(name: &str, e: &EngineRun, floor: &EngineRun) -> Comparison {
+    let f = floor.stats.achieved_ok_per_s;
+    Comparison {
+        name: name.into(),
+        engine_ok_per_s: e.stats.achieved_ok_per_s,
+        pgbench_tps: f,
+        ratio: if f > 0.0 { e.stats.achieved_ok_per_s / f } else { 0.0 },
+        engine_p99_ms: e.stats.latency.p99_ms,
+        pgbench_p99_ms: floor.stats.latency.p99_ms,
+    }
+}
+
+/// `http-floor`: `GET /health` in a closed loop with the harness's own client at `--concurrency`: what HTTP
+/// alone costs on this box, the ceiling of any request the service answers.
+async fn http_floor(args: &Args, target: &Target) -> anyhow::Result<EngineRun> {
+    let client = Arc::new(
+        h1::H1::new(
+            &target.base_url,
+            args.max_in_flight.max(args.concurrency),
+            drive::REQUEST_TIMEOUT,
+        )
+        .await?,
+    );
+    if !args.quiet {
+        eprintln!(
+            "http-floor: GET /health, closed loop, {} clients for {:.0} s",
+            args.concurrency,
+            args.duration.as_secs_f64()
+        );
+    }
+    let path: drive::PathOf = Arc::new(|_| "/health".to_string());
+    let ok = |b: &[u8]| b.starts_with(b"{\"status\":\"ok\"");
+    let stats = drive::closed_gets(client, "", args.concurrency, args.duration, "health", path, ok).await;
+    Ok(EngineRun {
+        name: "http-floor".into(),
+        mode: format!("closed loop, {} clients", args.concurrency),
+        wallets: 0,
+        stats,
+        books: None,
+    })
 }
 
 fn setup_info(f: &Fixture) -> SetupInfo {
