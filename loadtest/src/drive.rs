@@ -386,6 +386,9 @@ pub fn writes_per_wallet(w: &Workload, n: u64) -> HashMap<usize, u64> {
 /// What a GET phase asks for: request `i`'s path, from the seed alone.
 pub type PathOf = Arc<dyn Fn(u64) -> String + Send + Sync>;
 
+/// Whether a 200's body is what the phase expects.
+pub type BodyCheck = fn(&[u8]) -> bool;
+
 /// `clients` closed-loop clients GETting `path(i)` for `duration`; a reply other than 200 is a failure,
 /// and so is a 200 that `check` refuses.
 pub async fn closed_gets(
@@ -395,7 +398,7 @@ pub async fn closed_gets(
     duration: Duration,
     kind: &'static str,
     path: PathOf,
-    check: fn(&[u8]) -> bool,
+    check: BodyCheck,
 ) -> RunStats {
     let started = Instant::now();
     let until = started + duration;

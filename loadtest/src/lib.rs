@@ -729,7 +729,7 @@ async fn reports_phases(
     let client = Arc::new(h1::H1::new(&target.base_url, args.report_clients.max(1) * 2, drive::REQUEST_TIMEOUT).await?);
     let admin = target.auth.token(Role::Admin);
     let month = reports::last_full_month(chrono::Utc::now().date_naive());
-    let phases: [(&'static str, drive::PathOf, fn(&[u8]) -> bool, String); 2] = [
+    let phases: [(&'static str, drive::PathOf, drive::BodyCheck, String); 2] = [
         (
             "spend-report",
             reports::spend_path(company_id, month),
