@@ -17,13 +17,14 @@
 //! - Every run sets up its own users and wallets, then checks the books in SQL ([`books`]); a run whose
 //!   books do not balance exits with status 2. Results go to `result.json` and `report.html`.
 //!
-//! Modules: [`bulk`] (the batch sender), [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
+//! Modules: [`broker`] (`broker-baseline`, RabbitMQ's own ceiling), [`bulk`] (the batch sender), [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
 //! [`drive`] (sending), [`setup`] (fixtures, reading the books), [`pgbench`] (baseline), [`target`]
 //! (service at a URL or in process), [`report`] (JSON and HTML), [`holds`] (`http-holds`: the pairs, their
 //! books, their ratio to debits).
 
 pub mod amqp;
 pub mod books;
+pub mod broker;
 pub mod bulk;
 pub mod drive;
 pub mod h1;
@@ -252,6 +253,9 @@ pub struct Args {
     /// pgbench run length (default: --duration).
     #[arg(long, value_parser = parse_duration)]
     pub pgbench_duration: Option<Duration>,
+    /// `amqp-bookings`: skip the `broker-baseline` phase (the same round trip through RabbitMQ alone).
+    #[arg(long)]
+    pub skip_broker_baseline: bool,
     /// `compare`, `http-reads`: skip the `http-floor` phase (`GET /health` with the harness's own client).
     #[arg(long)]
     pub skip_floor: bool,
@@ -677,6 +681,32 @@ async fn run_on(
                 stats,
                 books,
             });
+            if !args.skip_broker_baseline {
+                let concurrency = match mode {
+                    Mode::Closed { concurrency } => concurrency,
+                    Mode::Open { .. } => args.concurrency,
+                };
+                if !args.quiet {
+                    eprintln!(
+                        "broker-baseline: {concurrency} outstanding, prefetch {}, {:.0} s",
+                        args.prefetch,
+                        args.duration.as_secs_f64()
+                    );
+                }
+                let stats = broker::run(&args.amqp_url, concurrency, args.prefetch, args.duration).await?;
+                let base = EngineRun {
+                    name: "broker-baseline".into(),
+                    mode: format!("closed loop, {concurrency} outstanding"),
+                    wallets: 0,
+                    stats,
+                    books: None,
+                };
+                let engine = result.engine_runs.last().context("the bookings run")?;
+                result
+                    .comparisons
+                    .push(floor_row("amqp-bookings vs broker-baseline", engine, &base));
+                result.engine_runs.push(base);
+            }
             result.notes.push(
                 "amqp-bookings latency: from the intended publish time of BookingCreated to the arrival of its \
                  TransactionCompleted (or TransactionFailed) on the wallet exchange, through the consumer, the \
@@ -1264,7 +1294,7 @@ pub fn summary_text(o: &Outcome) -> String {
     for c in &r.comparisons {
         let _ = writeln!(
             s,
-            "RATIO {:<6} engine {:.0} ok/s ÷ pgbench {:.0} tps = {:.2}×",
+            "RATIO {:<6} engine {:.0} ok/s ÷ baseline {:.0}/s = {:.2}×",
             c.name, c.engine_ok_per_s, c.pgbench_tps, c.ratio
         );
     }
