@@ -17,13 +17,14 @@
 //! - Every run sets up its own users and wallets, then checks the books in SQL ([`books`]); a run whose
 //!   books do not balance exits with status 2. Results go to `result.json` and `report.html`.
 //!
-//! Modules: [`bulk`] (the batch sender), [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
+//! Modules: [`broker`] (`broker-baseline`, RabbitMQ's own ceiling), [`bulk`] (the batch sender), [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
 //! [`drive`] (sending), [`setup`] (fixtures, reading the books), [`pgbench`] (baseline), [`target`]
 //! (service at a URL or in process), [`report`] (JSON and HTML), [`holds`] (`http-holds`: the pairs, their
 //! books, their ratio to debits).
 
 pub mod amqp;
 pub mod books;
+pub mod broker;
 pub mod bulk;
 pub mod drive;
 pub mod h1;
@@ -252,6 +253,12 @@ pub struct Args {
     /// pgbench run length (default: --duration).
     #[arg(long, value_parser = parse_duration)]
     pub pgbench_duration: Option<Duration>,
+    /// `amqp-bookings`: skip the `broker-baseline` phase (the same round trip through RabbitMQ alone).
+    #[arg(long)]
+    pub skip_broker_baseline: bool,
+    /// `compare`, `http-reads`: skip the `http-floor` phase (`GET /health` with the harness's own client).
+    #[arg(long)]
+    pub skip_floor: bool,
     /// `pgbench-baseline`/`compare`: skip the one-wallet (hot) half.
     #[arg(long)]
     pub skip_hot: bool,
@@ -430,7 +437,16 @@ async fn run_on(
                 books_db.as_deref(),
             )
             .await?;
-            result.engine_runs.push(run);
+            if args.scenario == Scenario::HttpReads && !args.skip_floor {
+                let floor = http_floor(args, target).await?;
+                result
+                    .comparisons
+                    .push(floor_row("wallet GET vs http-floor", &run, &floor));
+                result.engine_runs.push(run);
+                result.engine_runs.push(floor);
+            } else {
+                result.engine_runs.push(run);
+            }
         }
         Scenario::PgbenchBaseline => {
             let db = target
@@ -470,6 +486,15 @@ async fn run_on(
                 .await?;
                 let p = pg_run(&db, "spread", args.wallets, &pg_opts, args.quiet).await?;
                 result.comparisons.push(compare_row("spread", &e, &p));
+                // The database's own ceiling: the same guarded debits, N per statement.
+                for n in BATCHED_BASELINE_SIZES.into_iter().filter(|n| *n <= args.wallets) {
+                    checkpoint_before_phase(Some(&db), args.quiet).await;
+                    let b = pgbench::run_bulk(&db, &format!("batched-{n}"), args.wallets, n, &pg_opts).await?;
+                    result
+                        .comparisons
+                        .push(batched_row(&format!("spread vs pgbench-batched({n})"), &e, &b, n));
+                    result.pgbench_runs.push(b);
+                }
                 result.engine_runs.push(e);
                 result.pgbench_runs.push(p);
             }
@@ -492,6 +517,15 @@ async fn run_on(
                 result.pgbench_runs.push(p);
             }
             result.setup = total_setup;
+            if !args.skip_floor {
+                let floor = http_floor(args, target).await?;
+                for e in result.engine_runs.clone() {
+                    result
+                        .comparisons
+                        .push(floor_row(&format!("{} vs http-floor", e.name), &e, &floor));
+                }
+                result.engine_runs.push(floor);
+            }
             result.notes.push(
                 "ratio = engine 201s per second ÷ pgbench tps, same database, run back to back, each measured \
                  phase right after a CHECKPOINT; the engine's commits also write outbox rows (and refusals' \
@@ -647,6 +681,32 @@ async fn run_on(
                 stats,
                 books,
             });
+            if !args.skip_broker_baseline {
+                let concurrency = match mode {
+                    Mode::Closed { concurrency } => concurrency,
+                    Mode::Open { .. } => args.concurrency,
+                };
+                if !args.quiet {
+                    eprintln!(
+                        "broker-baseline: {concurrency} outstanding, prefetch {}, {:.0} s",
+                        args.prefetch,
+                        args.duration.as_secs_f64()
+                    );
+                }
+                let stats = broker::run(&args.amqp_url, concurrency, args.prefetch, args.duration).await?;
+                let base = EngineRun {
+                    name: "broker-baseline".into(),
+                    mode: format!("closed loop, {concurrency} outstanding"),
+                    wallets: 0,
+                    stats,
+                    books: None,
+                };
+                let engine = result.engine_runs.last().context("the bookings run")?;
+                result
+                    .comparisons
+                    .push(floor_row("amqp-bookings vs broker-baseline", engine, &base));
+                result.engine_runs.push(base);
+            }
             result.notes.push(
                 "amqp-bookings latency: from the intended publish time of BookingCreated to the arrival of its \
                  TransactionCompleted (or TransactionFailed) on the wallet exchange, through the consumer, the \
@@ -687,7 +747,7 @@ async fn reports_phases(
     let fill_s = reports::fill(&db, &company, args.ledger_rows, args.seed).await?;
     let (ws, rows) = setup::read_books(&db, &company.wallets).await?;
     let filled = rows.len() as u64;
-    let company_books = books::check_sql(&ws, &rows, filled);
+    let company_books = books::check_sql(&ws, &rows, filled..=filled);
     drop(rows);
     result.setup = Some(setup_info(&company));
     result.notes.push(format!(
@@ -699,7 +759,7 @@ async fn reports_phases(
     let client = Arc::new(h1::H1::new(&target.base_url, args.report_clients.max(1) * 2, drive::REQUEST_TIMEOUT).await?);
     let admin = target.auth.token(Role::Admin);
     let month = reports::last_full_month(chrono::Utc::now().date_naive());
-    let phases: [(&'static str, reports::PathOf, fn(&[u8]) -> bool, String); 2] = [
+    let phases: [(&'static str, drive::PathOf, drive::BodyCheck, String); 2] = [
         (
             "spend-report",
             reports::spend_path(company_id, month),
@@ -723,7 +783,7 @@ async fn reports_phases(
                 args.duration.as_secs_f64()
             );
         }
-        let stats = reports::run_reads(
+        let stats = drive::closed_gets(
             client.clone(),
             &admin,
             args.report_clients,
@@ -905,6 +965,69 @@ fn compare_row(name: &str, e: &EngineRun, p: &pgbench::PgbenchRun) -> Comparison
         engine_p99_ms: e.stats.latency.p99_ms,
         pgbench_p99_ms: p.latency.p99_ms,
     }
+}
+
+/// Debits per statement of the batched baselines `compare` runs beside the per-commit one.
+pub const BATCHED_BASELINE_SIZES: [usize; 2] = [100, 1000];
+
+/// The engine against a batched baseline: engine 201s per second ÷ the baseline's rows per second.
+fn batched_row(name: &str, e: &EngineRun, b: &pgbench::PgbenchRun, per_statement: usize) -> Comparison {
+    let rows_per_s = b.tps * per_statement as f64;
+    Comparison {
+        name: name.into(),
+        engine_ok_per_s: e.stats.achieved_ok_per_s,
+        pgbench_tps: rows_per_s,
+        ratio: if rows_per_s > 0.0 {
+            e.stats.achieved_ok_per_s / rows_per_s
+        } else {
+            0.0
+        },
+        engine_p99_ms: e.stats.latency.p99_ms,
+        pgbench_p99_ms: b.latency.p99_ms,
+    }
+}
+
+/// A run against the HTTP floor (`GET /health` with the same client): requests per second ÷ the floor's.
+fn floor_row(name: &str, e: &EngineRun, floor: &EngineRun) -> Comparison {
+    let f = floor.stats.achieved_ok_per_s;
+    Comparison {
+        name: name.into(),
+        engine_ok_per_s: e.stats.achieved_ok_per_s,
+        pgbench_tps: f,
+        ratio: if f > 0.0 { e.stats.achieved_ok_per_s / f } else { 0.0 },
+        engine_p99_ms: e.stats.latency.p99_ms,
+        pgbench_p99_ms: floor.stats.latency.p99_ms,
+    }
+}
+
+/// `http-floor`: `GET /health` in a closed loop with the harness's own client at `--concurrency`: what HTTP
+/// alone costs on this box, the ceiling of any request the service answers.
+async fn http_floor(args: &Args, target: &Target) -> anyhow::Result<EngineRun> {
+    let client = Arc::new(
+        h1::H1::new(
+            &target.base_url,
+            args.max_in_flight.max(args.concurrency),
+            drive::REQUEST_TIMEOUT,
+        )
+        .await?,
+    );
+    if !args.quiet {
+        eprintln!(
+            "http-floor: GET /health, closed loop, {} clients for {:.0} s",
+            args.concurrency,
+            args.duration.as_secs_f64()
+        );
+    }
+    let path: drive::PathOf = Arc::new(|_| "/health".to_string());
+    let ok = |b: &[u8]| b.starts_with(b"{\"status\":\"ok\"");
+    let stats = drive::closed_gets(client, "", args.concurrency, args.duration, "health", path, ok).await;
+    Ok(EngineRun {
+        name: "http-floor".into(),
+        mode: format!("closed loop, {} clients", args.concurrency),
+        wallets: 0,
+        stats,
+        books: None,
+    })
 }
 
 fn setup_info(f: &Fixture) -> SetupInfo {
@@ -1171,7 +1294,7 @@ pub fn summary_text(o: &Outcome) -> String {
     for c in &r.comparisons {
         let _ = writeln!(
             s,
-            "RATIO {:<6} engine {:.0} ok/s ÷ pgbench {:.0} tps = {:.2}×",
+            "RATIO {:<6} engine {:.0} ok/s ÷ baseline {:.0}/s = {:.2}×",
             c.name, c.engine_ok_per_s, c.pgbench_tps, c.ratio
         );
     }

@@ -10,17 +10,16 @@
 //!    on/off/off/on (the trigger disabled in SQL for the off phases: a measurement-only state that leaves
 //!    the aggregates short of those phases' rows), each with its books check.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use chrono::{Datelike, NaiveDate, Utc};
 use uuid::Uuid;
 
-use crate::h1::H1;
+use crate::drive::PathOf;
 use crate::sched::pick;
 use crate::setup::Fixture;
-use crate::stats::{Outcome, Recorder, RunStats};
 
 /// Wallets filled per statement (each gets its rows in one `INSERT … SELECT`).
 pub const FILL_WALLETS_PER_STATEMENT: usize = 50;
@@ -95,65 +94,6 @@ pub fn last_full_month(today: NaiveDate) -> (NaiveDate, NaiveDate) {
     let first_this = today.with_day(1).unwrap_or(today);
     let last = first_this.pred_opt().unwrap_or(first_this);
     (last.with_day(1).unwrap_or(last), last)
-}
-
-/// What a report phase asks for: request `i`'s path, from the seed alone.
-pub type PathOf = Arc<dyn Fn(u64) -> String + Send + Sync>;
-
-/// `clients` closed-loop clients GETting `path(i)` for `duration`; a reply other than 200 is a failure,
-/// and so is a 200 that `check` refuses.
-pub async fn run_reads(
-    client: Arc<H1>,
-    auth: &str,
-    clients: usize,
-    duration: Duration,
-    kind: &'static str,
-    path: PathOf,
-    check: fn(&[u8]) -> bool,
-) -> RunStats {
-    let started = Instant::now();
-    let until = started + duration;
-    let recorder = Arc::new(Mutex::new(Recorder::new(started)));
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let auth = format!("Bearer {auth}");
-    let mut tasks = vec![];
-    for _ in 0..clients.max(1) {
-        let (client, recorder, next, auth, path) = (
-            client.clone(),
-            recorder.clone(),
-            next.clone(),
-            auth.clone(),
-            path.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < until {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let p = path(i);
-                let sent = Instant::now();
-                let reply = client.request("GET", &p, &[("authorization", &auth)], None).await;
-                let done = Instant::now();
-                let outcome = match reply {
-                    Ok(r) if r.status == 200 && check(&r.body) => Outcome::Ok,
-                    Ok(r) if r.status == 200 => Outcome::Failed("200 with a body the check refused".into()),
-                    Ok(r) => Outcome::Failed(format!("status {}", r.status)),
-                    Err(e) => Outcome::Failed(format!("transport {}", e.kind())),
-                };
-                if let Ok(mut rec) = recorder.lock() {
-                    rec.record(kind, done - sent, done, outcome);
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        // A panicked client task loses only its own count; the recorder keeps what it saw.
-        let _ = t.await;
-    }
-    let sent = next.load(std::sync::atomic::Ordering::Relaxed);
-    let rec = recorder.lock().map(|r| r.finish(sent, None, duration));
-    match rec {
-        Ok(stats) => stats,
-        Err(poisoned) => poisoned.into_inner().finish(sent, None, duration),
-    }
 }
 
 /// A spend report with at least one row of figures.
