@@ -154,7 +154,7 @@ async function main() {
       await p.waitForSelector('#error:not([hidden])');
       const prompt = (await p.textContent('#error')).trim();
       await p.fill('#company', COMPANY);
-      await p.press('#company', 'Tab');
+      await p.press('#company', 'Enter');
       await p.waitForSelector('body[data-loaded]');
       admin = { prompt, board: await readBoard(p) };
       await ctx.close();

@@ -829,6 +829,10 @@
       sessionStorage.setItem(COMPANY_KEY, state.company);
       load();
     });
+    // Enter in the company field applies it too (the field is not in a form, so nothing else would).
+    $('#company').addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') $('#company').blur();
+    });
     $('#budgets-more').addEventListener('click', () => {
       state.showAllBudgets = !state.showAllBudgets;
       if (state.view) renderBudgets(state.view.budgets, null);
