@@ -155,6 +155,9 @@ pub struct BudgetReportRowView {
     pub utilisation_percent: String,
     #[schema(value_type = crate::schema::enums::BudgetStatus)]
     pub status: String,
+    /// The wallet's currency, the currency of the amounts (an extension of the contract's columns).
+    #[schema(value_type = crate::schema::enums::Currency)]
+    pub currency: String,
 }
 
 /// `GET /reports/budgets`.
@@ -167,7 +170,7 @@ pub struct BudgetReportView {
     pub rows: Vec<BudgetReportRowView>,
 }
 
-const BUDGET_REPORT_COLUMNS: [&str; 11] = [
+const BUDGET_REPORT_COLUMNS: [&str; 12] = [
     "budget_id",
     "wallet_id",
     "user_id",
@@ -179,6 +182,7 @@ const BUDGET_REPORT_COLUMNS: [&str; 11] = [
     "held_amount",
     "utilisation_percent",
     "status",
+    "currency",
 ];
 
 /// A company's budgets whose period holds `as_of`, highest utilisation first.
@@ -229,6 +233,7 @@ pub async fn budgets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: S
                     held_amount: b.held_amount,
                     utilisation_percent: format!("{:.2}", pct.round_dp(2)),
                     status: b.status,
+                    currency: r.currency.clone(),
                 }
             })
             .collect(),
@@ -250,6 +255,7 @@ pub async fn budgets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: S
                     r.held_amount.clone(),
                     r.utilisation_percent.clone(),
                     r.status.clone(),
+                    r.currency.clone(),
                 ]
             })
             .collect();

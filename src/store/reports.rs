@@ -61,6 +61,8 @@ pub const MAX_BUDGET_REPORT_ROWS: i64 = 10_000;
 pub struct BudgetReportRow {
     pub budget: wallet_actors::Budget,
     pub user_id: Uuid,
+    /// The budget's wallet's currency (its amounts are in it).
+    pub currency: String,
 }
 
 /// The budget report, or why it cannot be answered whole.
@@ -86,7 +88,7 @@ impl PgStore {
             .collect();
         let stmt = c
             .prepare_cached(&format!(
-                "SELECT {}, w.user_id AS owner FROM budgets b JOIN wallets w USING (wallet_id) JOIN users u ON u.user_id = w.user_id \
+                "SELECT {}, w.user_id AS owner, w.currency::text AS wallet_currency FROM budgets b JOIN wallets w USING (wallet_id) JOIN users u ON u.user_id = w.user_id \
                   WHERE u.company_id = $1 AND ($2::uuid IS NULL OR w.user_id = $2) AND b.start_date <= $3 AND b.end_date >= $3 \
                   ORDER BY b.used_amount / b.total_amount DESC, b.budget_id LIMIT $4",
                 columns.join(", ")
@@ -106,6 +108,7 @@ impl PgStore {
                 Ok(BudgetReportRow {
                     budget: super::budgets::budget_from_row(r)?,
                     user_id: col(r, "owner")?,
+                    currency: col(r, "wallet_currency")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()

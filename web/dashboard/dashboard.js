@@ -390,7 +390,7 @@
       const held = cents(r.held_amount) ?? 0n;
       const spent = used - held;
       const left = total - used > 0n ? total - used : 0n;
-      return { ...r, total, used, held, spent, left, currency: state.currencyOf.get(r.wallet_id) || null };
+      return { ...r, total, used, held, spent, left, currency: r.currency || state.currencyOf.get(r.wallet_id) || null };
     });
   }
 
