@@ -73,9 +73,15 @@ impl App {
             }
         };
         crate::store::db::migrate(&config.database_url).await?;
-        let pool = crate::store::db::pool(&config.database_url, config.pool_size, &config.timeouts.statements())?;
+        let bounds = config.timeouts.statements();
+        let pool = crate::store::db::pool(
+            &config.database_url,
+            config.pool_size,
+            &bounds,
+            crate::store::pool::PRIMARY,
+        )?;
         let read = match &config.database_read_url {
-            Some(url) => crate::store::db::pool(url, config.pool_size, &config.timeouts.statements())?,
+            Some(url) => crate::store::db::pool(url, config.pool_size, &bounds, crate::store::pool::READ_REPLICA)?,
             None => pool.clone(),
         };
         // Instances over one database share one cache namespace: the cache mirrors that database.
@@ -232,7 +238,7 @@ impl App {
     }
 }
 
-async fn partition_upkeep(pool: deadpool_postgres::Pool) {
+async fn partition_upkeep(pool: crate::store::Pool) {
     let mut tick = tokio::time::interval(crate::store::db::PARTITION_UPKEEP_EVERY);
     tick.tick().await; // the first tick is immediate; build already ran it
     loop {

@@ -68,6 +68,7 @@ pub mod decode;
 pub mod events;
 pub mod http;
 pub mod problem;
+pub mod resilience;
 pub mod schema;
 pub mod service;
 pub mod store;

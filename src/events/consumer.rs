@@ -36,7 +36,8 @@ use tracing::{error, info, warn};
 
 use super::Ctx;
 use super::handler::{self, Done, Outcome};
-use super::{EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, backoff};
+use super::{EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN};
+use crate::resilience::backoff;
 
 /// In-process tries of a delivery whose handling failed transiently, before it is requeued.
 pub const TRANSIENT_TRIES: u32 = 8;

@@ -298,26 +298,9 @@ impl Running {
     }
 }
 
-/// `min · 2^attempt`, capped at `max`, with ±20% jitter so that many clients do not retry in step.
-pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
-    let base = min.saturating_mul(2u32.saturating_pow(attempt.min(20))).min(max);
-    let jitter: f64 = rand::random_range(0.8..1.2);
-    base.mul_f64(jitter).min(max)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
-        assert!(backoff(0, min, max) <= Duration::from_millis(120));
-        assert!(backoff(3, min, max) >= Duration::from_millis(640));
-        for a in [5, 10, 40, u32::MAX] {
-            assert!(backoff(a, min, max) <= max);
-        }
-    }
 
     #[test]
     fn readiness_needs_the_consumer_only_with_a_broker() {

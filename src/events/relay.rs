@@ -15,14 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{BusEvent, EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, backoff};
+use super::{BusEvent, EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN};
+use crate::resilience::backoff;
+use crate::store::Pool;
 
 /// How often the relay looks for rows when the last pass found none.
 pub const RELAY_INTERVAL: Duration = Duration::from_millis(100);
