@@ -614,6 +614,15 @@ mod tests {
         }
     }
 
+    #[test]
+    fn redis_url_lists_the_cluster_nodes_comma_separated() {
+        assert_eq!(redis_nodes("redis://a:6379"), vec!["redis://a:6379"]);
+        assert_eq!(
+            redis_nodes("redis://a:7000, redis://b:7001,,redis://c:7002 "),
+            vec!["redis://a:7000", "redis://b:7001", "redis://c:7002"]
+        );
+    }
+
     #[tokio::test]
     async fn an_older_version_never_replaces_a_newer_one() {
         let cache = WalletCache::local();
