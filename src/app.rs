@@ -64,6 +64,8 @@ impl App {
     /// `events.prefetch` wins over `config.amqp_prefetch` here).
     pub async fn build_with_events(config: Config, events: crate::events::EventsConfig) -> Result<App, BuildError> {
         crate::auth::install_crypto_provider();
+        // The recorder first: what is recorded while building (the breakers' initial states) is kept.
+        let metrics = crate::telemetry::metrics_handle();
         let auth = Authenticator::new(&config.auth)?;
         let pii = match &config.pii_key_b64 {
             Some(k) => PiiCipher::from_base64(k).map_err(BuildError::PiiKey)?,
@@ -159,7 +161,7 @@ impl App {
                 governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
             }),
             events: Arc::new(crate::events::EventsState::new(config.amqp_url.is_some())),
-            metrics: crate::telemetry::metrics_handle(),
+            metrics,
         });
         let events = crate::events::Setup {
             amqp_url: config.amqp_url.clone(),
