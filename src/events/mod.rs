@@ -4,12 +4,14 @@
 //! - [`handler`]: what a consumed event *does* (BookingCreated → debit, BookingCancelled → refund,
 //!   UserCreated → user + wallet + default budgets), as an [`handler::Outcome`]; no AMQP in it, so it can
 //!   be called directly.
-//! - [`consumer`]: the AMQP consumer: its own connection, reconnect loop with capped exponential backoff,
+//! - [`consumer`]: the AMQP consumer: its own connection (behind the `rabbitmq_consumer` breaker), reconnect
+//!   loop with capped exponential backoff (`resilience::backoff`),
 //!   prefetch, per-delivery tasks, ack only after the effect committed, bounded retries, dead-lettering
 //!   with the reason in the `x-death-reason` header.
 //! - [`relay`]: the outbox relay: reads unpublished rows in `seq` order (one relay at a time per
 //!   database through an advisory lock, so each wallet's events leave in order),
-//!   publishes them with publisher confirms on its own connection (or into the in-process bus), marks
+//!   publishes them with publisher confirms on its own connection (behind the `rabbitmq_publisher` breaker;
+//!   or into the in-process bus), marks
 //!   them published only after the broker's ack, and prunes published rows after [`relay::OUTBOX_RETENTION`].
 //! - [`topology`]: the exchanges and queues, declared idempotently on every (re)connect.
 //!
