@@ -51,6 +51,10 @@ pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most wallets remembered whose write-through to Redis was skipped or failed; past it, the others' entries
 /// are left to expire within [`CACHE_TTL`] (logged).
 pub const MAX_MISSED_WRITES: usize = 100_000;
+/// Retries of a Redis Cluster request inside the cluster client: how it follows `MOVED`/`ASK` redirections
+/// while slots move (resharding, a failover). Each request stays bounded by [`CACHE_TIMEOUT`]; a failure is a
+/// miss, and the breaker paces what comes after.
+pub const CLUSTER_REDIRECTS: u32 = 2;
 /// The breaker's `dependency` label.
 pub const REDIS_DEPENDENCY: &str = "redis";
 /// Lookups of the wallet cache, labelled `outcome`: `hit`, `miss`, `error` (a miss because Redis failed)
@@ -310,8 +314,7 @@ impl WalletCache {
             let client = ClusterClient::builder(nodes.iter().copied())
                 .connection_timeout(CACHE_TIMEOUT)
                 .response_timeout(CACHE_TIMEOUT)
-                // A call that fails is a miss; the breaker paces the next tries, not the client.
-                .retries(0)
+                .retries(CLUSTER_REDIRECTS)
                 .build()
                 .map_err(CacheConnectError::InvalidUrl)?;
             RedisConn::Cluster(Arc::new(LazyCluster {

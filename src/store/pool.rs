@@ -51,9 +51,11 @@ impl Pool {
         Pool { inner, breaker }
     }
 
-    /// A connection, or at once [`PoolError::Open`] while the breaker is open. A failure to connect (or a
-    /// pool in which no connection came free within its wait) counts against the breaker; any connection
-    /// handed out counts for it.
+    /// A connection, or at once [`PoolError::Open`] while the breaker is open. A failure to connect counts
+    /// against the breaker, any connection handed out for it. A wait for a free connection that timed out
+    /// counts as neither: the pool was saturated by our own load, which a breaker opening would turn from a
+    /// slowdown into an outage (a server that stopped answering shows as failed connects once keepalive
+    /// has closed the stuck connections).
     pub async fn get(&self) -> Result<Object, PoolError> {
         let call = self.breaker.admit()?;
         match self.inner.get().await {
@@ -63,11 +65,14 @@ impl Pool {
             }
             Err(e) => {
                 match &e {
-                    DeadpoolError::Timeout(TimeoutType::Wait | TimeoutType::Create | TimeoutType::Recycle)
+                    DeadpoolError::Timeout(TimeoutType::Create | TimeoutType::Recycle)
                     | DeadpoolError::Backend(_)
                     | DeadpoolError::PostCreateHook(_) => call.failure(),
-                    // Closed at shutdown, or a configuration error: nothing said about the server.
-                    DeadpoolError::Closed | DeadpoolError::NoRuntimeSpecified => call.neutral(),
+                    // Saturated by our own load (see above); closed at shutdown; a configuration error:
+                    // nothing said about the server.
+                    DeadpoolError::Timeout(TimeoutType::Wait)
+                    | DeadpoolError::Closed
+                    | DeadpoolError::NoRuntimeSpecified => call.neutral(),
                 }
                 Err(PoolError::Pool(e))
             }
