@@ -28,7 +28,9 @@
 #
 # Also on a full run (no extra args): scripts/api-conformance.sh (openapi-spec-validator and a bounded schemathesis
 # run against the real binary; about a minute, plus a one-time pip install of the tools into target/). Before
-# cargo, Node.js and npm are installed with apt-get when missing (build.rs fetches the /docs viewer with npm ci).
+# cargo, Node.js and npm are installed with apt-get when missing (build.rs fetches the /docs viewer and the
+# dashboard's charts with npm ci), and so is Chromium (/usr/bin/chromium) for the dashboard's browser test, whose
+# playwright-core is installed with npm ci in tests/browser when node_modules is missing or older than its lock.
 #
 # Knobs (environment):
 #   WALLET_TEST_CONFORMANCE=0|1  skip the conformance run / run it even with extra args [1 on a full run]
@@ -379,6 +381,18 @@ fi
 if ! command -v npm >/dev/null 2>&1; then
     log "npm not found (build.rs installs the /docs viewer with npm ci); installing nodejs and npm"
     apt_install nodejs npm
+fi
+
+# The dashboard's browser test (tests/api/dashboard.rs) drives Debian's Chromium through playwright-core, installed
+# from the npm registry through tests/browser/package-lock.json (again whenever the lock file is newer).
+if [[ ! -x /usr/bin/chromium ]]; then
+    log "/usr/bin/chromium not found (the dashboard's browser test drives it); installing chromium"
+    apt_install chromium
+fi
+if [[ ! -f tests/browser/node_modules/.package-lock.json \
+      || tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]]; then
+    log "npm ci in tests/browser (playwright-core for the dashboard's browser test)"
+    (cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund)
 fi
 
 # Doctests exist only in library targets; `cargo test --doc` errors out when the workspace has none.

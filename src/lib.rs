@@ -19,15 +19,20 @@
 //!   wallet's actor; hold reads; the expiry sweep); `service::batch` (bulk postings: independent items
 //!   through `Engine::execute_many`, atomic ones in one transaction, per-item derived Idempotency-Keys);
 //!   `service::audit` (verify of the hash chains and checkpoints naming the first broken row,
-//!   checkpoints, the start-up chaining of pre-chain rows).
+//!   checkpoints, the start-up chaining of pre-chain rows, the reports' aggregates recomputed from the
+//!   ledger); `service::reports` (who a report may cover, balance at an instant, budgets, spend from the
+//!   daily aggregates, latest transactions, wallets by status).
 //! - [`problem`]: problem documents (RFC 9457): the catalogue of codes, `ApiError` and its JSON text, and
 //!   `Answer`, what each failure of a use case answers (pure, so a recorded reply is the client's text).
 //! - [`http`]: the HTTP adapter: `http::Ctx` (auth, service, rate limit, metrics), routes, thin handlers
 //!   that parse, authorize, call one operation and render (`http::holds` for the hold routes,
 //!   `http::batch` for `POST /transactions/batch` with its own body limit, `http::audit` for
-//!   `GET /admin/audit/verify`); the
+//!   `GET /admin/audit/verify`, `http::reports` for the reports in JSON or CSV, `http::reports::spend`
+//!   for spend, latest transactions and wallets by status); the
 //!   Idempotency-Key header as a `KeyRequest` and a keyed outcome as a reply; problem+json responses
-//!   (headers); OpenAPI; the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
+//!   (headers); OpenAPI; the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages;
+//!   `http::dashboard`, the managers' page `GET /dashboard` (our files from `web/dashboard/` and Chart.js,
+//!   embedded by `build.rs`; the page itself calls the reports with the token it asks for).
 //! - [`events`]: the AMQP adapter: consumer (decode → `service` → ack), outbox relay with publisher
 //!   confirms, topology, or an in-process bus without `AMQP_URL`; each connection behind its breaker.
 //! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`;
@@ -36,6 +41,8 @@
 //!   `store::bookings`: inbox, refused bookings, default-budget lock; `store::outbox`: the relay's pass;
 //!   `store::batch`: item key claims of a bulk posting, the atomic batch's transaction;
 //!   `store::audit`: the hash chains' and checkpoints' SQL, the start-up chaining step;
+//!   `store::reports`: the reports' SQL on the read pool (spend from `spend_daily`, the aggregates a
+//!   trigger keeps in the postings' commit, `sql/V11`), and their recomputation from the ledger;
 //!   `store::read`: `col`, a column by name (`Corrupt`, never a panic); `store::pool`: the pools behind
 //!   their circuit breakers (fail fast while open, before any statement);
 //!   `store::db`: pools with statement and lock timeouts, migrations (`sql/`, under an advisory lock),

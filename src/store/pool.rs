@@ -89,3 +89,15 @@ impl Pool {
         self.breaker.state()
     }
 }
+
+/// deadpool's pool underneath, for code written against it (`store::reports`' ledger-wide audit of the
+/// spend aggregates takes `&deadpool_postgres::Pool`). Method calls on this type still take [`Pool::get`]
+/// (an inherent method wins over the target's), but a function typed with deadpool's pool bypasses the
+/// breaker: new code takes `&store::Pool`.
+impl std::ops::Deref for Pool {
+    type Target = deadpool_postgres::Pool;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}

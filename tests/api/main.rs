@@ -6,6 +6,9 @@
 //!
 //! The app in-process (`helpers::app`), over HTTP and SQL:
 //! - `smoke`: a debit and the docs page, end to end.
+//! - `dashboard`: the managers' page (`GET /dashboard`) in Debian's headless Chromium, driven by
+//!   `tests/browser/dashboard.mjs` (playwright-core): its numbers against the API's, the period switch, the
+//!   CSV, screenshots under `target/dashboard/`.
 //! - `wallets`, `transactions`, `transfers`, `budgets`: the endpoints, their rules and who may call them.
 //! - `auth`: every way a token can be wrong; `idempotency`: `Idempotency-Key` semantics;
 //!   `strict_input`: what is refused at the edge; `surface`: docs, problem pages, headers, histograms.
@@ -36,6 +39,7 @@ mod batch;
 mod budgets;
 mod cache_redis;
 mod concurrency;
+mod dashboard;
 mod events;
 mod faults;
 mod gaps;
@@ -47,6 +51,7 @@ mod rate_limit;
 mod reports;
 mod resilience;
 mod smoke;
+mod spend;
 mod store;
 mod store_errors;
 mod strict_input;
