@@ -12,7 +12,9 @@
 #   Redis       127.0.0.1:6379                                        (apt package: redis-server)
 #   RabbitMQ    127.0.0.1:5672   guest/guest, management on :15672    (apt package: rabbitmq-server)
 # Also the PostgreSQL server tools (initdb, pg_ctl), which the fault tests use for private clusters of their own
-# (apt package: postgresql), even when the shared server runs elsewhere.
+# (apt package: postgresql), even when the shared server runs elsewhere; and redis-server and redis-cli, which the
+# resilience tests use for private Redis servers and a Redis Cluster of their own (apt packages: redis-server,
+# redis-tools), even when the shared Redis runs elsewhere.
 # Installing/starting needs root (or passwordless sudo). `apt-get update` runs only if something must be installed.
 # Works non-interactively (CI=true, no stdin).
 #
@@ -266,6 +268,19 @@ ensure_redis() {
     log "Redis is up on ${REDIS_HOST}:${REDIS_PORT}"
 }
 
+# The resilience tests (tests/api/resilience) start private redis-server processes and join three of them into a
+# cluster with redis-cli, wherever the shared Redis runs: both tools must be installed locally.
+ensure_redis_tools() {
+    if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+        log "redis-server and redis-cli are installed"
+        return 0
+    fi
+    log "redis-server or redis-cli not found; installing the redis-server and redis-tools packages"
+    apt_install redis-server redis-tools
+    command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 \
+        || die "redis-server and redis-cli still not found after installing redis-server and redis-tools"
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # RabbitMQ
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,6 +356,7 @@ else
     ensure_pg_server_tools
     if manage TEST_REDIS_URL "$DEFAULT_TEST_REDIS_URL"; then ensure_redis
     else log "TEST_REDIS_URL preset: not managing a local Redis"; fi
+    ensure_redis_tools
     if manage TEST_AMQP_URL "$DEFAULT_TEST_AMQP_URL"; then ensure_rabbitmq
     else log "TEST_AMQP_URL preset: not managing a local RabbitMQ"; fi
 fi

@@ -76,6 +76,8 @@ impl App {
     /// `events.prefetch` wins over `config.amqp_prefetch` here).
     pub async fn build_with_events(config: Config, events: crate::events::EventsConfig) -> Result<App, BuildError> {
         crate::auth::install_crypto_provider();
+        // The recorder first: what is recorded while building (the breakers' initial states) is kept.
+        let metrics = crate::telemetry::metrics_handle();
         let auth = Authenticator::new(&config.auth)?;
         // Before any connection is made: a certificate that cannot serve fails the start at once.
         let tls = config.transport.tls.as_ref().map(crate::tls::acceptor).transpose()?;
@@ -87,9 +89,15 @@ impl App {
             }
         };
         crate::store::db::migrate(&config.database_url).await?;
-        let pool = crate::store::db::pool(&config.database_url, config.pool_size, &config.timeouts.statements())?;
+        let bounds = config.timeouts.statements();
+        let pool = crate::store::db::pool(
+            &config.database_url,
+            config.pool_size,
+            &bounds,
+            crate::store::pool::PRIMARY,
+        )?;
         let read = match &config.database_read_url {
-            Some(url) => crate::store::db::pool(url, config.pool_size, &config.timeouts.statements())?,
+            Some(url) => crate::store::db::pool(url, config.pool_size, &bounds, crate::store::pool::READ_REPLICA)?,
             None => pool.clone(),
         };
         // Instances over one database share one cache namespace: the cache mirrors that database.
@@ -175,7 +183,7 @@ impl App {
                 governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
             }),
             events: Arc::new(crate::events::EventsState::new(config.amqp_url.is_some())),
-            metrics: crate::telemetry::metrics_handle(),
+            metrics,
         });
         let events = crate::events::Setup {
             amqp_url: config.amqp_url.clone(),
@@ -314,7 +322,7 @@ async fn serve_api(
     }
 }
 
-async fn partition_upkeep(pool: deadpool_postgres::Pool) {
+async fn partition_upkeep(pool: crate::store::Pool) {
     let mut tick = tokio::time::interval(crate::store::db::PARTITION_UPKEEP_EVERY);
     tick.tick().await; // the first tick is immediate; build already ran it
     loop {

@@ -4,7 +4,7 @@
 //! # Module map
 //! Arrows run one way (adapters → use cases → store and engine; nothing below imports anything above):
 //! `app` → `http`, `events` → `service` → `problem` → `store` → `cache`, `views` → `schema`; `config`,
-//! `telemetry`, `tls` sit beside `app`; `auth`, `crypto`, `decode` are leaves for whoever needs them.
+//! `telemetry`, `tls` sit beside `app`; `auth`, `crypto`, `decode`, `resilience` are leaves for whoever needs them.
 //! Every error is an enum (thiserror), and a store row is read by column name (`store::col`), never by a
 //! panicking position.
 //! - [`app`]: `App::build(config)` wires everything; `App::run(shutdown)` serves and drains (the API port,
@@ -37,7 +37,7 @@
 //!   `http::dashboard`, the managers' page `GET /dashboard` (our files from `web/dashboard/` and Chart.js,
 //!   embedded by `build.rs`; the page itself calls the reports with the token it asks for).
 //! - [`events`]: the AMQP adapter: consumer (decode → `service` → ack), outbox relay with publisher
-//!   confirms, topology, or an in-process bus without `AMQP_URL`.
+//!   confirms, topology, or an in-process bus without `AMQP_URL`; each connection behind its breaker.
 //! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`;
 //!   `store::rows`: what a commit writes; `store::idempotency`: claims and their fence; `store::budgets`;
 //!   `store::holds`: open holds loaded with the wallet, a batch's hold rows and budget deltas, hold reads;
@@ -46,10 +46,15 @@
 //!   `store::audit`: the hash chains' and checkpoints' SQL, the start-up chaining step;
 //!   `store::reports`: the reports' SQL on the read pool (spend from `spend_daily`, the aggregates a
 //!   trigger keeps in the postings' commit, `sql/V11`), and their recomputation from the ledger;
-//!   `store::read`: `col`, a column by name (`Corrupt`, never a panic);
+//!   `store::read`: `col`, a column by name (`Corrupt`, never a panic); `store::pool`: the pools behind
+//!   their circuit breakers (fail fast while open, before any statement);
 //!   `store::db`: pools with statement and lock timeouts, migrations (`sql/`, under an advisory lock),
 //!   partitions, pruning, readiness), users, wallets, history. Every SQL statement is under `store/`.
-//! - [`cache`]: wallet states written through after each commit (Redis, or in process), versioned.
+//! - [`cache`]: wallet states written through after each commit (Redis, a Redis Cluster, or in process),
+//!   versioned; Redis behind its breaker, so Redis down costs speed, never a failed request.
+//! - [`resilience`]: the circuit breaker of each dependency (Postgres, Redis, RabbitMQ's publisher and
+//!   consumer: one probe when half-open, state gauge, fast-failure counter) and `backoff`, the one capped
+//!   exponential backoff with jitter of every retry.
 //! - [`views`]: the JSON shapes of replies, idempotent replays and events; [`schema`]: their
 //!   documentation-only OpenAPI types.
 //! - [`config`]: environment variables of the contract, validated at start (`config::Transport`: the
@@ -79,6 +84,7 @@ pub mod decode;
 pub mod events;
 pub mod http;
 pub mod problem;
+pub mod resilience;
 pub mod schema;
 pub mod service;
 pub mod store;

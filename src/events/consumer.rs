@@ -36,7 +36,11 @@ use tracing::{error, info, warn};
 
 use super::Ctx;
 use super::handler::{self, Done, Outcome};
-use super::{EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, backoff};
+use super::{EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN};
+use crate::resilience::{Breaker, BreakerPolicy, Call, Open, backoff};
+
+/// The consumer's breaker's `dependency` label.
+pub const CONSUMER_DEPENDENCY: &str = "rabbitmq_consumer";
 
 /// In-process tries of a delivery whose handling failed transiently, before it is requeued.
 pub const TRANSIENT_TRIES: u32 = 8;
@@ -67,6 +71,9 @@ pub enum ConsumerError {
     Broker { step: &'static str, source: lapin::Error },
     #[error("the broker cancelled the consumer")]
     Cancelled,
+    /// The broker failed repeatedly; no connection is tried until the breaker's next probe.
+    #[error(transparent)]
+    BreakerOpen(#[from] Open),
 }
 
 /// What every delivery task shares.
@@ -83,17 +90,24 @@ struct Shared {
 /// Consumes until `stop` is cancelled, reconnecting after any failure.
 pub async fn run(ctx: Arc<Ctx>, url: String, config: Arc<EventsConfig>, stop: CancellationToken) {
     let attempts: Arc<DashMap<u64, u32>> = Arc::new(DashMap::new());
+    let breaker = Breaker::new(CONSUMER_DEPENDENCY, BreakerPolicy::default());
     let mut failures: u32 = 0;
     loop {
         if stop.is_cancelled() {
             break;
         }
-        let result = session(&ctx, &url, &config, &stop, &attempts, &mut failures).await;
+        let result = match breaker.admit() {
+            Ok(call) => session(&ctx, &url, &config, &stop, &attempts, &mut failures, call).await,
+            Err(open) => Err(open.into()),
+        };
         ctx.events.set_attached(false);
         match result {
             Ok(()) => break,
             Err(e) => {
-                let wait = backoff(failures, RECONNECT_BACKOFF_MIN, RECONNECT_BACKOFF_MAX);
+                let mut wait = backoff(failures, RECONNECT_BACKOFF_MIN, RECONNECT_BACKOFF_MAX);
+                if let ConsumerError::BreakerOpen(open) = &e {
+                    wait = wait.max(open.retry_in);
+                }
                 failures = failures.saturating_add(1);
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "event consumer disconnected; reconnecting");
                 tokio::select! {
@@ -106,7 +120,8 @@ pub async fn run(ctx: Arc<Ctx>, url: String, config: Arc<EventsConfig>, stop: Ca
     info!("event consumer stopped");
 }
 
-/// One connection's life: connect, declare, consume until shutdown (`Ok`) or failure (`Err`).
+/// One connection's life: connect, declare, consume until shutdown (`Ok`) or failure (`Err`). `call` is the
+/// breaker's admission of this session: it succeeds once the consumer is attached, fails if it never is.
 async fn session(
     ctx: &Arc<Ctx>,
     url: &str,
@@ -114,6 +129,29 @@ async fn session(
     stop: &CancellationToken,
     attempts: &Arc<DashMap<u64, u32>>,
     failures: &mut u32,
+    call: Call,
+) -> Result<(), ConsumerError> {
+    let mut call = Some(call);
+    let result = attach_and_consume(ctx, url, config, stop, attempts, failures, &mut call).await;
+    if let Some(call) = call {
+        // Never attached: a failure of the broker, unless we were told to stop first.
+        if result.is_err() {
+            call.failure();
+        } else {
+            call.neutral();
+        }
+    }
+    result
+}
+
+async fn attach_and_consume(
+    ctx: &Arc<Ctx>,
+    url: &str,
+    config: &Arc<EventsConfig>,
+    stop: &CancellationToken,
+    attempts: &Arc<DashMap<u64, u32>>,
+    failures: &mut u32,
+    call: &mut Option<Call>,
 ) -> Result<(), ConsumerError> {
     let props =
         ConnectionProperties::default().with_connection_name(format!("{} consumer", config.connection_name).into());
@@ -122,7 +160,7 @@ async fn session(
         c = connect => c.map_err(|_| ConsumerError::ConnectTimeout)?.map_err(ConsumerError::Connect)?,
         _ = stop.cancelled() => return Ok(()),
     };
-    let result = consume(ctx, &conn, config, stop, attempts, failures).await;
+    let result = consume(ctx, &conn, config, stop, attempts, failures, call).await;
     // Closing is a courtesy to the broker; its error cannot change the result being returned.
     let _ = conn.close(200, "bye".into()).await;
     result
@@ -135,6 +173,7 @@ async fn consume(
     stop: &CancellationToken,
     attempts: &Arc<DashMap<u64, u32>>,
     failures: &mut u32,
+    call: &mut Option<Call>,
 ) -> Result<(), ConsumerError> {
     let amqp = |step: &'static str| move |source: lapin::Error| ConsumerError::Broker { step, source };
     let ch = conn.create_channel().await.map_err(amqp("channel"))?;
@@ -161,6 +200,9 @@ async fn consume(
     let tag = consumer.tag();
     ctx.events.set_attached(true);
     *failures = 0;
+    if let Some(call) = call.take() {
+        call.success();
+    }
     info!(queue = %config.topology.queue, prefetch = config.prefetch, "event consumer attached");
     let shared = Arc::new(Shared {
         ctx: ctx.clone(),

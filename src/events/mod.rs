@@ -4,12 +4,14 @@
 //! - [`handler`]: what a consumed event *does* (BookingCreated → debit, BookingCancelled → refund,
 //!   UserCreated → user + wallet + default budgets), as an [`handler::Outcome`]; no AMQP in it, so it can
 //!   be called directly.
-//! - [`consumer`]: the AMQP consumer: its own connection, reconnect loop with capped exponential backoff,
+//! - [`consumer`]: the AMQP consumer: its own connection (behind the `rabbitmq_consumer` breaker), reconnect
+//!   loop with capped exponential backoff (`resilience::backoff`),
 //!   prefetch, per-delivery tasks, ack only after the effect committed, bounded retries, dead-lettering
 //!   with the reason in the `x-death-reason` header.
 //! - [`relay`]: the outbox relay: reads unpublished rows in `seq` order (one relay at a time per
 //!   database through an advisory lock, so each wallet's events leave in order),
-//!   publishes them with publisher confirms on its own connection (or into the in-process bus), marks
+//!   publishes them with publisher confirms on its own connection (behind the `rabbitmq_publisher` breaker;
+//!   or into the in-process bus), marks
 //!   them published only after the broker's ack, and prunes published rows after [`relay::OUTBOX_RETENTION`].
 //! - [`topology`]: the exchanges and queues, declared idempotently on every (re)connect.
 //!
@@ -298,26 +300,9 @@ impl Running {
     }
 }
 
-/// `min · 2^attempt`, capped at `max`, with ±20% jitter so that many clients do not retry in step.
-pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
-    let base = min.saturating_mul(2u32.saturating_pow(attempt.min(20))).min(max);
-    let jitter: f64 = rand::random_range(0.8..1.2);
-    base.mul_f64(jitter).min(max)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
-        assert!(backoff(0, min, max) <= Duration::from_millis(120));
-        assert!(backoff(3, min, max) >= Duration::from_millis(640));
-        for a in [5, 10, 40, u32::MAX] {
-            assert!(backoff(a, min, max) <= max);
-        }
-    }
 
     #[test]
     fn readiness_needs_the_consumer_only_with_a_broker() {

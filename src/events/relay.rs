@@ -15,14 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{BusEvent, EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, backoff};
+use super::{BusEvent, EventsConfig, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN};
+use crate::resilience::{Breaker, BreakerPolicy, backoff};
+use crate::store::Pool;
 
 /// How often the relay looks for rows when the last pass found none.
 pub const RELAY_INTERVAL: Duration = Duration::from_millis(100);
@@ -59,6 +60,9 @@ pub enum RelayError {
     Nacked,
     #[error("publisher confirms timed out")]
     ConfirmTimeout,
+    /// The broker failed repeatedly; nothing is tried until the breaker's next probe.
+    #[error(transparent)]
+    BreakerOpen(#[from] crate::resilience::Open),
     /// The column is `json`, so Postgres validated it; this would be a programmer error.
     #[error("outbox row {seq} is not JSON: {source}")]
     NotJson { seq: i64, source: serde_json::Error },
@@ -101,7 +105,10 @@ pub async fn run<S: Sink>(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let wait = backoff(failures, RECONNECT_BACKOFF_MIN, RECONNECT_BACKOFF_MAX);
+                let mut wait = backoff(failures, RECONNECT_BACKOFF_MIN, RECONNECT_BACKOFF_MAX);
+                if let RelayError::BreakerOpen(open) = &e {
+                    wait = wait.max(open.retry_in);
+                }
                 warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "outbox relay pass failed");
                 wait
             }
@@ -204,12 +211,18 @@ impl Sink for BusSink {
 }
 
 /// Publishes to the `wallet.events` exchange on its own connection, with publisher confirms. The
-/// connection is made (and the exchange declared) on first use and again after any failure.
+/// connection is made (and the exchange declared) on first use and again after any failure. Connects and
+/// publishes go through the publisher's breaker (dependency [`PUBLISHER_DEPENDENCY`]): while it is open, a
+/// pass fails at once and the rows wait in the outbox.
 pub struct AmqpSink {
     url: String,
     config: Arc<EventsConfig>,
     conn: Option<(Connection, Channel)>,
+    breaker: Arc<Breaker>,
 }
+
+/// The publisher's breaker's `dependency` label.
+pub const PUBLISHER_DEPENDENCY: &str = "rabbitmq_publisher";
 
 impl AmqpSink {
     pub fn new(url: String, config: Arc<EventsConfig>) -> Self {
@@ -217,6 +230,7 @@ impl AmqpSink {
             url,
             config,
             conn: None,
+            breaker: Breaker::new(PUBLISHER_DEPENDENCY, BreakerPolicy::default()),
         }
     }
 
@@ -264,14 +278,27 @@ impl Sink for AmqpSink {
             return Ok(());
         }
         self.drop_connection();
-        let c = self.connect().await.map_err(RelayError::Connect)?;
-        self.conn = Some(c);
-        Ok(())
+        let call = self.breaker.admit()?;
+        match self.connect().await {
+            Ok(c) => {
+                call.success();
+                self.conn = Some(c);
+                Ok(())
+            }
+            Err(e) => {
+                call.failure();
+                Err(RelayError::Connect(e))
+            }
+        }
     }
 
     async fn publish(&mut self, rows: &[OutboxRow]) -> (usize, Option<RelayError>) {
         let Some((_, ch)) = &self.conn else {
             return (0, Some(RelayError::NotConnected));
+        };
+        let call = match self.breaker.admit() {
+            Ok(c) => c,
+            Err(open) => return (0, Some(open.into())),
         };
         let exchange = self.config.topology.wallet_exchange.as_str();
         let mut confirms = Vec::with_capacity(rows.len());
@@ -312,7 +339,10 @@ impl Sink for AmqpSink {
         };
         let error = error.or(confirm_error);
         if error.is_some() {
+            call.failure();
             self.drop_connection();
+        } else {
+            call.success();
         }
         (confirmed, error)
     }

@@ -318,7 +318,7 @@ impl From<&Checkpoint> for CheckpointView {
 /// ([`Auditor::connect`]).
 #[derive(Clone)]
 pub struct Auditor {
-    pool: deadpool_postgres::Pool,
+    pool: crate::store::Pool,
 }
 
 /// Connections of the CLI's pool (verify reads one wallet at a time).
@@ -328,7 +328,7 @@ pub const CLI_POOL_SIZE: usize = 2;
 pub const CLI_STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Auditor {
-    pub fn new(pool: deadpool_postgres::Pool) -> Self {
+    pub fn new(pool: crate::store::Pool) -> Self {
         Auditor { pool }
     }
 
@@ -339,7 +339,7 @@ impl Auditor {
             ..Default::default()
         };
         Ok(Auditor {
-            pool: crate::store::db::pool(database_url, CLI_POOL_SIZE, &bounds)?,
+            pool: crate::store::db::pool(database_url, CLI_POOL_SIZE, &bounds, crate::store::pool::PRIMARY)?,
         })
     }
 

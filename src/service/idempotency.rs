@@ -28,7 +28,8 @@ use crate::store::{Claim, CreateWalletError, Resolution};
 
 /// How long a request whose commit had an unknown outcome keeps trying to learn it before it gives up.
 pub const RESOLVE_WINDOW: Duration = Duration::from_secs(5);
-/// First pause between two attempts to resolve; doubled up to [`RESOLVE_MAX_PAUSE`].
+/// First pause between two attempts to resolve; doubled up to [`RESOLVE_MAX_PAUSE`], with jitter
+/// (`resilience::backoff`).
 const RESOLVE_FIRST_PAUSE: Duration = Duration::from_millis(100);
 const RESOLVE_MAX_PAUSE: Duration = Duration::from_secs(1);
 
@@ -157,8 +158,9 @@ impl Service {
     /// (`service::batch`), each under a key of its own.
     pub(crate) async fn resolve(&self, t: &IdempotencyTicket) -> Option<Resolution> {
         let until = Instant::now() + RESOLVE_WINDOW;
-        let mut pause = RESOLVE_FIRST_PAUSE;
+        let mut attempt = 0;
         loop {
+            let pause = crate::resilience::backoff(attempt, RESOLVE_FIRST_PAUSE, RESOLVE_MAX_PAUSE);
             match self.store.resolve_idempotency(t).await {
                 Ok(r) => {
                     let outcome = match r {
@@ -171,7 +173,7 @@ impl Service {
                 Err(e) if Instant::now() + pause < until => {
                     tracing::debug!(error = %e, "resolving an unknown outcome: database not reachable yet");
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RESOLVE_MAX_PAUSE);
+                    attempt += 1;
                 }
                 Err(e) => {
                     metrics::counter!("idempotency_resolutions_total", "outcome" => "unknown").increment(1);

@@ -5,13 +5,13 @@
 //! rows and calls it. The walk that judges a chain is the use case's (`service::audit`).
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wallet_actors::StoreError;
 use wallet_actors::chain::{self, CheckpointLeaf, GENESIS, Hash, Head, Row};
 
-use super::{col, head_from_row, to_hash, unavailable};
+use super::{Pool, col, head_from_row, to_hash, unavailable};
 
 /// Transaction-level advisory lock key of the start-up chaining step and of checkpoint creation, so that
 /// instances starting (or checkpointing) at once do it once and in turn.

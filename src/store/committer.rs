@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use deadpool_postgres::Client;
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::GenericClient;
 use tracing::warn;
 use uuid::Uuid;
 use wallet_actors::store::{Batch, CommitError};
@@ -33,7 +33,7 @@ use super::rows::{
     EntryCols, GroupRows, KeyCols, Param, claim_references, insert_group_rows, refunds_over_debits, rollback,
     root_cause,
 };
-use super::{batch_err, commit_err};
+use super::{Pool, batch_err, commit_err};
 use wallet_actors::IdempotencyTicket;
 
 /// Committer tasks working in parallel (each holds one pooled connection while it commits a group). Two

@@ -1,13 +1,15 @@
-//! Postgres: pools (primary and read), migrations under an advisory lock, partition upkeep, readiness.
+//! Postgres: pools (primary and read, each behind its circuit breaker: [`super::pool`]), migrations under an
+//! advisory lock, partition upkeep, readiness.
 
 use std::time::Duration;
 
-use deadpool_postgres::{ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
+use deadpool_postgres::{ManagerConfig, PoolConfig, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
-use tracing::info;
+use tracing::{info, warn};
 use wallet_actors::StoreError;
 
-use super::{col, unavailable};
+use super::{Pool, col, unavailable};
+use crate::resilience::{Breaker, BreakerPolicy, backoff};
 
 /// Why a pool could not be built or the migrations not applied (at start; the process stops). The text
 /// names the host and port, never a password.
@@ -72,9 +74,15 @@ pub const DEFAULT_DB_STATEMENT_TIMEOUT: Duration = Duration::from_millis(4_000);
 /// up, rolled back, so a stalled lock turns into a clean 503 instead of a late commit.
 pub const DEFAULT_DB_LOCK_TIMEOUT: Duration = Duration::from_millis(2_000);
 
-/// Builds a pool of at most `size` connections. Every connection runs with the statement and lock
-/// timeouts and the client-connection check, so no statement of ours outlives its bounds on the server.
-pub fn pool(url: &str, size: usize, timeouts: &StatementBounds) -> Result<Pool, DbSetupError> {
+/// Builds a pool of at most `size` connections behind a breaker labelled `dependency` (see
+/// [`super::pool`]). Every connection runs with the statement and lock timeouts and the client-connection
+/// check, so no statement of ours outlives its bounds on the server.
+pub fn pool(
+    url: &str,
+    size: usize,
+    timeouts: &StatementBounds,
+    dependency: &'static str,
+) -> Result<Pool, DbSetupError> {
     let mut pg: tokio_postgres::Config = url.parse().map_err(DbSetupError::InvalidUrl)?;
     let inherited = pg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
     pg.options(format!(
@@ -94,7 +102,7 @@ pub fn pool(url: &str, size: usize, timeouts: &StatementBounds) -> Result<Pool, 
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
+    deadpool_postgres::Pool::builder(manager)
         .config(PoolConfig {
             max_size: size,
             timeouts: deadpool_postgres::Timeouts {
@@ -106,7 +114,47 @@ pub fn pool(url: &str, size: usize, timeouts: &StatementBounds) -> Result<Pool, 
         })
         .runtime(Runtime::Tokio1)
         .build()
+        .map(|inner| Pool::new(inner, Breaker::new(dependency, BreakerPolicy::default())))
         .map_err(DbSetupError::InvalidPool)
+}
+
+/// Connection attempts of the migrations at start (an instance may start while Postgres is still coming
+/// up) before the process gives up; waits between them follow [`backoff`].
+pub const MIGRATION_CONNECT_TRIES: u32 = 5;
+/// First wait between the migrations' connection attempts.
+pub const MIGRATION_CONNECT_BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest wait between them.
+pub const MIGRATION_CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Connects for the migrations, retrying with [`backoff`] up to [`MIGRATION_CONNECT_TRIES`] times.
+async fn connect_for_migrations(
+    cfg: &tokio_postgres::Config,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    DbSetupError,
+> {
+    let mut attempt = 0;
+    loop {
+        match cfg.connect(NoTls).await {
+            Ok(c) => return Ok(c),
+            Err(e) if attempt + 1 < MIGRATION_CONNECT_TRIES => {
+                let wait = backoff(attempt, MIGRATION_CONNECT_BACKOFF_MIN, MIGRATION_CONNECT_BACKOFF_MAX);
+                warn!(target = %target(cfg), error = %causes(&e), retry_in_ms = wait.as_millis() as u64,
+                    "cannot connect to Postgres for migrations; retrying");
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                return Err(DbSetupError::Connect {
+                    target: target(cfg),
+                    cause: causes(&e),
+                });
+            }
+        }
+    }
 }
 
 /// Applies `sql/` migrations, holding an advisory lock so that concurrent starts do it once.
@@ -115,10 +163,7 @@ pub async fn migrate(url: &str) -> Result<(), DbSetupError> {
     // refinery's `CREATE TABLE IF NOT EXISTS` would log a NOTICE ("already exists") at every start.
     let inherited = cfg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
     cfg.options(format!("{inherited}-c client_min_messages=warning"));
-    let (mut client, conn) = cfg.connect(NoTls).await.map_err(|e| DbSetupError::Connect {
-        target: target(&cfg),
-        cause: causes(&e),
-    })?;
+    let (mut client, conn) = connect_for_migrations(&cfg).await?;
     let conn_task = tokio::spawn(conn);
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])

@@ -12,6 +12,7 @@
 //! - `read`: `col`, a column read by name; a missing or mistyped one is `StoreError::Corrupt`, not a panic.
 //! - `rows`: what a commit writes besides the wallet row (ledger rows, references, outbox, replies,
 //!   inbox, audit), as set-based statements.
+//! - `pool`: [`Pool`], a deadpool pool behind the circuit breaker of its server (fails fast while open).
 //! - `batch`: bulk postings: the per-item Idempotency-Key claims of a keyed batch, and the one
 //!   transaction of an atomic batch (wallets locked in id order, each written with `write_batch`).
 //! - here: [`PgStore`] (the engine's `WalletStore`: loads, commits through the committer, transfers) and
@@ -26,6 +27,7 @@ pub mod db;
 mod holds;
 mod idempotency;
 pub mod outbox;
+pub mod pool;
 mod read;
 mod reports;
 mod rows;
@@ -38,6 +40,7 @@ pub(crate) use budgets::{alert_events, write_batch as write_budgets};
 pub use committer::{GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_PENDING_BATCHES, all_plain_statements};
 pub use holds::{HoldFilter, MAX_SWEEP_HOLDS};
 pub use idempotency::{Claim, IDEMPOTENCY_LEASE_SECS, Resolution};
+pub use pool::{Pool, PoolError};
 pub(crate) use read::col;
 pub use reports::{
     AggregateMismatch, BalanceAt, BudgetReport, BudgetReportRow, LatestTxn, MAX_AGGREGATE_MISMATCHES,
@@ -50,7 +53,7 @@ use rows::{claim_references, complete_idempotency, insert_audit, insert_entries,
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
 use serde_json::json;
 use tracing::warn;

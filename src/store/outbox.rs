@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Object;
 use uuid::Uuid;
 use wallet_actors::StoreError;
 
-use super::{col, unavailable};
+use super::{Pool, col, unavailable};
 
 /// Rows claimed (and published) per pass.
 pub const RELAY_BATCH: i64 = 500;

@@ -367,7 +367,7 @@ impl PgStore {
 /// lists the first [`MAX_AGGREGATE_MISMATCHES`] that differ, in both directions (an aggregate with no
 /// rows, rows with no aggregate). Reads the primary: this is an audit of what was written.
 pub async fn recompute_spend_aggregates(
-    pool: &deadpool_postgres::Pool,
+    pool: &super::Pool,
     wallet_id: Option<Uuid>,
 ) -> Result<Vec<AggregateMismatch>, StoreError> {
     let mut c = pool.get().await.map_err(unavailable)?;

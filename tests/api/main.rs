@@ -25,6 +25,9 @@
 //!   (`store::group_commit`), upkeep (`store::upkeep`).
 //! - `events`: bookings, users, poison, the outbox relay, stops and reconnects through a real RabbitMQ.
 //!
+//! `resilience`: the dependencies' circuit breakers against the real binary: Postgres stopped (fast 503s,
+//! the breaker closing by itself), Redis killed under traffic (no failed request), a Redis Cluster.
+//!
 //! `faults`: process-level fault tests (issue 10). Each starts the real `wallet-service` binary, drives it
 //! from outside as a booking service would (keyed requests retried with the same `Idempotency-Key` until a
 //! final answer), breaks something (row locks, SIGTERM, SIGKILL, a Postgres stop, the broker closing the
@@ -48,6 +51,7 @@ mod idempotency;
 mod lifecycle;
 mod rate_limit;
 mod reports;
+mod resilience;
 mod smoke;
 mod spend;
 mod store;

@@ -210,7 +210,9 @@ async fn two_relays_over_one_database_publish_every_row_once_and_in_order() {
     let published = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut relays = Vec::new();
     for _ in 0..2 {
-        let pool = wallet_service::store::db::pool(&db.url, 2, &Default::default()).unwrap();
+        let pool =
+            wallet_service::store::db::pool(&db.url, 2, &Default::default(), wallet_service::store::pool::PRIMARY)
+                .unwrap();
         let mut sink = RecordingSink {
             published: published.clone(),
         };

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
@@ -25,6 +24,7 @@ use wallet_service::events::{BusEvent, EventsConfig, RetryPolicy};
 use wallet_service::http::Ctx;
 use wallet_service::service::Service;
 use wallet_service::store::PgStore;
+use wallet_service::store::Pool;
 
 use super::database::TestDatabase;
 use super::fixtures::{self, Bank};

@@ -8,6 +8,7 @@
 //! | [`replies`] | a reply's status and JSON body; a problem document checked |
 //! | [`paths`] | the target directory, `target/faults/`, free ports |
 //! | [`cluster`] | a private Postgres cluster (initdb, start, `stop -m immediate`, start again), removed afterwards |
+//! | [`redis`] | a private `redis-server` (kill, start again) and a three-node Redis Cluster of them, removed afterwards |
 //! | [`service`] | the real `wallet-service` binary as a child process: start, SIGTERM, SIGKILL, restart; an `audit` command run to its end |
 //! | [`client`] | keyed requests retried with the same `Idempotency-Key` until a final answer |
 //! | [`load`] | concurrent workers sending keyed debits, credits and transfers |
@@ -26,6 +27,7 @@ pub mod fixtures;
 pub mod load;
 pub mod lock;
 pub mod paths;
+pub mod redis;
 pub mod replies;
 pub mod service;
 pub mod summary;
