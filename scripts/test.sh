@@ -13,6 +13,7 @@
 #   RabbitMQ    127.0.0.1:5672   guest/guest, management on :15672    (apt package: rabbitmq-server)
 # Also the PostgreSQL server tools (initdb, pg_ctl), which the fault tests use for private clusters of their own
 # (apt package: postgresql), even when the shared server runs elsewhere.
+# And HAProxy (apt package: haproxy), which the scale-out tests start on private ports of their own.
 # Installing/starting needs root (or passwordless sudo). `apt-get update` runs only if something must be installed.
 # Works non-interactively (CI=true, no stdin).
 #
@@ -224,6 +225,18 @@ ensure_pg_server_tools() {
     pg_server_tools || die "PostgreSQL server tools still not found under /usr/lib/postgresql/*/bin"
 }
 
+# The scale-out tests (tests/api/scale) put three service processes behind a real HAProxy that they start
+# themselves on a private port with a generated configuration: only the binary is needed.
+ensure_haproxy() {
+    if command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]]; then
+        log "HAProxy is installed"
+        return 0
+    fi
+    log "HAProxy not found; installing the haproxy package"
+    apt_install haproxy
+    command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || die "haproxy still not found after install"
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # Redis
 # ---------------------------------------------------------------------------------------------------------------
@@ -332,6 +345,7 @@ else
     if manage TEST_DATABASE_URL "$DEFAULT_TEST_DATABASE_URL"; then ensure_postgres
     else log "TEST_DATABASE_URL preset ($TEST_DATABASE_URL): not managing a local PostgreSQL"; fi
     ensure_pg_server_tools
+    ensure_haproxy
     if manage TEST_REDIS_URL "$DEFAULT_TEST_REDIS_URL"; then ensure_redis
     else log "TEST_REDIS_URL preset: not managing a local Redis"; fi
     if manage TEST_AMQP_URL "$DEFAULT_TEST_AMQP_URL"; then ensure_rabbitmq
