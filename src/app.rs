@@ -34,6 +34,8 @@ pub enum BuildError {
     Cache(#[from] crate::cache::CacheConnectError),
     #[error("partitions: {0}")]
     Partitions(wallet_actors::StoreError),
+    #[error("the primary's WAL position for read-your-writes over the replica: {0}")]
+    ReadRouting(wallet_actors::StoreError),
     #[error("chaining the ledger rows written before chains: {0}")]
     Chain(wallet_actors::StoreError),
     #[error(transparent)]
@@ -74,10 +76,17 @@ impl App {
         };
         crate::store::db::migrate(&config.database_url).await?;
         let pool = crate::store::db::pool(&config.database_url, config.pool_size, &config.timeouts.statements())?;
-        let read = match &config.database_read_url {
-            Some(url) => crate::store::db::pool(url, config.pool_size, &config.timeouts.statements())?,
-            None => pool.clone(),
+        let (read, reads) = match &config.database_read_url {
+            Some(url) => {
+                let replica = crate::store::db::pool(url, config.pool_size, &config.timeouts.statements())?;
+                let reads = crate::store::ReadRouter::with_replica(&pool, replica.clone())
+                    .await
+                    .map_err(BuildError::ReadRouting)?;
+                (replica, reads)
+            }
+            None => (pool.clone(), crate::store::ReadRouter::primary_only()),
         };
+        let reads = Arc::new(reads);
         // Instances over one database share one cache namespace: the cache mirrors that database.
         let db_name = config
             .database_url
@@ -94,7 +103,8 @@ impl App {
         let store = PgStore {
             pool: pool.clone(),
             read,
-            committer: crate::store::GroupCommitter::start(pool.clone(), cache.clone(), outbox_written.clone()),
+            reads: reads.clone(),
+            committer: crate::store::GroupCommitter::start(pool.clone(), cache.clone(), outbox_written.clone(), reads),
             cache,
             outbox_written,
         };
