@@ -37,6 +37,8 @@
 //!   `store::batch`: item key claims of a bulk posting, the atomic batch's transaction;
 //!   `store::audit`: the hash chains' and checkpoints' SQL, the start-up chaining step;
 //!   `store::read`: `col`, a column by name (`Corrupt`, never a panic);
+//!   `store::replica`: read-your-writes over `DATABASE_READ_URL` (each wallet's last commit WAL position,
+//!   the replica's replay position, the fallback to the primary: `PgStore::read_client`);
 //!   `store::db`: pools with statement and lock timeouts, migrations (`sql/`, under an advisory lock),
 //!   partitions, pruning, readiness), users, wallets, history. Every SQL statement is under `store/`.
 //! - [`cache`]: wallet states written through after each commit (Redis, or in process), versioned.
