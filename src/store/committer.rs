@@ -29,11 +29,11 @@ use wallet_actors::store::{Batch, CommitError};
 use wallet_actors::{Entry, TxnType};
 
 use super::idempotency::fence;
+use super::replica::ReadRouter;
 use super::rows::{
     EntryCols, GroupRows, KeyCols, Param, claim_references, insert_group_rows, refunds_over_debits, rollback,
     root_cause,
 };
-use super::replica::ReadRouter;
 use super::{batch_err, commit_err};
 use wallet_actors::IdempotencyTicket;
 
@@ -669,7 +669,11 @@ async fn commit_group(
     let maybe_written = |r: &Option<Result<(), CommitError>>| {
         matches!(
             r,
-            Some(Ok(())) | Some(Err(CommitError::Unavailable { outcome_unknown: true, .. }))
+            Some(Ok(()))
+                | Some(Err(CommitError::Unavailable {
+                    outcome_unknown: true,
+                    ..
+                }))
         )
     };
     if reads.tracks() && slots.iter().any(maybe_written) {

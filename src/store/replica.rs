@@ -137,7 +137,8 @@ impl ReadRouter {
         }
         if self.commits.len() + wallets.len() > MAX_TRACKED_WALLETS {
             // Coarser but safe: every read now waits for the newest position noted so far.
-            self.floor.fetch_max(self.highest.load(Ordering::Acquire), Ordering::AcqRel);
+            self.floor
+                .fetch_max(self.highest.load(Ordering::Acquire), Ordering::AcqRel);
             self.commits.retain(|_, v| *v == UNKNOWN);
         }
         for w in wallets {
@@ -290,7 +291,11 @@ mod tests {
         assert_eq!(r.needed(ReadScope::Wallets(&[first])), 700);
         r.note(&many[MAX_TRACKED_WALLETS - 1..], 900);
         assert!(r.commits.len() <= MAX_TRACKED_WALLETS, "bounded");
-        assert_eq!(r.needed(ReadScope::Wallets(&[first])), 700, "forgotten, but the floor covers it");
+        assert_eq!(
+            r.needed(ReadScope::Wallets(&[first])),
+            700,
+            "forgotten, but the floor covers it"
+        );
         assert_eq!(r.needed(ReadScope::Wallets(&[lost])), UNKNOWN);
     }
 }

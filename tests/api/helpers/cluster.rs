@@ -186,7 +186,10 @@ impl PgCluster {
                 "-U".into(),
                 "postgres".into(),
             ];
-            check("pg_basebackup", as_server_user(&layout.bin.join("pg_basebackup"), &args));
+            check(
+                "pg_basebackup",
+                as_server_user(&layout.bin.join("pg_basebackup"), &args),
+            );
             layout.start_server();
             layout
         })

@@ -142,7 +142,10 @@ impl HaProxy {
             if status == Some(200) {
                 return;
             }
-            assert!(started.elapsed() < LISTEN_WITHIN, "HAProxy routes nothing to a ready instance: {status:?}");
+            assert!(
+                started.elapsed() < LISTEN_WITHIN,
+                "HAProxy routes nothing to a ready instance: {status:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -154,4 +157,3 @@ impl Drop for HaProxy {
         let _ = self.child.wait();
     }
 }
-

@@ -14,13 +14,13 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::sum_of;
+use crate::helpers::audit::Effect;
 use crate::helpers::client::RetryingClient;
 use crate::helpers::cluster::PgCluster;
 use crate::helpers::database::{TestDatabase, connect};
 use crate::helpers::fixtures::{Bank, admin_token, service_token};
 use crate::helpers::service::{ServiceConfig, ServiceProcess};
 use crate::helpers::{WAIT, eventually, within};
-use crate::helpers::audit::Effect;
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
@@ -44,7 +44,13 @@ async fn history(base: &str, wallet: Uuid) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("a history page: {body}"))
         .iter()
-        .map(|t| format!("{} {}", t["type"].as_str().unwrap_or("?"), t["amount"].as_str().unwrap_or("?")))
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["type"].as_str().unwrap_or("?"),
+                t["amount"].as_str().unwrap_or("?")
+            )
+        })
         .collect()
 }
 
@@ -72,12 +78,20 @@ async fn debit(base: &str, wallet: Uuid, amount: &str) {
         amount: amount.parse().expect("an amount"),
     };
     let outcome = client.until_final(effect.request(None)).await;
-    assert!(outcome.acknowledged(), "the debit is acknowledged: {:?}", outcome.final_answer);
+    assert!(
+        outcome.acknowledged(),
+        "the debit is acknowledged: {:?}",
+        outcome.final_answer
+    );
 }
 
 /// The replica's replay is paused or resumed.
 async fn set_replay(replica: &tokio_postgres::Client, paused: bool) {
-    let f = if paused { "pg_wal_replay_pause" } else { "pg_wal_replay_resume" };
+    let f = if paused {
+        "pg_wal_replay_pause"
+    } else {
+        "pg_wal_replay_resume"
+    };
     replica
         .batch_execute(&format!("SELECT {f}()"))
         .await
@@ -112,7 +126,9 @@ async fn history_and_reports_are_read_on_the_replica_but_never_older_than_the_re
         let theirs = bank.open_wallet("100.00").await.wallet_id;
         debit(&r, mine, "1.00").await;
         let replica_sql = connect(&replica.url("postgres")).await.expect("connect to the replica");
-        let replica_db = connect(&replica_url).await.expect("connect to the replica's test database");
+        let replica_db = connect(&replica_url)
+            .await
+            .expect("connect to the replica's test database");
         let replayed_rows = || async {
             replica_db
                 .query_one("SELECT count(*) FROM transactions", &[])
@@ -121,15 +137,26 @@ async fn history_and_reports_are_read_on_the_replica_but_never_older_than_the_re
                 .unwrap_or(0)
         };
         // Opening credits of both wallets and the debit.
-        assert!(eventually(WAIT, || async { replayed_rows().await >= 3 }).await, "the replica replays");
+        assert!(
+            eventually(WAIT, || async { replayed_rows().await >= 3 }).await,
+            "the replica replays"
+        );
         assert_eq!(history(&r, theirs).await, ["CREDIT 100.00"]);
 
         set_replay(&replica_sql, true).await;
         // Served by the replica: a write through the other process is not in the reader's answers yet.
         debit(&o, theirs, "2.00").await;
-        assert_eq!(history(&o, theirs).await, ["DEBIT 2.00", "CREDIT 100.00"], "the other process reads the primary");
+        assert_eq!(
+            history(&o, theirs).await,
+            ["DEBIT 2.00", "CREDIT 100.00"],
+            "the other process reads the primary"
+        );
         let replica_reads = metric(&reader, "wallet_reads_total", Some("from=\"replica\"")).await;
-        assert_eq!(history(&r, theirs).await, ["CREDIT 100.00"], "the reader's history comes from the paused replica");
+        assert_eq!(
+            history(&r, theirs).await,
+            ["CREDIT 100.00"],
+            "the reader's history comes from the paused replica"
+        );
         assert_eq!(balance_report(&r, theirs).await, "100.00", "so does its balance report");
         assert!(metric(&reader, "wallet_reads_total", Some("from=\"replica\"")).await > replica_reads);
 
@@ -144,7 +171,10 @@ async fn history_and_reports_are_read_on_the_replica_but_never_older_than_the_re
 
         // Replay resumes: both writes arrive; the reader's wallet reads from the replica again.
         set_replay(&replica_sql, false).await;
-        assert!(eventually(WAIT, || async { replayed_rows().await >= 5 }).await, "the replica catches up");
+        assert!(
+            eventually(WAIT, || async { replayed_rows().await >= 5 }).await,
+            "the replica catches up"
+        );
         let replica_reads = metric(&reader, "wallet_reads_total", Some("from=\"replica\"")).await;
         assert_eq!(history(&r, mine).await, ["DEBIT 3.00", "DEBIT 1.00", "CREDIT 100.00"]);
         assert_eq!(history(&r, theirs).await, ["DEBIT 2.00", "CREDIT 100.00"]);

@@ -103,9 +103,15 @@ async fn run(kill: bool) {
                 let data = json!({"booking_id": booking, "user_id": user, "amount": "1.00", "currency": "USD",
                     "description": "Hotel"});
                 let body = envelope(*event_id, "BookingCreated", data).to_string().into_bytes();
-                let copies = if i % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 { 2 } else { 1 };
+                let copies = if i % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 {
+                    2
+                } else {
+                    1
+                };
                 for _ in 0..copies {
-                    publisher.publish_booking("booking.created", &body, Some(*event_id)).await;
+                    publisher
+                        .publish_booking("booking.created", &body, Some(*event_id))
+                        .await;
                 }
                 sent.store(i + 1, Ordering::Release);
                 if i % BURST == BURST - 1 {
@@ -137,7 +143,9 @@ async fn run(kill: bool) {
     } else if !eventually(PROGRESS_WITHIN, || async { load.answered() >= 2 * PROGRESS }).await {
         progress_stalled += 1;
     }
-    let published = tokio::time::timeout(SETTLE_WITHIN, publishing).await.is_ok_and(|r| r.is_ok());
+    let published = tokio::time::timeout(SETTLE_WITHIN, publishing)
+        .await
+        .is_ok_and(|r| r.is_ok());
     let auditor = Auditor::connect(&db.url).await;
     let booked = || async {
         auditor
@@ -165,7 +173,9 @@ async fn run(kill: bool) {
     let mut report = Auditor::replay_and_audit(&client, &db.url, &ops, KEY_ANSWERABLE_WITHIN).await;
     // The hot wallets' debits are bookings, not the clients' operations: they are checked below.
     let hot_ids: Vec<String> = hot.iter().map(|w| w.wallet_id.to_string()).collect();
-    report.books_breaks.retain(|b| !hot_ids.iter().any(|h| b.starts_with(h.as_str())));
+    report
+        .books_breaks
+        .retain(|b| !hot_ids.iter().any(|h| b.starts_with(h.as_str())));
 
     let per_booking: HashMap<String, i64> = db
         .client()
@@ -190,7 +200,10 @@ async fn run(kill: bool) {
             hot_breaks.push(format!("{}: {balance}, expected {expected}", w.wallet_id));
         }
     }
-    let served: Vec<Value> = instances.iter().map(|s| json!(s.log_path().display().to_string())).collect();
+    let served: Vec<Value> = instances
+        .iter()
+        .map(|s| json!(s.log_path().display().to_string()))
+        .collect();
 
     let mut figures = report.figures();
     figures["seed"] = json!(seed);
@@ -213,7 +226,10 @@ async fn run(kill: bool) {
         (drained, "the booking queue did not drain"),
         (missing == 0, "bookings not debited"),
         (doubled == 0, "bookings debited more than once"),
-        (hot_breaks.is_empty(), "hot wallets' balances differ from 1000.00 minus their bookings"),
+        (
+            hot_breaks.is_empty(),
+            "hot wallets' balances differ from 1000.00 minus their bookings",
+        ),
         (progress_stalled == 0, "the clients made no progress in time"),
     ] {
         if !ok {
