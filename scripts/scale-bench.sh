@@ -9,7 +9,8 @@
 #   e.g. scripts/scale-bench.sh hash http-debits --wallets 100 --closed --concurrency 32 --duration 15s --warmup 3s
 #        INSTANCES=1 scripts/scale-bench.sh hash amqp-bookings --wallets 3 --closed --concurrency 64 --duration 15s
 #
-# Environment: INSTANCES (3), BIN (target/debug: wallet-service and loadtest built there), BASE_PORT (39100),
+# Environment: INSTANCES (3), READ_URL_SELF=1 (DATABASE_READ_URL = the primary itself: the read-your-writes
+# bookkeeping runs, one WAL-position statement per group commit, to measure its cost), BIN (target/debug: wallet-service and loadtest built there), BASE_PORT (39100),
 # TEST_DATABASE_URL / TEST_AMQP_URL / TEST_RABBITMQ_MGMT as scripts/test.sh sets them (local defaults).
 # Only loopback addresses are used. Results: the loadtest's own summary, then one line `scale-bench: ...`.
 set -euo pipefail
@@ -55,8 +56,10 @@ ports=()
 for ((i = 0; i < instances; i++)); do
     port=$((base_port + 1 + i))
     ports+=("$port")
+    read_env=()
+    [[ "${READ_URL_SELF:-0}" == 1 ]] && read_env=(DATABASE_READ_URL="$db_url")
     env -i PATH="$PATH" DATABASE_URL="$db_url" AMQP_URL="$amqp_url" JWT_SECRET="$secret" PORT="$port" \
-        RUST_LOG=warn "$bin/wallet-service" serve >"$work/svc-$i.log" 2>&1 &
+        "${read_env[@]}" RUST_LOG=warn "$bin/wallet-service" serve >"$work/svc-$i.log" 2>&1 &
     pids+=("$!")
     # One at a time: the first migrates, the others find the schema in place.
     for _ in $(seq 1 120); do
@@ -97,4 +100,5 @@ JWT_SECRET="$secret" TEST_AMQP_URL="$amqp_url" "$bin/loadtest" "$scenario" --url
 ended=$(date +%s.%N)
 after=$(conflicts)
 awk -v r="$routing" -v s="$scenario" -v n="$instances" -v b="$before" -v a="$after" -v t0="$started" -v t1="$ended" \
-    'BEGIN { d = a - b; t = t1 - t0; printf "scale-bench: routing=%s scenario=%s instances=%d conflicts=%d run_s=%.1f conflicts_per_s=%.1f\n", r, s, n, d, t, d / t }'
+    -v ry="${READ_URL_SELF:-0}" \
+    'BEGIN { d = a - b; t = t1 - t0; printf "scale-bench: routing=%s scenario=%s instances=%d read_url_self=%s conflicts=%d run_s=%.1f conflicts_per_s=%.1f\n", r, s, n, ry, d, t, d / t }'

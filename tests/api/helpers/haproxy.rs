@@ -21,26 +21,12 @@ const CHECK_EVERY: Duration = Duration::from_millis(300);
 const FALL: u32 = 2;
 const RISE: u32 = 2;
 
-/// How HAProxy picks an instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Routing {
-    /// A wallet's requests to one instance: consistent hash of `/wallets/<id>`.
-    WalletHash,
-    /// Each request to the next instance (what the routing is measured against).
-    RoundRobin,
-}
-
-impl Routing {
-    fn balance(self) -> &'static str {
-        match self {
-            Routing::WalletHash => "balance uri path-only depth 2\n    hash-type consistent",
-            Routing::RoundRobin => "balance roundrobin",
-        }
-    }
-}
+/// A wallet's requests to one instance: consistent hash of `/wallets/<id>` (`scripts/scale-bench.sh` also
+/// runs round robin, to measure what this buys).
+const BALANCE: &str = "balance uri path-only depth 2\n    hash-type consistent";
 
 /// The configuration for `backends` (ports on 127.0.0.1) behind `port`.
-pub fn config(port: u16, backends: &[u16], routing: Routing) -> String {
+pub fn config(port: u16, backends: &[u16]) -> String {
     let error = |status: u16, title: &str| {
         format!(
             "    http-error status {status} content-type application/problem+json string \
@@ -62,7 +48,7 @@ pub fn config(port: u16, backends: &[u16], routing: Routing) -> String {
         error(502, "Bad Gateway"),
         error(503, "Service Unavailable"),
         error(504, "Gateway Timeout"),
-        routing.balance(),
+        BALANCE,
         CHECK_EVERY.as_millis(),
     )
 }
@@ -83,12 +69,12 @@ pub struct HaProxy {
 
 impl HaProxy {
     /// Writes the configuration, checks it (`haproxy -c`), starts HAProxy and waits until it listens.
-    pub async fn start(backends: &[u16], routing: Routing) -> HaProxy {
+    pub async fn start(backends: &[u16]) -> HaProxy {
         let port = paths::free_port();
         let dir = paths::faults_dir("haproxy");
         let id = paths::unique();
         let config_path = dir.join(format!("haproxy-{id}.cfg"));
-        std::fs::write(&config_path, config(port, backends, routing)).expect("write the HAProxy configuration");
+        std::fs::write(&config_path, config(port, backends)).expect("write the HAProxy configuration");
         let check = Command::new(binary())
             .arg("-c")
             .arg("-f")

@@ -23,7 +23,7 @@ use crate::helpers::audit::Auditor;
 use crate::helpers::client::RetryingClient;
 use crate::helpers::database::TestDatabase;
 use crate::helpers::fixtures::{Bank, service_token};
-use crate::helpers::haproxy::{HaProxy, Routing};
+use crate::helpers::haproxy::HaProxy;
 use crate::helpers::load::{Load, Mix};
 use crate::helpers::service::{ServiceConfig, ServiceProcess};
 use crate::helpers::{eventually, paths, within};
@@ -74,7 +74,7 @@ async fn run(kill: bool) {
         instances.push(ServiceProcess::start(&format!("scale-{i}"), config.clone()).await);
     }
     let ports: Vec<u16> = instances.iter().map(ServiceProcess::port).collect();
-    let proxy = HaProxy::start(&ports, Routing::WalletHash).await;
+    let proxy = HaProxy::start(&ports).await;
     proxy.wait_routable().await;
 
     let bank = Bank::new(&proxy.base_url());
