@@ -291,11 +291,8 @@ mod tests {
         assert_eq!(r.needed(ReadScope::Wallets(&[first])), 700);
         r.note(&many[MAX_TRACKED_WALLETS - 1..], 900);
         assert!(r.commits.len() <= MAX_TRACKED_WALLETS, "bounded");
-        assert_eq!(
-            r.needed(ReadScope::Wallets(&[first])),
-            700,
-            "forgotten, but the floor covers it"
-        );
+        // Forgotten: the floor, the newest position noted (this very note's included), covers it.
+        assert_eq!(r.needed(ReadScope::Wallets(&[first])), 900);
         assert_eq!(r.needed(ReadScope::Wallets(&[lost])), UNKNOWN);
     }
 }
