@@ -332,6 +332,22 @@ ensure_rabbitmq() {
     fi
 }
 
+# The sharded-bookings test (tests/api/scale) declares a consistent-hash exchange: RabbitMQ's
+# rabbitmq_consistent_hash_exchange plugin (shipped with rabbitmq-server, off by default) must be enabled.
+ensure_rabbitmq_hash_exchange() {
+    if ! command -v rabbitmq-plugins >/dev/null 2>&1; then
+        warn "rabbitmq-plugins is not installed here; the sharded-bookings test needs rabbitmq_consistent_hash_exchange"
+        return 0
+    fi
+    if as_root timeout 60 rabbitmq-plugins list -e -m </dev/null 2>/dev/null | grep -qx rabbitmq_consistent_hash_exchange; then
+        log "RabbitMQ plugin rabbitmq_consistent_hash_exchange is enabled"
+        return 0
+    fi
+    log "enabling the RabbitMQ plugin rabbitmq_consistent_hash_exchange"
+    as_root timeout 120 rabbitmq-plugins enable rabbitmq_consistent_hash_exchange </dev/null >&2 \
+        || warn "enabling rabbitmq_consistent_hash_exchange failed; the sharded-bookings test will fail"
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------
@@ -348,7 +364,7 @@ else
     ensure_haproxy
     if manage TEST_REDIS_URL "$DEFAULT_TEST_REDIS_URL"; then ensure_redis
     else log "TEST_REDIS_URL preset: not managing a local Redis"; fi
-    if manage TEST_AMQP_URL "$DEFAULT_TEST_AMQP_URL"; then ensure_rabbitmq
+    if manage TEST_AMQP_URL "$DEFAULT_TEST_AMQP_URL"; then ensure_rabbitmq; ensure_rabbitmq_hash_exchange
     else log "TEST_AMQP_URL preset: not managing a local RabbitMQ"; fi
 fi
 

@@ -57,6 +57,7 @@ impl App {
     pub async fn build(config: Config) -> Result<App, BuildError> {
         let events = crate::events::EventsConfig {
             prefetch: config.amqp_prefetch,
+            booking_shards: config.booking_shards,
             ..crate::events::EventsConfig::default()
         };
         Self::build_with_events(config, events).await

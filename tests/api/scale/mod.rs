@@ -4,11 +4,13 @@
 //! | test | what |
 //! |---|---|
 //! | [`three_instances`] | three processes over one database and one vhost behind HAProxy (consistent hash on the wallet segment): HTTP load and booking events; one process SIGKILLed and restarted in the second test |
+//! | [`sharded_bookings`] | `BOOKING_SHARDS`: hot-wallet bookings through the consistent-hash exchange over three instances, applied once with no version conflict; bookings without the header still through the shared queue |
 //! | [`replica`] | `DATABASE_READ_URL` on a `pg_basebackup -R` replica: history and reports read there, read-your-writes, the replica stopped |
 
 use std::time::Duration;
 
 mod replica;
+mod sharded_bookings;
 mod three_instances;
 
 /// The sum of a counter (every label set) in a process's `/metrics`; 0 when it is absent.
