@@ -623,4 +623,15 @@ mod tests {
             assert!(err.contains("AMQP_PREFETCH"), "{err}");
         }
     }
+
+    #[test]
+    fn booking_shards_are_zero_to_their_bound_and_anything_else_is_refused_with_its_name() {
+        assert_eq!(parse_booking_shards("0"), Ok(0));
+        assert_eq!(parse_booking_shards(" 4 "), Ok(4));
+        assert_eq!(parse_booking_shards("64"), Ok(crate::events::MAX_BOOKING_SHARDS));
+        for bad in ["65", "-1", "some", "2.5"] {
+            let err = parse_booking_shards(bad).expect_err(bad).to_string();
+            assert!(err.contains("BOOKING_SHARDS"), "{err}");
+        }
+    }
 }

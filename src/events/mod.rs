@@ -11,7 +11,9 @@
 //!   database through an advisory lock, so each wallet's events leave in order),
 //!   publishes them with publisher confirms on its own connection (or into the in-process bus), marks
 //!   them published only after the broker's ack, and prunes published rows after [`relay::OUTBOX_RETENTION`].
-//! - [`topology`]: the exchanges and queues, declared idempotently on every (re)connect.
+//! - [`topology`]: the exchanges and queues, declared idempotently on every (re)connect; with
+//!   `BOOKING_SHARDS`, the consistent-hash booking exchange and its single-active-consumer shard queues,
+//!   which the consumer reads beside the shared queue (one wallet's bookings on one instance at a time).
 //!
 //! # Exactly-once effect
 //! Delivery is at-least-once both ways; the *effect* is once:
