@@ -27,6 +27,8 @@ use crate::helpers::service::{ServiceConfig, ServiceProcess};
 use crate::helpers::{eventually, paths, within};
 
 const INSTANCES: usize = 3;
+/// Connections per process.
+const POOL_SIZE: usize = 8;
 const SHARDS: u16 = 4;
 const HOT_WALLETS: usize = 3;
 const HOT_BOOKINGS: usize = 240;
@@ -76,6 +78,8 @@ async fn bookings_sharded_by_wallet_over_three_instances_are_applied_once_withou
         let db = TestDatabase::create().await;
         let mut config = ServiceConfig::new(&db.url).with_amqp(&vhost.amqp_url());
         config.env.push(("BOOKING_SHARDS".into(), SHARDS.to_string()));
+        // Three processes on the shared server (100 connections, other tests beside): a small pool each.
+        config.env.push(("DATABASE_POOL_SIZE".into(), POOL_SIZE.to_string()));
         let mut instances = Vec::with_capacity(INSTANCES);
         for i in 0..INSTANCES {
             instances.push(ServiceProcess::start(&format!("sharded-{i}"), config.clone()).await);

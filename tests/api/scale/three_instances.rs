@@ -29,6 +29,8 @@ use crate::helpers::service::{ServiceConfig, ServiceProcess};
 use crate::helpers::{eventually, paths, within};
 
 const INSTANCES: usize = 3;
+/// Connections per process.
+const POOL_SIZE: usize = 8;
 /// Wallets the HTTP clients move money between.
 const WALLETS: usize = 12;
 const WORKERS: usize = 6;
@@ -68,7 +70,9 @@ async fn run(kill: bool) {
     let seed = seed();
     let vhost = Vhost::create().await;
     let db = TestDatabase::create().await;
-    let config = ServiceConfig::new(&db.url).with_amqp(&vhost.amqp_url());
+    let mut config = ServiceConfig::new(&db.url).with_amqp(&vhost.amqp_url());
+    // Three processes on the shared server (100 connections, other tests beside): a small pool each.
+    config.env.push(("DATABASE_POOL_SIZE".into(), POOL_SIZE.to_string()));
     let mut instances = Vec::with_capacity(INSTANCES);
     for i in 0..INSTANCES {
         instances.push(ServiceProcess::start(&format!("scale-{i}"), config.clone()).await);
