@@ -4,6 +4,13 @@
 #   docker run --rm -p 3003:3003 -e DATABASE_URL=... -e JWT_SECRET=... wallet-service:dev
 # SQL migrations are embedded in the binary at compile time (refinery embed_migrations!), so the runtime
 # image carries only the binary. Needs BuildKit (default since Docker 23) for the cache mounts.
+#
+# What it builds is what the tests run: the `wallet-service` binary of this workspace, default features,
+# `--locked` to Cargo.lock, started as `wallet-service serve` (tests/api/helpers/service.rs); only the
+# profile differs (release here, the dev profile in tests). scripts/validate-deploy.sh lints this file with
+# hadolint and checkov; it is not built in CI (no Docker engine there).
+#
+# checkov:skip=CKV_DOCKER_2: No HEALTHCHECK: Kubernetes ignores it and probes /health and /ready itself (k8s/base/deployment.yaml), and the runtime image has no HTTP client to run one with.
 
 ############################ builder ############################
 FROM rust:1.95-bookworm AS builder
@@ -12,6 +19,9 @@ WORKDIR /build
 # build.rs installs the /docs viewer (swagger-ui-dist) from the npm registry with `npm ci` against
 # web/package-lock.json and embeds its assets in the binary: the builder needs Node.js and npm, the runtime
 # image does not.
+# DL3008 (pin apt versions) is ignored with reason: Debian replaces a point release's packages in place, so a
+# pinned version stops installing; the `bookworm` base image pins the release.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nodejs npm \
  && rm -rf /var/lib/apt/lists/*
@@ -31,6 +41,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 ############################ runtime ############################
 FROM debian:bookworm-slim AS runtime
 
+# DL3008 ignored as in the builder stage: these are data packages kept current within the base image's release.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates tzdata \
  && rm -rf /var/lib/apt/lists/* \
@@ -44,5 +56,7 @@ COPY --from=builder /out/wallet-service /usr/local/bin/wallet-service
 USER 10001:10001
 ENV PORT=3003
 EXPOSE 3003
-# Liveness/readiness are Kubernetes probes on /health and /ready (see k8s/deployment.yaml).
+# Liveness/readiness are Kubernetes probes on /health and /ready (see k8s/base/deployment.yaml). With
+# METRICS_PORT set (k8s: 9090), /metrics moves to that port.
 ENTRYPOINT ["/usr/local/bin/wallet-service"]
+CMD ["serve"]

@@ -27,10 +27,17 @@
 #
 # Also on a full run (no extra args): scripts/api-conformance.sh (openapi-spec-validator and a bounded schemathesis
 # run against the real binary; about a minute, plus a one-time pip install of the tools into target/). Before
-# cargo, Node.js and npm are installed with apt-get when missing (build.rs fetches the /docs viewer with npm ci).
+# cargo, Node.js and npm are installed with apt-get when missing (build.rs fetches the /docs viewer and the
+# dashboard's charts with npm ci), and so is Chromium (/usr/bin/chromium) for the dashboard's browser test, whose
+# playwright-core is installed with npm ci in tests/browser when node_modules is missing or older than its lock.
+# Also on a full run: scripts/validate-deploy.sh (the kustomize overlays rendered and validated against a pinned
+# Kubernetes version, checkov on k8s/ and the Dockerfile, hadolint on the Dockerfile; under a minute once its
+# pinned PyPI tools are installed into target/validate-deploy/, a few minutes the first time).
 #
 # Knobs (environment):
 #   WALLET_TEST_CONFORMANCE=0|1  skip the conformance run / run it even with extra args [1 on a full run]
+#   WALLET_TEST_DEPLOY=0|1       skip the deployment validation / run it even with extra args [1 on a full run]
+#   WALLET_TEST_DEPLOY_SECS      bound of the whole deployment validation, install included [1800]
 #   WALLET_TEST_SKIP_CARGO=1     stop after the service checks (used to test this script itself; no cargo run)
 #   WALLET_TEST_SKIP_SERVICES=1  do not check/install/start any service, just run cargo
 #   WALLET_TEST_NO_NEXTEST=1     use `cargo test` even if cargo-nextest is installed
@@ -395,6 +402,18 @@ if ! command -v npm >/dev/null 2>&1; then
     apt_install nodejs npm
 fi
 
+# The dashboard's browser test (tests/api/dashboard.rs) drives Debian's Chromium through playwright-core, installed
+# from the npm registry through tests/browser/package-lock.json (again whenever the lock file is newer).
+if [[ ! -x /usr/bin/chromium ]]; then
+    log "/usr/bin/chromium not found (the dashboard's browser test drives it); installing chromium"
+    apt_install chromium
+fi
+if [[ ! -f tests/browser/node_modules/.package-lock.json \
+      || tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]]; then
+    log "npm ci in tests/browser (playwright-core for the dashboard's browser test)"
+    (cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund)
+fi
+
 # Doctests exist only in library targets; `cargo test --doc` errors out when the workspace has none.
 run_doctests() {
     local meta
@@ -423,12 +442,27 @@ run_conformance() {
     ((status != 0)) || status=$conf_status
 }
 
+# The deployment artifacts' validation (scripts/validate-deploy.sh) on a full run, or when asked for; bounded.
+run_validate_deploy() {
+    local want="${WALLET_TEST_DEPLOY:-}"
+    if [[ "$want" == 0 ]] || [[ -z "$want" && $# -gt 0 ]]; then
+        log "deployment validation: skipped (WALLET_TEST_DEPLOY=${want:-unset}, extra args: $#)"
+        return 0
+    fi
+    log "== bash scripts/validate-deploy.sh =="
+    local deploy_status=0
+    timeout "${WALLET_TEST_DEPLOY_SECS:-1800}" bash scripts/validate-deploy.sh || deploy_status=$?
+    ((deploy_status == 0)) || log "deployment validation FAILED (exit status $deploy_status)"
+    ((status != 0)) || status=$deploy_status
+}
+
 status=0
 # Doctests and the conformance run go first so that the main runner's summary is the last thing printed (CI
 # reads the closing lines).
 if [[ "${WALLET_TEST_NO_NEXTEST:-0}" != 1 ]] && cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doctests.
     run_doctests
+    run_validate_deploy "$@"
     run_conformance "$@"
     log "== cargo nextest run --workspace $* =="
     main_status=0
@@ -436,6 +470,7 @@ if [[ "${WALLET_TEST_NO_NEXTEST:-0}" != 1 ]] && cargo nextest --version >/dev/nu
 else
     # --all-targets leaves out doctests; run them too.
     run_doctests
+    run_validate_deploy "$@"
     run_conformance "$@"
     log "== cargo test --workspace --all-targets $* =="
     main_status=0

@@ -4,6 +4,10 @@
 //! engine; `App::run(shutdown)` starts the events (consumer and outbox relay, [`crate::events`]), serves
 //! until the future resolves, then drains in-flight requests and messages, stops the engine and flushes
 //! the outbox. `main` passes SIGTERM/SIGINT; tests pass a oneshot.
+//!
+//! The API port speaks plain HTTP through warp, or HTTPS (TLS 1.3 only) through [`crate::tls`] when
+//! `TLS_CERT_FILE`/`TLS_KEY_FILE` are set; with `METRICS_PORT`, `/metrics` has a plain-HTTP listener of its
+//! own and the API port answers 404 for it. Every listener stops and drains on the same signal.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,10 +46,18 @@ pub enum BuildError {
     Engine(#[from] wallet_actors::EngineStartError),
     #[error("cannot bind port {port}: {source}")]
     Bind { port: u16, source: std::io::Error },
+    #[error("cannot bind METRICS_PORT {port}: {source}")]
+    BindMetrics { port: u16, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub struct App {
     listener: TcpListener,
+    /// `METRICS_PORT`'s listener; `None`: `/metrics` is on the API port.
+    metrics_listener: Option<TcpListener>,
+    /// `TLS_CERT_FILE`/`TLS_KEY_FILE`: the API port speaks TLS 1.3 only.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     ctx: Arc<Ctx>,
     events: crate::events::Setup,
     /// From SIGTERM to exit at most (`SHUTDOWN_DRAIN_SECS`).
@@ -68,6 +80,8 @@ impl App {
     pub async fn build_with_events(config: Config, events: crate::events::EventsConfig) -> Result<App, BuildError> {
         crate::auth::install_crypto_provider();
         let auth = Authenticator::new(&config.auth)?;
+        // Before any connection is made: a certificate that cannot serve fails the start at once.
+        let tls = config.transport.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let pii = match &config.pii_key_b64 {
             Some(k) => PiiCipher::from_base64(k).map_err(BuildError::PiiKey)?,
             None => {
@@ -143,6 +157,14 @@ impl App {
                 port: config.port,
                 source,
             })?;
+        let metrics_listener = match config.transport.metrics_port {
+            Some(port) => Some(
+                TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+                    .await
+                    .map_err(|source| BuildError::BindMetrics { port, source })?,
+            ),
+            None => None,
+        };
         let service = Arc::new(Service::new(
             engine,
             store,
@@ -172,6 +194,8 @@ impl App {
         };
         Ok(App {
             listener,
+            metrics_listener,
+            tls,
             ctx,
             events,
             drain: config.timeouts.shutdown_drain,
@@ -180,6 +204,13 @@ impl App {
 
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The bound `METRICS_PORT` (`None` without one: `/metrics` is on [`App::port`]).
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0))
     }
 
     pub fn ctx(&self) -> Arc<Ctx> {
@@ -195,11 +226,21 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let App {
             listener,
+            metrics_listener,
+            tls,
             ctx,
             events,
             drain,
         } = self;
-        info!(port = listener.local_addr().map(|a| a.port()).unwrap_or(0), "listening");
+        info!(
+            port = listener.local_addr().map(|a| a.port()).unwrap_or(0),
+            tls = tls.is_some(),
+            metrics_port = metrics_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.port()),
+            "listening"
+        );
         let upkeep = tokio::spawn(partition_upkeep(ctx.service.store().pool.clone()));
         let sweep = tokio::spawn(budget_expiry(ctx.clone()));
         let hold_sweep = tokio::spawn(hold_expiry(ctx.service.clone()));
@@ -210,10 +251,16 @@ impl App {
             events: ctx.events.clone(),
         });
         let mut events = crate::events::start(adapter, events, stop.clone());
-        let server = warp::serve(crate::http::routes(ctx.clone()))
-            .incoming(listener)
-            .graceful(stop.clone().cancelled_owned())
-            .run();
+        let server = serve_api(listener, tls, metrics_listener.is_some(), ctx.clone(), stop.clone());
+        // Metrics on their own port stop with the API; a scrape in flight finishes within the drain.
+        let metrics_server = metrics_listener.map(|l| {
+            tokio::spawn(
+                warp::serve(crate::http::metrics_routes(ctx.clone()))
+                    .incoming(l)
+                    .graceful(stop.clone().cancelled_owned())
+                    .run(),
+            )
+        });
         let mut server = std::pin::pin!(server);
         tokio::select! {
             () = &mut server => warn!("the HTTP server stopped by itself"),
@@ -224,6 +271,10 @@ impl App {
         info!(drain_secs = drain.as_secs(), "draining");
         let drained = tokio::time::timeout_at(deadline, async {
             server.await;
+            if let Some(m) = metrics_server {
+                // A metrics task that panicked has nothing left to drain.
+                let _ = m.await;
+            }
             events.consumer_stopped().await;
             info!("HTTP and events drained; stopping the engine");
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -240,6 +291,37 @@ impl App {
         hold_sweep.abort();
         checkpoints.abort();
         events.finish().await;
+    }
+}
+
+/// The API port until `stop` is cancelled, then its drain: plain HTTP through warp, or TLS 1.3 through
+/// [`crate::tls`] (the same routes either way).
+async fn serve_api(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    metrics_elsewhere: bool,
+    ctx: Arc<Ctx>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use warp::{Filter, Reply};
+    let metrics_at = if metrics_elsewhere {
+        crate::http::MetricsAt::OwnPort
+    } else {
+        crate::http::MetricsAt::ApiPort
+    };
+    let routes = crate::http::routes(ctx, metrics_at);
+    match tls {
+        None => {
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(stop.cancelled_owned())
+                .run()
+                .await
+        }
+        Some(acceptor) => {
+            let routes = routes.map(Reply::into_response).boxed();
+            crate::tls::serve(listener, acceptor, routes, stop.cancelled_owned()).await
+        }
     }
 }
 

@@ -99,6 +99,67 @@ pub struct Config {
     pub booking_shards: u16,
     /// How long each step of a request may take; together they bound every request and the drain.
     pub timeouts: Timeouts,
+    /// `METRICS_PORT`, `TLS_CERT_FILE`, `TLS_KEY_FILE`: the metrics port and HTTPS.
+    pub transport: Transport,
+}
+
+/// How the service listens besides `PORT` (see [`parse_transport`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transport {
+    /// `METRICS_PORT`: `/metrics` is served on this port only (plain HTTP; `0` picks a free one) and the
+    /// API port answers 404 for it, so exposing the API never exposes the metrics. Unset: `/metrics` on
+    /// the API port.
+    pub metrics_port: Option<u16>,
+    /// `TLS_CERT_FILE` + `TLS_KEY_FILE`: the API port speaks HTTPS only, TLS 1.3 only ([`crate::tls`]).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of the API port's certificate chain and private key (read at start by [`crate::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Reads `METRICS_PORT` (a port other than `port`, the API's, unless either is 0) and `TLS_CERT_FILE` /
+/// `TLS_KEY_FILE` (both or neither: one alone would silently serve plain HTTP where HTTPS was meant).
+pub fn parse_transport(var: &dyn Fn(&str) -> Option<String>, port: u16) -> Result<Transport, ConfigError> {
+    let metrics_port = match var("METRICS_PORT") {
+        None => None,
+        Some(s) => {
+            let p = s
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| ConfigError::invalid("METRICS_PORT", format!("must be a port number, got {s:?}")))?;
+            if p != 0 && p == port {
+                return Err(ConfigError::invalid(
+                    "METRICS_PORT",
+                    format!("must differ from PORT ({port}): metrics get a port of their own"),
+                ));
+            }
+            Some(p)
+        }
+    };
+    let tls = match (var("TLS_CERT_FILE"), var("TLS_KEY_FILE")) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::invalid(
+                "TLS_KEY_FILE",
+                "must be set when TLS_CERT_FILE is",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "TLS_CERT_FILE",
+                "must be set when TLS_KEY_FILE is",
+            ));
+        }
+    };
+    Ok(Transport { metrics_port, tls })
 }
 
 /// Default [`Timeouts::shutdown_drain`]: below Kubernetes' default `terminationGracePeriodSeconds` (30).
@@ -412,6 +473,7 @@ impl Config {
             )?,
         };
         timeouts.validate()?;
+        let transport = parse_transport(&var, port)?;
         Ok(Config {
             port,
             database_url,
@@ -435,6 +497,7 @@ impl Config {
             amqp_prefetch,
             booking_shards,
             timeouts,
+            transport,
         })
     }
 }
@@ -607,6 +670,51 @@ mod tests {
                 .to_string()
                 .contains("1000000.00")
         );
+    }
+
+    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn without_transport_variables_metrics_stay_on_the_api_port_and_http_is_plain() {
+        assert_eq!(parse_transport(&vars(&[]), 3003), Ok(Transport::default()));
+    }
+
+    #[test]
+    fn metrics_port_must_be_a_port_other_than_the_api_port() {
+        let t = parse_transport(&vars(&[("METRICS_PORT", "9090")]), 3003);
+        assert_eq!(t.map(|t| t.metrics_port), Ok(Some(9090)));
+        for bad in [
+            &[("METRICS_PORT", "3003")][..],
+            &[("METRICS_PORT", "lots")],
+            &[("METRICS_PORT", "70000")],
+        ] {
+            let bad: &'static [(&str, &str)] = bad;
+            let err = parse_transport(&vars(bad), 3003).unwrap_err().to_string();
+            assert!(err.contains("METRICS_PORT"), "{err}");
+        }
+        // Port 0 on both sides means two free ports (tests), not the same one.
+        assert_eq!(
+            parse_transport(&vars(&[("METRICS_PORT", "0")]), 0).map(|t| t.metrics_port),
+            Ok(Some(0))
+        );
+    }
+
+    #[test]
+    fn a_tls_certificate_without_its_key_or_a_key_without_its_certificate_is_refused() {
+        let both = parse_transport(&vars(&[("TLS_CERT_FILE", "/c.pem"), ("TLS_KEY_FILE", "/k.pem")]), 3003);
+        assert_eq!(
+            both.map(|t| t.tls),
+            Ok(Some(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            }))
+        );
+        let err = parse_transport(&vars(&[("TLS_CERT_FILE", "/c.pem")]), 3003).unwrap_err();
+        assert!(err.to_string().contains("TLS_KEY_FILE"), "{err}");
+        let err = parse_transport(&vars(&[("TLS_KEY_FILE", "/k.pem")]), 3003).unwrap_err();
+        assert!(err.to_string().contains("TLS_CERT_FILE"), "{err}");
     }
 
     #[test]

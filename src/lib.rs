@@ -4,10 +4,13 @@
 //! # Module map
 //! Arrows run one way (adapters → use cases → store and engine; nothing below imports anything above):
 //! `app` → `http`, `events` → `service` → `problem` → `store` → `cache`, `views` → `schema`; `config`,
-//! `telemetry` sit beside `app`; `auth`, `crypto`, `decode` are leaves for whoever needs them.
+//! `telemetry`, `tls` sit beside `app`; `auth`, `crypto`, `decode` are leaves for whoever needs them.
 //! Every error is an enum (thiserror), and a store row is read by column name (`store::col`), never by a
 //! panicking position.
-//! - [`app`]: `App::build(config)` wires everything; `App::run(shutdown)` serves and drains.
+//! - [`app`]: `App::build(config)` wires everything; `App::run(shutdown)` serves and drains (the API port,
+//!   and with `METRICS_PORT` a metrics port of its own).
+//! - [`tls`]: HTTPS for the API port, TLS 1.3 only (rustls on aws-lc-rs): PEM loading and the accept
+//!   loop that hands each handshaken connection to the warp routes, with the same graceful drain.
 //! - [`service`]: THE USE-CASE LAYER. `Service` alone holds the engine, the store and the cache and
 //!   offers typed operations with enum errors: post, transfer, status, budgets (through the wallet's
 //!   actor), wallets (the opening balance planned by the engine's `command::plan_opening`), users, reads,
@@ -19,15 +22,20 @@
 //!   wallet's actor; hold reads; the expiry sweep); `service::batch` (bulk postings: independent items
 //!   through `Engine::execute_many`, atomic ones in one transaction, per-item derived Idempotency-Keys);
 //!   `service::audit` (verify of the hash chains and checkpoints naming the first broken row,
-//!   checkpoints, the start-up chaining of pre-chain rows).
+//!   checkpoints, the start-up chaining of pre-chain rows, the reports' aggregates recomputed from the
+//!   ledger); `service::reports` (who a report may cover, balance at an instant, budgets, spend from the
+//!   daily aggregates, latest transactions, wallets by status).
 //! - [`problem`]: problem documents (RFC 9457): the catalogue of codes, `ApiError` and its JSON text, and
 //!   `Answer`, what each failure of a use case answers (pure, so a recorded reply is the client's text).
 //! - [`http`]: the HTTP adapter: `http::Ctx` (auth, service, rate limit, metrics), routes, thin handlers
 //!   that parse, authorize, call one operation and render (`http::holds` for the hold routes,
 //!   `http::batch` for `POST /transactions/batch` with its own body limit, `http::audit` for
-//!   `GET /admin/audit/verify`); the
+//!   `GET /admin/audit/verify`, `http::reports` for the reports in JSON or CSV, `http::reports::spend`
+//!   for spend, latest transactions and wallets by status); the
 //!   Idempotency-Key header as a `KeyRequest` and a keyed outcome as a reply; problem+json responses
-//!   (headers); OpenAPI; the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages.
+//!   (headers); OpenAPI; the `/docs` viewer (Swagger UI, embedded by `build.rs`) and the `/problems` pages;
+//!   `http::dashboard`, the managers' page `GET /dashboard` (our files from `web/dashboard/` and Chart.js,
+//!   embedded by `build.rs`; the page itself calls the reports with the token it asks for).
 //! - [`events`]: the AMQP adapter: consumer (decode → `service` → ack), outbox relay with publisher
 //!   confirms, topology, or an in-process bus without `AMQP_URL`.
 //! - [`store`]: Postgres: the engine's `WalletStore` (`store::committer`: the shared `GroupCommitter`;
@@ -36,6 +44,8 @@
 //!   `store::bookings`: inbox, refused bookings, default-budget lock; `store::outbox`: the relay's pass;
 //!   `store::batch`: item key claims of a bulk posting, the atomic batch's transaction;
 //!   `store::audit`: the hash chains' and checkpoints' SQL, the start-up chaining step;
+//!   `store::reports`: the reports' SQL on the read pool (spend from `spend_daily`, the aggregates a
+//!   trigger keeps in the postings' commit, `sql/V11`), and their recomputation from the ledger;
 //!   `store::read`: `col`, a column by name (`Corrupt`, never a panic);
 //!   `store::replica`: read-your-writes over `DATABASE_READ_URL` (each wallet's last commit WAL position,
 //!   the replica's replay position, the fallback to the primary: `PgStore::read_client`);
@@ -44,7 +54,8 @@
 //! - [`cache`]: wallet states written through after each commit (Redis, or in process), versioned.
 //! - [`views`]: the JSON shapes of replies, idempotent replays and events; [`schema`]: their
 //!   documentation-only OpenAPI types.
-//! - [`config`]: environment variables of the contract, validated at start; [`telemetry`]: logs, metrics.
+//! - [`config`]: environment variables of the contract, validated at start (`config::Transport`: the
+//!   metrics port and the TLS files); [`telemetry`]: logs, metrics.
 //! - [`auth`]: JWT validation and who-may-see-what rules; [`crypto`]: AES-256-GCM for PII;
 //!   [`decode`]: strict JSON (one document, no NUL in any text).
 //!
@@ -74,4 +85,5 @@ pub mod schema;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod views;

@@ -1,4 +1,5 @@
-//! The `wallet-service` binary: `serve` (default), `dev-token`, or `audit verify` / `audit checkpoint`.
+//! The `wallet-service` binary: `serve` (default), `dev-token`, or `audit verify` / `audit checkpoint` /
+//! `audit reports`.
 
 use std::time::Duration;
 
@@ -60,6 +61,12 @@ enum AuditCmd {
         #[arg(long)]
         create: bool,
     },
+    /// Recompute the reports' spend aggregates from the ledger rows; exit non-zero naming the first that differs.
+    Reports {
+        /// Only this wallet's aggregates.
+        #[arg(long)]
+        wallet: Option<Uuid>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -120,6 +127,22 @@ fn audit(command: AuditCmd) -> std::process::ExitCode {
                     ExitCode::from(2)
                 }
             },
+            AuditCmd::Reports { wallet } => match auditor.reports(wallet).await {
+                Ok(diff) if diff.is_empty() => {
+                    println!("ok: every spend aggregate equals its ledger rows");
+                    ExitCode::SUCCESS
+                }
+                Ok(diff) => {
+                    for d in &diff {
+                        println!("differs: {}", mismatch_line(d));
+                    }
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("the reports audit could not run: {e}");
+                    ExitCode::from(2)
+                }
+            },
             AuditCmd::Checkpoint { create } => {
                 if create && let Err(e) = auditor.create_checkpoint().await {
                     eprintln!("checkpoint could not be written: {e}");
@@ -138,6 +161,22 @@ fn audit(command: AuditCmd) -> std::process::ExitCode {
             }
         }
     })
+}
+
+/// One aggregate that differs from its ledger rows, as a line: wallet, day, kind, then both figures.
+fn mismatch_line(d: &wallet_service::store::AggregateMismatch) -> String {
+    let figure = |f: Option<(rust_decimal::Decimal, i64)>| match f {
+        Some((amount, rows)) => format!("{amount} in {rows} rows"),
+        None => "nothing".to_string(),
+    };
+    format!(
+        "wallet {} day {} {}: ledger {}, aggregate {}",
+        d.wallet_id,
+        d.day,
+        d.kind,
+        figure(d.ledger),
+        figure(d.aggregate)
+    )
 }
 
 fn dev_token(role: &str, sub: Option<Uuid>, company: Option<Uuid>, ttl: u64) -> std::process::ExitCode {

@@ -383,6 +383,68 @@ pub fn writes_per_wallet(w: &Workload, n: u64) -> HashMap<usize, u64> {
     m
 }
 
+/// What a GET phase asks for: request `i`'s path, from the seed alone.
+pub type PathOf = Arc<dyn Fn(u64) -> String + Send + Sync>;
+
+/// Whether a 200's body is what the phase expects.
+pub type BodyCheck = fn(&[u8]) -> bool;
+
+/// `clients` closed-loop clients GETting `path(i)` for `duration`; a reply other than 200 is a failure,
+/// and so is a 200 that `check` refuses.
+pub async fn closed_gets(
+    client: Arc<H1>,
+    auth: &str,
+    clients: usize,
+    duration: Duration,
+    kind: &'static str,
+    path: PathOf,
+    check: BodyCheck,
+) -> RunStats {
+    let started = Instant::now();
+    let until = started + duration;
+    let recorder = Arc::new(Mutex::new(Recorder::new(started)));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let auth = format!("Bearer {auth}");
+    let mut tasks = vec![];
+    for _ in 0..clients.max(1) {
+        let (client, recorder, next, auth, path) = (
+            client.clone(),
+            recorder.clone(),
+            next.clone(),
+            auth.clone(),
+            path.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let p = path(i);
+                let sent = Instant::now();
+                let reply = client.request("GET", &p, &[("authorization", &auth)], None).await;
+                let done = Instant::now();
+                let outcome = match reply {
+                    Ok(r) if r.status == 200 && check(&r.body) => Outcome::Ok,
+                    Ok(r) if r.status == 200 => Outcome::Failed("200 with a body the check refused".into()),
+                    Ok(r) => Outcome::Failed(format!("status {}", r.status)),
+                    Err(e) => Outcome::Failed(format!("transport {}", e.kind())),
+                };
+                if let Ok(mut rec) = recorder.lock() {
+                    rec.record(kind, done - sent, done, outcome);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        // A panicked client task loses only its own count; the recorder keeps what it saw.
+        let _ = t.await;
+    }
+    let sent = next.load(std::sync::atomic::Ordering::Relaxed);
+    let rec = recorder.lock().map(|r| r.finish(sent, None, duration));
+    match rec {
+        Ok(stats) => stats,
+        Err(poisoned) => poisoned.into_inner().finish(sent, None, duration),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,25 +9,29 @@
 //!   the ratios; see [`chain_cost`]), `amqp-bookings` (booking events through RabbitMQ), `http-bulk`
 //!   (`POST /transactions/batch` of `--batch-items` debits over `--wallets`, then the raw-SQL bulk
 //!   baseline, `--batch-items` guarded debits per statement, with their ratio) and `http-holds` (place +
-//!   capture pairs against `http-debits` over the same wallets).
+//!   capture pairs against `http-debits` over the same wallets) and `reports` (a month's spend report and
+//!   point-in-time balances over a company with a long history, and debits with the report aggregates on
+//!   and off; see [`reports`]).
 //! - Pacing: open loop at `--rate` (latency from each request's *intended* send time, so queueing is not
 //!   hidden) or closed loop (`--closed --concurrency C`, max throughput).
 //! - Every run sets up its own users and wallets, then checks the books in SQL ([`books`]); a run whose
 //!   books do not balance exits with status 2. Results go to `result.json` and `report.html`.
 //!
-//! Modules: [`bulk`] (the batch sender), [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
+//! Modules: [`broker`] (`broker-baseline`, RabbitMQ's own ceiling), [`bulk`] (the batch sender), [`sched`] (arrival schedule), [`stats`] (HDR histograms, timeline), [`books`] (invariants),
 //! [`drive`] (sending), [`setup`] (fixtures, reading the books), [`pgbench`] (baseline), [`target`]
 //! (service at a URL or in process), [`report`] (JSON and HTML), [`holds`] (`http-holds`: the pairs, their
 //! books, their ratio to debits).
 
 pub mod amqp;
 pub mod books;
+pub mod broker;
 pub mod bulk;
 pub mod drive;
 pub mod h1;
 pub mod holds;
 pub mod pgbench;
 pub mod report;
+pub mod reports;
 pub mod sched;
 pub mod setup;
 pub mod stats;
@@ -62,6 +66,7 @@ pub enum Scenario {
     HttpBulk,
     HttpHolds,
     ChainCost,
+    Reports,
 }
 
 impl Scenario {
@@ -77,6 +82,7 @@ impl Scenario {
             Scenario::HttpBulk => "http-bulk",
             Scenario::HttpHolds => "http-holds",
             Scenario::ChainCost => "chain-cost",
+            Scenario::Reports => "reports",
         }
     }
 }
@@ -229,6 +235,16 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub bulk_clients: usize,
 
+    /// `reports`: wallets of the company whose history is filled.
+    #[arg(long, default_value_t = 1_000)]
+    pub company_wallets: usize,
+    /// `reports`: ledger rows of that history, spread over the past year.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ledger_rows: u64,
+    /// `reports`: closed-loop clients of the report phases.
+    #[arg(long, default_value_t = 4)]
+    pub report_clients: usize,
+
     /// pgbench clients (connections).
     #[arg(long, default_value_t = 16)]
     pub pgbench_clients: usize,
@@ -237,6 +253,12 @@ pub struct Args {
     /// pgbench run length (default: --duration).
     #[arg(long, value_parser = parse_duration)]
     pub pgbench_duration: Option<Duration>,
+    /// `amqp-bookings`: skip the `broker-baseline` phase (the same round trip through RabbitMQ alone).
+    #[arg(long)]
+    pub skip_broker_baseline: bool,
+    /// `compare`, `http-reads`: skip the `http-floor` phase (`GET /health` with the harness's own client).
+    #[arg(long)]
+    pub skip_floor: bool,
     /// `pgbench-baseline`/`compare`: skip the one-wallet (hot) half.
     #[arg(long)]
     pub skip_hot: bool,
@@ -415,7 +437,16 @@ async fn run_on(
                 books_db.as_deref(),
             )
             .await?;
-            result.engine_runs.push(run);
+            if args.scenario == Scenario::HttpReads && !args.skip_floor {
+                let floor = http_floor(args, target).await?;
+                result
+                    .comparisons
+                    .push(floor_row("wallet GET vs http-floor", &run, &floor));
+                result.engine_runs.push(run);
+                result.engine_runs.push(floor);
+            } else {
+                result.engine_runs.push(run);
+            }
         }
         Scenario::PgbenchBaseline => {
             let db = target
@@ -455,6 +486,15 @@ async fn run_on(
                 .await?;
                 let p = pg_run(&db, "spread", args.wallets, &pg_opts, args.quiet).await?;
                 result.comparisons.push(compare_row("spread", &e, &p));
+                // The database's own ceiling: the same guarded debits, N per statement.
+                for n in BATCHED_BASELINE_SIZES.into_iter().filter(|n| *n <= args.wallets) {
+                    checkpoint_before_phase(Some(&db), args.quiet).await;
+                    let b = pgbench::run_bulk(&db, &format!("batched-{n}"), args.wallets, n, &pg_opts).await?;
+                    result
+                        .comparisons
+                        .push(batched_row(&format!("spread vs pgbench-batched({n})"), &e, &b, n));
+                    result.pgbench_runs.push(b);
+                }
                 result.engine_runs.push(e);
                 result.pgbench_runs.push(p);
             }
@@ -477,6 +517,15 @@ async fn run_on(
                 result.pgbench_runs.push(p);
             }
             result.setup = total_setup;
+            if !args.skip_floor {
+                let floor = http_floor(args, target).await?;
+                for e in result.engine_runs.clone() {
+                    result
+                        .comparisons
+                        .push(floor_row(&format!("{} vs http-floor", e.name), &e, &floor));
+                }
+                result.engine_runs.push(floor);
+            }
             result.notes.push(
                 "ratio = engine 201s per second ÷ pgbench tps, same database, run back to back, each measured \
                  phase right after a CHECKPOINT; the engine's commits also write outbox rows (and refusals' \
@@ -484,6 +533,7 @@ async fn run_on(
                     .into(),
             );
         }
+        Scenario::Reports => reports_phases(args, target, &http, &mut result, books_db.as_deref()).await?,
         Scenario::HttpBulk => {
             let db = target
                 .database_url
@@ -631,6 +681,32 @@ async fn run_on(
                 stats,
                 books,
             });
+            if !args.skip_broker_baseline {
+                let concurrency = match mode {
+                    Mode::Closed { concurrency } => concurrency,
+                    Mode::Open { .. } => args.concurrency,
+                };
+                if !args.quiet {
+                    eprintln!(
+                        "broker-baseline: {concurrency} outstanding, prefetch {}, {:.0} s",
+                        args.prefetch,
+                        args.duration.as_secs_f64()
+                    );
+                }
+                let stats = broker::run(&args.amqp_url, concurrency, args.prefetch, args.duration).await?;
+                let base = EngineRun {
+                    name: "broker-baseline".into(),
+                    mode: format!("closed loop, {concurrency} outstanding"),
+                    wallets: 0,
+                    stats,
+                    books: None,
+                };
+                let engine = result.engine_runs.last().context("the bookings run")?;
+                result
+                    .comparisons
+                    .push(floor_row("amqp-bookings vs broker-baseline", engine, &base));
+                result.engine_runs.push(base);
+            }
             result.notes.push(
                 "amqp-bookings latency: from the intended publish time of BookingCreated to the arrival of its \
                  TransactionCompleted (or TransactionFailed) on the wallet exchange, through the consumer, the \
@@ -643,6 +719,129 @@ async fn run_on(
     result.passed = result.engine_runs.iter().all(|r| r.books.as_ref().is_none_or(|b| b.ok))
         && result.pgbench_runs.iter().all(|p| p.books.ok);
     Ok(result)
+}
+
+/// The `reports` scenario (see [`reports`]): the filled company, the two report phases, then debits with the
+/// aggregates on and off (on/off/off/on, `--spawn` only: the switch is an `ALTER TABLE` on the database).
+async fn reports_phases(
+    args: &Args,
+    target: &Target,
+    http: &reqwest::Client,
+    result: &mut RunResult,
+    books_db: Option<&str>,
+) -> anyhow::Result<()> {
+    let db = target
+        .database_url
+        .clone()
+        .context("reports needs the database: --spawn, or --url with --database-url")?;
+    let bar = progress_bar(args.quiet, "setup");
+    bar.set_length(args.company_wallets as u64);
+    let company = setup::via_sql(&db, args.company_wallets, args.initial_balance, &bar).await?;
+    bar.finish_and_clear();
+    if !args.quiet {
+        eprintln!(
+            "reports: filling {} ledger rows over {} wallets",
+            args.ledger_rows, args.company_wallets
+        );
+    }
+    let fill_s = reports::fill(&db, &company, args.ledger_rows, args.seed).await?;
+    let (ws, rows) = setup::read_books(&db, &company.wallets).await?;
+    let filled = rows.len() as u64;
+    let company_books = books::check_sql(&ws, &rows, filled..=filled);
+    drop(rows);
+    result.setup = Some(setup_info(&company));
+    result.notes.push(format!(
+        "reports: {filled} ledger rows over {} wallets of one company, spread over the past {} days, filled in          {fill_s:.0} s (SQL; the aggregates kept by the same trigger as postings)",
+        args.company_wallets,
+        reports::HISTORY_DAYS
+    ));
+    let company_id = reports::company_of(&db, &company).await?;
+    let client = Arc::new(h1::H1::new(&target.base_url, args.report_clients.max(1) * 2, drive::REQUEST_TIMEOUT).await?);
+    let admin = target.auth.token(Role::Admin);
+    let month = reports::last_full_month(chrono::Utc::now().date_naive());
+    let phases: [(&'static str, drive::PathOf, drive::BodyCheck, String); 2] = [
+        (
+            "spend-report",
+            reports::spend_path(company_id, month),
+            reports::spend_has_rows,
+            format!("{} to {} by user", month.0, month.1),
+        ),
+        (
+            "balance-at",
+            reports::balance_path(Arc::new(company.wallets.clone()), args.seed),
+            reports::has_balance,
+            "a random wallet at a random instant of the year".into(),
+        ),
+    ];
+    let mut books = Some(company_books);
+    for (name, path, check, what) in phases {
+        checkpoint_before_phase(Some(&db), args.quiet).await;
+        if !args.quiet {
+            eprintln!(
+                "{name}: {} clients for {:.0} s ({what})",
+                args.report_clients,
+                args.duration.as_secs_f64()
+            );
+        }
+        let stats = drive::closed_gets(
+            client.clone(),
+            &admin,
+            args.report_clients,
+            args.duration,
+            name,
+            path,
+            check,
+        )
+        .await;
+        result.engine_runs.push(EngineRun {
+            name: name.into(),
+            mode: format!("closed loop, {} clients: {what}", args.report_clients),
+            wallets: args.company_wallets,
+            stats,
+            books: books.take(),
+        });
+    }
+    if !args.spawn {
+        result
+            .notes
+            .push("reports: debits with the aggregates on and off need --spawn (not measured)".into());
+        return Ok(());
+    }
+    let mode = match args.rate {
+        Some(rate) if !args.closed => Mode::Open { rate },
+        _ => Mode::Closed {
+            concurrency: args.concurrency,
+        },
+    };
+    let mut figures: Vec<(bool, f64, f64)> = vec![];
+    for (i, on) in CHAIN_COST_ORDER.into_iter().enumerate() {
+        reports::set_aggregates(&db, on).await?;
+        let fixture = make_fixture(args, target, http, args.wallets, books_db).await?;
+        let name = format!("http-debits aggregates={} #{}", if on { "on" } else { "off" }, i + 1);
+        let run = engine_run(args, target, &fixture, Mix::DEBITS, mode, &name, books_db).await;
+        let run = match run {
+            Ok(r) => r,
+            Err(e) => {
+                reports::set_aggregates(&db, true).await?;
+                return Err(e);
+            }
+        };
+        figures.push((on, run.stats.achieved_ok_per_s, run.stats.latency.p99_ms));
+        result.engine_runs.push(run);
+    }
+    reports::set_aggregates(&db, true).await?;
+    let mean = |on: bool, f: fn(&(bool, f64, f64)) -> f64| {
+        let v: Vec<f64> = figures.iter().filter(|x| x.0 == on).map(f).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let (on, off) = (mean(true, |x| x.1), mean(false, |x| x.1));
+    let (on_p99, off_p99) = (mean(true, |x| x.2), mean(false, |x| x.2));
+    result.notes.push(format!(
+        "aggregates cost: debits/s on {on:.0}, off {off:.0} (means of two phases each, on/off/off/on), \
+         on/off = {:.3}; p99 on {on_p99:.1} ms, off {off_p99:.1} ms",
+        if off > 0.0 { on / off } else { 0.0 }
+    ));
+    Ok(())
 }
 
 /// The order of the `chain-cost` services: on, off, off, on (ABBA), so that a drift of the shared
@@ -766,6 +965,69 @@ fn compare_row(name: &str, e: &EngineRun, p: &pgbench::PgbenchRun) -> Comparison
         engine_p99_ms: e.stats.latency.p99_ms,
         pgbench_p99_ms: p.latency.p99_ms,
     }
+}
+
+/// Debits per statement of the batched baselines `compare` runs beside the per-commit one.
+pub const BATCHED_BASELINE_SIZES: [usize; 2] = [100, 1000];
+
+/// The engine against a batched baseline: engine 201s per second ÷ the baseline's rows per second.
+fn batched_row(name: &str, e: &EngineRun, b: &pgbench::PgbenchRun, per_statement: usize) -> Comparison {
+    let rows_per_s = b.tps * per_statement as f64;
+    Comparison {
+        name: name.into(),
+        engine_ok_per_s: e.stats.achieved_ok_per_s,
+        pgbench_tps: rows_per_s,
+        ratio: if rows_per_s > 0.0 {
+            e.stats.achieved_ok_per_s / rows_per_s
+        } else {
+            0.0
+        },
+        engine_p99_ms: e.stats.latency.p99_ms,
+        pgbench_p99_ms: b.latency.p99_ms,
+    }
+}
+
+/// A run against the HTTP floor (`GET /health` with the same client): requests per second ÷ the floor's.
+fn floor_row(name: &str, e: &EngineRun, floor: &EngineRun) -> Comparison {
+    let f = floor.stats.achieved_ok_per_s;
+    Comparison {
+        name: name.into(),
+        engine_ok_per_s: e.stats.achieved_ok_per_s,
+        pgbench_tps: f,
+        ratio: if f > 0.0 { e.stats.achieved_ok_per_s / f } else { 0.0 },
+        engine_p99_ms: e.stats.latency.p99_ms,
+        pgbench_p99_ms: floor.stats.latency.p99_ms,
+    }
+}
+
+/// `http-floor`: `GET /health` in a closed loop with the harness's own client at `--concurrency`: what HTTP
+/// alone costs on this box, the ceiling of any request the service answers.
+async fn http_floor(args: &Args, target: &Target) -> anyhow::Result<EngineRun> {
+    let client = Arc::new(
+        h1::H1::new(
+            &target.base_url,
+            args.max_in_flight.max(args.concurrency),
+            drive::REQUEST_TIMEOUT,
+        )
+        .await?,
+    );
+    if !args.quiet {
+        eprintln!(
+            "http-floor: GET /health, closed loop, {} clients for {:.0} s",
+            args.concurrency,
+            args.duration.as_secs_f64()
+        );
+    }
+    let path: drive::PathOf = Arc::new(|_| "/health".to_string());
+    let ok = |b: &[u8]| b.starts_with(b"{\"status\":\"ok\"");
+    let stats = drive::closed_gets(client, "", args.concurrency, args.duration, "health", path, ok).await;
+    Ok(EngineRun {
+        name: "http-floor".into(),
+        mode: format!("closed loop, {} clients", args.concurrency),
+        wallets: 0,
+        stats,
+        books: None,
+    })
 }
 
 fn setup_info(f: &Fixture) -> SetupInfo {
@@ -1032,7 +1294,7 @@ pub fn summary_text(o: &Outcome) -> String {
     for c in &r.comparisons {
         let _ = writeln!(
             s,
-            "RATIO {:<6} engine {:.0} ok/s ÷ pgbench {:.0} tps = {:.2}×",
+            "RATIO {:<6} engine {:.0} ok/s ÷ baseline {:.0}/s = {:.2}×",
             c.name, c.engine_ok_per_s, c.pgbench_tps, c.ratio
         );
     }

@@ -199,6 +199,7 @@ impl Target {
             amqp_prefetch: o.prefetch,
             booking_shards: 0,
             timeouts: Default::default(),
+            transport: Default::default(),
         };
         let events = wallet_service::events::EventsConfig {
             topology: o.events.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),

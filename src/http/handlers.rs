@@ -198,7 +198,8 @@ pub async fn ready(ctx: Arc<Ctx>) -> Response {
     }
 }
 
-/// Prometheus metrics (text exposition format).
+/// Prometheus metrics (text exposition format). With `METRICS_PORT` set they are served only on that port
+/// (plain HTTP, for the monitoring namespace), and the API port answers 404 here.
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 pub fn metrics(ctx: Arc<Ctx>) -> Response {

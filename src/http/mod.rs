@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod batch;
 pub mod budgets;
+pub mod dashboard;
 pub mod docs;
 pub mod handlers;
 pub mod holds;
@@ -112,18 +113,44 @@ fn respond(r: Result<Response, ApiError>) -> Response {
     r.unwrap_or_else(ApiError::into_response)
 }
 
-/// All routes.
-pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error = WarpRejection> + Clone {
+/// Where `GET /metrics` is answered (`METRICS_PORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAt {
+    /// On the API port, beside the API (no `METRICS_PORT`).
+    ApiPort,
+    /// On a port of its own ([`metrics_routes`]); the API port answers 404 for `/metrics`, whatever the
+    /// method, so a route exposed to the world cannot leak them.
+    OwnPort,
+}
+
+/// All routes of the API port.
+pub fn routes(
+    ctx: Arc<Ctx>,
+    metrics_at: MetricsAt,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = WarpRejection> + Clone {
     let c = || with_ctx(ctx.clone());
 
     let health = warp::path!("health").and(warp::get()).map(handlers::health);
     let ready = warp::path!("ready").and(warp::get()).and(c()).then(handlers::ready);
-    let metrics = warp::path!("metrics").and(warp::get()).and(c()).map(handlers::metrics);
+    let metrics = match metrics_at {
+        MetricsAt::ApiPort => warp::path!("metrics")
+            .and(warp::get())
+            .and(c())
+            .map(handlers::metrics)
+            .boxed(),
+        MetricsAt::OwnPort => warp::path!("metrics")
+            .map(|| ApiError::not_found("route").into_response())
+            .boxed(),
+    };
     let openapi = warp::path!("openapi.json").and(warp::get()).map(openapi::serve);
     let docs_page = warp::path!("docs").and(warp::get()).map(docs::page);
     let docs_asset = warp::path!("docs" / String)
         .and(warp::get())
         .map(|name: String| docs::asset(&name));
+    let dashboard_page = warp::path!("dashboard").and(warp::get()).map(dashboard::page);
+    let dashboard_asset = warp::path!("dashboard" / String)
+        .and(warp::get())
+        .map(|name: String| dashboard::asset(&name));
     let problems = warp::path!("problems").and(warp::get()).map(docs::problems);
     let problem = warp::path!("problems" / String)
         .and(warp::get())
@@ -228,7 +255,36 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .and(raw_header("accept"))
         .and(raw_query())
         .then(|ctx, auth, accept, q| async move { respond(reports::budgets(ctx, auth, accept, q).await) });
-    let hold_routes = budget_report
+    let spend_report = warp::path!("reports" / "spend")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_header("accept"))
+        .and(raw_query())
+        .then(|ctx, auth, accept, q| async move { respond(reports::spend(ctx, auth, accept, q).await) });
+    let latest_report = warp::path!("reports" / "transactions")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_header("accept"))
+        .and(raw_query())
+        .then(|ctx, auth, accept, q| async move { respond(reports::latest_transactions(ctx, auth, accept, q).await) });
+    let wallet_report = warp::path!("reports" / "wallets")
+        .and(warp::get())
+        .and(c())
+        .and(auth_header())
+        .and(raw_header("accept"))
+        .and(raw_query())
+        .then(|ctx, auth, accept, q| async move { respond(reports::wallets(ctx, auth, accept, q).await) });
+    let report_routes = budget_report
+        .or(spend_report)
+        .unify()
+        .or(latest_report)
+        .unify()
+        .or(wallet_report)
+        .unify()
+        .boxed();
+    let hold_routes = report_routes
         .or(balance_at)
         .unify()
         .or(place_hold)
@@ -293,6 +349,10 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .unify()
         .or(docs_asset)
         .unify()
+        .or(dashboard_page)
+        .unify()
+        .or(dashboard_asset)
+        .unify()
         .or(problems)
         .unify()
         .or(problem)
@@ -329,6 +389,26 @@ pub fn routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (impl warp::Reply,), Error
         .boxed()
 }
 
+/// The routes of the metrics port (`METRICS_PORT`): `GET /metrics`, and 404 for anything else (405 with
+/// `Allow` for another method on `/metrics`).
+pub fn metrics_routes(ctx: Arc<Ctx>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_ctx(ctx))
+        .map(handlers::metrics);
+    let other = warp::path::full().map(|path: warp::path::FullPath| {
+        if path.as_str() == "/metrics" {
+            let mut res = ApiError::method_not_allowed().into_response();
+            res.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static("GET"));
+            res
+        } else {
+            ApiError::not_found("route").into_response()
+        }
+    });
+    metrics.or(other).unify()
+}
+
 /// A path template the service serves: its metrics label (ids as `{id}`) and its methods (`Allow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteInfo {
@@ -350,6 +430,8 @@ pub fn route_of(path: &str) -> Option<RouteInfo> {
         (Some("openapi.json"), None, _, _) => r("/openapi.json", "GET"),
         (Some("docs"), None, _, _) => r("/docs", "GET"),
         (Some("docs"), Some(_), None, _) => r("/docs/{asset}", "GET"),
+        (Some("dashboard"), None, _, _) => r("/dashboard", "GET"),
+        (Some("dashboard"), Some(_), None, _) => r("/dashboard/{asset}", "GET"),
         (Some("problems"), None, _, _) => r("/problems", "GET"),
         (Some("problems"), Some(_), None, _) => r("/problems/{slug}", "GET"),
         (Some("transfers"), None, _, _) => r("/transfers", "POST"),
@@ -358,6 +440,9 @@ pub fn route_of(path: &str) -> Option<RouteInfo> {
         (Some("wallets"), None, _, _) => r("/wallets", "POST"),
         (Some("budgets"), None, _, _) => r("/budgets", "POST"),
         (Some("reports"), Some("budgets"), None, _) => r("/reports/budgets", "GET"),
+        (Some("reports"), Some("spend"), None, _) => r("/reports/spend", "GET"),
+        (Some("reports"), Some("transactions"), None, _) => r("/reports/transactions", "GET"),
+        (Some("reports"), Some("wallets"), None, _) => r("/reports/wallets", "GET"),
         (Some("users"), u, None, _) if id(u) => r("/users/{id}", "PUT"),
         (Some("wallets"), w, None, _) if id(w) => r("/wallets/{id}", "GET"),
         (Some("wallets"), w, Some("status"), None) if id(w) => r("/wallets/{id}/status", "PUT"),
@@ -399,6 +484,8 @@ mod tests {
         assert_eq!(allow("/wallets"), Some("POST"));
         assert_eq!(allow("/wallets/not-an-id"), None);
         assert_eq!(allow("/problems/insufficient-funds"), Some("GET"));
+        assert_eq!(allow("/dashboard"), Some("GET"));
+        assert_eq!(allow("/dashboard/dashboard.js"), Some("GET"));
         assert_eq!(
             route_of("/problems/anything").map(|r| r.label),
             Some("/problems/{slug}")

@@ -50,15 +50,16 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Wallet & Budget Service", description = "Wallets, transactions, transfers and budgets for corporate travel.\n\n\
-        Every endpoint but `/health`, `/ready`, `/metrics` and the documentation (`/openapi.json`, `/docs`, `/problems`) \
-        needs `Authorization: Bearer <JWT>`. Amounts are decimal strings in every reply; requests accept a decimal \
+        Every endpoint but `/health`, `/ready`, `/metrics`, the documentation (`/openapi.json`, `/docs`, `/problems`) \
+        and the `/dashboard` page (whose script asks for a token and calls the reports with it) needs `Authorization: Bearer <JWT>`. Amounts are decimal strings in every reply; requests accept a decimal \
         string or a JSON number, read exactly. Errors are `application/problem+json` (RFC 9457) with a stable `code`; \
-        each problem's `type` URI (`/problems/{slug}`) documents it. Money-moving POSTs take an `Idempotency-Key`."),
-    paths(handlers::health, handlers::ready, handlers::metrics, serve_doc, docs_doc, problems_doc, problem_doc,
+        each problem's `type` URI (`/problems/{slug}`) documents it. Money-moving POSTs take an `Idempotency-Key`. \
+        With `METRICS_PORT` set, `/metrics` is served only on that port and answers 404 here."),
+    paths(handlers::health, handlers::ready, handlers::metrics, serve_doc, docs_doc, problems_doc, problem_doc, dashboard_doc,
           handlers::put_user, handlers::create_wallet, handlers::get_wallet, handlers::set_status, handlers::history,
           handlers::post_transaction, handlers::transfer, super::batch::post_batch, super::budgets::list, super::budgets::create,
           super::budgets::update, super::budgets::history, super::holds::place, super::holds::capture,
-          super::holds::void, super::holds::get, super::holds::list, super::reports::balance_at, super::reports::budgets, super::audit::verify),
+          super::holds::void, super::holds::get, super::holds::list, super::reports::balance_at, super::reports::budgets, super::reports::spend::spend, super::reports::spend::latest_transactions, super::reports::spend::wallets, super::audit::verify),
     components(schemas(Problem, FieldError, WalletView, TransactionView, TransferView, HistoryItem, HistoryPage, Pagination, UserView,
                        handlers::UserBody, handlers::CreateWalletBody, handlers::StatusBody, handlers::PostTransactionBody,
                        handlers::PostType, handlers::TransferBody, super::batch::BatchBody, super::batch::BatchItemBody,
@@ -66,7 +67,7 @@ impl Modify for BearerAuth {
                        super::budgets::CreateBudgetBody, super::budgets::UpdateBudgetBody, StatusReply,
                        PositiveAmount, NonNegativeAmount, Money, enums::Currency, enums::WalletStatus, enums::PeriodType,
                        enums::BudgetStatus, enums::BudgetStatusChange, enums::TransactionType, enums::TransactionStatus,
-                       enums::Role, enums::HoldStatus, super::reports::BalanceAtView, super::reports::BudgetReportView, super::reports::BudgetReportRowView, crate::views::HoldView, crate::views::HoldPage,
+                       enums::Role, enums::HoldStatus, super::reports::BalanceAtView, super::reports::BudgetReportView, super::reports::BudgetReportRowView, super::reports::spend::SpendReportView, super::reports::spend::SpendRowView, super::reports::spend::SpendFigures, super::reports::spend::LatestTxnsView, super::reports::spend::LatestTxnView, super::reports::spend::WalletReportView, super::reports::spend::WalletReportRowView, crate::views::HoldView, crate::views::HoldPage,
                        super::holds::PlaceHoldBody, super::holds::CaptureBody, crate::views::AuditVerifyView,
                        crate::views::BrokenRowView)),
     tags((name = "wallets"), (name = "transactions"), (name = "budgets"), (name = "users"),
@@ -74,7 +75,7 @@ impl Modify for BearerAuth {
          (name = "holds", description = "Authorize, then capture or void: money reserved without moving it."),
          (name = "audit", description = "The tamper-evident ledger: per-wallet hash chains and checkpoints (admin)."),
          (name = "operations", description = "Probes and metrics; no token."),
-         (name = "documentation", description = "This document, its reference page and the problem types; no token.")),
+         (name = "documentation", description = "This document, its reference page, the problem types and the managers' dashboard page; no token.")),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -105,8 +106,15 @@ fn problems_doc() {}
 #[allow(dead_code)]
 fn problem_doc() {}
 
+/// The managers' dashboard: a page served by the service itself. Loading it needs no token; its script
+/// asks for one (kept in `sessionStorage`) and calls the `reports` operations with it.
+#[utoipa::path(get, path = "/dashboard", tag = "documentation", operation_id = "dashboard",
+    responses((status = 200, description = "An HTML page", content_type = "text/html", body = String)))]
+#[allow(dead_code)]
+fn dashboard_doc() {}
+
 /// Operations that need no token.
-const PUBLIC: [&str; 7] = [
+const PUBLIC: [&str; 8] = [
     "/health",
     "/ready",
     "/metrics",
@@ -114,6 +122,7 @@ const PUBLIC: [&str; 7] = [
     "/docs",
     "/problems",
     "/problems/{slug}",
+    "/dashboard",
 ];
 
 fn problem_content() -> Value {

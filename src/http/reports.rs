@@ -15,8 +15,11 @@ use warp::reply::Response;
 use super::handlers::{authenticate, parse_bound, parse_query, visible};
 use super::problem::{ApiError, json_response};
 use super::{Ctx, RawHeader};
-use crate::auth::Role;
 use crate::store::{BalanceAt, BudgetReport, MAX_BUDGET_REPORT_ROWS};
+
+pub use spend::{latest_transactions, spend, wallets};
+
+pub mod spend;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -152,16 +155,22 @@ pub struct BudgetReportRowView {
     pub utilisation_percent: String,
     #[schema(value_type = crate::schema::enums::BudgetStatus)]
     pub status: String,
+    /// The wallet's currency, the currency of the amounts (an extension of the contract's columns).
+    #[schema(value_type = crate::schema::enums::Currency)]
+    pub currency: String,
 }
 
 /// `GET /reports/budgets`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BudgetReportView {
     pub as_of: chrono::NaiveDate,
+    /// The budget alert thresholds in force (`BUDGET_ALERT_THRESHOLDS`), in percent of the total.
+    #[schema(example = json!([80, 100]))]
+    pub alert_thresholds: Vec<u8>,
     pub rows: Vec<BudgetReportRowView>,
 }
 
-const BUDGET_REPORT_COLUMNS: [&str; 11] = [
+const BUDGET_REPORT_COLUMNS: [&str; 12] = [
     "budget_id",
     "wallet_id",
     "user_id",
@@ -173,6 +182,7 @@ const BUDGET_REPORT_COLUMNS: [&str; 11] = [
     "held_amount",
     "utilisation_percent",
     "status",
+    "currency",
 ];
 
 /// A company's budgets whose period holds `as_of`, highest utilisation first.
@@ -187,23 +197,10 @@ const BUDGET_REPORT_COLUMNS: [&str; 11] = [
 pub async fn budgets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: String) -> Result<Response, ApiError> {
     let caller = authenticate(&ctx, auth)?;
     let q: BudgetReportQuery = parse_query(&query)?;
-    let (company, user) = match caller.role {
-        Role::Admin | Role::Service => (
-            q.company_id
-                .ok_or_else(|| ApiError::validation("company_id", "is required for admin and service callers"))?,
-            None,
-        ),
-        Role::Manager | Role::User => {
-            let company = q.company_id.unwrap_or(caller.company_id);
-            if company != caller.company_id {
-                return Err(ApiError::not_found("company"));
-            }
-            (company, (caller.role == Role::User).then_some(caller.user_id))
-        }
-    };
+    let scope = ctx.service.report_scope(&caller, q.company_id, None).await?;
     let today = Utc::now().date_naive();
     let as_of = q.as_of.unwrap_or(today);
-    let rows = match ctx.service.budget_report(company, user, as_of).await? {
+    let rows = match ctx.service.budget_report(scope, as_of).await? {
         BudgetReport::Rows(rows) => rows,
         BudgetReport::TooMany => {
             return Err(ApiError::validation(
@@ -214,6 +211,7 @@ pub async fn budgets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: S
     };
     let view = BudgetReportView {
         as_of,
+        alert_thresholds: ctx.service.alert_thresholds().to_vec(),
         rows: rows
             .iter()
             .map(|r| {
@@ -235,6 +233,7 @@ pub async fn budgets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: S
                     held_amount: b.held_amount,
                     utilisation_percent: format!("{:.2}", pct.round_dp(2)),
                     status: b.status,
+                    currency: r.currency.clone(),
                 }
             })
             .collect(),
@@ -256,6 +255,7 @@ pub async fn budgets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: S
                     r.held_amount.clone(),
                     r.utilisation_percent.clone(),
                     r.status.clone(),
+                    r.currency.clone(),
                 ]
             })
             .collect();

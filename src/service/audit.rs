@@ -343,6 +343,12 @@ impl Auditor {
         })
     }
 
+    /// Recomputes the reports' spend aggregates from the ledger rows: the ones that differ (none when every
+    /// figure matches to the cent).
+    pub async fn reports(&self, wallet_id: Option<Uuid>) -> Result<Vec<crate::store::AggregateMismatch>, StoreError> {
+        crate::store::recompute_spend_aggregates(&self.pool, wallet_id).await
+    }
+
     pub async fn verify(&self, scope: Scope) -> Result<Verified, VerifyError> {
         verify(&AuditStore::new(&self.pool), scope).await
     }

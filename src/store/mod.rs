@@ -43,7 +43,11 @@ pub use holds::{HoldFilter, MAX_SWEEP_HOLDS};
 pub use idempotency::{Claim, IDEMPOTENCY_LEASE_SECS, Resolution};
 pub(crate) use read::col;
 pub use replica::{MAX_TRACKED_WALLETS, REPLICA_RETRY_AFTER, REPLICA_WAIT, ReadRouter, ReadScope};
-pub use reports::{BalanceAt, BudgetReport, BudgetReportRow, MAX_BUDGET_REPORT_ROWS};
+pub use reports::{
+    AggregateMismatch, BalanceAt, BudgetReport, BudgetReportRow, LatestTxn, MAX_AGGREGATE_MISMATCHES,
+    MAX_BUDGET_REPORT_ROWS, MAX_REPORT_ROWS, Report, ReportScope, SpendGrouping, SpendRow, WalletReportRow,
+    recompute_spend_aggregates,
+};
 pub use rows::AuditRow;
 pub(crate) use rows::insert_outbox;
 use rows::{claim_references, complete_idempotency, insert_audit, insert_entries, rollback};

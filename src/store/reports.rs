@@ -61,6 +61,8 @@ pub const MAX_BUDGET_REPORT_ROWS: i64 = 10_000;
 pub struct BudgetReportRow {
     pub budget: wallet_actors::Budget,
     pub user_id: Uuid,
+    /// The budget's wallet's currency (its amounts are in it).
+    pub currency: String,
 }
 
 /// The budget report, or why it cannot be answered whole.
@@ -86,7 +88,7 @@ impl PgStore {
             .collect();
         let stmt = c
             .prepare_cached(&format!(
-                "SELECT {}, w.user_id AS owner FROM budgets b JOIN wallets w USING (wallet_id) JOIN users u ON u.user_id = w.user_id \
+                "SELECT {}, w.user_id AS owner, w.currency::text AS wallet_currency FROM budgets b JOIN wallets w USING (wallet_id) JOIN users u ON u.user_id = w.user_id \
                   WHERE u.company_id = $1 AND ($2::uuid IS NULL OR w.user_id = $2) AND b.start_date <= $3 AND b.end_date >= $3 \
                   ORDER BY b.used_amount / b.total_amount DESC, b.budget_id LIMIT $4",
                 columns.join(", ")
@@ -106,9 +108,312 @@ impl PgStore {
                 Ok(BudgetReportRow {
                     budget: super::budgets::budget_from_row(r)?,
                     user_id: col(r, "owner")?,
+                    currency: col(r, "wallet_currency")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()
             .map(BudgetReport::Rows)
     }
+}
+
+/// Who a report covers: a company, or one user of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportScope {
+    pub company_id: Uuid,
+    pub user_id: Option<Uuid>,
+}
+
+/// How `GET /reports/spend` groups its rows (the row's `key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendGrouping {
+    /// `2026-12-06`.
+    Day,
+    /// ISO week, `2026-W49`.
+    Week,
+    /// `2026-12`.
+    Month,
+    /// The wallet owner's user id.
+    User,
+    /// `DEBIT`, `CREDIT`, `REFUND`, `TRANSFER_IN`, `TRANSFER_OUT`.
+    Type,
+}
+
+impl SpendGrouping {
+    /// Every grouping, by its name in the query string.
+    pub const ALL: [(&'static str, SpendGrouping); 5] = [
+        ("day", SpendGrouping::Day),
+        ("week", SpendGrouping::Week),
+        ("month", SpendGrouping::Month),
+        ("user", SpendGrouping::User),
+        ("type", SpendGrouping::Type),
+    ];
+
+    /// The SQL of the row key over `spend_daily s JOIN wallets w`. A fixed text per variant (never input).
+    fn key_sql(self) -> &'static str {
+        match self {
+            SpendGrouping::Day => "to_char(s.day, 'YYYY-MM-DD')",
+            SpendGrouping::Week => "to_char(s.day, 'IYYY-\"W\"IW')",
+            SpendGrouping::Month => "to_char(s.day, 'YYYY-MM')",
+            SpendGrouping::User => "w.user_id::text",
+            SpendGrouping::Type => "s.kind::text",
+        }
+    }
+}
+
+/// One row of the spend report: one key in one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendRow {
+    pub key: String,
+    pub currency: String,
+    /// DEBIT and TRANSFER_OUT rows: money that left the wallets.
+    pub debits: Decimal,
+    /// CREDIT rows that are not refunds, and TRANSFER_IN rows.
+    pub credits: Decimal,
+    /// CREDIT rows that carry a debit's reference.
+    pub refunds: Decimal,
+    /// Ledger rows counted.
+    pub count: i64,
+}
+
+/// Most rows a spend, transaction or wallet report answers; one that would have more is refused (never cut
+/// short).
+pub const MAX_REPORT_ROWS: i64 = 10_000;
+
+/// A report's rows, or why it cannot be answered whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report<T> {
+    Rows(Vec<T>),
+    TooMany,
+}
+
+/// One ledger row of a company's latest transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestTxn {
+    pub txn_id: Uuid,
+    pub wallet_id: Uuid,
+    pub user_id: Uuid,
+    pub kind: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub status: String,
+    pub description: Option<String>,
+    pub reference_id: Option<String>,
+    pub reference_type: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One wallet of the wallet report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletReportRow {
+    pub wallet_id: Uuid,
+    pub user_id: Uuid,
+    pub status: String,
+    pub balance: Decimal,
+    pub currency: String,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// An aggregate that differs from what the ledger rows it covers add up to (`None`: no such row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateMismatch {
+    pub wallet_id: Uuid,
+    pub day: chrono::NaiveDate,
+    pub kind: String,
+    /// What the ledger adds up to: (amount, rows).
+    pub ledger: Option<(Decimal, i64)>,
+    /// What `spend_daily` holds.
+    pub aggregate: Option<(Decimal, i64)>,
+}
+
+/// Most mismatches one recomputation lists (the first ones, in wallet, day and kind order).
+pub const MAX_AGGREGATE_MISMATCHES: i64 = 100;
+
+impl PgStore {
+    /// The spend report from the daily aggregates (`spend_daily`, written in the postings' commit): at most
+    /// 366 days × 5 kinds per wallet are read, never the ledger.
+    pub async fn spend_report(
+        &self,
+        scope: ReportScope,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+        grouping: SpendGrouping,
+    ) -> Result<Report<SpendRow>, StoreError> {
+        let c = self.read.get().await.map_err(unavailable)?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {key} AS key, w.currency::text AS currency, \
+                        coalesce(sum(s.amount) FILTER (WHERE s.kind IN ('DEBIT', 'TRANSFER_OUT')), 0) AS debits, \
+                        coalesce(sum(s.amount) FILTER (WHERE s.kind IN ('CREDIT', 'TRANSFER_IN')), 0) AS credits, \
+                        coalesce(sum(s.amount) FILTER (WHERE s.kind = 'REFUND'), 0) AS refunds, \
+                        sum(s.count)::int8 AS count \
+                   FROM users u JOIN wallets w ON w.user_id = u.user_id JOIN spend_daily s ON s.wallet_id = w.wallet_id \
+                  WHERE u.company_id = $1 AND ($2::uuid IS NULL OR u.user_id = $2) AND s.day BETWEEN $3 AND $4 \
+                  GROUP BY 1, 2 ORDER BY 1, 2 LIMIT $5",
+                key = grouping.key_sql()
+            ))
+            .await
+            .map_err(unavailable)?;
+        let limit = MAX_REPORT_ROWS + 1;
+        let rows = c
+            .query(&stmt, &[&scope.company_id, &scope.user_id, &from, &to, &limit])
+            .await
+            .map_err(unavailable)?;
+        if rows.len() as i64 > MAX_REPORT_ROWS {
+            return Ok(Report::TooMany);
+        }
+        rows.iter()
+            .map(|r| {
+                Ok(SpendRow {
+                    key: col(r, "key")?,
+                    currency: col(r, "currency")?,
+                    debits: col(r, "debits")?,
+                    credits: col(r, "credits")?,
+                    refunds: col(r, "refunds")?,
+                    count: col(r, "count")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(Report::Rows)
+    }
+
+    /// A company's (or a user's) latest ledger rows, newest first: each wallet's newest `limit` rows through
+    /// its `(wallet_id, created_at DESC, txn_id DESC)` index, merged.
+    pub async fn latest_transactions(&self, scope: ReportScope, limit: i64) -> Result<Vec<LatestTxn>, StoreError> {
+        let c = self.read.get().await.map_err(unavailable)?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT t.txn_id, t.wallet_id, w.user_id, t.type::text AS kind, t.amount, w.currency::text AS currency, \
+                        t.status::text AS status, t.description, t.reference_id::text AS reference_id, \
+                        t.reference_type::text AS reference_type, t.created_at \
+                   FROM users u JOIN wallets w ON w.user_id = u.user_id \
+                  CROSS JOIN LATERAL (SELECT * FROM transactions x WHERE x.wallet_id = w.wallet_id \
+                                       ORDER BY x.created_at DESC, x.txn_id DESC LIMIT $3) t \
+                  WHERE u.company_id = $1 AND ($2::uuid IS NULL OR u.user_id = $2) \
+                  ORDER BY t.created_at DESC, t.txn_id DESC LIMIT $3",
+            )
+            .await
+            .map_err(unavailable)?;
+        let rows = c
+            .query(&stmt, &[&scope.company_id, &scope.user_id, &limit])
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(LatestTxn {
+                    txn_id: col(r, "txn_id")?,
+                    wallet_id: col(r, "wallet_id")?,
+                    user_id: col(r, "user_id")?,
+                    kind: col(r, "kind")?,
+                    amount: col(r, "amount")?,
+                    currency: col(r, "currency")?,
+                    status: col(r, "status")?,
+                    description: col(r, "description")?,
+                    reference_id: col(r, "reference_id")?,
+                    reference_type: col(r, "reference_type")?,
+                    created_at: col(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A company's (or a user's) wallets whose status is one of `statuses`.
+    pub async fn wallet_report(
+        &self,
+        scope: ReportScope,
+        statuses: &[&str],
+    ) -> Result<Report<WalletReportRow>, StoreError> {
+        let c = self.read.get().await.map_err(unavailable)?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT w.wallet_id, w.user_id, w.status::text AS status, w.balance, w.currency::text AS currency, \
+                        w.updated_at \
+                   FROM users u JOIN wallets w ON w.user_id = u.user_id \
+                  WHERE u.company_id = $1 AND ($2::uuid IS NULL OR u.user_id = $2) AND w.status = ANY($3::text[]) \
+                  ORDER BY w.updated_at DESC NULLS LAST, w.wallet_id LIMIT $4",
+            )
+            .await
+            .map_err(unavailable)?;
+        let limit = MAX_REPORT_ROWS + 1;
+        let rows = c
+            .query(&stmt, &[&scope.company_id, &scope.user_id, &statuses, &limit])
+            .await
+            .map_err(unavailable)?;
+        if rows.len() as i64 > MAX_REPORT_ROWS {
+            return Ok(Report::TooMany);
+        }
+        rows.iter()
+            .map(|r| {
+                Ok(WalletReportRow {
+                    wallet_id: col(r, "wallet_id")?,
+                    user_id: col(r, "user_id")?,
+                    status: col(r, "status")?,
+                    balance: col(r, "balance")?,
+                    currency: col(r, "currency")?,
+                    updated_at: col(r, "updated_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(Report::Rows)
+    }
+
+    /// Every spend aggregate (or one wallet's) recomputed from the ledger, on the primary: see
+    /// [`recompute_spend_aggregates`].
+    pub async fn audit_spend_aggregates(&self, wallet_id: Option<Uuid>) -> Result<Vec<AggregateMismatch>, StoreError> {
+        recompute_spend_aggregates(&self.pool, wallet_id).await
+    }
+}
+
+/// Recomputes every spend aggregate from the ledger rows (the same `spend_kind` the trigger uses) and
+/// lists the first [`MAX_AGGREGATE_MISMATCHES`] that differ, in both directions (an aggregate with no
+/// rows, rows with no aggregate). Reads the primary: this is an audit of what was written.
+pub async fn recompute_spend_aggregates(
+    pool: &deadpool_postgres::Pool,
+    wallet_id: Option<Uuid>,
+) -> Result<Vec<AggregateMismatch>, StoreError> {
+    let mut c = pool.get().await.map_err(unavailable)?;
+    let tx = c.transaction().await.map_err(unavailable)?;
+    // An audit scans the ledger by design; the request-path statement timeout would cut it short.
+    tx.batch_execute("SET LOCAL statement_timeout = 0")
+        .await
+        .map_err(unavailable)?;
+    let stmt = tx
+        .prepare_cached(
+            "WITH ledger AS ( \
+                SELECT t.wallet_id, (t.created_at AT TIME ZONE 'UTC')::date AS day, \
+                       spend_kind(t.wallet_id, t.type, t.reference_type, t.reference_id, t.created_at) AS kind, \
+                       sum(t.amount) AS amount, count(*)::int8 AS count \
+                  FROM transactions t WHERE t.status = 'COMPLETED' AND ($1::uuid IS NULL OR t.wallet_id = $1) \
+                 GROUP BY 1, 2, 3), \
+             agg AS (SELECT wallet_id, day, kind::text AS kind, amount, count FROM spend_daily \
+                      WHERE $1::uuid IS NULL OR wallet_id = $1) \
+             SELECT coalesce(l.wallet_id, a.wallet_id) AS wallet_id, coalesce(l.day, a.day) AS day, \
+                    coalesce(l.kind, a.kind) AS kind, l.amount AS ledger_amount, l.count AS ledger_count, \
+                    a.amount AS agg_amount, a.count AS agg_count \
+               FROM ledger l FULL JOIN agg a ON a.wallet_id = l.wallet_id AND a.day = l.day AND a.kind = l.kind \
+              WHERE l.amount IS DISTINCT FROM a.amount OR l.count IS DISTINCT FROM a.count \
+              ORDER BY 1, 2, 3 LIMIT $2",
+        )
+        .await
+        .map_err(unavailable)?;
+    let rows = tx
+        .query(&stmt, &[&wallet_id, &MAX_AGGREGATE_MISMATCHES])
+        .await
+        .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
+    rows.iter()
+        .map(|r| {
+            let pair = |a: &str, n: &str| -> Result<Option<(Decimal, i64)>, StoreError> {
+                let amount: Option<Decimal> = col(r, a)?;
+                let count: Option<i64> = col(r, n)?;
+                Ok(amount.zip(count))
+            };
+            Ok(AggregateMismatch {
+                wallet_id: col(r, "wallet_id")?,
+                day: col(r, "day")?,
+                kind: col(r, "kind")?,
+                ledger: pair("ledger_amount", "ledger_count")?,
+                aggregate: pair("agg_amount", "agg_count")?,
+            })
+        })
+        .collect()
 }

@@ -6,6 +6,9 @@
 //!
 //! The app in-process (`helpers::app`), over HTTP and SQL:
 //! - `smoke`: a debit and the docs page, end to end.
+//! - `dashboard`: the managers' page (`GET /dashboard`) in Debian's headless Chromium, driven by
+//!   `tests/browser/dashboard.mjs` (playwright-core): its numbers against the API's, the period switch, the
+//!   CSV, screenshots under `target/dashboard/`.
 //! - `wallets`, `transactions`, `transfers`, `budgets`: the endpoints, their rules and who may call them.
 //! - `auth`: every way a token can be wrong; `idempotency`: `Idempotency-Key` semantics;
 //!   `strict_input`: what is refused at the edge; `surface`: docs, problem pages, headers, histograms.
@@ -15,6 +18,8 @@
 //!   shared wallet cache; `rate_limit`: 429s per caller.
 //! - `audit_chain`: the per-wallet hash chains, verify (HTTP and CLI) and checkpoints; each tampering in
 //!   SQL caught and named.
+//! - `transport`: `/metrics` on `METRICS_PORT` only; HTTPS with TLS 1.3 only (self-signed certificates made
+//!   per test): a TLS 1.3 exchange, a TLS 1.2 client and plain HTTP refused, the drain, bad files refused.
 //! - `lifecycle`: draining, readiness, idle actors; `store_errors`: opaque 5xx when the database fails.
 //! - `store`: the store driven directly: the claim fence (`store::claims`), the group committer
 //!   (`store::group_commit`), upkeep (`store::upkeep`).
@@ -37,6 +42,7 @@ mod batch;
 mod budgets;
 mod cache_redis;
 mod concurrency;
+mod dashboard;
 mod events;
 mod faults;
 mod gaps;
@@ -48,6 +54,7 @@ mod rate_limit;
 mod reports;
 mod scale;
 mod smoke;
+mod spend;
 mod store;
 mod store_errors;
 mod strict_input;
@@ -55,4 +62,5 @@ mod surface;
 mod suspicious;
 mod transactions;
 mod transfers;
+mod transport;
 mod wallets;

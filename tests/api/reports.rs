@@ -220,11 +220,11 @@ async fn the_budget_report_lists_a_companys_budgets_by_utilisation_with_their_ho
     let lines: Vec<&str> = body.lines().collect();
     assert_eq!(
         lines[0],
-        "budget_id,wallet_id,user_id,period_type,start_date,end_date,total_amount,used_amount,held_amount,utilisation_percent,status"
+        "budget_id,wallet_id,user_id,period_type,start_date,end_date,total_amount,used_amount,held_amount,utilisation_percent,status,currency"
     );
     assert_eq!(lines.len(), 3, "{body}");
     assert!(
-        lines[1].starts_with(&budgets[1]) && lines[1].contains(",150.00,150.00,75.00,"),
+        lines[1].starts_with(&budgets[1]) && lines[1].contains(",150.00,150.00,75.00,") && lines[1].ends_with(",USD"),
         "{body}"
     );
 

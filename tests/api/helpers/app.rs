@@ -67,6 +67,7 @@ pub fn config(database_url: &str) -> Config {
         amqp_prefetch: wallet_service::events::PREFETCH,
         booking_shards: 0,
         timeouts: Default::default(),
+        transport: Default::default(),
     }
 }
 
@@ -132,8 +133,16 @@ impl AppBuilder {
         self
     }
 
-    /// Builds the app (migrations included) and serves it on a task of its own.
-    pub async fn spawn(self) -> TestApp {
+    /// Builds the app and expects the build to fail (a configuration it must refuse); the error's text.
+    pub async fn refused(self) -> String {
+        let (_db, built) = self.build().await;
+        match built {
+            Ok(_) => panic!("the app built, but it should have refused its configuration"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    async fn build(self) -> (Arc<TestDatabase>, Result<App, wallet_service::app::BuildError>) {
         let db = match self.db {
             Some(db) => db,
             None => Arc::new(TestDatabase::create().await),
@@ -148,8 +157,15 @@ impl AppBuilder {
             Some(events) => App::build_with_events(cfg, events).await,
             None => App::build(cfg).await,
         };
+        (db, app)
+    }
+
+    /// Builds the app (migrations included) and serves it on a task of its own.
+    pub async fn spawn(self) -> TestApp {
+        let (db, app) = self.build().await;
         let app = app.expect("app builds");
         let port = app.port();
+        let metrics_port = app.metrics_port();
         let ctx = app.ctx();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run(async move {
@@ -161,6 +177,7 @@ impl AppBuilder {
             bank: Bank::with_admin(&address, &admin_token),
             address,
             port,
+            metrics_port,
             http: reqwest::Client::new(),
             db,
             admin_token,
@@ -176,6 +193,8 @@ impl AppBuilder {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// `METRICS_PORT`'s bound port, when the app has one.
+    pub metrics_port: Option<u16>,
     pub http: reqwest::Client,
     /// The app's database; it lives as long as the last app over it.
     pub db: Arc<TestDatabase>,
