@@ -15,6 +15,7 @@
 # (apt package: postgresql), even when the shared server runs elsewhere; and redis-server and redis-cli, which the
 # resilience tests use for private Redis servers and a Redis Cluster of their own (apt packages: redis-server,
 # redis-tools), even when the shared Redis runs elsewhere.
+# And HAProxy (apt package: haproxy), which the scale-out tests start on private ports of their own.
 # Installing/starting needs root (or passwordless sudo). `apt-get update` runs only if something must be installed.
 # Works non-interactively (CI=true, no stdin).
 #
@@ -233,6 +234,18 @@ ensure_pg_server_tools() {
     pg_server_tools || die "PostgreSQL server tools still not found under /usr/lib/postgresql/*/bin"
 }
 
+# The scale-out tests (tests/api/scale) put three service processes behind a real HAProxy that they start
+# themselves on a private port with a generated configuration: only the binary is needed.
+ensure_haproxy() {
+    if command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]]; then
+        log "HAProxy is installed"
+        return 0
+    fi
+    log "HAProxy not found; installing the haproxy package"
+    apt_install haproxy
+    command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || die "haproxy still not found after install"
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # Redis
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,6 +354,22 @@ ensure_rabbitmq() {
     fi
 }
 
+# The sharded-bookings test (tests/api/scale) declares a consistent-hash exchange: RabbitMQ's
+# rabbitmq_consistent_hash_exchange plugin (shipped with rabbitmq-server, off by default) must be enabled.
+ensure_rabbitmq_hash_exchange() {
+    if ! command -v rabbitmq-plugins >/dev/null 2>&1; then
+        warn "rabbitmq-plugins is not installed here; the sharded-bookings test needs rabbitmq_consistent_hash_exchange"
+        return 0
+    fi
+    if as_root timeout 60 rabbitmq-plugins list -e -m </dev/null 2>/dev/null | grep -qx rabbitmq_consistent_hash_exchange; then
+        log "RabbitMQ plugin rabbitmq_consistent_hash_exchange is enabled"
+        return 0
+    fi
+    log "enabling the RabbitMQ plugin rabbitmq_consistent_hash_exchange"
+    as_root timeout 120 rabbitmq-plugins enable rabbitmq_consistent_hash_exchange </dev/null >&2 \
+        || warn "enabling rabbitmq_consistent_hash_exchange failed; the sharded-bookings test will fail"
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------
@@ -354,10 +383,11 @@ else
     if manage TEST_DATABASE_URL "$DEFAULT_TEST_DATABASE_URL"; then ensure_postgres
     else log "TEST_DATABASE_URL preset ($TEST_DATABASE_URL): not managing a local PostgreSQL"; fi
     ensure_pg_server_tools
+    ensure_haproxy
     if manage TEST_REDIS_URL "$DEFAULT_TEST_REDIS_URL"; then ensure_redis
     else log "TEST_REDIS_URL preset: not managing a local Redis"; fi
     ensure_redis_tools
-    if manage TEST_AMQP_URL "$DEFAULT_TEST_AMQP_URL"; then ensure_rabbitmq
+    if manage TEST_AMQP_URL "$DEFAULT_TEST_AMQP_URL"; then ensure_rabbitmq; ensure_rabbitmq_hash_exchange
     else log "TEST_AMQP_URL preset: not managing a local RabbitMQ"; fi
 fi
 

@@ -38,6 +38,8 @@ pub enum BuildError {
     Cache(#[from] crate::cache::CacheConnectError),
     #[error("partitions: {0}")]
     Partitions(wallet_actors::StoreError),
+    #[error("the primary's WAL position for read-your-writes over the replica: {0}")]
+    ReadRouting(wallet_actors::StoreError),
     #[error("chaining the ledger rows written before chains: {0}")]
     Chain(wallet_actors::StoreError),
     #[error(transparent)]
@@ -67,6 +69,7 @@ impl App {
     pub async fn build(config: Config) -> Result<App, BuildError> {
         let events = crate::events::EventsConfig {
             prefetch: config.amqp_prefetch,
+            booking_shards: config.booking_shards,
             ..crate::events::EventsConfig::default()
         };
         Self::build_with_events(config, events).await
@@ -96,10 +99,17 @@ impl App {
             &bounds,
             crate::store::pool::PRIMARY,
         )?;
-        let read = match &config.database_read_url {
-            Some(url) => crate::store::db::pool(url, config.pool_size, &bounds, crate::store::pool::READ_REPLICA)?,
-            None => pool.clone(),
+        let (read, reads) = match &config.database_read_url {
+            Some(url) => {
+                let replica = crate::store::db::pool(url, config.pool_size, &bounds, crate::store::pool::READ_REPLICA)?;
+                let reads = crate::store::ReadRouter::with_replica(&pool, replica.clone())
+                    .await
+                    .map_err(BuildError::ReadRouting)?;
+                (replica, reads)
+            }
+            None => (pool.clone(), crate::store::ReadRouter::primary_only()),
         };
+        let reads = Arc::new(reads);
         // Instances over one database share one cache namespace: the cache mirrors that database.
         let db_name = config
             .database_url
@@ -116,7 +126,8 @@ impl App {
         let store = PgStore {
             pool: pool.clone(),
             read,
-            committer: crate::store::GroupCommitter::start(pool.clone(), cache.clone(), outbox_written.clone()),
+            reads: reads.clone(),
+            committer: crate::store::GroupCommitter::start(pool.clone(), cache.clone(), outbox_written.clone(), reads),
             cache,
             outbox_written,
         };

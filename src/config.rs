@@ -94,6 +94,9 @@ pub struct Config {
     /// (default [`crate::events::PREFETCH`], at most [`crate::events::MAX_PREFETCH`]). By Little's law the
     /// consumer's throughput is at most this divided by one booking's commit latency.
     pub amqp_prefetch: u16,
+    /// `BOOKING_SHARDS`: shard queues behind the consistent-hash booking exchange, 0..=
+    /// [`crate::events::MAX_BOOKING_SHARDS`] (0, the default: none; see README "Scaling out").
+    pub booking_shards: u16,
     /// How long each step of a request may take; together they bound every request and the drain.
     pub timeouts: Timeouts,
     /// `METRICS_PORT`, `TLS_CERT_FILE`, `TLS_KEY_FILE`: the metrics port and HTTPS.
@@ -322,6 +325,20 @@ pub fn parse_prefetch(spec: &str) -> Result<u16, ConfigError> {
         })
 }
 
+/// Parses `BOOKING_SHARDS`: a whole number 0..=[`crate::events::MAX_BOOKING_SHARDS`].
+pub fn parse_booking_shards(spec: &str) -> Result<u16, ConfigError> {
+    spec.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|n| *n <= crate::events::MAX_BOOKING_SHARDS)
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                "BOOKING_SHARDS",
+                format!("must be 0..={}, got {spec:?}", crate::events::MAX_BOOKING_SHARDS),
+            )
+        })
+}
+
 impl Config {
     /// Reads the environment. `DATABASE_URL` and a JWT key are required (the README's run command sets
     /// both for development).
@@ -433,6 +450,10 @@ impl Config {
             Some(s) => parse_prefetch(&s)?,
             None => crate::events::PREFETCH,
         };
+        let booking_shards = match var("BOOKING_SHARDS") {
+            Some(s) => parse_booking_shards(&s)?,
+            None => 0,
+        };
         let ms = Duration::from_millis(1);
         let defaults = Timeouts::default();
         let timeouts = Timeouts {
@@ -474,6 +495,7 @@ impl Config {
             audit_chain,
             rate_limit_per_second,
             amqp_prefetch,
+            booking_shards,
             timeouts,
             transport,
         })
@@ -707,6 +729,17 @@ mod tests {
         for bad in ["0", "4097", "-1", "lots", "1.5", "70000"] {
             let err = parse_prefetch(bad).expect_err(bad).to_string();
             assert!(err.contains("AMQP_PREFETCH"), "{err}");
+        }
+    }
+
+    #[test]
+    fn booking_shards_are_zero_to_their_bound_and_anything_else_is_refused_with_its_name() {
+        assert_eq!(parse_booking_shards("0"), Ok(0));
+        assert_eq!(parse_booking_shards(" 4 "), Ok(4));
+        assert_eq!(parse_booking_shards("64"), Ok(crate::events::MAX_BOOKING_SHARDS));
+        for bad in ["65", "-1", "some", "2.5"] {
+            let err = parse_booking_shards(bad).expect_err(bad).to_string();
+            assert!(err.contains("BOOKING_SHARDS"), "{err}");
         }
     }
 }

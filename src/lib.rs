@@ -48,6 +48,8 @@
 //!   trigger keeps in the postings' commit, `sql/V11`), and their recomputation from the ledger;
 //!   `store::read`: `col`, a column by name (`Corrupt`, never a panic); `store::pool`: the pools behind
 //!   their circuit breakers (fail fast while open, before any statement);
+//!   `store::replica`: read-your-writes over `DATABASE_READ_URL` (each wallet's last commit WAL position,
+//!   the replica's replay position, the fallback to the primary: `PgStore::read_client`);
 //!   `store::db`: pools with statement and lock timeouts, migrations (`sql/`, under an advisory lock),
 //!   partitions, pruning, readiness), users, wallets, history. Every SQL statement is under `store/`.
 //! - [`cache`]: wallet states written through after each commit (Redis, a Redis Cluster, or in process),

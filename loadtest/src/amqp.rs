@@ -43,6 +43,7 @@ pub fn run_topology(tag: &str) -> Topology {
         queue: p(&d.queue),
         dead_letter_exchange: p(&d.dead_letter_exchange),
         dead_letter_queue: p(&d.dead_letter_queue),
+        sharded_exchange: p(&d.sharded_exchange),
     }
 }
 

@@ -197,6 +197,7 @@ impl Target {
             monitor: wallet_actors::monitor::MonitorLimits::default(),
             rate_limit_per_second: None,
             amqp_prefetch: o.prefetch,
+            booking_shards: 0,
             timeouts: Default::default(),
             transport: Default::default(),
         };

@@ -188,22 +188,35 @@ async fn consume(
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(amqp("confirm_select"))?;
-    let mut consumer = ch
-        .basic_consume(
-            config.topology.queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+    super::topology::declare_sharded(&ch, &config.topology, config.booking_shards)
         .await
-        .map_err(amqp("consume"))?;
-    let tag = consumer.tag();
+        .map_err(amqp("declare shards"))?;
+    // The shared queue, then every shard queue (the broker makes one consumer of each shard active).
+    let queues: Vec<String> = std::iter::once(config.topology.queue.clone())
+        .chain((0..config.booking_shards).map(|i| config.topology.shard_queue(i)))
+        .collect();
+    let mut consumers = Vec::with_capacity(queues.len());
+    for queue in &queues {
+        let consumer = ch
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("consume"))?;
+        consumers.push(consumer);
+    }
+    let tags: Vec<_> = consumers.iter().map(|c| c.tag()).collect();
+    // One stream of every queue's deliveries; a broken channel ends (or errs) them all at once.
+    let mut consumer = futures_util::stream::select_all(consumers);
     ctx.events.set_attached(true);
     *failures = 0;
     if let Some(call) = call.take() {
         call.success();
     }
-    info!(queue = %config.topology.queue, prefetch = config.prefetch, "event consumer attached");
+    info!(queue = %config.topology.queue, shards = config.booking_shards, prefetch = config.prefetch, "event consumer attached");
     let shared = Arc::new(Shared {
         ctx: ctx.clone(),
         config: config.clone(),
@@ -233,8 +246,10 @@ async fn consume(
     ctx.events.set_attached(false);
     if result.is_ok() {
         // Shutdown: no new deliveries; the ones in hand finish (their effects commit and are acked).
-        if let Err(e) = ch.basic_cancel(tag, BasicCancelOptions::default()).await {
-            warn!(error = %e, "cancelling the consumer failed");
+        for tag in tags {
+            if let Err(e) = ch.basic_cancel(tag, BasicCancelOptions::default()).await {
+                warn!(error = %e, "cancelling the consumer failed");
+            }
         }
     }
     // Waits (retry delays, transient backoff) end now and requeue; effects under way finish.

@@ -13,7 +13,9 @@
 //!   publishes them with publisher confirms on its own connection (behind the `rabbitmq_publisher` breaker;
 //!   or into the in-process bus), marks
 //!   them published only after the broker's ack, and prunes published rows after [`relay::OUTBOX_RETENTION`].
-//! - [`topology`]: the exchanges and queues, declared idempotently on every (re)connect.
+//! - [`topology`]: the exchanges and queues, declared idempotently on every (re)connect; with
+//!   `BOOKING_SHARDS`, the consistent-hash booking exchange and its single-active-consumer shard queues,
+//!   which the consumer reads beside the shared queue (one wallet's bookings on one instance at a time).
 //!
 //! # Exactly-once effect
 //! Delivery is at-least-once both ways; the *effect* is once:
@@ -73,6 +75,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Capacity of the in-process bus (a slow subscriber loses the oldest events, never blocks the relay).
 pub const BUS_CAPACITY: usize = 4096;
 
+/// The header a booking publisher sets (to the booking's `user_id`, whose wallet it debits) when it publishes
+/// to [`Topology::sharded_exchange`]: RabbitMQ's consistent-hash exchange hashes it to one of the
+/// `BOOKING_SHARDS` shard queues, so one wallet's bookings are consumed by one instance at a time.
+pub const SHARD_KEY_HEADER: &str = "wallet-shard-key";
+/// Most shard queues (`BOOKING_SHARDS`): each is a quorum queue with a consumer per instance.
+pub const MAX_BOOKING_SHARDS: u16 = 64;
+
 /// Names of everything the service declares on the broker. Defaults are the contract's exchanges and
 /// the service's own queue; tests use their own vhost (or their own names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +98,16 @@ pub struct Topology {
     pub dead_letter_exchange: String,
     /// The dead-letter queue, bound to [`Topology::dead_letter_exchange`].
     pub dead_letter_queue: String,
+    /// With `BOOKING_SHARDS`: the consistent-hash exchange (plugin `rabbitmq_consistent_hash_exchange`)
+    /// booking publishers may publish to instead, with [`SHARD_KEY_HEADER`] set.
+    pub sharded_exchange: String,
+}
+
+impl Topology {
+    /// The name of shard queue `i` (`<queue>.shard.<i>`).
+    pub fn shard_queue(&self, i: u16) -> String {
+        format!("{}.shard.{i}", self.queue)
+    }
 }
 
 impl Default for Topology {
@@ -100,6 +119,7 @@ impl Default for Topology {
             queue: "wallet-service.events".into(),
             dead_letter_exchange: "wallet-service.events.dlx".into(),
             dead_letter_queue: "wallet-service.events.dlq".into(),
+            sharded_exchange: "wallet-service.bookings.sharded".into(),
         }
     }
 }
@@ -136,6 +156,8 @@ pub struct EventsConfig {
     pub topology: Topology,
     pub retry: RetryPolicy,
     pub prefetch: u16,
+    /// `BOOKING_SHARDS`: shard queues behind [`Topology::sharded_exchange`]; 0 declares none (default).
+    pub booking_shards: u16,
     /// How often the relay looks for new outbox rows when it found none.
     pub relay_interval: Duration,
     /// Prefix of the AMQP connection names (`<prefix> consumer`, `<prefix> publisher`), as the broker's
@@ -149,6 +171,7 @@ impl Default for EventsConfig {
             topology: Topology::default(),
             retry: RetryPolicy::default(),
             prefetch: PREFETCH,
+            booking_shards: 0,
             relay_interval: relay::RELAY_INTERVAL,
             connection_name: "wallet-service".into(),
         }

@@ -8,7 +8,7 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
-use super::Topology;
+use super::{SHARD_KEY_HEADER, Topology};
 
 /// Consumed routing keys: (exchange of the topology, key).
 pub const BOOKING_CREATED: &str = "booking.created";
@@ -82,14 +82,8 @@ pub async fn declare_consumed(ch: &Channel, t: &Topology) -> lapin::Result<()> {
         FieldTable::default(),
     )
     .await?;
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
-    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(QUEUE_DELIVERY_LIMIT));
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from(t.dead_letter_exchange.as_str())),
-    );
-    ch.queue_declare(t.queue.as_str().into(), durable_queue(), args).await?;
+    ch.queue_declare(t.queue.as_str().into(), durable_queue(), queue_args(t))
+        .await?;
     let bindings = [
         (&t.booking_exchange, BOOKING_CREATED),
         (&t.booking_exchange, BOOKING_CANCELLED),
@@ -101,6 +95,58 @@ pub async fn declare_consumed(ch: &Channel, t: &Topology) -> lapin::Result<()> {
             t.queue.as_str().into(),
             exchange.as_str().into(),
             key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The arguments of the service's quorum queues: delivery limit and dead-letter exchange.
+fn queue_args(t: &Topology) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(QUEUE_DELIVERY_LIMIT));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from(t.dead_letter_exchange.as_str())),
+    );
+    args
+}
+
+/// With `shards` > 0: the consistent-hash exchange (hashing [`SHARD_KEY_HEADER`]) and its `shards` quorum
+/// queues, each bound with weight 1 and **single active consumer**: every instance consumes every shard,
+/// the broker delivers a shard to one of them at a time (another takes over when it goes away), so one
+/// wallet's bookings are never planned by two instances at once. Needs the broker's
+/// `rabbitmq_consistent_hash_exchange` plugin. Changing the number of shards re-hashes keys: drain the shard
+/// queues first (a booking is idempotent by its reference either way).
+pub async fn declare_sharded(ch: &Channel, t: &Topology, shards: u16) -> lapin::Result<()> {
+    if shards == 0 {
+        return Ok(());
+    }
+    let mut args = FieldTable::default();
+    args.insert(
+        "hash-header".into(),
+        AMQPValue::LongString(LongString::from(SHARD_KEY_HEADER)),
+    );
+    ch.exchange_declare(
+        t.sharded_exchange.as_str().into(),
+        ExchangeKind::Custom("x-consistent-hash".into()),
+        durable(),
+        args,
+    )
+    .await?;
+    for i in 0..shards {
+        let queue = t.shard_queue(i);
+        let mut args = queue_args(t);
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        ch.queue_declare(queue.as_str().into(), durable_queue(), args).await?;
+        // The routing key of a consistent-hash binding is the queue's weight.
+        ch.queue_bind(
+            queue.as_str().into(),
+            t.sharded_exchange.as_str().into(),
+            "1".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )

@@ -181,7 +181,7 @@ pub async fn history(ctx: Arc<Ctx>, auth: RawHeader, budget_id: Uuid) -> Result<
     let wallet_id = wallet_of_budget(&ctx, budget_id).await?;
     let w = ctx.service.wallet(wallet_id).await?;
     visible(&caller, &w).map_err(|_| ApiError::not_found("budget"))?;
-    let rows = ctx.service.budget_history(budget_id).await?;
+    let rows = ctx.service.budget_history(wallet_id, budget_id).await?;
     Ok(json_response(StatusCode::OK, &rows))
 }
 

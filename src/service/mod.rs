@@ -362,9 +362,13 @@ impl Service {
         self.store.wallet_of_budget(budget_id).await
     }
 
-    /// A budget's changes, newest first.
-    pub async fn budget_history(&self, budget_id: Uuid) -> Result<Vec<crate::views::HistoryView>, StoreError> {
-        self.store.budget_history(budget_id).await
+    /// A budget's changes, newest first; `wallet_id` is the budget's wallet.
+    pub async fn budget_history(
+        &self,
+        wallet_id: Uuid,
+        budget_id: Uuid,
+    ) -> Result<Vec<crate::views::HistoryView>, StoreError> {
+        self.store.budget_history(wallet_id, budget_id).await
     }
 
     /// Readiness of the money path: Postgres answers and holds this binary's newest migration.

@@ -282,6 +282,8 @@ impl PgStore {
             tracing::warn!(error = %e, "atomic batch: the commit's outcome is unknown");
             AtomicError::OutcomeUnknown
         })?;
+        let wallets: Vec<Uuid> = batches.iter().map(|b| b.wallet_id).collect();
+        self.reads.note_commit(&client, &self.pool, &wallets).await;
         self.outbox_written.notify_one();
         for b in &batches {
             if b.changes_wallet() {

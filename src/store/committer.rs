@@ -29,6 +29,7 @@ use wallet_actors::store::{Batch, CommitError};
 use wallet_actors::{Entry, TxnType};
 
 use super::idempotency::fence;
+use super::replica::ReadRouter;
 use super::rows::{
     EntryCols, GroupRows, KeyCols, Param, claim_references, insert_group_rows, refunds_over_debits, rollback,
     root_cause,
@@ -171,8 +172,9 @@ impl GroupCommitter {
         pool: Pool,
         cache: std::sync::Arc<crate::cache::WalletCache>,
         outbox_written: std::sync::Arc<tokio::sync::Notify>,
+        reads: Arc<ReadRouter>,
     ) -> Self {
-        Self::with_committers(pool, cache, outbox_written, GROUP_COMMITTERS)
+        Self::with_committers(pool, cache, outbox_written, reads, GROUP_COMMITTERS)
     }
 
     /// [`GroupCommitter::start`] with a given number of committer tasks (tests use one, to form groups).
@@ -180,6 +182,7 @@ impl GroupCommitter {
         pool: Pool,
         cache: std::sync::Arc<crate::cache::WalletCache>,
         outbox_written: std::sync::Arc<tokio::sync::Notify>,
+        reads: Arc<ReadRouter>,
         committers: usize,
     ) -> Self {
         assert!(committers > 0, "at least one committer");
@@ -191,6 +194,7 @@ impl GroupCommitter {
                 pool.clone(),
                 cache.clone(),
                 outbox_written.clone(),
+                reads.clone(),
                 rx.clone(),
                 fallbacks.clone(),
             ));
@@ -227,6 +231,7 @@ async fn committer_loop(
     pool: Pool,
     cache: std::sync::Arc<crate::cache::WalletCache>,
     outbox_written: std::sync::Arc<tokio::sync::Notify>,
+    reads: Arc<ReadRouter>,
     rx: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<CommitJob>>>,
     fallbacks: Arc<AtomicU64>,
 ) {
@@ -245,7 +250,7 @@ async fn committer_loop(
         }
         jobs.sort_by_key(|j| j.batch.wallet_id);
         metrics::histogram!("wallet_group_commit_wallets").record(jobs.len() as f64);
-        let results = commit_group(&pool, &jobs, &fallbacks).await;
+        let results = commit_group(&pool, &jobs, &fallbacks, &reads).await;
         if results.iter().any(Result::is_ok) {
             outbox_written.notify_one();
         }
@@ -609,7 +614,12 @@ async fn write_in_transaction(client: &mut Client, batches: &[&Batch]) -> Vec<Re
 }
 
 /// Writes the group (sorted by wallet id); returns each batch's outcome, in order.
-async fn commit_group(pool: &Pool, jobs: &[CommitJob], fallbacks: &AtomicU64) -> Vec<Result<(), CommitError>> {
+async fn commit_group(
+    pool: &Pool,
+    jobs: &[CommitJob],
+    fallbacks: &AtomicU64,
+    reads: &ReadRouter,
+) -> Vec<Result<(), CommitError>> {
     let mut client = match pool.get().await {
         Ok(c) => c,
         Err(e) => return jobs.iter().map(|_| Err(commit_err(&e))).collect(),
@@ -653,6 +663,22 @@ async fn commit_group(pool: &Pool, jobs: &[CommitJob], fallbacks: &AtomicU64) ->
         for (&i, outcome) in careful.iter().zip(write_in_transaction(&mut client, &batches).await) {
             slots[i] = Some(outcome);
         }
+    }
+    // Before any caller is answered: a read that follows the answer must know what the replica needs.
+    // Once per group (one statement for up to MAX_GROUP_BATCHES wallets), and only with a replica.
+    let maybe_written = |r: &Option<Result<(), CommitError>>| {
+        matches!(
+            r,
+            Some(Ok(()))
+                | Some(Err(CommitError::Unavailable {
+                    outcome_unknown: true,
+                    ..
+                }))
+        )
+    };
+    if reads.tracks() && slots.iter().any(maybe_written) {
+        let wallets: Vec<Uuid> = jobs.iter().map(|j| j.batch.wallet_id).collect();
+        reads.note_commit(&client, pool, &wallets).await;
     }
     slots
         .into_iter()

@@ -10,6 +10,8 @@
 //!   for verify, checkpoints over the wallets' heads (what is hashed is `wallet_actors::chain`'s).
 //! - `committer`: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
 //! - `read`: `col`, a column read by name; a missing or mistyped one is `StoreError::Corrupt`, not a panic.
+//! - `replica`: read-your-writes over a streaming replica: each wallet's last commit position, the
+//!   replica's replay position, and the fallback to the primary ([`PgStore::read_client`]).
 //! - `rows`: what a commit writes besides the wallet row (ledger rows, references, outbox, replies,
 //!   inbox, audit), as set-based statements.
 //! - `pool`: [`Pool`], a deadpool pool behind the circuit breaker of its server (fails fast while open).
@@ -29,6 +31,7 @@ mod idempotency;
 pub mod outbox;
 pub mod pool;
 mod read;
+mod replica;
 mod reports;
 mod rows;
 
@@ -42,6 +45,7 @@ pub use holds::{HoldFilter, MAX_SWEEP_HOLDS};
 pub use idempotency::{Claim, IDEMPOTENCY_LEASE_SECS, Resolution};
 pub use pool::{Pool, PoolError};
 pub(crate) use read::col;
+pub use replica::{MAX_TRACKED_WALLETS, REPLICA_RETRY_AFTER, REPLICA_WAIT, ReadRouter, ReadScope};
 pub use reports::{
     AggregateMismatch, BalanceAt, BudgetReport, BudgetReportRow, LatestTxn, MAX_AGGREGATE_MISMATCHES,
     MAX_BUDGET_REPORT_ROWS, MAX_REPORT_ROWS, Report, ReportScope, SpendGrouping, SpendRow, WalletReportRow,
@@ -64,12 +68,15 @@ use wallet_actors::{Amount, Currency, Entry, Origin, Rejection, TxnType, WalletS
 
 use crate::views::OutboxEvent;
 
-/// The Postgres store: `pool` for writes and engine loads, `read` for history queries (a replica when
-/// `DATABASE_READ_URL` is set).
+/// The Postgres store: `pool` for writes and engine loads, `read` the replica's pool when
+/// `DATABASE_READ_URL` is set (else the primary's). Reads of a wallet's data take their connection from
+/// [`PgStore::read_client`], which uses the replica only once it holds this process's writes of them.
 #[derive(Clone)]
 pub struct PgStore {
     pub pool: Pool,
     pub read: Pool,
+    /// Where reads go (see [`replica`]): what the replica must have replayed for each wallet.
+    pub reads: std::sync::Arc<ReadRouter>,
     /// Commits batches of many wallets together (see [`GroupCommitter`]).
     pub committer: GroupCommitter,
     /// Notified after a commit that wrote outbox rows, so the relay publishes without waiting for its poll.
@@ -456,6 +463,7 @@ impl WalletStore for PgStore {
                 outcome_unknown: true,
             })
         })?;
+        self.reads.note_commit(&c, &self.pool, &[src, dst]).await;
         self.outbox_written.notify_one();
         self.cache.put(&plan.source_after);
         // The destination's full row is not at hand here; drop it so the next read goes to Postgres.
@@ -729,6 +737,7 @@ impl PgStore {
             warn!(error = %e, "wallet creation: the commit's outcome is unknown");
             CreateWalletError::OutcomeUnknown
         })?;
+        self.reads.note_commit(&c, &self.pool, &[wallet_id]).await;
         self.outbox_written.notify_one();
         Ok(wallet)
     }
@@ -746,9 +755,16 @@ impl PgStore {
             .transpose()
     }
 
+    /// A connection to read `scope` from: the replica once it has replayed this process's last commit of
+    /// those wallets (read-your-writes), else the primary; the primary when there is no replica or it is
+    /// down (see [`replica`]). Every read of wallet data takes its connection here.
+    pub async fn read_client(&self, scope: ReadScope<'_>) -> Result<deadpool_postgres::Object, StoreError> {
+        self.reads.client(&self.pool, scope).await
+    }
+
     /// One page of a wallet's history, newest first, and the total matching.
     pub async fn history(&self, wallet_id: Uuid, f: &HistoryFilter) -> Result<HistoryPage, StoreError> {
-        let c = self.read.get().await.map_err(unavailable)?;
+        let c = self.read_client(ReadScope::Wallets(&[wallet_id])).await?;
         let kind = f.kind.map(|k| k.as_str());
         let offset = if f.after.is_some() {
             0
@@ -850,8 +866,13 @@ impl PgStore {
         row.map(|r| col(&r, "wallet_id")).transpose()
     }
 
-    pub async fn budget_history(&self, budget_id: Uuid) -> Result<Vec<crate::views::HistoryView>, StoreError> {
-        let c = self.read.get().await.map_err(unavailable)?;
+    /// A budget's history; `wallet_id` is the budget's wallet (whose writes the read must see).
+    pub async fn budget_history(
+        &self,
+        wallet_id: Uuid,
+        budget_id: Uuid,
+    ) -> Result<Vec<crate::views::HistoryView>, StoreError> {
+        let c = self.read_client(ReadScope::Wallets(&[wallet_id])).await?;
         let rows = c
             .query(
                 "SELECT history_id, budget_id, old_amount, new_amount, change_reason, changed_by, created_at \

@@ -1,4 +1,5 @@
-//! Report SQL, on the read pool: a wallet's balance at an instant, from its ledger; a company's budgets.
+//! Report SQL, on the read pool (the replica once it has replayed what this process committed, see
+//! `store::replica`; else the primary): a wallet's balance at an instant, from its ledger; a company's budgets.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -6,6 +7,7 @@ use uuid::Uuid;
 use wallet_actors::store::StoreError;
 
 use super::read::col;
+use super::replica::ReadScope;
 use super::{PgStore, unavailable};
 
 /// What a wallet held at an instant.
@@ -24,7 +26,7 @@ impl PgStore {
     /// found through the `(wallet_id, created_at DESC, txn_id DESC)` index (one row read, however long the
     /// history), never a sum.
     pub async fn balance_at(&self, wallet_id: Uuid, at: DateTime<Utc>) -> Result<BalanceAt, StoreError> {
-        let c = self.read.get().await.map_err(unavailable)?;
+        let c = self.read_client(ReadScope::Wallets(&[wallet_id])).await?;
         let wallet = c
             .prepare_cached("SELECT initial_balance, created_at FROM wallets WHERE wallet_id = $1")
             .await
@@ -81,7 +83,7 @@ impl PgStore {
         user_id: Option<Uuid>,
         as_of: chrono::NaiveDate,
     ) -> Result<BudgetReport, StoreError> {
-        let c = self.read.get().await.map_err(unavailable)?;
+        let c = self.read_client(ReadScope::Everything).await?;
         let columns: Vec<String> = super::budgets::BUDGET_COLUMNS
             .split(',')
             .map(|col| format!("b.{}", col.trim()))
@@ -238,7 +240,7 @@ impl PgStore {
         to: chrono::NaiveDate,
         grouping: SpendGrouping,
     ) -> Result<Report<SpendRow>, StoreError> {
-        let c = self.read.get().await.map_err(unavailable)?;
+        let c = self.read_client(ReadScope::Everything).await?;
         let stmt = c
             .prepare_cached(&format!(
                 "SELECT {key} AS key, w.currency::text AS currency, \
@@ -279,7 +281,7 @@ impl PgStore {
     /// A company's (or a user's) latest ledger rows, newest first: each wallet's newest `limit` rows through
     /// its `(wallet_id, created_at DESC, txn_id DESC)` index, merged.
     pub async fn latest_transactions(&self, scope: ReportScope, limit: i64) -> Result<Vec<LatestTxn>, StoreError> {
-        let c = self.read.get().await.map_err(unavailable)?;
+        let c = self.read_client(ReadScope::Everything).await?;
         let stmt = c
             .prepare_cached(
                 "SELECT t.txn_id, t.wallet_id, w.user_id, t.type::text AS kind, t.amount, w.currency::text AS currency, \
@@ -322,7 +324,7 @@ impl PgStore {
         scope: ReportScope,
         statuses: &[&str],
     ) -> Result<Report<WalletReportRow>, StoreError> {
-        let c = self.read.get().await.map_err(unavailable)?;
+        let c = self.read_client(ReadScope::Everything).await?;
         let stmt = c
             .prepare_cached(
                 "SELECT w.wallet_id, w.user_id, w.status::text AS status, w.balance, w.currency::text AS currency, \

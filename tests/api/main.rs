@@ -34,6 +34,10 @@
 //! consumer's connection) and audits the database: for every operation, exactly one effect iff the client's
 //! final answer was 2xx, a 2xx replay equal to the first byte for byte, and every balance equal to its
 //! ledger. Each prints a one-line JSON summary and appends it to `target/faults/summary.jsonl`.
+//!
+//! `scale`: scaling out (issue 15): three processes behind a real HAProxy routing by consistent hash on the
+//! wallet, under HTTP load and booking events, one of them SIGKILLed and restarted; and a private primary with a
+//! streaming replica behind `DATABASE_READ_URL`: reads served there, read-your-writes, the replica stopped.
 
 mod audit_chain;
 mod auth;
@@ -52,6 +56,7 @@ mod lifecycle;
 mod rate_limit;
 mod reports;
 mod resilience;
+mod scale;
 mod smoke;
 mod spend;
 mod store;

@@ -65,6 +65,7 @@ pub fn config(database_url: &str) -> Config {
         monitor: wallet_actors::monitor::MonitorLimits::default(),
         rate_limit_per_second: None,
         amqp_prefetch: wallet_service::events::PREFETCH,
+        booking_shards: 0,
         timeouts: Default::default(),
         transport: Default::default(),
     }

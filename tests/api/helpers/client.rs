@@ -59,7 +59,8 @@ impl Reply {
 
     /// Not a final answer: retry with the same key.
     pub fn retryable(&self) -> bool {
-        matches!(self.status, 503 | 504) || self.in_progress()
+        // 502: a proxy in front lost the instance mid-request; the outcome is unknown, the key answers it.
+        matches!(self.status, 502..=504) || self.in_progress()
     }
 
     /// `503/UNAVAILABLE`-style label for tallies.
@@ -127,7 +128,7 @@ impl Outcome {
         longest
     }
 
-    /// Answers that ask for a retry (503, 504, 409 in progress) but carry no `Retry-After`.
+    /// Answers that ask for a retry (502, 503, 504, 409 in progress) but carry no `Retry-After`.
     pub fn retry_answers_without_retry_after(&self) -> usize {
         self.answers()
             .filter(|(_, r)| r.retryable() && r.retry_after.is_none())

@@ -2,7 +2,8 @@
 //! `target/faults/pg/<id>` (or the system temp dir when the `postgres` user cannot reach the target
 //! directory), started on a free port with its own socket directory; `stop -m immediate` (a crash, as far
 //! as the service can tell) and start again on the same data directory and port. Removed on drop, also
-//! after a panic. As root the server tools run as the `postgres` OS user (`runuser`), as `scripts/dev-run.sh`
+//! after a panic. A streaming replica of such a cluster is made with `pg_basebackup -R` ([`PgCluster::replica_of`]).
+//! As root the server tools run as the `postgres` OS user (`runuser`), as `scripts/dev-run.sh`
 //! does; they come with Debian's `postgresql` package, which `scripts/test.sh` installs when missing.
 
 use std::path::{Path, PathBuf};
@@ -140,26 +141,71 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// A new place for a cluster: a directory the server user owns, a short socket directory, a free port.
+    fn fresh() -> Layout {
+        let id = paths::unique();
+        let base = server_owned_dir(&id);
+        // Unix socket paths are limited to ~107 bytes: keep the socket directory short.
+        let socket_dir = PathBuf::from(format!("/tmp/wfpg-{id}"));
+        std::fs::create_dir_all(&socket_dir).expect("socket dir");
+        if is_root() {
+            let _ = Command::new("chown").arg("postgres:postgres").arg(&socket_dir).status();
+        }
+        Layout {
+            bin: server_bin_dir(),
+            data: base.join("data"),
+            log: base.join("postgres.log"),
+            base,
+            socket_dir,
+            port: paths::free_port(),
+        }
+    }
+}
+
 impl PgCluster {
+    /// A streaming replica of `primary`: `pg_basebackup -R` (which writes `standby.signal` and
+    /// `primary_conninfo`) into a directory of its own, started on a port of its own; returns once it
+    /// accepts (read-only) connections.
+    pub async fn replica_of(primary: &PgCluster) -> PgCluster {
+        let primary_port = primary.port;
+        let layout = tokio::task::spawn_blocking(move || {
+            let layout = Layout::fresh();
+            let args = [
+                "-D".to_string(),
+                layout.data.display().to_string(),
+                "-R".into(),
+                "-X".into(),
+                "stream".into(),
+                "-c".into(),
+                "fast".into(),
+                "-h".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                primary_port.to_string(),
+                "-U".into(),
+                "postgres".into(),
+            ];
+            check(
+                "pg_basebackup",
+                as_server_user(&layout.bin.join("pg_basebackup"), &args),
+            );
+            layout.start_server();
+            layout
+        })
+        .await
+        .expect("replica set-up");
+        PgCluster {
+            port: layout.port,
+            layout,
+            running: true,
+        }
+    }
+
     /// initdb and start; returns once the server accepts connections.
     pub async fn start() -> PgCluster {
         let layout = tokio::task::spawn_blocking(|| {
-            let id = paths::unique();
-            let base = server_owned_dir(&id);
-            // Unix socket paths are limited to ~107 bytes: keep the socket directory short.
-            let socket_dir = PathBuf::from(format!("/tmp/wfpg-{id}"));
-            std::fs::create_dir_all(&socket_dir).expect("socket dir");
-            if is_root() {
-                let _ = Command::new("chown").arg("postgres:postgres").arg(&socket_dir).status();
-            }
-            let layout = Layout {
-                bin: server_bin_dir(),
-                data: base.join("data"),
-                log: base.join("postgres.log"),
-                base,
-                socket_dir,
-                port: paths::free_port(),
-            };
+            let layout = Layout::fresh();
             let data = layout.data.display().to_string();
             let args = [
                 "-D",

@@ -14,6 +14,7 @@
 //! | [`load`] | concurrent workers sending keyed debits, credits and transfers |
 //! | [`audit`] | reads the books: one effect per acknowledged operation, none otherwise, balances = ledger |
 //! | [`lock`] | holds a wallet row `FOR UPDATE` from a connection of its own |
+//! | [`haproxy`] | a real HAProxy before service processes, routing by consistent hash on the wallet segment |
 //! | [`amqp`] | a RabbitMQ vhost of its own, the test's publisher of events, a tap on `wallet.events`, dead letters |
 //! | [`summary`] | the one-line JSON figures of a test, printed and appended to `target/faults/summary.jsonl` |
 
@@ -24,6 +25,7 @@ pub mod client;
 pub mod cluster;
 pub mod database;
 pub mod fixtures;
+pub mod haproxy;
 pub mod load;
 pub mod lock;
 pub mod paths;

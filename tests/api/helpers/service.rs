@@ -72,6 +72,11 @@ impl ServiceProcess {
         svc
     }
 
+    /// The port the process listens on (the same across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -18,7 +18,13 @@ use super::{batch, committed, planned_debit};
 /// behind a parked one and form a group.
 fn single_committer(app: &TestApp) -> GroupCommitter {
     let store = app.store();
-    GroupCommitter::with_committers(store.pool.clone(), store.cache.clone(), store.outbox_written.clone(), 1)
+    GroupCommitter::with_committers(
+        store.pool.clone(),
+        store.cache.clone(),
+        store.outbox_written.clone(),
+        store.reads.clone(),
+        1,
+    )
 }
 
 /// A one-debit batch planned against the wallet's current state (or a given version).
