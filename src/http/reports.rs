@@ -68,6 +68,29 @@ fn csv(header: &[&str], rows: &[Vec<String>]) -> Response {
     res
 }
 
+/// A report's view as a table: its CSV header row and its rows, the same columns as its JSON rows.
+pub(crate) trait Tabular: Serialize {
+    const COLUMNS: &'static [&'static str];
+    fn rows(&self) -> Vec<Vec<String>>;
+}
+
+/// A report's reply: CSV to `Accept: text/csv`, JSON otherwise (one place for every report).
+pub(crate) fn report_reply<V: Tabular>(accept: &RawHeader, view: &V) -> Response {
+    if wants_csv(accept) {
+        csv(V::COLUMNS, &view.rows())
+    } else {
+        json_response(StatusCode::OK, view)
+    }
+}
+
+impl Tabular for BalanceAtView {
+    const COLUMNS: &'static [&'static str] = &["wallet_id", "at", "balance"];
+
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![vec![self.wallet_id.to_string(), self.at.clone(), self.balance.clone()]]
+    }
+}
+
 /// The wallet's balance as it stood at an instant, from the ledger (its last row's `balance_after`).
 #[utoipa::path(get, path = "/wallets/{walletId}/balance", tag = "reports", operation_id = "balanceAt",
     params(("walletId" = Uuid, Path, description = "The wallet's id"), BalanceQuery),
@@ -114,13 +137,7 @@ pub async fn balance_at(
         at: crate::views::ts(at),
         balance,
     };
-    if wants_csv(&accept) {
-        return Ok(csv(
-            &["wallet_id", "at", "balance"],
-            &[vec![view.wallet_id.to_string(), view.at, view.balance]],
-        ));
-    }
-    Ok(json_response(StatusCode::OK, &view))
+    Ok(report_reply(&accept, &view))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -169,21 +186,6 @@ pub struct BudgetReportView {
     pub alert_thresholds: Vec<u8>,
     pub rows: Vec<BudgetReportRowView>,
 }
-
-const BUDGET_REPORT_COLUMNS: [&str; 12] = [
-    "budget_id",
-    "wallet_id",
-    "user_id",
-    "period_type",
-    "start_date",
-    "end_date",
-    "total_amount",
-    "used_amount",
-    "held_amount",
-    "utilisation_percent",
-    "status",
-    "currency",
-];
 
 /// A company's budgets whose period holds `as_of`, highest utilisation first.
 #[utoipa::path(get, path = "/reports/budgets", tag = "reports", operation_id = "budgetReport",
@@ -238,9 +240,27 @@ pub async fn budgets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: S
             })
             .collect(),
     };
-    if wants_csv(&accept) {
-        let rows: Vec<Vec<String>> = view
-            .rows
+    Ok(report_reply(&accept, &view))
+}
+
+impl Tabular for BudgetReportView {
+    const COLUMNS: &'static [&'static str] = &[
+        "budget_id",
+        "wallet_id",
+        "user_id",
+        "period_type",
+        "start_date",
+        "end_date",
+        "total_amount",
+        "used_amount",
+        "held_amount",
+        "utilisation_percent",
+        "status",
+        "currency",
+    ];
+
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.rows
             .iter()
             .map(|r| {
                 vec![
@@ -258,10 +278,8 @@ pub async fn budgets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: S
                     r.currency.clone(),
                 ]
             })
-            .collect();
-        return Ok(csv(&BUDGET_REPORT_COLUMNS, &rows));
+            .collect()
     }
-    Ok(json_response(StatusCode::OK, &view))
 }
 
 #[cfg(test)]

@@ -68,11 +68,7 @@ pub struct BudgetReportRow {
 }
 
 /// The budget report, or why it cannot be answered whole.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BudgetReport {
-    Rows(Vec<BudgetReportRow>),
-    TooMany,
-}
+pub type BudgetReport = Report<BudgetReportRow>;
 
 impl PgStore {
     /// The budgets of a company's wallets (or of one user's) whose period holds `as_of`, highest
@@ -102,19 +98,13 @@ impl PgStore {
             .query(&stmt, &[&company_id, &user_id, &as_of, &limit])
             .await
             .map_err(unavailable)?;
-        if rows.len() as i64 > MAX_BUDGET_REPORT_ROWS {
-            return Ok(BudgetReport::TooMany);
-        }
-        rows.iter()
-            .map(|r| {
-                Ok(BudgetReportRow {
-                    budget: super::budgets::budget_from_row(r)?,
-                    user_id: col(r, "owner")?,
-                    currency: col(r, "wallet_currency")?,
-                })
+        bounded(&rows, MAX_BUDGET_REPORT_ROWS, |r| {
+            Ok(BudgetReportRow {
+                budget: super::budgets::budget_from_row(r)?,
+                user_id: col(r, "owner")?,
+                currency: col(r, "wallet_currency")?,
             })
-            .collect::<Result<Vec<_>, StoreError>>()
-            .map(BudgetReport::Rows)
+        })
     }
 }
 
@@ -187,6 +177,18 @@ pub const MAX_REPORT_ROWS: i64 = 10_000;
 pub enum Report<T> {
     Rows(Vec<T>),
     TooMany,
+}
+
+/// Rows read with a limit of one more than `max`: the report, or `TooMany` when that one more came back.
+fn bounded<T>(
+    rows: &[tokio_postgres::Row],
+    max: i64,
+    row: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+) -> Result<Report<T>, StoreError> {
+    if rows.len() as i64 > max {
+        return Ok(Report::TooMany);
+    }
+    rows.iter().map(row).collect::<Result<Vec<_>, _>>().map(Report::Rows)
 }
 
 /// One ledger row of a company's latest transactions.
@@ -269,22 +271,16 @@ impl PgStore {
             .query(&stmt, &[&scope.company_id, &scope.user_id, &from, &to, &limit])
             .await
             .map_err(unavailable)?;
-        if rows.len() as i64 > MAX_REPORT_ROWS {
-            return Ok(Report::TooMany);
-        }
-        rows.iter()
-            .map(|r| {
-                Ok(SpendRow {
-                    key: col(r, "key")?,
-                    currency: col(r, "currency")?,
-                    debits: col(r, "debits")?,
-                    credits: col(r, "credits")?,
-                    refunds: col(r, "refunds")?,
-                    count: col(r, "count")?,
-                })
+        bounded(&rows, MAX_REPORT_ROWS, |r| {
+            Ok(SpendRow {
+                key: col(r, "key")?,
+                currency: col(r, "currency")?,
+                debits: col(r, "debits")?,
+                credits: col(r, "credits")?,
+                refunds: col(r, "refunds")?,
+                count: col(r, "count")?,
             })
-            .collect::<Result<Vec<_>, StoreError>>()
-            .map(Report::Rows)
+        })
     }
 
     /// A company's (or a user's) latest ledger rows, newest first: each wallet's newest `limit` rows through
@@ -349,22 +345,16 @@ impl PgStore {
             .query(&stmt, &[&scope.company_id, &scope.user_id, &statuses, &limit])
             .await
             .map_err(unavailable)?;
-        if rows.len() as i64 > MAX_REPORT_ROWS {
-            return Ok(Report::TooMany);
-        }
-        rows.iter()
-            .map(|r| {
-                Ok(WalletReportRow {
-                    wallet_id: col(r, "wallet_id")?,
-                    user_id: col(r, "user_id")?,
-                    status: col(r, "status")?,
-                    balance: col(r, "balance")?,
-                    currency: col(r, "currency")?,
-                    updated_at: col(r, "updated_at")?,
-                })
+        bounded(&rows, MAX_REPORT_ROWS, |r| {
+            Ok(WalletReportRow {
+                wallet_id: col(r, "wallet_id")?,
+                user_id: col(r, "user_id")?,
+                status: col(r, "status")?,
+                balance: col(r, "balance")?,
+                currency: col(r, "currency")?,
+                updated_at: col(r, "updated_at")?,
             })
-            .collect::<Result<Vec<_>, StoreError>>()
-            .map(Report::Rows)
+        })
     }
 
     /// Every spend aggregate (or one wallet's) recomputed from the ledger, on the primary: see

@@ -5,16 +5,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::StatusCode;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 use warp::reply::Response;
 
-use super::{csv, wants_csv};
+use super::{Tabular, report_reply};
 use crate::http::handlers::{authenticate, parse_query};
-use crate::http::problem::{ApiError, json_response};
+use crate::http::problem::ApiError;
 use crate::http::{Ctx, RawHeader};
 use crate::service::reports::{MAX_LATEST_TRANSACTIONS, MAX_SPEND_REPORT_DAYS};
 use crate::store::{MAX_REPORT_ROWS, Report, SpendGrouping, SpendRow};
@@ -93,8 +92,6 @@ pub struct SpendReportView {
     /// One per currency: the sums of the rows.
     pub totals: Vec<SpendFigures>,
 }
-
-const SPEND_COLUMNS: [&str; 7] = ["key", "currency", "debits", "credits", "refunds", "net", "count"];
 
 #[derive(Default)]
 struct Sums {
@@ -184,9 +181,14 @@ pub async fn spend(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: Str
             .collect(),
         totals: totals.iter().map(|(c, s)| s.figures(c)).collect(),
     };
-    if wants_csv(&accept) {
-        let rows: Vec<Vec<String>> = view
-            .rows
+    Ok(report_reply(&accept, &view))
+}
+
+impl Tabular for SpendReportView {
+    const COLUMNS: &'static [&'static str] = &["key", "currency", "debits", "credits", "refunds", "net", "count"];
+
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.rows
             .iter()
             .map(|r| {
                 let f = &r.figures;
@@ -200,10 +202,8 @@ pub async fn spend(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: Str
                     f.count.to_string(),
                 ]
             })
-            .collect();
-        return Ok(csv(&SPEND_COLUMNS, &rows));
+            .collect()
     }
-    Ok(json_response(StatusCode::OK, &view))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -244,20 +244,6 @@ pub struct LatestTxnView {
 pub struct LatestTxnsView {
     pub rows: Vec<LatestTxnView>,
 }
-
-const LATEST_COLUMNS: [&str; 11] = [
-    "txn_id",
-    "wallet_id",
-    "user_id",
-    "type",
-    "amount",
-    "currency",
-    "status",
-    "description",
-    "reference_id",
-    "reference_type",
-    "created_at",
-];
 
 /// The newest ledger rows of a company (or a user), newest first.
 #[utoipa::path(get, path = "/reports/transactions", tag = "reports", operation_id = "latestTransactions",
@@ -302,10 +288,27 @@ pub async fn latest_transactions(
             })
             .collect(),
     };
-    if wants_csv(&accept) {
+    Ok(report_reply(&accept, &view))
+}
+
+impl Tabular for LatestTxnsView {
+    const COLUMNS: &'static [&'static str] = &[
+        "txn_id",
+        "wallet_id",
+        "user_id",
+        "type",
+        "amount",
+        "currency",
+        "status",
+        "description",
+        "reference_id",
+        "reference_type",
+        "created_at",
+    ];
+
+    fn rows(&self) -> Vec<Vec<String>> {
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-        let rows: Vec<Vec<String>> = view
-            .rows
+        self.rows
             .iter()
             .map(|r| {
                 vec![
@@ -322,10 +325,8 @@ pub async fn latest_transactions(
                     r.created_at.clone(),
                 ]
             })
-            .collect();
-        return Ok(csv(&LATEST_COLUMNS, &rows));
+            .collect()
     }
-    Ok(json_response(StatusCode::OK, &view))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -361,8 +362,6 @@ pub struct WalletReportRowView {
 pub struct WalletReportView {
     pub rows: Vec<WalletReportRowView>,
 }
-
-const WALLET_COLUMNS: [&str; 6] = ["wallet_id", "user_id", "status", "balance", "currency", "updated_at"];
 
 fn statuses(v: Option<&str>) -> Result<Vec<&'static str>, ApiError> {
     let Some(v) = v else {
@@ -410,9 +409,14 @@ pub async fn wallets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: S
             })
             .collect(),
     };
-    if wants_csv(&accept) {
-        let rows: Vec<Vec<String>> = view
-            .rows
+    Ok(report_reply(&accept, &view))
+}
+
+impl Tabular for WalletReportView {
+    const COLUMNS: &'static [&'static str] = &["wallet_id", "user_id", "status", "balance", "currency", "updated_at"];
+
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.rows
             .iter()
             .map(|r| {
                 vec![
@@ -424,10 +428,8 @@ pub async fn wallets(ctx: Arc<Ctx>, auth: RawHeader, accept: RawHeader, query: S
                     r.updated_at.clone().unwrap_or_default(),
                 ]
             })
-            .collect();
-        return Ok(csv(&WALLET_COLUMNS, &rows));
+            .collect()
     }
-    Ok(json_response(StatusCode::OK, &view))
 }
 
 #[cfg(test)]
