@@ -70,6 +70,44 @@ pub async fn delete_topology(url: &str, t: &Topology) {
     let _ = conn.close(200, "done".into()).await;
 }
 
+/// A private, auto-deleted queue bound to `exchange` with `keys`, consumed without acks: where the harness
+/// listens for the events a run is waiting for.
+pub(crate) async fn tap(conn: &Connection, exchange: &str, keys: &[&str]) -> anyhow::Result<lapin::Consumer> {
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for key in keys {
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.into(),
+            (*key).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(ch
+        .basic_consume(
+            q.name().clone(),
+            "loadtest".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?)
+}
+
 #[derive(Deserialize)]
 struct Envelope {
     event_type: String,
@@ -175,45 +213,18 @@ pub async fn run(
     .await
     .context("connecting to RabbitMQ (--amqp-url)")?;
     // The tap: a private queue on the wallet exchange, bound before anything is published.
-    let tap = conn.create_channel().await?;
-    let q = tap
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
+    let mut consumer = tap(
+        &conn,
+        &topology.wallet_exchange,
+        &["transaction.completed", "transaction.failed"],
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "binding to {} (is the service's relay running?)",
+            topology.wallet_exchange
         )
-        .await?;
-    for key in ["transaction.completed", "transaction.failed"] {
-        tap.queue_bind(
-            q.name().clone(),
-            topology.wallet_exchange.as_str().into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "binding to {} (is the service's relay running?)",
-                topology.wallet_exchange
-            )
-        })?;
-    }
-    let mut consumer = tap
-        .basic_consume(
-            q.name().clone(),
-            "loadtest".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    })?;
     let publisher = conn.create_channel().await?;
     publisher.confirm_select(ConfirmSelectOptions::default()).await?;
 

@@ -139,37 +139,7 @@ async fn measure(
     duration: Duration,
 ) -> anyhow::Result<RunStats> {
     // The tap, bound before anything is published.
-    let tap = conn.create_channel().await?;
-    let q = tap
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    tap.queue_bind(
-        q.name().clone(),
-        names.outbound.as_str().into(),
-        "transaction.completed".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    let mut replies = tap
-        .basic_consume(
-            q.name().clone(),
-            "tap".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let mut replies = crate::amqp::tap(conn, &names.outbound, &["transaction.completed"]).await?;
     let work = conn.create_channel().await?;
     work.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let reply_ch = conn.create_channel().await?;

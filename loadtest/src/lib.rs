@@ -599,19 +599,7 @@ async fn run_on(
             }
             checkpoint_before_phase(Some(&db), args.quiet).await;
             let p = pgbench::run_bulk(&db, "bulk", args.wallets, args.batch_items, &pg_opts).await?;
-            let rows_per_s = p.tps * args.batch_items as f64;
-            result.comparisons.push(Comparison {
-                name: "bulk".into(),
-                engine_ok_per_s: e.stats.achieved_ok_per_s,
-                pgbench_tps: rows_per_s,
-                ratio: if rows_per_s > 0.0 {
-                    e.stats.achieved_ok_per_s / rows_per_s
-                } else {
-                    0.0
-                },
-                engine_p99_ms: e.stats.latency.p99_ms,
-                pgbench_p99_ms: p.latency.p99_ms,
-            });
+            result.comparisons.push(batched_row("bulk", &e, &p, args.batch_items));
             result.notes.push(format!(
                 "bulk ratio = engine items applied per second ÷ baseline rows per second (pgbench {:.1} statements/s × {} \
                  guarded debits each); the engine's commits also write outbox rows, the baseline's do not",
@@ -953,17 +941,22 @@ async fn chain_cost(
 }
 
 fn compare_row(name: &str, e: &EngineRun, p: &pgbench::PgbenchRun) -> Comparison {
+    ratio_row(name, e, p.tps, p.latency.p99_ms)
+}
+
+/// The engine's 201s per second against a baseline's rate (and their p99s): every ratio the harness prints.
+fn ratio_row(name: &str, e: &EngineRun, baseline_per_s: f64, baseline_p99_ms: f64) -> Comparison {
     Comparison {
         name: name.into(),
         engine_ok_per_s: e.stats.achieved_ok_per_s,
-        pgbench_tps: p.tps,
-        ratio: if p.tps > 0.0 {
-            e.stats.achieved_ok_per_s / p.tps
+        pgbench_tps: baseline_per_s,
+        ratio: if baseline_per_s > 0.0 {
+            e.stats.achieved_ok_per_s / baseline_per_s
         } else {
             0.0
         },
         engine_p99_ms: e.stats.latency.p99_ms,
-        pgbench_p99_ms: p.latency.p99_ms,
+        pgbench_p99_ms: baseline_p99_ms,
     }
 }
 
@@ -972,32 +965,12 @@ pub const BATCHED_BASELINE_SIZES: [usize; 2] = [100, 1000];
 
 /// The engine against a batched baseline: engine 201s per second ÷ the baseline's rows per second.
 fn batched_row(name: &str, e: &EngineRun, b: &pgbench::PgbenchRun, per_statement: usize) -> Comparison {
-    let rows_per_s = b.tps * per_statement as f64;
-    Comparison {
-        name: name.into(),
-        engine_ok_per_s: e.stats.achieved_ok_per_s,
-        pgbench_tps: rows_per_s,
-        ratio: if rows_per_s > 0.0 {
-            e.stats.achieved_ok_per_s / rows_per_s
-        } else {
-            0.0
-        },
-        engine_p99_ms: e.stats.latency.p99_ms,
-        pgbench_p99_ms: b.latency.p99_ms,
-    }
+    ratio_row(name, e, b.tps * per_statement as f64, b.latency.p99_ms)
 }
 
 /// A run against the HTTP floor (`GET /health` with the same client): requests per second ÷ the floor's.
 fn floor_row(name: &str, e: &EngineRun, floor: &EngineRun) -> Comparison {
-    let f = floor.stats.achieved_ok_per_s;
-    Comparison {
-        name: name.into(),
-        engine_ok_per_s: e.stats.achieved_ok_per_s,
-        pgbench_tps: f,
-        ratio: if f > 0.0 { e.stats.achieved_ok_per_s / f } else { 0.0 },
-        engine_p99_ms: e.stats.latency.p99_ms,
-        pgbench_p99_ms: floor.stats.latency.p99_ms,
-    }
+    ratio_row(name, e, floor.stats.achieved_ok_per_s, floor.stats.latency.p99_ms)
 }
 
 /// `http-floor`: `GET /health` in a closed loop with the harness's own client at `--concurrency`: what HTTP

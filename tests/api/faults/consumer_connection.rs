@@ -5,7 +5,7 @@
 //! restart or a network cut would). Every booking is debited exactly once, every poison message is
 //! dead-lettered, nothing else is, and the queue keeps flowing to empty.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{conclude, ms};
 use crate::helpers::amqp::{Broker, Vhost, envelope};
-use crate::helpers::audit::Auditor;
+use crate::helpers::audit::{Auditor, booking_debits};
 use crate::helpers::database::TestDatabase;
 use crate::helpers::fixtures::Bank;
 use crate::helpers::service::{ServiceConfig, ServiceProcess};
@@ -214,19 +214,7 @@ async fn the_consumer_survives_its_connection_closed_twice_with_duplicates_and_p
         let dead = publisher.dead_letters().await;
 
         // Every booking debited exactly once, and nothing else debited.
-        let per_booking: HashMap<String, i64> = db
-            .client()
-            .await
-            .query(
-                "SELECT reference_id, count(*) FROM transactions WHERE reference_type = 'BOOKING' AND type = 'DEBIT' \
-                 GROUP BY reference_id",
-                &[],
-            )
-            .await
-            .expect("booking rows")
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let per_booking = booking_debits(&db.client().await).await;
         let missing = bookings.iter().filter(|(b, _, _)| !per_booking.contains_key(b)).count();
         let doubled = per_booking.values().filter(|n| **n > 1).count();
         let known: HashSet<&String> = bookings.iter().map(|(b, _, _)| b).collect();

@@ -26,6 +26,20 @@ pub enum Effect {
     Transfer { from: Uuid, to: Uuid, amount: Decimal },
 }
 
+/// Booking debits (`reference_type = 'BOOKING'`) per booking id, to prove each booking applied exactly once.
+pub async fn booking_debits(db: &tokio_postgres::Client) -> HashMap<String, i64> {
+    db.query(
+        "SELECT reference_id, count(*) FROM transactions WHERE reference_type = 'BOOKING' AND type = 'DEBIT' \
+         GROUP BY reference_id",
+        &[],
+    )
+    .await
+    .expect("booking rows")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
 /// The `description` that tags an operation's ledger rows.
 pub fn tag(key: &str) -> String {
     format!("fault-op {key}")

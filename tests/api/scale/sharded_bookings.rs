@@ -5,7 +5,6 @@
 //! third of them, docs/BENCHMARKS.md), and bookings published the old way, without the header, to the
 //! booking exchange, still go through the shared queue. Every booking is debited exactly once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use wallet_service::events::SHARD_KEY_HEADER;
 use super::counter;
 use crate::faults::{conclude, ms};
 use crate::helpers::amqp::{Broker, Vhost, envelope};
-use crate::helpers::audit::Auditor;
+use crate::helpers::audit::{Auditor, booking_debits};
 use crate::helpers::database::TestDatabase;
 use crate::helpers::fixtures::Bank;
 use crate::helpers::service::{ServiceConfig, ServiceProcess};
@@ -133,19 +132,7 @@ async fn bookings_sharded_by_wallet_over_three_instances_are_applied_once_withou
         })
         .await;
 
-        let per_booking: HashMap<String, i64> = db
-            .client()
-            .await
-            .query(
-                "SELECT reference_id, count(*) FROM transactions WHERE reference_type = 'BOOKING' AND type = 'DEBIT' \
-                 GROUP BY reference_id",
-                &[],
-            )
-            .await
-            .expect("booking rows")
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let per_booking = booking_debits(&db.client().await).await;
         let missing = expected.iter().filter(|b| !per_booking.contains_key(*b)).count();
         let doubled = per_booking.values().filter(|n| **n > 1).count();
         let mut balance_breaks = Vec::new();

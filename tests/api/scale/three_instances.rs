@@ -7,7 +7,6 @@
 //! else is, every booking is debited exactly once. The second test SIGKILLs one instance mid-run and
 //! starts it again: the same must hold.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use uuid::Uuid;
 use super::counter;
 use crate::faults::{KEY_ANSWERABLE_WITHIN, conclude, ms, seed};
 use crate::helpers::amqp::{Broker, Vhost, envelope};
-use crate::helpers::audit::Auditor;
+use crate::helpers::audit::{Auditor, booking_debits};
 use crate::helpers::client::RetryingClient;
 use crate::helpers::database::TestDatabase;
 use crate::helpers::fixtures::{Bank, service_token};
@@ -181,19 +180,7 @@ async fn run(kill: bool) {
         .books_breaks
         .retain(|b| !hot_ids.iter().any(|h| b.starts_with(h.as_str())));
 
-    let per_booking: HashMap<String, i64> = db
-        .client()
-        .await
-        .query(
-            "SELECT reference_id, count(*) FROM transactions WHERE reference_type = 'BOOKING' AND type = 'DEBIT' \
-             GROUP BY reference_id",
-            &[],
-        )
-        .await
-        .expect("booking rows")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let per_booking = booking_debits(&db.client().await).await;
     let missing = bookings.iter().filter(|(b, _, _)| !per_booking.contains_key(b)).count();
     let doubled = per_booking.values().filter(|n| **n > 1).count();
     let mut hot_breaks = Vec::new();
