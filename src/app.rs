@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use wallet_actors::{Engine, Limits};
 
 use crate::auth::Authenticator;
@@ -253,6 +253,7 @@ impl App {
         let sweep = tokio::spawn(budget_expiry(ctx.clone()));
         let hold_sweep = tokio::spawn(hold_expiry(ctx.service.clone()));
         let checkpoints = tokio::spawn(audit_checkpoints(ctx.service.auditor()));
+        let spend_fold = tokio::spawn(spend_fold(ctx.service.clone()));
         let stop = tokio_util::sync::CancellationToken::new();
         let adapter = Arc::new(crate::events::Ctx {
             service: ctx.service.clone(),
@@ -298,6 +299,7 @@ impl App {
         sweep.abort();
         hold_sweep.abort();
         checkpoints.abort();
+        spend_fold.abort();
         events.finish().await;
     }
 }
@@ -383,6 +385,22 @@ async fn hold_expiry(service: Arc<crate::service::Service>) {
             Ok(n) if n > 0 => info!(expired = n, "holds expired"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "hold expiry sweep failed; will retry"),
+        }
+    }
+}
+
+/// Folds new ledger rows into the spend aggregates periodically (see `store::spend`).
+async fn spend_fold(service: Arc<crate::service::Service>) {
+    let mut tick = tokio::time::interval(crate::service::reports::SPEND_FOLD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match service.fold_spend().await {
+            Ok(crate::store::Fold::Folded { rows, horizon }) if rows > 0 => {
+                debug!(rows, horizon, "ledger rows folded into the spend aggregates")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "spend fold failed; will retry"),
         }
     }
 }

@@ -24,7 +24,7 @@
 //!   `service::audit` (verify of the hash chains and checkpoints naming the first broken row,
 //!   checkpoints, the start-up chaining of pre-chain rows, the reports' aggregates recomputed from the
 //!   ledger); `service::reports` (who a report may cover, balance at an instant, budgets, spend from the
-//!   daily aggregates, latest transactions, wallets by status).
+//!   folded aggregates and the ledger's tail, the fold, latest transactions, wallets by status).
 //! - [`problem`]: problem documents (RFC 9457): the catalogue of codes, `ApiError` and its JSON text, and
 //!   `Answer`, what each failure of a use case answers (pure, so a recorded reply is the client's text).
 //! - [`http`]: the HTTP adapter: `http::Ctx` (auth, service, rate limit, metrics), routes, thin handlers
@@ -44,8 +44,10 @@
 //!   `store::bookings`: inbox, refused bookings, default-budget lock; `store::outbox`: the relay's pass;
 //!   `store::batch`: item key claims of a bulk posting, the atomic batch's transaction;
 //!   `store::audit`: the hash chains' and checkpoints' SQL, the start-up chaining step;
-//!   `store::reports`: the reports' SQL on the read pool (spend from `spend_daily`, the aggregates a
-//!   trigger keeps in the postings' commit, `sql/V11`), and their recomputation from the ledger;
+//!   `store::reports`: the reports' SQL on the read pool (balance at an instant, budgets, latest
+//!   transactions, wallets by status); `store::spend`: the spend report (`spend_monthly`, `spend_daily` and
+//!   the ledger's unfolded tail in one snapshot), the fold that keeps those aggregates off the commit path
+//!   (`sql/V12`, run every 10 s by `app`), and their recomputation from the ledger;
 //!   `store::read`: `col`, a column by name (`Corrupt`, never a panic); `store::pool`: the pools behind
 //!   their circuit breakers (fail fast while open, before any statement);
 //!   `store::replica`: read-your-writes over `DATABASE_READ_URL` (each wallet's last commit WAL position,

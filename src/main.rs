@@ -163,16 +163,20 @@ fn audit(command: AuditCmd) -> std::process::ExitCode {
     })
 }
 
-/// One aggregate that differs from its ledger rows, as a line: wallet, day, kind, then both figures.
+/// One aggregate that differs from its ledger rows, as a line: wallet, day or month, kind, then both figures.
 fn mismatch_line(d: &wallet_service::store::AggregateMismatch) -> String {
     let figure = |f: Option<(rust_decimal::Decimal, i64)>| match f {
         Some((amount, rows)) => format!("{amount} in {rows} rows"),
         None => "nothing".to_string(),
     };
+    let period = match d.period {
+        wallet_service::store::AggregatePeriod::Day => format!("day {}", d.day),
+        wallet_service::store::AggregatePeriod::Month => format!("month {}", d.day.format("%Y-%m")),
+    };
     format!(
-        "wallet {} day {} {}: ledger {}, aggregate {}",
+        "wallet {} {} {}: ledger {}, aggregate {}",
         d.wallet_id,
-        d.day,
+        period,
         d.kind,
         figure(d.ledger),
         figure(d.aggregate)

@@ -733,13 +733,27 @@ async fn reports_phases(
         );
     }
     let fill_s = reports::fill(&db, &company, args.ledger_rows, args.seed).await?;
+    let fold_t0 = std::time::Instant::now();
+    let folded = reports::fold_all(&db).await?;
+    let fold_s = fold_t0.elapsed().as_secs_f64();
+    for sql in [
+        "VACUUM (ANALYZE) spend_daily",
+        "VACUUM (ANALYZE) spend_monthly",
+        "CHECKPOINT",
+    ] {
+        target::connect(&db)
+            .await?
+            .batch_execute(sql)
+            .await
+            .with_context(|| sql.to_string())?;
+    }
     let (ws, rows) = setup::read_books(&db, &company.wallets).await?;
     let filled = rows.len() as u64;
     let company_books = books::check_sql(&ws, &rows, filled..=filled);
     drop(rows);
     result.setup = Some(setup_info(&company));
     result.notes.push(format!(
-        "reports: {filled} ledger rows over {} wallets of one company, spread over the past {} days, filled in          {fill_s:.0} s (SQL; the aggregates kept by the same trigger as postings)",
+        "reports: {filled} ledger rows over {} wallets of one company, spread over the past {} days, filled in {fill_s:.0} s (SQL), {folded} rows folded into the aggregates in {fold_s:.1} s (spend_fold_run(), the service's fold)",
         args.company_wallets,
         reports::HISTORY_DAYS
     ));
@@ -802,22 +816,23 @@ async fn reports_phases(
         },
     };
     let mut figures: Vec<(bool, f64, f64)> = vec![];
+    let mut switch = reports::AggregateSwitch::new(&db);
     for (i, on) in CHAIN_COST_ORDER.into_iter().enumerate() {
-        reports::set_aggregates(&db, on).await?;
+        switch.set(on).await?;
         let fixture = make_fixture(args, target, http, args.wallets, books_db).await?;
         let name = format!("http-debits aggregates={} #{}", if on { "on" } else { "off" }, i + 1);
         let run = engine_run(args, target, &fixture, Mix::DEBITS, mode, &name, books_db).await;
         let run = match run {
             Ok(r) => r,
             Err(e) => {
-                reports::set_aggregates(&db, true).await?;
+                switch.set(true).await?;
                 return Err(e);
             }
         };
         figures.push((on, run.stats.achieved_ok_per_s, run.stats.latency.p99_ms));
         result.engine_runs.push(run);
     }
-    reports::set_aggregates(&db, true).await?;
+    switch.set(true).await?;
     let mean = |on: bool, f: fn(&(bool, f64, f64)) -> f64| {
         let v: Vec<f64> = figures.iter().filter(|x| x.0 == on).map(f).collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64

@@ -1,14 +1,15 @@
 //! `reports`: the reports on a company with a long history, and what keeping their aggregates costs debits.
 //!
 //! 1. A company of `--company-wallets` wallets gets `--ledger-rows` ledger rows spread over the past 365
-//!    days, inserted in SQL (the API can only write rows dated now) with running `balance_after`s, so the
-//!    trigger of `sql/V11` keeps the spend aggregates exactly as it does for postings; the balances are set
-//!    to what the rows add up to, and the books of that company are checked (balance = initial + rows).
+//!    days, inserted in SQL (the API can only write rows dated now) with running `balance_after`s, stamped
+//!    like postings and then folded into the spend aggregates by the service's own fold (`sql/V12`); the
+//!    balances are set to what the rows add up to, and the books of that company are checked (balance =
+//!    initial + rows).
 //! 2. `spend-report`: closed-loop clients ask for the last full month's spend by user of that company.
 //! 3. `balance-at`: closed-loop clients ask for a random wallet's balance at a random instant of the year.
 //! 4. The debit throughput with the aggregates on and off: `http-debits` over fresh wallets four times,
-//!    on/off/off/on (the trigger disabled in SQL for the off phases: a measurement-only state that leaves
-//!    the aggregates short of those phases' rows), each with its books check.
+//!    on/off/off/on (see [`AggregateSwitch`]: off is a measurement-only state that leaves the aggregates short
+//!    of those phases' rows), each with its books check.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,7 +77,6 @@ pub async fn fill(db_url: &str, fixture: &Fixture, rows: u64, seed: u64) -> anyh
     // (One statement each: a multi-statement text runs as one transaction block, which VACUUM refuses.)
     for sql in [
         "VACUUM (ANALYZE) transactions",
-        "VACUUM (ANALYZE) spend_daily",
         "VACUUM (ANALYZE) wallets",
         "CHECKPOINT",
     ] {
@@ -134,33 +134,85 @@ pub fn balance_path(wallets: Arc<Vec<Uuid>>, seed: u64) -> PathOf {
     })
 }
 
-/// Turns the aggregates' trigger on or off (measurement only).
-pub async fn set_aggregates(db_url: &str, on: bool) -> anyhow::Result<()> {
-    let db = crate::target::connect(db_url).await?;
-    let sql = if on {
-        "ALTER TABLE transactions ENABLE TRIGGER transactions_spend_daily"
-    } else {
-        "ALTER TABLE transactions DISABLE TRIGGER transactions_spend_daily"
-    };
-    db.batch_execute(sql)
-        .await
-        .context("switching the aggregates' trigger")?;
-    let enabled: bool = db
-        .query_one(
-            "SELECT tgenabled <> 'D' FROM pg_trigger WHERE tgname = 'transactions_spend_daily' \
-               AND tgrelid = 'transactions'::regclass",
-            &[],
-        )
-        .await
-        .context("reading the trigger's state")?
-        .get(0);
-    if enabled != on {
-        bail!(
-            "the aggregates' trigger did not switch {}",
-            if on { "on" } else { "off" }
-        );
+/// The spend aggregates on or off (measurement only). On is the schema as migrated: every ledger row stamped
+/// with its transaction id (`xact`), the BRIN index on it, and the service's fold running. Off: no stamp, no
+/// index, and the fold's advisory lock held by this switch's own session, so the service's folds find it
+/// busy. The rows written while off stay unstamped, so the aggregates stay short of them (their wallets are
+/// the off phases' own fixtures; the company's report is not affected).
+pub struct AggregateSwitch {
+    db_url: String,
+    /// The session holding the fold's lock while off.
+    paused: Option<tokio_postgres::Client>,
+}
+
+/// The stamp and index of `sql/V12` (repeated here to put them back after an off phase).
+const STAMP_ON: &str = "ALTER TABLE transactions ALTER COLUMN xact SET DEFAULT (pg_current_xact_id()::text)::bigint; \
+     CREATE INDEX IF NOT EXISTS transactions_xact ON transactions USING brin (xact) WITH (autosummarize = on)";
+const STAMP_OFF: &str =
+    "ALTER TABLE transactions ALTER COLUMN xact DROP DEFAULT; DROP INDEX IF EXISTS transactions_xact";
+
+impl AggregateSwitch {
+    pub fn new(db_url: &str) -> AggregateSwitch {
+        AggregateSwitch {
+            db_url: db_url.to_string(),
+            paused: None,
+        }
     }
-    Ok(())
+
+    pub async fn set(&mut self, on: bool) -> anyhow::Result<()> {
+        let db = crate::target::connect(&self.db_url).await?;
+        if on {
+            db.batch_execute(STAMP_ON).await.context("stamping ledger rows again")?;
+            self.paused = None; // closing the session releases the fold's lock
+        } else if self.paused.is_none() {
+            let lock = crate::target::connect(&self.db_url).await?;
+            lock.batch_execute("SELECT pg_advisory_lock(spend_fold_lock_key())")
+                .await
+                .context("pausing the fold")?;
+            self.paused = Some(lock);
+            db.batch_execute(STAMP_OFF).await.context("unstamping ledger rows")?;
+        }
+        let stamped: bool = db
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid \
+                                  AND a.attnum = d.adnum \
+                                 WHERE d.adrelid = 'transactions'::regclass AND a.attname = 'xact') \
+                    AND to_regclass('transactions_xact') IS NOT NULL",
+                &[],
+            )
+            .await
+            .context("reading the stamp's state")?
+            .get(0);
+        if stamped != on {
+            bail!("the aggregates did not switch {}", if on { "on" } else { "off" });
+        }
+        Ok(())
+    }
+}
+
+/// Folds every finished commit into the aggregates (as the service's fold does, without its time bound):
+/// the filled history is folded before the reports are measured. Returns the rows folded.
+pub async fn fold_all(db_url: &str) -> anyhow::Result<i64> {
+    let db = crate::target::connect(db_url).await?;
+    db.batch_execute("SET statement_timeout = 0").await?;
+    let mut total = 0;
+    loop {
+        let row = db
+            .query_one("SELECT rows_folded, new_horizon FROM spend_fold_run()", &[])
+            .await
+            .context("folding the history")?;
+        match row.get::<_, Option<i64>>(1) {
+            // Another folder (the service's) holds the lock: it is folding; wait for it.
+            None => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Some(_) => {
+                let rows: i64 = row.get(0);
+                total += rows;
+                if rows == 0 {
+                    return Ok(total);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -343,9 +343,11 @@ impl Auditor {
         })
     }
 
-    /// Recomputes the reports' spend aggregates from the ledger rows: the ones that differ (none when every
+    /// Folds what the ledger gained since the last fold (so the audit covers every finished commit), then
+    /// recomputes the reports' spend aggregates from the ledger rows: the ones that differ (none when every
     /// figure matches to the cent).
     pub async fn reports(&self, wallet_id: Option<Uuid>) -> Result<Vec<crate::store::AggregateMismatch>, StoreError> {
+        crate::store::fold_spend(&self.pool).await?;
         crate::store::recompute_spend_aggregates(&self.pool, wallet_id).await
     }
 

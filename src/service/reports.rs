@@ -1,6 +1,6 @@
 //! Reports as use cases, served from the read pool (`store::reports`): who a report may cover (the visibility
 //! of wallet reads), a wallet's balance at an instant (the ledger's `balance_after`), the company's budgets,
-//! spend from the daily aggregates written in the postings' commit, the latest transactions, wallets by
+//! spend from the aggregates (folded off the commit path, the newest rows read from the ledger), the latest transactions, wallets by
 //! status, and the audit that recomputes the aggregates from the ledger.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -10,12 +10,18 @@ use wallet_actors::store::StoreError;
 use super::Service;
 use crate::auth::{Caller, Role};
 use crate::store::{
-    AggregateMismatch, BalanceAt, BudgetReport, LatestTxn, Report, ReportScope, SpendGrouping, SpendRow,
+    AggregateMismatch, BalanceAt, BudgetReport, Fold, LatestTxn, Report, ReportScope, SpendGrouping, SpendRow,
     WalletReportRow,
 };
 
 /// Most days between `from` and `to` of a spend report (inclusive: a leap year).
 pub const MAX_SPEND_REPORT_DAYS: i64 = 366;
+/// How often each instance folds new ledger rows into the spend aggregates (one instance at a time does;
+/// the others find the fold busy). A report reads the rows since the last fold from the ledger: this bounds
+/// that tail to about this long's postings. Longer folds fewer times the same wallet-day rows: at 2 s over
+/// 10,000 busy wallets the fold upserted about as many aggregate rows as there were postings (measured:
+/// debits 24% slower than with no aggregates); at 10 s a wallet's postings of those seconds are one upsert.
+pub const SPEND_FOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most rows of the latest-transactions report.
 pub const MAX_LATEST_TRANSACTIONS: i64 = 100;
 
@@ -80,7 +86,7 @@ impl Service {
         self.store.budget_report(scope.company_id, scope.user_id, as_of).await
     }
 
-    /// Spend between two UTC dates (inclusive), grouped; from the daily aggregates.
+    /// Spend between two UTC dates (inclusive), grouped; from the aggregates and the ledger's unfolded tail.
     pub async fn spend_report(
         &self,
         scope: ReportScope,
@@ -110,10 +116,16 @@ impl Service {
         self.store.wallet_report(scope, statuses).await
     }
 
-    /// Every spend aggregate (or one wallet's) recomputed from the ledger: the differences, none when they
-    /// agree to the cent.
+    /// Every spend aggregate (or one wallet's) recomputed from the ledger after a fold: the differences,
+    /// none when they agree to the cent.
     pub async fn audit_spend_aggregates(&self, wallet_id: Option<Uuid>) -> Result<Vec<AggregateMismatch>, StoreError> {
-        self.store.audit_spend_aggregates(wallet_id).await
+        self.auditor().reports(wallet_id).await
+    }
+
+    /// Folds the ledger rows of every transaction finished since the last fold into the spend aggregates
+    /// (`Busy` when another instance is folding). Reports are exact without it; it keeps their tail short.
+    pub async fn fold_spend(&self) -> Result<Fold, StoreError> {
+        crate::store::fold_spend(&self.store.pool).await
     }
 }
 

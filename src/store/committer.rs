@@ -25,7 +25,7 @@ use deadpool_postgres::Client;
 use deadpool_postgres::GenericClient;
 use tracing::warn;
 use uuid::Uuid;
-use wallet_actors::store::{Batch, CommitError};
+use wallet_actors::store::{Batch, CommitError, HoldEvent};
 use wallet_actors::{Entry, TxnType};
 
 use super::idempotency::fence;
@@ -158,7 +158,16 @@ async fn lost_claims<C: GenericClient>(c: &C, batch: &Batch) -> Result<Vec<usize
 #[derive(Clone)]
 pub struct GroupCommitter {
     jobs: tokio::sync::mpsc::Sender<CommitJob>,
-    fallbacks: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+}
+
+/// What the committer tasks count, for tests and operators (also exported as metrics).
+#[derive(Default)]
+struct Counters {
+    /// Groups of plain batches Postgres refused as one statement (written the careful way instead).
+    fallbacks: AtomicU64,
+    /// Batches written the careful way (a transaction with a savepoint each), whatever the reason.
+    careful: AtomicU64,
 }
 
 struct CommitJob {
@@ -188,7 +197,7 @@ impl GroupCommitter {
         assert!(committers > 0, "at least one committer");
         let (tx, rx) = tokio::sync::mpsc::channel(MAX_PENDING_BATCHES);
         let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
-        let fallbacks = Arc::new(AtomicU64::new(0));
+        let counters = Arc::new(Counters::default());
         for _ in 0..committers {
             tokio::spawn(committer_loop(
                 pool.clone(),
@@ -196,10 +205,10 @@ impl GroupCommitter {
                 outbox_written.clone(),
                 reads.clone(),
                 rx.clone(),
-                fallbacks.clone(),
+                counters.clone(),
             ));
         }
-        GroupCommitter { jobs: tx, fallbacks }
+        GroupCommitter { jobs: tx, counters }
     }
 
     /// Commits a batch with others and answers after the commit holding it.
@@ -223,7 +232,13 @@ impl GroupCommitter {
     /// Groups of plain batches that Postgres refused as one statement and that were written the careful
     /// way instead (each such group is also logged). Zero in a healthy system.
     pub fn fallbacks(&self) -> u64 {
-        self.fallbacks.load(Ordering::Relaxed)
+        self.counters.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Batches written the careful way (not in a group's single statement): budget and status work,
+    /// transfers' legs, holds with references or budgets, refused groups. The plain ones never are.
+    pub fn careful_batches(&self) -> u64 {
+        self.counters.careful.load(Ordering::Relaxed)
     }
 }
 
@@ -233,7 +248,7 @@ async fn committer_loop(
     outbox_written: std::sync::Arc<tokio::sync::Notify>,
     reads: Arc<ReadRouter>,
     rx: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<CommitJob>>>,
-    fallbacks: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 ) {
     loop {
         let mut jobs = Vec::new();
@@ -250,7 +265,7 @@ async fn committer_loop(
         }
         jobs.sort_by_key(|j| j.batch.wallet_id);
         metrics::histogram!("wallet_group_commit_wallets").record(jobs.len() as f64);
-        let results = commit_group(&pool, &jobs, &fallbacks, &reads).await;
+        let results = commit_group(&pool, &jobs, &counters, &reads).await;
         if results.iter().any(Result::is_ok) {
             outbox_written.notify_one();
         }
@@ -264,22 +279,43 @@ async fn committer_loop(
     }
 }
 
-/// Whether a batch is plain credits/debits that the single-statement path can write: no status or budget
-/// work, no budget charges, and no credit that may refund a budgeted debit.
+/// Whether a batch is plain enough for the single-statement path: credits, debits, and holds placed,
+/// captured or released, with no status or budget work, no budget charges, no credit that may refund a
+/// budgeted debit, no reference key a capture shares with its hold (that key is added to, not inserted),
+/// no hold placed with a reference (its uniqueness is checked on the careful path), and no hold both placed
+/// and changed in the batch (the statement's CTEs share one snapshot: an update would not see the insert).
+/// The batch's chained audit rows (a hold's placement) are written by the statement too.
 fn is_plain(b: &Batch) -> bool {
-    !b.entries.is_empty()
+    b.changes_wallet()
         && b.status_changes.is_empty()
         && b.budget_creates.is_empty()
         && b.budget_changes.is_empty()
         && b.alerts.is_empty()
-        && b.hold_changes.is_empty()
         && b.suspicious.is_empty()
-        && b.audit.is_empty()
         && b.entries.iter().all(|e| {
             e.budgets.is_empty()
                 && matches!(e.kind, TxnType::Debit | TxnType::Credit)
                 && !(e.kind == TxnType::Credit && e.reference_id.is_some())
+                && !(e.hold_id.is_some() && e.reference_id.is_some())
         })
+        && plain_holds(b)
+}
+
+fn plain_holds(b: &Batch) -> bool {
+    let placed: HashSet<Uuid> = b
+        .hold_changes
+        .iter()
+        .filter(|ch| ch.event == HoldEvent::Placed)
+        .map(|ch| ch.hold.hold_id)
+        .collect();
+    b.hold_changes.iter().all(|ch| {
+        ch.budget_deltas.is_empty()
+            && ch.hold.budgets.is_empty()
+            && match ch.event {
+                HoldEvent::Placed => ch.hold.reference_id.is_none(),
+                _ => !placed.contains(&ch.hold.hold_id),
+            }
+    })
 }
 
 /// `unnest($first::t0[], $first+1::t1[], ...)`.
@@ -294,7 +330,7 @@ fn unnest(types: &[&str], first: usize) -> String {
 
 /// Column types of each section of the plain statement, in parameter order. A section's last column is
 /// the wallet its row belongs to (wallet updates: the wallet itself).
-const WALLET_TYPES: [&str; 8] = [
+const WALLET_TYPES: [&str; 10] = [
     "uuid",
     "numeric",
     "int8",
@@ -303,9 +339,11 @@ const WALLET_TYPES: [&str; 8] = [
     "int4",
     "int8",
     "bytea",
+    "numeric",
+    "timestamptz",
 ];
 const KEY_TYPES: [&str; 6] = ["uuid", "text", "text", "text", "uuid", "numeric"];
-const ENTRY_TYPES: [&str; 16] = [
+const ENTRY_TYPES: [&str; 17] = [
     "uuid",
     "uuid",
     "numeric",
@@ -322,11 +360,40 @@ const ENTRY_TYPES: [&str; 16] = [
     "bytea",
     "bytea",
     "int2",
+    "uuid",
 ];
 const EVENT_TYPES: [&str; 6] = ["uuid", "text", "text", "uuid", "text", "uuid"];
 const REPLY_TYPES: [&str; 7] = ["uuid", "text", "text", "int2", "text", "uuid", "uuid"];
 const INBOX_TYPES: [&str; 3] = ["uuid", "text", "uuid"];
-const AUDIT_TYPES: [&str; 8] = ["uuid", "text", "text", "text", "text", "text", "jsonb", "uuid"];
+const AUDIT_TYPES: [&str; 14] = [
+    "uuid",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "jsonb",
+    "uuid",
+    "timestamptz",
+    "int8",
+    "bytea",
+    "bytea",
+    "int2",
+    "uuid",
+];
+/// Holds placed: id, amount, description, metadata, expiry, placed by, at, wallet.
+const PLACED_TYPES: [&str; 8] = [
+    "uuid",
+    "numeric",
+    "text",
+    "jsonb",
+    "timestamptz",
+    "uuid",
+    "timestamptz",
+    "uuid",
+];
+/// Holds changed (captured, released): id, captured so far, status, at, wallet.
+const CHANGED_TYPES: [&str; 5] = ["uuid", "numeric", "text", "timestamptz", "uuid"];
 
 /// Which optional sections a group needs. A section with no rows is left out of the statement rather than
 /// run empty: each costs the opening and locking of its table and indexes, and a debit from HTTP needs
@@ -337,6 +404,8 @@ struct Sections {
     replies: bool,
     inbox: bool,
     audit: bool,
+    placed: bool,
+    changed: bool,
 }
 
 impl Sections {
@@ -345,11 +414,25 @@ impl Sections {
             | usize::from(self.replies) << 1
             | usize::from(self.inbox) << 2
             | usize::from(self.audit) << 3
+            | usize::from(self.placed) << 4
+            | usize::from(self.changed) << 5
+    }
+
+    fn from_index(i: usize) -> Sections {
+        Sections {
+            keys: i & 1 != 0,
+            replies: i & 2 != 0,
+            inbox: i & 4 != 0,
+            audit: i & 8 != 0,
+            placed: i & 16 != 0,
+            changed: i & 32 != 0,
+        }
     }
 }
 
 /// One prepared text per combination of sections, built on first use.
-static PLAIN_STATEMENTS: [OnceLock<String>; 16] = [const { OnceLock::new() }; 16];
+const SECTION_COMBINATIONS: usize = 64;
+static PLAIN_STATEMENTS: [OnceLock<String>; SECTION_COMBINATIONS] = [const { OnceLock::new() }; SECTION_COMBINATIONS];
 
 /// The whole write of a group of plain batches, as one statement. Data-modifying CTEs all run, once, on
 /// one snapshot; `upd` is the version-guarded update, and every insert joins its rows to the wallets `upd`
@@ -375,6 +458,8 @@ fn plain_statement(with: Sections) -> &'static str {
         let replies = with.replies.then(|| next(&REPLY_TYPES));
         let inbox = with.inbox.then(|| next(&INBOX_TYPES));
         let audit = with.audit.then(|| next(&AUDIT_TYPES));
+        let placed = with.placed.then(|| next(&PLACED_TYPES));
+        let changed = with.changed.then(|| next(&CHANGED_TYPES));
         let columns = EntryCols::COLUMNS;
         let mut ctes = Vec::new();
         if let Some(keys) = &keys {
@@ -404,8 +489,8 @@ fn plain_statement(with: Sections) -> &'static str {
         };
         ctes.push(format!(
             "upd AS (UPDATE wallets w SET balance = v.b, version = v.nv, updated_at = v.at, \
-                    head_seq = v.hs, head_hash = v.hh \
-               FROM {wallets} AS v(id, b, nv, ev, at, nr, hs, hh) \
+                    head_seq = v.hs, head_hash = v.hh, reserved = v.rs, hold_expires_at = v.hx \
+               FROM {wallets} AS v(id, b, nv, ev, at, nr, hs, hh, rs, hx) \
               WHERE w.wallet_id = v.id AND w.version = v.ev{not_taken}{fenced} \
              RETURNING w.wallet_id)"
         ));
@@ -417,8 +502,8 @@ fn plain_statement(with: Sections) -> &'static str {
             );
         }
         ctes.push(format!(
-            "txns AS (INSERT INTO transactions ({columns}, status) \
-             SELECT t.*, 'COMPLETED' FROM {entries} AS t({columns}) JOIN upd ON upd.wallet_id = t.wallet_id)"
+            "txns AS (INSERT INTO transactions ({columns}, hold_id, status) \
+             SELECT t.*, 'COMPLETED' FROM {entries} AS t({columns}, hold_id) JOIN upd ON upd.wallet_id = t.wallet_id)"
         ));
         ctes.push(format!(
             "evts AS (INSERT INTO outbox (event_id, event_type, routing_key, aggregate_id, payload) \
@@ -440,9 +525,25 @@ fn plain_statement(with: Sections) -> &'static str {
         }
         if let Some(audit) = audit {
             ctes.push(format!(
-                "audit AS (INSERT INTO audit_log (actor_id, actor_role, action, target_type, target_id, outcome, detail) \
-                 SELECT x.a, x.r, x.ac, x.tt, x.ti, x.o, x.d FROM {audit} AS x(a, r, ac, tt, ti, o, d, w) \
-                   JOIN upd ON upd.wallet_id = x.w)"
+                "audit AS (INSERT INTO audit_log (actor_id, actor_role, action, target_type, target_id, outcome, detail, \
+                                                  wallet_id, at, chain_seq, prev_hash, hash, chain_version) \
+                 SELECT x.a, x.r, x.ac, x.tt, x.ti, x.o, x.d, x.cw, COALESCE(x.at, CURRENT_TIMESTAMP), x.s, x.ph, x.h, x.v \
+                   FROM {audit} AS x(a, r, ac, tt, ti, o, d, cw, at, s, ph, h, v, w) JOIN upd ON upd.wallet_id = x.w)"
+            ));
+        }
+        if let Some(placed) = placed {
+            ctes.push(format!(
+                "placed AS (INSERT INTO holds (hold_id, wallet_id, amount, status, description, metadata, budgets, \
+                                               expires_at, created_by, created_at, updated_at) \
+                 SELECT x.id, x.w, x.amount, 'PENDING', x.descr, x.meta, '{{}}', x.exp, x.by, x.at, x.at \
+                   FROM {placed} AS x(id, amount, descr, meta, exp, by, at, w) JOIN upd ON upd.wallet_id = x.w)"
+            ));
+        }
+        if let Some(changed) = changed {
+            ctes.push(format!(
+                "changed AS (UPDATE holds h SET captured_amount = x.captured, status = x.status, updated_at = x.at \
+                   FROM {changed} AS x(id, captured, status, at, w) JOIN upd ON upd.wallet_id = x.w \
+                  WHERE h.hold_id = x.id AND h.wallet_id = x.w)"
             ));
         }
         format!("WITH {} SELECT wallet_id FROM upd", ctes.join(", "))
@@ -452,15 +553,8 @@ fn plain_statement(with: Sections) -> &'static str {
 /// Every variant of the plain statement (for a test that Postgres accepts them all).
 #[doc(hidden)]
 pub fn all_plain_statements() -> Vec<&'static str> {
-    (0..16usize)
-        .map(|i| {
-            plain_statement(Sections {
-                keys: i & 1 != 0,
-                replies: i & 2 != 0,
-                inbox: i & 4 != 0,
-                audit: i & 8 != 0,
-            })
-        })
+    (0..SECTION_COMBINATIONS)
+        .map(|i| plain_statement(Sections::from_index(i)))
         .collect()
 }
 
@@ -478,12 +572,14 @@ async fn write_plain_statement(
     let at: Vec<chrono::DateTime<chrono::Utc>> = batches.iter().map(|b| b.after.updated_at).collect();
     let head_seq: Vec<i64> = batches.iter().map(|b| b.after.head.seq).collect();
     let head_hash: Vec<&[u8]> = batches.iter().map(|b| &b.after.head.hash[..]).collect();
+    let reserved: Vec<rust_decimal::Decimal> = batches.iter().map(|b| b.after.reserved().value()).collect();
+    let hold_expiry: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+        batches.iter().map(|b| b.after.next_hold_expiry()).collect();
+    let holds = super::holds::PlainHoldCols::of(batches);
     let rows = GroupRows::of(batches);
     let keys = KeyCols::of(&rows.entries);
     let entries = EntryCols::of(&rows.entries);
     let (events, replies, inbox, audit) = (rows.events(), rows.replies(), rows.inbox(), rows.audit());
-    // Plain batches carry no chained audit rows (`is_plain`): the statement's audit section has no chain.
-    debug_assert!(!audit.any_chained());
     let replies_of: Vec<i32> = {
         let mut n: std::collections::HashMap<Uuid, i32> = std::collections::HashMap::new();
         for w in &replies.wallet {
@@ -496,6 +592,8 @@ async fn write_plain_statement(
         replies: !replies.wallet.is_empty(),
         inbox: !inbox.wallet.is_empty(),
         audit: !audit.wallet.is_empty(),
+        placed: !holds.placed_wallet.is_empty(),
+        changed: !holds.changed_wallet.is_empty(),
     };
 
     let mut params: Vec<Param<'_>> = vec![
@@ -507,11 +605,14 @@ async fn write_plain_statement(
         &replies_of,
         &head_seq,
         &head_hash,
+        &reserved,
+        &hold_expiry,
     ];
     if with.keys {
         params.extend(keys.params());
     }
     params.extend(entries.params());
+    params.push(entries.holds());
     params.extend(events.params());
     params.push(&events.wallet);
     if with.replies {
@@ -524,7 +625,14 @@ async fn write_plain_statement(
     }
     if with.audit {
         params.extend(audit.params());
+        params.extend(audit.chain_params());
         params.push(&audit.wallet);
+    }
+    if with.placed {
+        params.extend(holds.placed_params());
+    }
+    if with.changed {
+        params.extend(holds.changed_params());
     }
     let types = |on: bool, n: usize| if on { n } else { 0 };
     debug_assert_eq!(
@@ -536,6 +644,8 @@ async fn write_plain_statement(
             + types(with.replies, REPLY_TYPES.len())
             + types(with.inbox, INBOX_TYPES.len())
             + types(with.audit, AUDIT_TYPES.len())
+            + types(with.placed, PLACED_TYPES.len())
+            + types(with.changed, CHANGED_TYPES.len())
     );
 
     let stmt = c.prepare_cached(plain_statement(with)).await?;
@@ -617,7 +727,7 @@ async fn write_in_transaction(client: &mut Client, batches: &[&Batch]) -> Vec<Re
 async fn commit_group(
     pool: &Pool,
     jobs: &[CommitJob],
-    fallbacks: &AtomicU64,
+    counters: &Counters,
     reads: &ReadRouter,
 ) -> Vec<Result<(), CommitError>> {
     let mut client = match pool.get().await {
@@ -641,7 +751,7 @@ async fn commit_group(
             Err(e) if e.as_db_error().is_some() => {
                 // Refused as a whole, nothing committed: write them the careful way, which tells each
                 // batch its own outcome.
-                fallbacks.fetch_add(1, Ordering::Relaxed);
+                counters.fallbacks.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("wallet_group_commit_fallbacks_total").increment(1);
                 warn!(error = %e, batches = plain.len(), "plain group refused as one statement; writing it batch by batch");
                 careful.extend(&plain);
@@ -659,6 +769,8 @@ async fn commit_group(
         }
     }
     if !careful.is_empty() {
+        counters.careful.fetch_add(careful.len() as u64, Ordering::Relaxed);
+        metrics::counter!("wallet_group_commit_careful_batches_total").increment(careful.len() as u64);
         let batches: Vec<&Batch> = careful.iter().map(|&i| &jobs[i].batch).collect();
         for (&i, outcome) in careful.iter().zip(write_in_transaction(&mut client, &batches).await) {
             slots[i] = Some(outcome);

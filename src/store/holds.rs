@@ -164,6 +164,94 @@ pub(super) async fn claim_placed<C: GenericClient>(
     Ok(dups)
 }
 
+/// The hold rows of plain batches (see `committer::is_plain`: no reference, no budgets) as column arrays
+/// for the committer's single statement: holds placed, and the final state of holds changed.
+pub(super) struct PlainHoldCols<'a> {
+    placed_id: Vec<Uuid>,
+    placed_amount: Vec<Decimal>,
+    placed_desc: Vec<Option<&'a str>>,
+    placed_meta: Vec<Option<&'a serde_json::Value>>,
+    placed_expires: Vec<DateTime<Utc>>,
+    placed_by: Vec<Uuid>,
+    placed_at: Vec<DateTime<Utc>>,
+    pub placed_wallet: Vec<Uuid>,
+    changed_id: Vec<Uuid>,
+    changed_captured: Vec<Decimal>,
+    changed_status: Vec<&'static str>,
+    changed_at: Vec<DateTime<Utc>>,
+    pub changed_wallet: Vec<Uuid>,
+}
+
+impl<'a> PlainHoldCols<'a> {
+    pub fn of(batches: &[&'a Batch]) -> Self {
+        let mut c = PlainHoldCols {
+            placed_id: vec![],
+            placed_amount: vec![],
+            placed_desc: vec![],
+            placed_meta: vec![],
+            placed_expires: vec![],
+            placed_by: vec![],
+            placed_at: vec![],
+            placed_wallet: vec![],
+            changed_id: vec![],
+            changed_captured: vec![],
+            changed_status: vec![],
+            changed_at: vec![],
+            changed_wallet: vec![],
+        };
+        for b in batches {
+            // The last change of each hold is its row's state.
+            let mut last: BTreeMap<Uuid, &Hold> = BTreeMap::new();
+            for ch in &b.hold_changes {
+                let h = &ch.hold;
+                if ch.event == HoldEvent::Placed {
+                    c.placed_id.push(h.hold_id);
+                    c.placed_amount.push(h.amount.value());
+                    c.placed_desc.push(h.description.as_deref());
+                    c.placed_meta.push(h.metadata.as_ref());
+                    c.placed_expires.push(h.expires_at);
+                    c.placed_by.push(h.created_by);
+                    c.placed_at.push(h.created_at);
+                    c.placed_wallet.push(b.wallet_id);
+                } else {
+                    last.insert(h.hold_id, h);
+                }
+            }
+            for (id, h) in last {
+                c.changed_id.push(id);
+                c.changed_captured.push(h.captured.value());
+                c.changed_status.push(h.status.as_str());
+                c.changed_at.push(h.updated_at);
+                c.changed_wallet.push(b.wallet_id);
+            }
+        }
+        c
+    }
+
+    pub fn placed_params(&self) -> [super::rows::Param<'_>; 8] {
+        [
+            &self.placed_id,
+            &self.placed_amount,
+            &self.placed_desc,
+            &self.placed_meta,
+            &self.placed_expires,
+            &self.placed_by,
+            &self.placed_at,
+            &self.placed_wallet,
+        ]
+    }
+
+    pub fn changed_params(&self) -> [super::rows::Param<'_>; 5] {
+        [
+            &self.changed_id,
+            &self.changed_captured,
+            &self.changed_status,
+            &self.changed_at,
+            &self.changed_wallet,
+        ]
+    }
+}
+
 /// Writes the rest of the batch's hold work: the final state of each hold it changed (other than by
 /// placing it), the budgets' relative changes, and what captures charge to the budgets (kept under the
 /// hold's id, which is the txn id of the hold's reference key, so a refund of a captured booking gives

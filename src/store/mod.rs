@@ -34,6 +34,7 @@ mod read;
 mod replica;
 mod reports;
 mod rows;
+mod spend;
 
 pub use batch::{AtomicError, AtomicOutcome, ItemClaim};
 pub use bookings::{
@@ -47,13 +48,16 @@ pub use pool::{Pool, PoolError};
 pub(crate) use read::col;
 pub use replica::{MAX_TRACKED_WALLETS, REPLICA_RETRY_AFTER, REPLICA_WAIT, ReadRouter, ReadScope};
 pub use reports::{
-    AggregateMismatch, BalanceAt, BudgetReport, BudgetReportRow, LatestTxn, MAX_AGGREGATE_MISMATCHES,
-    MAX_BUDGET_REPORT_ROWS, MAX_REPORT_ROWS, Report, ReportScope, SpendGrouping, SpendRow, WalletReportRow,
-    recompute_spend_aggregates,
+    BalanceAt, BudgetReport, BudgetReportRow, LatestTxn, MAX_BUDGET_REPORT_ROWS, MAX_REPORT_ROWS, Report, ReportScope,
+    WalletReportRow,
 };
 pub use rows::AuditRow;
 pub(crate) use rows::insert_outbox;
 use rows::{claim_references, complete_idempotency, insert_audit, insert_entries, rollback};
+pub use spend::{
+    AggregateMismatch, AggregatePeriod, FOLD_STATEMENT_TIMEOUT_MS, Fold, MAX_AGGREGATE_MISMATCHES, SpendGrouping,
+    SpendRow, fold_spend, recompute_spend_aggregates, whole_months,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};

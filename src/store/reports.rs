@@ -115,59 +115,6 @@ pub struct ReportScope {
     pub user_id: Option<Uuid>,
 }
 
-/// How `GET /reports/spend` groups its rows (the row's `key`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpendGrouping {
-    /// `2026-12-06`.
-    Day,
-    /// ISO week, `2026-W49`.
-    Week,
-    /// `2026-12`.
-    Month,
-    /// The wallet owner's user id.
-    User,
-    /// `DEBIT`, `CREDIT`, `REFUND`, `TRANSFER_IN`, `TRANSFER_OUT`.
-    Type,
-}
-
-impl SpendGrouping {
-    /// Every grouping, by its name in the query string.
-    pub const ALL: [(&'static str, SpendGrouping); 5] = [
-        ("day", SpendGrouping::Day),
-        ("week", SpendGrouping::Week),
-        ("month", SpendGrouping::Month),
-        ("user", SpendGrouping::User),
-        ("type", SpendGrouping::Type),
-    ];
-
-    /// The SQL of the row key over `spend_daily s JOIN wallets w` (grouped on), and of its text from that
-    /// value `g` (computed once a group, not once a row). Fixed texts per variant (never input).
-    fn key_sql(self) -> (&'static str, &'static str) {
-        match self {
-            SpendGrouping::Day => ("s.day", "to_char(g, 'YYYY-MM-DD')"),
-            SpendGrouping::Week => ("date_trunc('week', s.day)::date", "to_char(g, 'IYYY-\"W\"IW')"),
-            SpendGrouping::Month => ("date_trunc('month', s.day)::date", "to_char(g, 'YYYY-MM')"),
-            SpendGrouping::User => ("w.user_id", "g::text"),
-            SpendGrouping::Type => ("s.kind", "g::text"),
-        }
-    }
-}
-
-/// One row of the spend report: one key in one currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpendRow {
-    pub key: String,
-    pub currency: String,
-    /// DEBIT and TRANSFER_OUT rows: money that left the wallets.
-    pub debits: Decimal,
-    /// CREDIT rows that are not refunds, and TRANSFER_IN rows.
-    pub credits: Decimal,
-    /// CREDIT rows that carry a debit's reference.
-    pub refunds: Decimal,
-    /// Ledger rows counted.
-    pub count: i64,
-}
-
 /// Most rows a spend, transaction or wallet report answers; one that would have more is refused (never cut
 /// short).
 pub const MAX_REPORT_ROWS: i64 = 10_000;
@@ -180,7 +127,7 @@ pub enum Report<T> {
 }
 
 /// Rows read with a limit of one more than `max`: the report, or `TooMany` when that one more came back.
-fn bounded<T>(
+pub(super) fn bounded<T>(
     rows: &[tokio_postgres::Row],
     max: i64,
     row: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
@@ -218,71 +165,7 @@ pub struct WalletReportRow {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-/// An aggregate that differs from what the ledger rows it covers add up to (`None`: no such row).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AggregateMismatch {
-    pub wallet_id: Uuid,
-    pub day: chrono::NaiveDate,
-    pub kind: String,
-    /// What the ledger adds up to: (amount, rows).
-    pub ledger: Option<(Decimal, i64)>,
-    /// What `spend_daily` holds.
-    pub aggregate: Option<(Decimal, i64)>,
-}
-
-/// Most mismatches one recomputation lists (the first ones, in wallet, day and kind order).
-pub const MAX_AGGREGATE_MISMATCHES: i64 = 100;
-
 impl PgStore {
-    /// The spend report from the daily aggregates (`spend_daily`, written in the postings' commit): at most
-    /// 366 days × 5 kinds per wallet are read, never the ledger.
-    pub async fn spend_report(
-        &self,
-        scope: ReportScope,
-        from: chrono::NaiveDate,
-        to: chrono::NaiveDate,
-        grouping: SpendGrouping,
-    ) -> Result<Report<SpendRow>, StoreError> {
-        let c = self.read_client(ReadScope::Everything).await?;
-        let stmt = c
-            .prepare_cached(&format!(
-                // Summed per key, currency and kind first (one aggregate a row), then pivoted: cheaper than four
-                // filtered sums over every aggregate row.
-                "WITH k AS (SELECT {group} AS g, w.currency::text AS currency, s.kind::text AS kind, \
-                                   sum(s.amount) AS amount, sum(s.count) AS n \
-                              FROM users u JOIN wallets w ON w.user_id = u.user_id \
-                              JOIN spend_daily s ON s.wallet_id = w.wallet_id \
-                             WHERE u.company_id = $1 AND ($2::uuid IS NULL OR u.user_id = $2) \
-                               AND s.day BETWEEN $3 AND $4 \
-                             GROUP BY 1, 2, 3) \
-                 SELECT {text} AS key, currency, \
-                        coalesce(sum(amount) FILTER (WHERE kind IN ('DEBIT', 'TRANSFER_OUT')), 0) AS debits, \
-                        coalesce(sum(amount) FILTER (WHERE kind IN ('CREDIT', 'TRANSFER_IN')), 0) AS credits, \
-                        coalesce(sum(amount) FILTER (WHERE kind = 'REFUND'), 0) AS refunds, \
-                        sum(n)::int8 AS count \
-                   FROM k GROUP BY g, currency ORDER BY 1, 2 LIMIT $5",
-                group = grouping.key_sql().0,
-                text = grouping.key_sql().1
-            ))
-            .await
-            .map_err(unavailable)?;
-        let limit = MAX_REPORT_ROWS + 1;
-        let rows = c
-            .query(&stmt, &[&scope.company_id, &scope.user_id, &from, &to, &limit])
-            .await
-            .map_err(unavailable)?;
-        bounded(&rows, MAX_REPORT_ROWS, |r| {
-            Ok(SpendRow {
-                key: col(r, "key")?,
-                currency: col(r, "currency")?,
-                debits: col(r, "debits")?,
-                credits: col(r, "credits")?,
-                refunds: col(r, "refunds")?,
-                count: col(r, "count")?,
-            })
-        })
-    }
-
     /// A company's (or a user's) latest ledger rows, newest first: each wallet's newest `limit` rows through
     /// its `(wallet_id, created_at DESC, txn_id DESC)` index, merged.
     pub async fn latest_transactions(&self, scope: ReportScope, limit: i64) -> Result<Vec<LatestTxn>, StoreError> {
@@ -356,65 +239,4 @@ impl PgStore {
             })
         })
     }
-
-    /// Every spend aggregate (or one wallet's) recomputed from the ledger, on the primary: see
-    /// [`recompute_spend_aggregates`].
-    pub async fn audit_spend_aggregates(&self, wallet_id: Option<Uuid>) -> Result<Vec<AggregateMismatch>, StoreError> {
-        recompute_spend_aggregates(&self.pool, wallet_id).await
-    }
-}
-
-/// Recomputes every spend aggregate from the ledger rows (the same `spend_kind` the trigger uses) and
-/// lists the first [`MAX_AGGREGATE_MISMATCHES`] that differ, in both directions (an aggregate with no
-/// rows, rows with no aggregate). Reads the primary: this is an audit of what was written.
-pub async fn recompute_spend_aggregates(
-    pool: &super::Pool,
-    wallet_id: Option<Uuid>,
-) -> Result<Vec<AggregateMismatch>, StoreError> {
-    let mut c = pool.get().await.map_err(unavailable)?;
-    let tx = c.transaction().await.map_err(unavailable)?;
-    // An audit scans the ledger by design; the request-path statement timeout would cut it short.
-    tx.batch_execute("SET LOCAL statement_timeout = 0")
-        .await
-        .map_err(unavailable)?;
-    let stmt = tx
-        .prepare_cached(
-            "WITH ledger AS ( \
-                SELECT t.wallet_id, (t.created_at AT TIME ZONE 'UTC')::date AS day, \
-                       spend_kind(t.wallet_id, t.type, t.reference_type, t.reference_id, t.created_at) AS kind, \
-                       sum(t.amount) AS amount, count(*)::int8 AS count \
-                  FROM transactions t WHERE t.status = 'COMPLETED' AND ($1::uuid IS NULL OR t.wallet_id = $1) \
-                 GROUP BY 1, 2, 3), \
-             agg AS (SELECT wallet_id, day, kind::text AS kind, amount, count FROM spend_daily \
-                      WHERE $1::uuid IS NULL OR wallet_id = $1) \
-             SELECT coalesce(l.wallet_id, a.wallet_id) AS wallet_id, coalesce(l.day, a.day) AS day, \
-                    coalesce(l.kind, a.kind) AS kind, l.amount AS ledger_amount, l.count AS ledger_count, \
-                    a.amount AS agg_amount, a.count AS agg_count \
-               FROM ledger l FULL JOIN agg a ON a.wallet_id = l.wallet_id AND a.day = l.day AND a.kind = l.kind \
-              WHERE l.amount IS DISTINCT FROM a.amount OR l.count IS DISTINCT FROM a.count \
-              ORDER BY 1, 2, 3 LIMIT $2",
-        )
-        .await
-        .map_err(unavailable)?;
-    let rows = tx
-        .query(&stmt, &[&wallet_id, &MAX_AGGREGATE_MISMATCHES])
-        .await
-        .map_err(unavailable)?;
-    tx.commit().await.map_err(unavailable)?;
-    rows.iter()
-        .map(|r| {
-            let pair = |a: &str, n: &str| -> Result<Option<(Decimal, i64)>, StoreError> {
-                let amount: Option<Decimal> = col(r, a)?;
-                let count: Option<i64> = col(r, n)?;
-                Ok(amount.zip(count))
-            };
-            Ok(AggregateMismatch {
-                wallet_id: col(r, "wallet_id")?,
-                day: col(r, "day")?,
-                kind: col(r, "kind")?,
-                ledger: pair("ledger_amount", "ledger_count")?,
-                aggregate: pair("agg_amount", "agg_count")?,
-            })
-        })
-        .collect()
 }

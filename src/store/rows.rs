@@ -153,6 +153,11 @@ impl<'a> EntryCols<'a> {
         }
     }
 
+    /// The hold each row captures (`hold_id`), beside [`EntryCols::params`].
+    pub fn holds(&self) -> Param<'_> {
+        &self.hold
+    }
+
     pub fn params(&self) -> [Param<'_>; 16] {
         let [seq, prev, hash, version] = self.chain.params();
         [
@@ -529,9 +534,10 @@ impl<'a> AuditCols<'a> {
         c
     }
 
-    /// Whether any row is on a wallet's chain (the committer's single statement takes none).
-    pub fn any_chained(&self) -> bool {
-        self.chained_wallet.iter().any(Option::is_some)
+    /// The chain's columns: the chained row's wallet, its instant, and its link.
+    pub fn chain_params(&self) -> [Param<'_>; 6] {
+        let [seq, prev, hash, version] = self.chain.params();
+        [&self.chained_wallet, &self.at, seq, prev, hash, version]
     }
 
     pub fn params(&self) -> [Param<'_>; 7] {
@@ -565,9 +571,7 @@ async fn write_audit<C: GenericClient>(c: &C, cols: &AuditCols<'_>) -> Result<()
         ))
         .await?;
     let mut params: Vec<Param<'_>> = cols.params().to_vec();
-    params.push(&cols.chained_wallet);
-    params.push(&cols.at);
-    params.extend(cols.chain.params());
+    params.extend(cols.chain_params());
     c.execute(&stmt, &params).await?;
     Ok(())
 }
@@ -609,7 +613,7 @@ pub(super) async fn insert_entries<C: GenericClient>(c: &C, entries: &[&Entry]) 
         ))
         .await?;
     let mut params: Vec<Param<'_>> = cols.params().to_vec();
-    params.push(&cols.hold);
+    params.push(cols.holds());
     c.execute(&stmt, &params).await?;
     Ok(())
 }

@@ -290,6 +290,62 @@ async fn a_partial_capture_then_a_final_one_charge_the_wallet_and_release_the_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_without_reference_or_budget_take_the_groups_single_statement_and_verify_on_the_chain() {
+    let app = spawn_app().await;
+    let (user, _, wallet) = app.user_with_wallet("300.00", "USD").await;
+    let committer = &app.store().committer;
+    let hold = held(&app, wallet, "120.00").await;
+    let (status, body) = json_of(capture(&app, hold, json!({"amount": "20.00", "final": false})).await).await;
+    assert_eq!(status, 201, "{body}");
+    let voided = held(&app, wallet, "30.00").await;
+    assert_eq!(void(&app, voided).await.status(), 200);
+    let (status, body) = json_of(capture(&app, hold, json!({"amount": "100.00"})).await).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        committer.careful_batches(),
+        0,
+        "placements, captures and the void were written by the single statement"
+    );
+    assert_eq!(balances(&app, user).await, strs(&["180.00", "180.00", "0.00"]));
+    assert_eq!(row(&app, wallet).await, ("180.00".into(), "0.00".into()));
+    assert_eq!(hold_of(&app, voided).await["status"], "VOIDED");
+    let h = hold_of(&app, hold).await;
+    assert_eq!(
+        (h["status"].as_str(), h["captured_amount"].as_str()),
+        (Some("CAPTURED"), Some("120.00"))
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM transactions WHERE hold_id = $1", &[&hold])
+            .await,
+        2,
+        "each capture's DEBIT row carries its hold"
+    );
+    // The placements' audit rows are on the wallet's chain, linked as the engine hashed them.
+    let chained = app
+        .count(
+            "SELECT count(*) FROM audit_log WHERE wallet_id = $1 AND action = 'hold.place' AND chain_seq IS NOT NULL",
+            &[&wallet],
+        )
+        .await;
+    assert_eq!(chained, 2);
+    let verified = app
+        .service()
+        .auditor()
+        .verify(wallet_service::service::audit::Scope {
+            wallet: Some(wallet),
+            since: None,
+        })
+        .await
+        .expect("verify runs");
+    assert_eq!(verified.broken, None);
+
+    // A hold with a reference is checked for uniqueness on the careful path.
+    let (status, body) = json_of(place(&app, wallet, json!({"amount": "5.00", "reference_id": "trip-9"})).await).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(committer.careful_batches(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capture_with_no_body_takes_what_remains() {
     let app = spawn_app().await;
     let (_, _, wallet) = app.user_with_wallet("90.00", "USD").await;

@@ -15,6 +15,8 @@ use crate::helpers::fixtures::token;
 use crate::helpers::replies::{expect_problem, json_of};
 use crate::helpers::service::audit_cli;
 
+mod fold;
+
 /// A company with a manager and two users, A and B, each with a wallet of 1000.00 USD opened.
 struct Company {
     id: Uuid,
@@ -318,6 +320,9 @@ async fn the_reports_audit_recomputes_every_aggregate_from_the_ledger_and_names_
     let app = spawn_app().await;
     let c = company(&app).await;
     postings(&app, &c).await;
+    // Every posting folded first: what is tampered with below is their aggregates.
+    let auditor = crate::helpers::audit::Auditor::connect(&app.db.url).await;
+    fold::until_folded_past(&app, Some(&auditor), fold::newest_stamp(&app).await).await;
     let (code, out) = audit_cli(&app.db.url, &["reports"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok"), "{out}");
@@ -335,6 +340,12 @@ async fn the_reports_audit_recomputes_every_aggregate_from_the_ledger_and_names_
     )
     .await
     .expect("tamper");
+    db.execute(
+        "UPDATE spend_monthly SET count = count + 1 WHERE wallet_id = $1 AND kind = 'CREDIT'",
+        &[&c.a.1],
+    )
+    .await
+    .expect("tamper");
     let (code, out) = audit_cli(&app.db.url, &["reports", "--wallet", &c.a.1.to_string()]);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -346,6 +357,8 @@ async fn the_reports_audit_recomputes_every_aggregate_from_the_ledger_and_names_
         out.contains("REFUND: ledger 30.00 in 1 rows, aggregate nothing"),
         "{out}"
     );
+    let month = Utc::now().format("month %Y-%m CREDIT: ledger 1020.00 in 2 rows, aggregate 1020.00 in 3 rows");
+    assert!(out.contains(&month.to_string()), "{out}");
     // The other wallet is untouched.
     let (code, out) = audit_cli(&app.db.url, &["reports", "--wallet", &c.b.1.to_string()]);
     assert_eq!(code, 0, "{out}");

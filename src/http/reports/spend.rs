@@ -130,7 +130,7 @@ fn grouping(v: Option<&str>) -> Result<(String, SpendGrouping), ApiError> {
         .ok_or_else(|| ApiError::validation("group_by", "must be one of day, week, month, user, type"))
 }
 
-/// Spend between two dates, grouped, from the aggregates kept in the postings' commit.
+/// Spend between two dates, grouped, from the folded aggregates and the ledger's unfolded tail.
 #[utoipa::path(get, path = "/reports/spend", tag = "reports", operation_id = "spendReport",
     params(SpendQuery),
     responses((status = 200, description = "Spend by key and currency with per-currency totals (JSON, or CSV to \

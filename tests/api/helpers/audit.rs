@@ -222,6 +222,9 @@ impl AuditReport {
     }
 }
 
+/// Tries at folding while an instance's fold holds the lock (50 ms apart).
+const FOLD_ATTEMPTS: usize = 200;
+
 pub struct Auditor {
     db: tokio_postgres::Client,
 }
@@ -234,36 +237,65 @@ impl Auditor {
     }
 
     /// Wallets whose balance differs from `initial_balance` + completed credits − debits (+ transfer legs),
-    /// and spend aggregates (the reports' `spend_daily`) that differ from the ledger rows of their wallet, UTC
-    /// day and type (a REFUND is a CREDIT there: the split between them is checked by the reports tests).
+    /// and spend aggregates (the reports' `spend_daily` and `spend_monthly`) that differ from the folded ledger
+    /// rows of their wallet, UTC day or month and type (a REFUND is a CREDIT there: the split between them is
+    /// checked by the reports tests).
     pub async fn bank_breaks(&self) -> Vec<String> {
         let mut breaks = self.balance_breaks().await;
         breaks.extend(self.aggregate_breaks().await);
         breaks
     }
 
+    /// Daily and monthly aggregates against the ledger rows the fold has covered (every row of a
+    /// transaction below its horizon; rows above it are the reports' tail, read from the ledger).
     async fn aggregate_breaks(&self) -> Vec<String> {
-        self.db
-            .query(
-                "WITH l AS (SELECT wallet_id, (created_at AT TIME ZONE 'UTC')::date AS day, type::text AS type, \
-                                   sum(amount) AS amount, count(*) AS n \
-                              FROM transactions WHERE status = 'COMPLETED' GROUP BY 1, 2, 3), \
-                      a AS (SELECT wallet_id, day, CASE kind WHEN 'REFUND' THEN 'CREDIT' ELSE kind::text END AS type, \
+        self.fold().await;
+        let mut breaks = Vec::new();
+        for (table, key, bucket) in [
+            ("spend_daily", "day", "(created_at AT TIME ZONE 'UTC')::date"),
+            (
+                "spend_monthly",
+                "month",
+                "date_trunc('month', created_at AT TIME ZONE 'UTC')::date",
+            ),
+        ] {
+            let sql = format!(
+                "WITH l AS (SELECT wallet_id, {bucket} AS day, type::text AS type, sum(amount) AS amount, count(*) AS n \
+                              FROM transactions WHERE status = 'COMPLETED' \
+                               AND (xact IS NULL OR xact < (SELECT horizon FROM spend_fold)) GROUP BY 1, 2, 3), \
+                      a AS (SELECT wallet_id, {key} AS day, \
+                                   CASE kind WHEN 'REFUND' THEN 'CREDIT' ELSE kind::text END AS type, \
                                    sum(amount) AS amount, sum(count) AS n \
-                              FROM spend_daily GROUP BY 1, 2, 3) \
-                 SELECT coalesce(l.wallet_id, a.wallet_id)::text || ' ' || coalesce(l.day, a.day)::text || ' ' || \
-                        coalesce(l.type, a.type) || ': ledger ' || coalesce(l.amount::text, '-') || '/' || \
+                              FROM {table} GROUP BY 1, 2, 3) \
+                 SELECT '{table} ' || coalesce(l.wallet_id, a.wallet_id)::text || ' ' || coalesce(l.day, a.day)::text \
+                        || ' ' || coalesce(l.type, a.type) || ': ledger ' || coalesce(l.amount::text, '-') || '/' || \
                         coalesce(l.n::text, '-') || ', aggregate ' || coalesce(a.amount::text, '-') || '/' || \
                         coalesce(a.n::text, '-') \
                    FROM l FULL JOIN a ON a.wallet_id = l.wallet_id AND a.day = l.day AND a.type = l.type \
-                  WHERE l.amount IS DISTINCT FROM a.amount OR l.n IS DISTINCT FROM a.n",
-                &[],
-            )
-            .await
-            .expect("aggregate query")
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect()
+                  WHERE l.amount IS DISTINCT FROM a.amount OR l.n IS DISTINCT FROM a.n"
+            );
+            // One snapshot for the horizon and both sides (a fold may commit meanwhile).
+            let rows = self.db.query(&sql, &[]).await.expect("aggregate query");
+            breaks.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+        }
+        breaks
+    }
+
+    /// Folds every finished commit into the aggregates (`spend_fold_run()`, the service's own fold), so the
+    /// comparison covers all of them; waits out a fold an instance is running.
+    pub async fn fold(&self) {
+        for _ in 0..FOLD_ATTEMPTS {
+            let row = self
+                .db
+                .query_one("SELECT new_horizon FROM spend_fold_run()", &[])
+                .await
+                .expect("the fold runs");
+            if row.get::<_, Option<i64>>(0).is_some() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the spend fold stayed busy");
     }
 
     async fn balance_breaks(&self) -> Vec<String> {

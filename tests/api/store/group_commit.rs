@@ -181,7 +181,7 @@ async fn postgres_accepts_every_variant_of_the_plain_statement() {
     let app = spawn_app().await;
     let c = app.db.client().await;
     let variants = wallet_service::store::all_plain_statements();
-    assert_eq!(variants.len(), 16);
+    assert_eq!(variants.len(), 64);
     for sql in variants {
         c.prepare(sql).await.unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
     }
