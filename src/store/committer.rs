@@ -4,13 +4,14 @@
 //! of many wallets into one commit, which is what makes spread load faster than one commit per debit.
 //!
 //! # Two paths
-//! - **Plain batches** (credits and debits with no budget work: the booking and debit traffic) of the whole
-//!   group go to Postgres as **one statement in autocommit**: one round trip, one commit, one WAL flush
+//! - **Plain batches** (credits and debits with no budget work: the booking and debit traffic; holds placed
+//!   without a reference or budget, their captures and releases, with the placement's chained audit row) of
+//!   the whole group go to Postgres as **one statement in autocommit**: one round trip, one commit, one WAL flush
 //!   ([`plain_statement`]). The version-guarded `UPDATE` of their wallets comes first, and every row the
 //!   statement inserts is joined to the wallets that `UPDATE` returned, so a batch whose wallet moved on
 //!   (or that repeats a reference already taken) writes nothing while its neighbours commit.
 //! - **Other batches** (status changes, budgets, credits with a reference — refunds, which give back to
-//!   budgets and may not exceed their debit —, refusals alone) and plain ones the statement could not take
+//!   budgets and may not exceed their debit —, holds with a reference or budgets, refusals alone) and plain ones the statement could not take
 //!   (Postgres refused it: nothing of it committed) are written in one transaction, each in its own
 //!   savepoint ([`write_batch`]), so one failing batch never fails another.
 //!
