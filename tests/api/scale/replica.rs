@@ -60,6 +60,22 @@ async fn balance_report(base: &str, wallet: Uuid) -> String {
     body["balance"].as_str().unwrap_or_default().to_string()
 }
 
+/// The debits of a company's spend report (`GET /reports/spend`, yesterday to tomorrow, by type).
+async fn spend_debits(base: &str, company: Uuid) -> String {
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (today - chrono::Duration::days(1), today + chrono::Duration::days(1));
+    let (status, body) = get(
+        base,
+        &format!("/reports/spend?from={from}&to={to}&group_by=type&company_id={company}"),
+    )
+    .await;
+    assert_eq!(status, 200, "spend report of {company}: {body}");
+    body["totals"][0]["debits"]
+        .as_str()
+        .unwrap_or_else(|| panic!("totals in {body}"))
+        .to_string()
+}
+
 async fn metric(svc: &ServiceProcess, name: &str, label: Option<&str>) -> f64 {
     let text = reqwest::get(format!("{}/metrics", svc.base_url()))
         .await
@@ -123,7 +139,8 @@ async fn history_and_reports_are_read_on_the_replica_but_never_older_than_the_re
 
         let bank = Bank::new(&r);
         let mine = bank.open_wallet("100.00").await.wallet_id;
-        let theirs = bank.open_wallet("100.00").await.wallet_id;
+        let their_wallet = bank.open_wallet("100.00").await;
+        let (theirs, their_company) = (their_wallet.wallet_id, their_wallet.company_id);
         debit(&r, mine, "1.00").await;
         let replica_sql = connect(&replica.url("postgres")).await.expect("connect to the replica");
         let replica_db = connect(&replica_url)
@@ -158,6 +175,16 @@ async fn history_and_reports_are_read_on_the_replica_but_never_older_than_the_re
             "the reader's history comes from the paused replica"
         );
         assert_eq!(balance_report(&r, theirs).await, "100.00", "so does its balance report");
+        assert_eq!(
+            spend_debits(&o, their_company).await,
+            "2.00",
+            "the primary's spend report has it"
+        );
+        assert_eq!(
+            spend_debits(&r, their_company).await,
+            "0.00",
+            "and the reader's spend report (aggregates, horizon and tail in one replica snapshot) not yet"
+        );
         assert!(metric(&reader, "wallet_reads_total", Some("from=\"replica\"")).await > replica_reads);
 
         // Read-your-writes: the reader's own write is in its next read although the replica lags.
@@ -179,6 +206,11 @@ async fn history_and_reports_are_read_on_the_replica_but_never_older_than_the_re
         assert_eq!(history(&r, mine).await, ["DEBIT 3.00", "DEBIT 1.00", "CREDIT 100.00"]);
         assert_eq!(history(&r, theirs).await, ["DEBIT 2.00", "CREDIT 100.00"]);
         assert!(metric(&reader, "wallet_reads_total", Some("from=\"replica\"")).await >= replica_reads + 2.0);
+        assert_eq!(
+            spend_debits(&r, their_company).await,
+            "2.00",
+            "the replica's spend report has it now"
+        );
 
         // The replica down: reads go to the primary, in full.
         replica.stop_immediate().await;
