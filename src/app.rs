@@ -390,18 +390,30 @@ async fn hold_expiry(service: Arc<crate::service::Service>) {
 }
 
 /// Folds new ledger rows into the spend aggregates periodically (see `store::spend`).
+/// Metrics: `wallet_spend_fold_duration_seconds{outcome}` (`folded`, `busy`: another instance folds, `failed`)
+/// and `wallet_spend_fold_rows_total`.
 async fn spend_fold(service: Arc<crate::service::Service>) {
     let mut tick = tokio::time::interval(crate::service::reports::SPEND_FOLD_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match service.fold_spend().await {
-            Ok(crate::store::Fold::Folded { rows, horizon }) if rows > 0 => {
-                debug!(rows, horizon, "ledger rows folded into the spend aggregates")
+        let started = std::time::Instant::now();
+        let outcome = match service.fold_spend().await {
+            Ok(crate::store::Fold::Folded { rows, horizon }) => {
+                metrics::counter!("wallet_spend_fold_rows_total").increment(rows.unsigned_abs());
+                if rows > 0 {
+                    debug!(rows, horizon, "ledger rows folded into the spend aggregates");
+                }
+                "folded"
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "spend fold failed; will retry"),
-        }
+            Ok(crate::store::Fold::Busy) => "busy",
+            Err(e) => {
+                warn!(error = %e, "spend fold failed; will retry");
+                "failed"
+            }
+        };
+        metrics::histogram!(crate::telemetry::SPEND_FOLD_METRIC, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
     }
 }
 

@@ -219,4 +219,14 @@ async fn folds_racing_each_other_and_the_postings_count_every_row_once() {
     assert!(auditor.bank_breaks().await.is_empty());
     let by_type = report(&app, &manager, &format!("{}&group_by=type", range())).await;
     assert_eq!(by_key(&by_type)["DEBIT"], row("75.00", "0.00", "0.00", "-75.00", 60));
+    // The instance's own fold (its first tick is at start) is timed for operators.
+    assert!(
+        crate::helpers::eventually(crate::helpers::WAIT, || async {
+            app.text("/metrics")
+                .await
+                .contains("wallet_spend_fold_duration_seconds_bucket{outcome=\"folded\"")
+        })
+        .await,
+        "the fold's duration histogram"
+    );
 }
