@@ -127,7 +127,13 @@ impl App {
             pool: pool.clone(),
             read,
             reads: reads.clone(),
-            committer: crate::store::GroupCommitter::start(pool.clone(), cache.clone(), outbox_written.clone(), reads),
+            committer: crate::store::GroupCommitter::with_committers(
+                pool.clone(),
+                cache.clone(),
+                outbox_written.clone(),
+                reads,
+                config.group_committers,
+            ),
             cache,
             outbox_written,
         };

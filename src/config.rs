@@ -94,6 +94,10 @@ pub struct Config {
     /// (default [`crate::events::PREFETCH`], at most [`crate::events::MAX_PREFETCH`]). By Little's law the
     /// consumer's throughput is at most this divided by one booking's commit latency.
     pub amqp_prefetch: u16,
+    /// `GROUP_COMMITTERS`: committer tasks writing groups of wallet batches in parallel, each on its own
+    /// pooled connection (default [`crate::store::GROUP_COMMITTERS`], 1..=[`crate::store::MAX_GROUP_COMMITTERS`]).
+    /// More split waiting batches into more, smaller commits in flight at once.
+    pub group_committers: usize,
     /// `BOOKING_SHARDS`: shard queues behind the consistent-hash booking exchange, 0..=
     /// [`crate::events::MAX_BOOKING_SHARDS`] (0, the default: none; see README "Scaling out").
     pub booking_shards: u16,
@@ -325,6 +329,16 @@ pub fn parse_prefetch(spec: &str) -> Result<u16, ConfigError> {
         })
 }
 
+/// Parses `GROUP_COMMITTERS`: a whole number 1..=[`crate::store::MAX_GROUP_COMMITTERS`].
+pub fn parse_group_committers(spec: &str) -> Result<usize, ConfigError> {
+    let max = crate::store::MAX_GROUP_COMMITTERS;
+    spec.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ConfigError::invalid("GROUP_COMMITTERS", format!("must be 1..={max}, got {spec:?}")))
+}
+
 /// Parses `BOOKING_SHARDS`: a whole number 0..=[`crate::events::MAX_BOOKING_SHARDS`].
 pub fn parse_booking_shards(spec: &str) -> Result<u16, ConfigError> {
     spec.trim()
@@ -454,6 +468,10 @@ impl Config {
             Some(s) => parse_booking_shards(&s)?,
             None => 0,
         };
+        let group_committers = match var("GROUP_COMMITTERS") {
+            Some(s) => parse_group_committers(&s)?,
+            None => crate::store::GROUP_COMMITTERS,
+        };
         let ms = Duration::from_millis(1);
         let defaults = Timeouts::default();
         let timeouts = Timeouts {
@@ -496,6 +514,7 @@ impl Config {
             rate_limit_per_second,
             amqp_prefetch,
             booking_shards,
+            group_committers,
             timeouts,
             transport,
         })
@@ -729,6 +748,17 @@ mod tests {
         for bad in ["0", "4097", "-1", "lots", "1.5", "70000"] {
             let err = parse_prefetch(bad).expect_err(bad).to_string();
             assert!(err.contains("AMQP_PREFETCH"), "{err}");
+        }
+    }
+
+    #[test]
+    fn group_committers_are_one_to_their_bound_and_anything_else_is_refused_with_its_name() {
+        assert_eq!(parse_group_committers("1"), Ok(1));
+        assert_eq!(parse_group_committers(" 4 "), Ok(4));
+        assert_eq!(parse_group_committers("8"), Ok(crate::store::MAX_GROUP_COMMITTERS));
+        for bad in ["0", "9", "-1", "two", "2.5"] {
+            let err = parse_group_committers(bad).expect_err(bad).to_string();
+            assert!(err.contains("GROUP_COMMITTERS"), "{err}");
         }
     }
 

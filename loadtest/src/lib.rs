@@ -273,6 +273,9 @@ pub struct Args {
     /// `amqp-bookings --spawn`: the in-process consumer's prefetch (the service's `AMQP_PREFETCH`).
     #[arg(long, default_value_t = wallet_service::events::PREFETCH)]
     pub prefetch: u16,
+    /// With --spawn: the service's `GROUP_COMMITTERS` (committer tasks writing groups in parallel).
+    #[arg(long, default_value_t = wallet_service::store::GROUP_COMMITTERS, value_parser = group_committers)]
+    pub group_committers: usize,
 
     /// Skip the books check (e.g. --url without --database-url).
     #[arg(long)]
@@ -346,6 +349,7 @@ pub async fn run(args: Args, command_line: String) -> anyhow::Result<Outcome> {
         admin_database_url: args.admin_database_url.clone(),
         pool_size: args.pool_size,
         prefetch: args.prefetch,
+        group_committers: args.group_committers,
         service_threads: args.service_threads.unwrap_or(cpus),
         keep_db: args.keep_db,
         jwt_secret: args.jwt_secret.clone(),
@@ -845,6 +849,11 @@ async fn reports_phases(
         if off > 0.0 { on / off } else { 0.0 }
     ));
     Ok(())
+}
+
+/// `--group-committers`: the service's own rule for `GROUP_COMMITTERS`.
+fn group_committers(spec: &str) -> Result<usize, String> {
+    wallet_service::config::parse_group_committers(spec).map_err(|e| e.to_string())
 }
 
 /// The order of the `chain-cost` services: on, off, off, on (ABBA), so that a drift of the shared

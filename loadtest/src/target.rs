@@ -56,6 +56,8 @@ pub struct TargetOpts {
     pub prefetch: u16,
     /// With --spawn: the service's `AUDIT_CHAIN` (off only for `chain-cost`, to measure the chain).
     pub audit_chain: bool,
+    /// With --spawn: the service's `GROUP_COMMITTERS`.
+    pub group_committers: usize,
 }
 
 struct Spawned {
@@ -198,6 +200,7 @@ impl Target {
             rate_limit_per_second: None,
             amqp_prefetch: o.prefetch,
             booking_shards: 0,
+            group_committers: o.group_committers,
             timeouts: Default::default(),
             transport: Default::default(),
         };
@@ -265,8 +268,9 @@ impl Target {
             database_url: Some(database_url),
             auth,
             description: format!(
-                "in-process service ({threads} runtime threads, pool {}{}) over fresh database {db_name}",
+                "in-process service ({threads} runtime threads, pool {}, {} group committers{}) over fresh database {db_name}",
                 o.pool_size,
+                o.group_committers,
                 if o.audit_chain { "" } else { ", AUDIT_CHAIN=off" }
             ),
             spawned: Some(spawned),

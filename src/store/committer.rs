@@ -42,6 +42,8 @@ use wallet_actors::IdempotencyTicket;
 /// keep a commit in flight while the next group forms; more split the waiting batches into smaller
 /// groups, i.e. more statements for the same rows (measured on 2 cores: 2 beat 4 by 2-10%).
 pub const GROUP_COMMITTERS: usize = 2;
+/// Most committer tasks `GROUP_COMMITTERS` may ask for (each holds a pooled connection while it commits).
+pub const MAX_GROUP_COMMITTERS: usize = 8;
 /// Most wallet batches in one commit.
 pub const MAX_GROUP_BATCHES: usize = 64;
 /// Batches waiting for a committer before new ones wait for room (back-pressure on the actors).
@@ -195,7 +197,10 @@ impl GroupCommitter {
         reads: Arc<ReadRouter>,
         committers: usize,
     ) -> Self {
-        assert!(committers > 0, "at least one committer");
+        assert!(
+            (1..=MAX_GROUP_COMMITTERS).contains(&committers),
+            "the configuration bounds the committers"
+        );
         let (tx, rx) = tokio::sync::mpsc::channel(MAX_PENDING_BATCHES);
         let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
         let counters = Arc::new(Counters::default());

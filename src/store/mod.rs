@@ -41,7 +41,10 @@ pub use bookings::{
     BOOKING_REFERENCE_TYPE, BOOKING_REFUSED_ACTION, BookingState, DefaultBudgetsLock, RefusedBooking, SYSTEM_ACTOR,
 };
 pub(crate) use budgets::{alert_events, write_batch as write_budgets};
-pub use committer::{GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_PENDING_BATCHES, all_plain_statements};
+pub use committer::{
+    GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_GROUP_COMMITTERS, MAX_PENDING_BATCHES,
+    all_plain_statements,
+};
 pub use holds::{HoldFilter, MAX_SWEEP_HOLDS};
 pub use idempotency::{Claim, IDEMPOTENCY_LEASE_SECS, Resolution};
 pub use pool::{Pool, PoolError};

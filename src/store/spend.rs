@@ -142,18 +142,9 @@ impl PgStore {
         let mut c = self.read_client(ReadScope::Everything).await?;
         // One snapshot for the horizon and the figures: a fold committing between two reads would otherwise
         // count its rows twice (in the aggregates and in the tail) or not at all.
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(unavailable)?;
         // Planned for the horizon's value, which the planner then knows lies past the ledger's statistics: a
         // generic plan would guess a third of the ledger and scan it.
-        tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            .await
-            .map_err(unavailable)?;
+        let tx = snapshot(&mut c, "SET LOCAL plan_cache_mode = force_custom_plan").await?;
         let horizon: i64 = col(
             &tx.query_one("SELECT horizon FROM spend_fold", &[])
                 .await
@@ -225,6 +216,23 @@ impl PgStore {
     }
 }
 
+/// A read-only REPEATABLE READ transaction (one snapshot for several statements), with `settings` (fixed
+/// `SET LOCAL` texts) applied.
+async fn snapshot<'a>(
+    c: &'a mut deadpool_postgres::Object,
+    settings: &'static str,
+) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+    let tx = c
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(unavailable)?;
+    tx.batch_execute(settings).await.map_err(unavailable)?;
+    Ok(tx)
+}
+
 /// Folds the ledger rows of every finished transaction since the last fold into the aggregates (on the
 /// primary). Several instances may call it at once: one folds, the others are `Busy`.
 pub async fn fold_spend(pool: &super::Pool) -> Result<Fold, StoreError> {
@@ -257,17 +265,8 @@ pub async fn recompute_spend_aggregates(
     wallet_id: Option<Uuid>,
 ) -> Result<Vec<AggregateMismatch>, StoreError> {
     let mut c = pool.get().await.map_err(unavailable)?;
-    let tx = c
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(unavailable)?;
     // An audit scans the ledger by design; the request-path statement timeout would cut it short.
-    tx.batch_execute("SET LOCAL statement_timeout = 0")
-        .await
-        .map_err(unavailable)?;
+    let tx = snapshot(&mut c, "SET LOCAL statement_timeout = 0").await?;
     let mut found = Vec::new();
     for (period, table, key, bucket) in [
         (

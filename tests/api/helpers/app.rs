@@ -66,6 +66,7 @@ pub fn config(database_url: &str) -> Config {
         rate_limit_per_second: None,
         amqp_prefetch: wallet_service::events::PREFETCH,
         booking_shards: 0,
+        group_committers: wallet_service::store::GROUP_COMMITTERS,
         timeouts: Default::default(),
         transport: Default::default(),
     }
