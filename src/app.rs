@@ -62,6 +62,8 @@ pub struct App {
     events: crate::events::Setup,
     /// From SIGTERM to exit at most (`SHUTDOWN_DRAIN_SECS`).
     drain: Duration,
+    /// How often the spend aggregates are folded (`SPEND_FOLD_INTERVAL_SECS`).
+    spend_fold_every: Duration,
 }
 
 impl App {
@@ -213,6 +215,7 @@ impl App {
             ctx,
             events,
             drain: config.timeouts.shutdown_drain,
+            spend_fold_every: config.spend_fold_every,
         })
     }
 
@@ -245,6 +248,7 @@ impl App {
             ctx,
             events,
             drain,
+            spend_fold_every,
         } = self;
         info!(
             port = listener.local_addr().map(|a| a.port()).unwrap_or(0),
@@ -259,7 +263,7 @@ impl App {
         let sweep = tokio::spawn(budget_expiry(ctx.clone()));
         let hold_sweep = tokio::spawn(hold_expiry(ctx.service.clone()));
         let checkpoints = tokio::spawn(audit_checkpoints(ctx.service.auditor()));
-        let spend_fold = tokio::spawn(spend_fold(ctx.service.clone()));
+        let spend_fold = tokio::spawn(spend_fold(ctx.service.clone(), spend_fold_every));
         let stop = tokio_util::sync::CancellationToken::new();
         let adapter = Arc::new(crate::events::Ctx {
             service: ctx.service.clone(),
@@ -398,8 +402,8 @@ async fn hold_expiry(service: Arc<crate::service::Service>) {
 /// Folds new ledger rows into the spend aggregates periodically (see `store::spend`).
 /// Metrics: `wallet_spend_fold_duration_seconds{outcome}` (`folded`, `busy`: another instance folds, `failed`)
 /// and `wallet_spend_fold_rows_total`.
-async fn spend_fold(service: Arc<crate::service::Service>) {
-    let mut tick = tokio::time::interval(crate::service::reports::SPEND_FOLD_EVERY);
+async fn spend_fold(service: Arc<crate::service::Service>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

@@ -94,6 +94,10 @@ pub struct Config {
     /// (default [`crate::events::PREFETCH`], at most [`crate::events::MAX_PREFETCH`]). By Little's law the
     /// consumer's throughput is at most this divided by one booking's commit latency.
     pub amqp_prefetch: u16,
+    /// `SPEND_FOLD_INTERVAL_SECS`: how often the spend aggregates are folded (default
+    /// [`crate::service::reports::SPEND_FOLD_EVERY`], at most [`MAX_TIMEOUT`]): shorter keeps the reports'
+    /// unfolded tail short, longer folds each busy wallet's postings of those seconds as one row.
+    pub spend_fold_every: Duration,
     /// `GROUP_COMMITTERS`: committer tasks writing groups of wallet batches in parallel, each on its own
     /// pooled connection (default [`crate::store::GROUP_COMMITTERS`], 1..=[`crate::store::MAX_GROUP_COMMITTERS`]).
     /// More split waiting batches into more, smaller commits in flight at once.
@@ -468,6 +472,12 @@ impl Config {
             Some(s) => parse_booking_shards(&s)?,
             None => 0,
         };
+        let spend_fold_every = duration_var(
+            "SPEND_FOLD_INTERVAL_SECS",
+            var("SPEND_FOLD_INTERVAL_SECS"),
+            Duration::from_secs(1),
+            crate::service::reports::SPEND_FOLD_EVERY,
+        )?;
         let group_committers = match var("GROUP_COMMITTERS") {
             Some(s) => parse_group_committers(&s)?,
             None => crate::store::GROUP_COMMITTERS,
@@ -514,6 +524,7 @@ impl Config {
             rate_limit_per_second,
             amqp_prefetch,
             booking_shards,
+            spend_fold_every,
             group_committers,
             timeouts,
             transport,

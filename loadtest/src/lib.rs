@@ -276,6 +276,9 @@ pub struct Args {
     /// With --spawn: the service's `GROUP_COMMITTERS` (committer tasks writing groups in parallel).
     #[arg(long, default_value_t = wallet_service::store::GROUP_COMMITTERS, value_parser = group_committers)]
     pub group_committers: usize,
+    /// With --spawn: the service's `SPEND_FOLD_INTERVAL_SECS` (seconds between folds of the spend aggregates).
+    #[arg(long, default_value_t = wallet_service::service::reports::SPEND_FOLD_EVERY.as_secs())]
+    pub spend_fold_secs: u64,
 
     /// Skip the books check (e.g. --url without --database-url).
     #[arg(long)]
@@ -350,6 +353,7 @@ pub async fn run(args: Args, command_line: String) -> anyhow::Result<Outcome> {
         pool_size: args.pool_size,
         prefetch: args.prefetch,
         group_committers: args.group_committers,
+        spend_fold_every: Duration::from_secs(args.spend_fold_secs.max(1)),
         service_threads: args.service_threads.unwrap_or(cpus),
         keep_db: args.keep_db,
         jwt_secret: args.jwt_secret.clone(),

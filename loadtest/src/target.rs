@@ -58,6 +58,8 @@ pub struct TargetOpts {
     pub audit_chain: bool,
     /// With --spawn: the service's `GROUP_COMMITTERS`.
     pub group_committers: usize,
+    /// With --spawn: the service's `SPEND_FOLD_INTERVAL_SECS`.
+    pub spend_fold_every: std::time::Duration,
 }
 
 struct Spawned {
@@ -201,6 +203,7 @@ impl Target {
             amqp_prefetch: o.prefetch,
             booking_shards: 0,
             group_committers: o.group_committers,
+            spend_fold_every: o.spend_fold_every,
             timeouts: Default::default(),
             transport: Default::default(),
         };

@@ -67,6 +67,7 @@ pub fn config(database_url: &str) -> Config {
         amqp_prefetch: wallet_service::events::PREFETCH,
         booking_shards: 0,
         group_committers: wallet_service::store::GROUP_COMMITTERS,
+        spend_fold_every: wallet_service::service::reports::SPEND_FOLD_EVERY,
         timeouts: Default::default(),
         transport: Default::default(),
     }
