@@ -761,7 +761,7 @@ async fn reports_phases(
     drop(rows);
     result.setup = Some(setup_info(&company));
     result.notes.push(format!(
-        "reports: {filled} ledger rows over {} wallets of one company, spread over the past {} days, filled in {fill_s:.0} s (SQL), {folded} rows folded into the aggregates in {fold_s:.1} s (spend_fold_run(), the service's fold)",
+        "reports: {filled} ledger rows over {} wallets of one company, spread over the past {} days, filled in {fill_s:.0} s (SQL), folded into the aggregates {fold_s:.1} s later ({folded} rows by the harness's spend_fold_run(), the rest by the service's own fold meanwhile)",
         args.company_wallets,
         reports::HISTORY_DAYS
     ));

@@ -38,9 +38,10 @@ use super::rows::{
 use super::{Pool, batch_err, commit_err};
 use wallet_actors::IdempotencyTicket;
 
-/// Committer tasks working in parallel (each holds one pooled connection while it commits a group). Two
-/// keep a commit in flight while the next group forms; more split the waiting batches into smaller
-/// groups, i.e. more statements for the same rows (measured on 2 cores: 2 beat 4 by 2-10%).
+/// Default committer tasks working in parallel (`GROUP_COMMITTERS`; each holds one pooled connection while
+/// it commits a group). Two keep a commit in flight while the next group forms; more split the waiting
+/// batches into smaller groups, i.e. more statements for the same rows (measured on 2 cores: 2 beat 4 by
+/// ~10% for single debits, 4 beat 2 by ~35% for 1,000-item bulk batches; docs/BENCHMARKS.md).
 pub const GROUP_COMMITTERS: usize = 2;
 /// Most committer tasks `GROUP_COMMITTERS` may ask for (each holds a pooled connection while it commits).
 pub const MAX_GROUP_COMMITTERS: usize = 8;
@@ -179,17 +180,8 @@ struct CommitJob {
 }
 
 impl GroupCommitter {
-    /// Starts the committer tasks; they stop when the last handle is dropped.
-    pub fn start(
-        pool: Pool,
-        cache: std::sync::Arc<crate::cache::WalletCache>,
-        outbox_written: std::sync::Arc<tokio::sync::Notify>,
-        reads: Arc<ReadRouter>,
-    ) -> Self {
-        Self::with_committers(pool, cache, outbox_written, reads, GROUP_COMMITTERS)
-    }
-
-    /// [`GroupCommitter::start`] with a given number of committer tasks (tests use one, to form groups).
+    /// Starts `committers` committer tasks (`GROUP_COMMITTERS`; tests use one, to form groups); they stop
+    /// when the last handle is dropped.
     pub fn with_committers(
         pool: Pool,
         cache: std::sync::Arc<crate::cache::WalletCache>,

@@ -164,6 +164,17 @@ pub(super) async fn claim_placed<C: GenericClient>(
     Ok(dups)
 }
 
+/// Each hold the batch changed other than by placing it, in its last state (its row's state after the
+/// batch), by id.
+fn changed_holds(batch: &Batch) -> BTreeMap<Uuid, &Hold> {
+    batch
+        .hold_changes
+        .iter()
+        .filter(|ch| ch.event != HoldEvent::Placed)
+        .map(|ch| (ch.hold.hold_id, &ch.hold))
+        .collect()
+}
+
 /// The hold rows of plain batches (see `committer::is_plain`: no reference, no budgets) as column arrays
 /// for the committer's single statement: holds placed, and the final state of holds changed.
 pub(super) struct PlainHoldCols<'a> {
@@ -200,24 +211,18 @@ impl<'a> PlainHoldCols<'a> {
             changed_wallet: vec![],
         };
         for b in batches {
-            // The last change of each hold is its row's state.
-            let mut last: BTreeMap<Uuid, &Hold> = BTreeMap::new();
-            for ch in &b.hold_changes {
+            for ch in b.hold_changes.iter().filter(|ch| ch.event == HoldEvent::Placed) {
                 let h = &ch.hold;
-                if ch.event == HoldEvent::Placed {
-                    c.placed_id.push(h.hold_id);
-                    c.placed_amount.push(h.amount.value());
-                    c.placed_desc.push(h.description.as_deref());
-                    c.placed_meta.push(h.metadata.as_ref());
-                    c.placed_expires.push(h.expires_at);
-                    c.placed_by.push(h.created_by);
-                    c.placed_at.push(h.created_at);
-                    c.placed_wallet.push(b.wallet_id);
-                } else {
-                    last.insert(h.hold_id, h);
-                }
+                c.placed_id.push(h.hold_id);
+                c.placed_amount.push(h.amount.value());
+                c.placed_desc.push(h.description.as_deref());
+                c.placed_meta.push(h.metadata.as_ref());
+                c.placed_expires.push(h.expires_at);
+                c.placed_by.push(h.created_by);
+                c.placed_at.push(h.created_at);
+                c.placed_wallet.push(b.wallet_id);
             }
-            for (id, h) in last {
+            for (id, h) in changed_holds(b) {
                 c.changed_id.push(id);
                 c.changed_captured.push(h.captured.value());
                 c.changed_status.push(h.status.as_str());
@@ -260,11 +265,7 @@ pub(super) async fn write_changes<C: GenericClient>(c: &C, batch: &Batch) -> Res
     if batch.hold_changes.is_empty() {
         return Ok(());
     }
-    // The last change of each hold is its row's state.
-    let mut last: BTreeMap<Uuid, &Hold> = BTreeMap::new();
-    for ch in batch.hold_changes.iter().filter(|ch| ch.event != HoldEvent::Placed) {
-        last.insert(ch.hold.hold_id, &ch.hold);
-    }
+    let last = changed_holds(batch);
     if !last.is_empty() {
         let id: Vec<Uuid> = last.keys().copied().collect();
         let captured: Vec<Decimal> = last.values().map(|h| h.captured.value()).collect();
