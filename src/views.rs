@@ -276,6 +276,29 @@ impl OutboxEvent {
         }
     }
 
+    /// Appends this event as an element of an outbox row's `events` array (`sql/V13`):
+    /// `{"id":…,"type":…,"key":…,"aggregate":…,"body":<payload>}`. The body is the serialized payload,
+    /// embedded as it is, so the relay publishes exactly these bytes.
+    pub fn write_array_element(&self, out: &mut String) {
+        // Event types and routing keys are constants of this crate, never user text: nothing to escape.
+        debug_assert!(
+            !(self.event_type.contains(['"', '\\']) || self.routing_key.contains(['"', '\\'])),
+            "event types and routing keys need no JSON escaping"
+        );
+        let mut id = Uuid::encode_buffer();
+        out.push_str(r#"{"id":""#);
+        out.push_str(self.event_id.hyphenated().encode_lower(&mut id));
+        out.push_str(r#"","type":""#);
+        out.push_str(self.event_type);
+        out.push_str(r#"","key":""#);
+        out.push_str(self.routing_key);
+        out.push_str(r#"","aggregate":""#);
+        out.push_str(self.aggregate_id.hyphenated().encode_lower(&mut id));
+        out.push_str(r#"","body":"#);
+        out.push_str(&self.payload);
+        out.push('}');
+    }
+
     /// `HoldPlaced`, `HoldCaptured` or `HoldReleased` for a committed hold change.
     pub fn hold_event(c: &HoldChange) -> Self {
         #[derive(Serialize)]

@@ -360,7 +360,8 @@ const ENTRY_TYPES: [&str; 17] = [
     "int2",
     "uuid",
 ];
-const EVENT_TYPES: [&str; 6] = ["uuid", "text", "text", "uuid", "text", "uuid"];
+/// Each wallet's outbox events as array elements, how many, and the wallet (`rows::EventCols`).
+const EVENT_TYPES: [&str; 3] = ["text", "int4", "uuid"];
 const REPLY_TYPES: [&str; 7] = ["uuid", "text", "text", "int2", "text", "uuid", "uuid"];
 const INBOX_TYPES: [&str; 3] = ["uuid", "text", "uuid"];
 const AUDIT_TYPES: [&str; 14] = [
@@ -503,9 +504,11 @@ fn plain_statement(with: Sections) -> &'static str {
             "txns AS (INSERT INTO transactions ({columns}, hold_id, status) \
              SELECT t.*, 'COMPLETED' FROM {entries} AS t({columns}, hold_id) JOIN upd ON upd.wallet_id = t.wallet_id)"
         ));
+        // The commit's events as one outbox row (`sql/V13`): the updated wallets' elements in one array.
         ctes.push(format!(
-            "evts AS (INSERT INTO outbox (event_id, event_type, routing_key, aggregate_id, payload) \
-             SELECT x.e, x.t, x.r, x.a, x.p::json FROM {events} AS x(e, t, r, a, p, w) JOIN upd ON upd.wallet_id = x.w)"
+            "evts AS (INSERT INTO outbox (events, event_count) \
+             SELECT ('[' || string_agg(x.p, ',') || ']')::json, sum(x.n) \
+               FROM {events} AS x(p, n, w) JOIN upd ON upd.wallet_id = x.w HAVING count(*) > 0)"
         ));
         if replies.is_some() {
             ctes.push(

@@ -1,5 +1,9 @@
 //! The outbox relay's SQL: an exclusive pass (one relay per database, by advisory lock, in `seq` order),
 //! the published mark, and pruning of published rows.
+//!
+//! A row carries one event (rows from before `sql/V13`, or from an instance of the previous release during
+//! a rolling deploy) or a commit's events as a JSON array (what the service writes now); a pass expands
+//! both into [`OutboxMessage`]s in publish order and marks a row published only when all of its events were.
 
 use std::time::Duration;
 
@@ -9,16 +13,20 @@ use wallet_actors::StoreError;
 
 use super::{Pool, col, unavailable};
 
-/// Rows claimed (and published) per pass.
+/// Events claimed (and published) per pass: rows are claimed in `seq` order while the events before them
+/// number fewer than this (so a pass holds at least one row, and at most one row's events beyond it).
 pub const RELAY_BATCH: i64 = 500;
+/// Rows looked at per pass (every row carries at least one event).
+const RELAY_ROWS: i64 = RELAY_BATCH;
 /// Rows deleted per prune statement (a prune loops until none are left).
 pub const PRUNE_BATCH: i64 = 10_000;
 /// Advisory lock key of the relay (per database): "WALOUT".
 pub const RELAY_LOCK_KEY: i64 = 0x5741_4c4f_5554;
 
-/// One claimed outbox row.
+/// One event of a claimed outbox row, in publish order.
 #[derive(Debug, Clone)]
-pub struct OutboxRow {
+pub struct OutboxMessage {
+    /// The row that carries it (marked published when all of its events are).
     pub seq: i64,
     pub event_id: Uuid,
     pub event_type: String,
@@ -27,13 +35,65 @@ pub struct OutboxRow {
     pub payload: String,
 }
 
+/// An element of a row's `events` array (`sql/V13`).
+#[derive(serde::Deserialize)]
+struct ArrayElement<'a> {
+    id: Uuid,
+    #[serde(rename = "type")]
+    event_type: String,
+    key: String,
+    #[serde(borrow)]
+    body: &'a serde_json::value::RawValue,
+}
+
+/// A row's events: its one event, or its array's (in order). A malformed array is reported, not skipped:
+/// the column is `json` and the service writes it, so this would be a programmer error, and the relay
+/// stops at it rather than publish past it.
+fn expand(r: &tokio_postgres::Row, out: &mut Vec<OutboxMessage>) -> Result<(), StoreError> {
+    let seq: i64 = col(r, "seq")?;
+    let Some(events) = col::<Option<String>>(r, "events")? else {
+        out.push(OutboxMessage {
+            seq,
+            event_id: col(r, "event_id")?,
+            event_type: col(r, "event_type")?,
+            routing_key: col(r, "routing_key")?,
+            payload: col(r, "payload")?,
+        });
+        return Ok(());
+    };
+    let elements: Vec<ArrayElement<'_>> = serde_json::from_str(&events)
+        .map_err(|e| StoreError::Other(format!("outbox row {seq}: events are not an array of events: {e}")))?;
+    out.extend(elements.into_iter().map(|e| OutboxMessage {
+        seq,
+        event_id: e.id,
+        event_type: e.event_type,
+        routing_key: e.key,
+        payload: e.body.get().to_string(),
+    }));
+    Ok(())
+}
+
+/// The seqs of the rows all of whose events are among the first `confirmed` of `messages` (a row whose
+/// events were confirmed in part stays unpublished and is sent again whole).
+pub fn fully_published(messages: &[OutboxMessage], confirmed: usize) -> Vec<i64> {
+    assert!(confirmed <= messages.len(), "confirmed a prefix of what was published");
+    let cut_row = messages.get(confirmed).map(|m| m.seq);
+    let mut seqs: Vec<i64> = messages[..confirmed]
+        .iter()
+        .map(|m| m.seq)
+        .filter(|s| Some(*s) != cut_row)
+        .collect();
+    seqs.dedup();
+    seqs
+}
+
 /// A relay pass: the relay lock, held in a transaction on a connection of its own until [`OutboxPass::finish`],
 /// and the unpublished rows it claimed. Dropped unfinished (a publish that panicked), its connection is
 /// closed rather than returned to the pool mid-transaction: the transaction ends, the lock with it, and
 /// the rows are sent again by the next pass (at-least-once).
 pub struct OutboxPass {
     client: Option<Object>,
-    pub rows: Vec<OutboxRow>,
+    pub messages: Vec<OutboxMessage>,
 }
 
 /// Starts a pass: `None` when another relay holds the lock (it keeps the order).
@@ -41,7 +101,7 @@ pub async fn begin_pass(pool: &Pool) -> Result<Option<OutboxPass>, StoreError> {
     let c = pool.get().await.map_err(unavailable)?;
     let mut pass = OutboxPass {
         client: Some(c),
-        rows: vec![],
+        messages: vec![],
     };
     let c = pass
         .client
@@ -63,26 +123,24 @@ pub async fn begin_pass(pool: &Pool) -> Result<Option<OutboxPass>, StoreError> {
         pass.finish(&[]).await?;
         return Ok(None);
     }
+    // Rows in `seq` order while the events of the rows before them are fewer than RELAY_BATCH.
     let stmt = c
         .prepare_cached(
-            "SELECT seq, event_id, event_type, routing_key, payload::text AS payload FROM outbox \
-             WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+            "SELECT seq, event_id, event_type, routing_key, payload::text AS payload, events::text AS events \
+               FROM (SELECT u.*, sum(event_count) OVER (ORDER BY seq) - event_count AS before \
+                       FROM (SELECT seq, event_id, event_type, routing_key, payload, events, event_count \
+                               FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1) u) w \
+              WHERE before < $2 ORDER BY seq",
         )
         .await
         .map_err(unavailable)?;
-    let rows = c.query(&stmt, &[&RELAY_BATCH]).await.map_err(unavailable)?;
-    pass.rows = rows
-        .iter()
-        .map(|r| {
-            Ok(OutboxRow {
-                seq: col(r, "seq")?,
-                event_id: col(r, "event_id")?,
-                event_type: col(r, "event_type")?,
-                routing_key: col(r, "routing_key")?,
-                payload: col(r, "payload")?,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
+    let rows = c
+        .query(&stmt, &[&RELAY_ROWS, &RELAY_BATCH])
+        .await
+        .map_err(unavailable)?;
+    for r in &rows {
+        expand(r, &mut pass.messages)?;
+    }
     Ok(Some(pass))
 }
 

@@ -367,7 +367,7 @@ impl<'a> GroupRows<'a> {
         }
     }
 
-    pub fn events(&self) -> EventCols<'_> {
+    pub fn events(&self) -> EventCols {
         EventCols::of(&self.events, Some(&self.event_wallet))
     }
 
@@ -388,32 +388,58 @@ impl<'a> GroupRows<'a> {
     }
 }
 
-/// Outbox rows as column arrays (`wallet` tags each with its batch's wallet, when known).
-pub(super) struct EventCols<'a> {
+/// Outbox events as one JSON array per commit (`sql/V13`): for each wallet, its events' array elements
+/// in the order they are published, joined by commas (`element[i]` with `count[i]` events belongs to
+/// `wallet[i]`); the statement joins the elements of the wallets it updated into the commit's one row.
+/// Without wallets (a transaction's own rows) there is one element of all the events.
+/// [`write_outbox`] writes all elements as one row.
+pub(super) struct EventCols {
     pub wallet: Vec<Uuid>,
-    id: Vec<Uuid>,
-    kind: Vec<&'static str>,
-    routing_key: Vec<&'static str>,
-    aggregate: Vec<Uuid>,
-    payload: Vec<&'a str>,
+    element: Vec<String>,
+    count: Vec<i32>,
 }
 
-impl<'a> EventCols<'a> {
-    pub const UNNEST: &'static str = "unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[])";
-
-    fn of(events: &'a [OutboxEvent], wallet: Option<&[Uuid]>) -> Self {
-        EventCols {
-            wallet: wallet.map(<[Uuid]>::to_vec).unwrap_or_default(),
-            id: events.iter().map(|e| e.event_id).collect(),
-            kind: events.iter().map(|e| e.event_type).collect(),
-            routing_key: events.iter().map(|e| e.routing_key).collect(),
-            aggregate: events.iter().map(|e| e.aggregate_id).collect(),
-            payload: events.iter().map(|e| e.payload.as_str()).collect(),
+impl EventCols {
+    fn of(events: &[OutboxEvent], wallet: Option<&[Uuid]>) -> Self {
+        let mut cols = EventCols {
+            wallet: Vec::new(),
+            element: Vec::new(),
+            count: Vec::new(),
+        };
+        for (i, e) in events.iter().enumerate() {
+            let at = match wallet {
+                // Few wallets per group, in a sorted group: a linear look-up from the end is the common hit.
+                Some(w) => match cols.wallet.iter().rposition(|x| *x == w[i]) {
+                    Some(at) => at,
+                    None => cols.push(Some(w[i])),
+                },
+                None if cols.element.is_empty() => cols.push(None),
+                None => 0,
+            };
+            let element = &mut cols.element[at];
+            if !element.is_empty() {
+                element.push(',');
+            }
+            e.write_array_element(element);
+            cols.count[at] += 1;
         }
+        cols
     }
 
-    pub fn params(&self) -> [Param<'_>; 5] {
-        [&self.id, &self.kind, &self.routing_key, &self.aggregate, &self.payload]
+    fn push(&mut self, wallet: Option<Uuid>) -> usize {
+        self.wallet.extend(wallet);
+        self.element.push(String::new());
+        self.count.push(0);
+        self.element.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.element.is_empty()
+    }
+
+    /// Elements and counts (the statement's wallet column is pushed by the caller).
+    pub fn params(&self) -> [Param<'_>; 2] {
+        [&self.element, &self.count]
     }
 }
 
@@ -584,18 +610,16 @@ pub(crate) async fn insert_outbox<C: GenericClient>(
     write_outbox(c, &EventCols::of(events, None)).await
 }
 
-async fn write_outbox<C: GenericClient>(c: &C, cols: &EventCols<'_>) -> Result<(), tokio_postgres::Error> {
-    if cols.id.is_empty() {
+/// One outbox row of all the events of `cols` (every wallet's), if there are any.
+async fn write_outbox<C: GenericClient>(c: &C, cols: &EventCols) -> Result<(), tokio_postgres::Error> {
+    if cols.is_empty() {
         return Ok(());
     }
+    let (elements, count) = (cols.element.join(","), cols.count.iter().sum::<i32>());
     let stmt = c
-        .prepare_cached(&format!(
-            "INSERT INTO outbox (event_id, event_type, routing_key, aggregate_id, payload) \
-             SELECT e, t, r, a, p::json FROM {} AS u(e, t, r, a, p)",
-            EventCols::UNNEST
-        ))
+        .prepare_cached("INSERT INTO outbox (events, event_count) VALUES (('[' || $1::text || ']')::json, $2)")
         .await?;
-    c.execute(&stmt, &cols.params()).await?;
+    c.execute(&stmt, &[&elements, &count]).await?;
     Ok(())
 }
 

@@ -342,7 +342,7 @@ async fn each_threshold_is_announced_once_in_the_outbox() {
     let c = app.db.client().await;
     let rows = c
         .query(
-            "SELECT payload FROM outbox WHERE event_type = 'BudgetExceeded' AND payload->'data'->>'budget_id' = $1 ORDER BY seq",
+            "SELECT payload FROM outbox_events WHERE event_type = 'BudgetExceeded' AND payload->'data'->>'budget_id' = $1 ORDER BY seq",
             &[&id.to_string()],
         )
         .await

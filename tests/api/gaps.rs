@@ -67,7 +67,7 @@ async fn a_refund_above_its_debit_is_refused_422_and_nothing_moves() {
     assert_eq!(refs, 0, "the refused refund claimed no reference");
     let events = app
         .count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'TransactionCompleted' AND aggregate_id = $1 \
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'TransactionCompleted' AND aggregate_id = $1 \
              AND payload->'data'->>'type' = 'CREDIT' AND payload->'data'->>'reference_id' = 'bk-1'",
             &[&wallet],
         )
@@ -402,7 +402,7 @@ async fn the_opening_balance_is_the_first_transaction_and_audited() {
     assert_eq!(refs, 1);
     let events = c
         .query(
-            "SELECT event_type, payload->'data' FROM outbox WHERE aggregate_id = $1 ORDER BY seq",
+            "SELECT event_type, payload->'data' FROM outbox_events WHERE aggregate_id = $1 ORDER BY seq",
             &[&wallet],
         )
         .await
@@ -428,7 +428,7 @@ async fn a_wallet_without_an_opening_balance_has_no_ledger_row() {
     assert_eq!(app.count("SELECT count(*) FROM transactions", &[]).await, 0);
     assert_eq!(
         app.count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'TransactionCompleted'",
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'TransactionCompleted'",
             &[]
         )
         .await,

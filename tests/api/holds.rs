@@ -135,8 +135,11 @@ async fn a_hold_answers_201_pending_and_reserves_the_amount_without_moving_money
         1
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM outbox WHERE event_type = 'HoldPlaced'", &[])
-            .await,
+        app.count(
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'HoldPlaced'",
+            &[]
+        )
+        .await,
         1
     );
 }
@@ -276,15 +279,18 @@ async fn a_partial_capture_then_a_final_one_charge_the_wallet_and_release_the_re
     );
     let released = app
         .count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'HoldReleased' AND payload->'data'->>'reason' = 'FINAL_CAPTURE' \
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'HoldReleased' AND payload->'data'->>'reason' = 'FINAL_CAPTURE' \
              AND payload->'data'->>'amount' = '50.00'",
             &[],
         )
         .await;
     assert_eq!(released, 1);
     assert_eq!(
-        app.count("SELECT count(*) FROM outbox WHERE event_type = 'HoldCaptured'", &[])
-            .await,
+        app.count(
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'HoldCaptured'",
+            &[]
+        )
+        .await,
         2
     );
 }
@@ -411,8 +417,11 @@ async fn voiding_twice_answers_409_the_second_time_and_releases_once_blnk_41() {
     assert_eq!(again["hold_status"], "VOIDED");
     assert_eq!(balances(&app, user).await, strs(&["100.00", "100.00", "0.00"]));
     assert_eq!(
-        app.count("SELECT count(*) FROM outbox WHERE event_type = 'HoldReleased'", &[])
-            .await,
+        app.count(
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'HoldReleased'",
+            &[]
+        )
+        .await,
         1
     );
     assert_eq!(
@@ -495,7 +504,7 @@ async fn an_expired_hold_stops_counting_at_its_expiry_before_any_sweep_tigerbeet
     assert_eq!(stored, "EXPIRED");
     assert_eq!(
         app.count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'HoldReleased' AND payload->'data'->>'reason' = 'EXPIRED'",
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'HoldReleased' AND payload->'data'->>'reason' = 'EXPIRED'",
             &[]
         )
         .await,
@@ -516,7 +525,7 @@ async fn the_sweep_writes_expiries_and_publishes_their_release() {
     assert_eq!(app.service().sweep_expired_holds().await.expect("sweep"), 0, "once");
     assert_eq!(
         app.count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'HoldReleased' AND payload->'data'->>'reason' = 'EXPIRED'",
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'HoldReleased' AND payload->'data'->>'reason' = 'EXPIRED'",
             &[]
         )
         .await,
@@ -803,7 +812,7 @@ async fn a_held_booking_is_held_confirmed_for_another_amount_and_refunded_on_can
     assert_eq!(balances(&app, user).await, strs(&["500.00", "500.00", "0.00"]));
     wait_until("the hold events are in the outbox", || async {
         app.count(
-            "SELECT count(*) FROM outbox WHERE event_type IN ('HoldPlaced', 'HoldCaptured', 'HoldReleased')",
+            "SELECT count(*) FROM outbox_events WHERE event_type IN ('HoldPlaced', 'HoldCaptured', 'HoldReleased')",
             &[],
         )
         .await
@@ -831,7 +840,7 @@ async fn a_hold_over_the_balance_from_a_booking_event_is_announced_as_transactio
     assert_eq!(app.count("SELECT count(*) FROM holds", &[]).await, 0);
     assert_eq!(
         app.count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'TransactionFailed'",
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'TransactionFailed'",
             &[]
         )
         .await,

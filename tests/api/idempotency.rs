@@ -84,7 +84,7 @@ async fn a_replay_returns_the_same_status_and_byte_identical_body_without_a_seco
     assert_eq!(rows(&app, wallet).await, 1);
     assert_eq!(
         app.count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'TransactionCompleted'",
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'TransactionCompleted'",
             &[]
         )
         .await,

@@ -28,7 +28,7 @@ async fn debit_as(app: &TestApp, token: &str, wallet: Uuid, amount: &str) -> req
 async fn hits(app: &TestApp) -> Vec<(String, Value)> {
     let c = app.db.client().await;
     c.query(
-        "SELECT payload->'data'->>'rule', (payload->'data')::text FROM outbox WHERE event_type = 'SuspiciousActivity' ORDER BY seq",
+        "SELECT payload->'data'->>'rule', (payload->'data')::text FROM outbox_events WHERE event_type = 'SuspiciousActivity' ORDER BY seq",
         &[],
     )
     .await

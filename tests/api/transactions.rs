@@ -98,7 +98,7 @@ async fn a_debit_answers_201_with_the_contract_fields_and_amounts_as_strings() {
     assert_eq!(app.balance(wallet).await, "74.50");
     let event = app
         .count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'TransactionCompleted' \
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'TransactionCompleted' \
              AND payload->'data'->>'txn_id' = $1 AND payload->'data'->>'new_balance' = '74.50'",
             &[&txn.to_string()],
         )
@@ -573,7 +573,7 @@ async fn snapshot(c: &tokio_postgres::Client, wallet: Uuid) -> (String, i64, i64
     let row = c
         .query_one(
             "SELECT (SELECT balance::text || '/' || version FROM wallets WHERE wallet_id = $1), \
-                    (SELECT count(*) FROM transactions), (SELECT count(*) FROM outbox), \
+                    (SELECT count(*) FROM transactions), (SELECT count(*) FROM outbox_events), \
                     (SELECT count(*) FROM transaction_references)",
             &[&wallet],
         )

@@ -84,7 +84,7 @@ async fn a_transfer_answers_201_with_both_legs_and_moves_both_balances() {
     );
     let events = app
         .count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'TransactionCompleted'",
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'TransactionCompleted'",
             &[],
         )
         .await;

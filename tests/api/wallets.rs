@@ -232,7 +232,7 @@ async fn creating_a_wallet_answers_201_with_the_wallet() {
     assert_eq!(app.balance(wallet).await, "125.50");
     let created = app
         .count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'WalletCreated' AND aggregate_id = $1 \
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'WalletCreated' AND aggregate_id = $1 \
              AND payload->'data'->>'initial_balance' = '125.50'",
             &[&wallet],
         )

@@ -124,7 +124,7 @@ async fn a_booking_for_a_user_announced_later_is_decided_within_the_retries() {
         .await;
     wait_until("the booking's refusal is recorded", || async {
         app.count(
-            "SELECT count(*) FROM outbox WHERE event_type = 'TransactionFailed'",
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'TransactionFailed'",
             &[],
         )
         .await

@@ -108,7 +108,7 @@ async fn connections_closed_by_the_broker_lose_nothing_and_double_nothing() {
     }
     // Every outbox row reached wallet.events (possibly more than once: dedup by message_id).
     let ids: Vec<Uuid> = c
-        .query("SELECT event_id FROM outbox", &[])
+        .query("SELECT event_id FROM outbox_events", &[])
         .await
         .unwrap()
         .iter()

@@ -1,7 +1,8 @@
 //! The outbox relay: rows written while the broker is unreachable are published after a restart, in
 //! order per wallet, with the contract's message properties; without a broker the outbox drains into
 //! the in-process bus; published rows are pruned after the retention period; two relays over one
-//! database publish every row once, in order.
+//! database publish every row once, in order; a row of many events is marked published only when all of
+//! them are, and a pass claims rows by their events.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -70,7 +71,10 @@ async fn rows_written_while_the_broker_is_unreachable_are_published_after_a_rest
 
     let c = second.db.client().await;
     let rows = c
-        .query("SELECT event_id, aggregate_id FROM outbox ORDER BY seq", &[])
+        .query(
+            "SELECT event_id, aggregate_id FROM outbox_events ORDER BY seq, pos",
+            &[],
+        )
         .await
         .unwrap();
     let seen = tap.all();
@@ -162,7 +166,7 @@ async fn published_rows_are_pruned_after_the_retention_period() {
     assert_eq!(pruned, 1);
     let left: Vec<Uuid> = c
         .query(
-            "SELECT event_id FROM outbox WHERE event_id = ANY($1)",
+            "SELECT event_id FROM outbox_events WHERE event_id = ANY($1)",
             &[&vec![old, recent]],
         )
         .await
@@ -184,7 +188,7 @@ impl relay::Sink for RecordingSink {
         Ok(())
     }
 
-    async fn publish(&mut self, rows: &[relay::OutboxRow]) -> (usize, Option<relay::RelayError>) {
+    async fn publish(&mut self, rows: &[relay::OutboxMessage]) -> (usize, Option<relay::RelayError>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut published = self.published.lock().unwrap();
         published.extend(rows.iter().map(|r| (r.seq, r.event_id)));
@@ -199,7 +203,10 @@ async fn two_relays_over_one_database_publish_every_row_once_and_in_order() {
     let db = TestDatabase::create().await;
     wallet_service::store::db::migrate(&db.url).await.unwrap();
     let c = db.client().await;
+    // Both forms of row (`sql/V13`): 1,200 rows of one event, then 400 rows of a commit's three events.
     const ROWS: i64 = 1_200;
+    const ARRAYS: i64 = 400;
+    const EVENTS: i64 = ROWS + 3 * ARRAYS;
     c.execute(
         "INSERT INTO outbox (event_id, event_type, routing_key, payload) \
          SELECT gen_random_uuid(), 'Test', 'test', '{}' FROM generate_series(1::bigint, $1)",
@@ -207,6 +214,7 @@ async fn two_relays_over_one_database_publish_every_row_once_and_in_order() {
     )
     .await
     .unwrap();
+    insert_arrays(&c, ARRAYS, 3).await;
     let published = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut relays = Vec::new();
     for _ in 0..2 {
@@ -234,16 +242,139 @@ async fn two_relays_over_one_database_publish_every_row_once_and_in_order() {
     }
     let published = published.lock().unwrap().clone();
     let ids: HashSet<Uuid> = published.iter().map(|(_, id)| *id).collect();
-    assert_eq!(published.len() as i64, ROWS, "every row published exactly once");
-    assert_eq!(ids.len() as i64, ROWS);
+    assert_eq!(published.len() as i64, EVENTS, "every event published exactly once");
+    assert_eq!(ids.len() as i64, EVENTS);
     assert!(
-        published.windows(2).all(|w| w[0].0 < w[1].0),
+        published.windows(2).all(|w| w[0].0 <= w[1].0),
         "rows left in seq order across both relays"
     );
+    assert_eq!(
+        published.iter().map(|(seq, _)| *seq).collect::<HashSet<_>>().len() as i64,
+        ROWS + ARRAYS
+    );
     let unpublished: i64 = c
-        .query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[])
+        .query_one("SELECT count(*) FROM outbox_events WHERE published_at IS NULL", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(unpublished, 0);
+}
+
+/// Inserts `rows` outbox rows of the array form, each of `per_row` test events; returns their event ids
+/// in publish order.
+async fn insert_arrays(c: &tokio_postgres::Client, rows: i64, per_row: i32) -> Vec<Uuid> {
+    c.query(
+        "WITH e AS (SELECT r, gen_random_uuid() AS id, i FROM generate_series(1::bigint, $1) r, \
+                           generate_series(1, $2) i), \
+              a AS (INSERT INTO outbox (events, event_count) \
+                    SELECT json_agg(json_build_object('id', id, 'type', 'Test', 'key', 'test', \
+                                                      'aggregate', id, 'body', json_build_object('i', i)) ORDER BY i), $2 \
+                      FROM e GROUP BY r ORDER BY r RETURNING seq, events) \
+         SELECT (x->>'id')::uuid FROM a, json_array_elements(a.events) x ORDER BY a.seq",
+        &[&rows, &per_row],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Confirms only the first `cut` events of its first pass (as a broker that nacks one would), then all.
+struct CuttingSink {
+    cut: Option<usize>,
+    published: Vec<(i64, Uuid, String)>,
+}
+
+#[async_trait::async_trait]
+impl relay::Sink for CuttingSink {
+    async fn ready(&mut self) -> Result<(), relay::RelayError> {
+        Ok(())
+    }
+
+    async fn publish(&mut self, rows: &[relay::OutboxMessage]) -> (usize, Option<relay::RelayError>) {
+        let n = self.cut.take().map_or(rows.len(), |cut| cut.min(rows.len()));
+        self.published
+            .extend(rows[..n].iter().map(|r| (r.seq, r.event_id, r.payload.clone())));
+        (n, (n < rows.len()).then_some(relay::RelayError::Nacked))
+    }
+}
+
+async fn unpublished_seqs(c: &tokio_postgres::Client) -> Vec<i64> {
+    c.query("SELECT seq FROM outbox WHERE published_at IS NULL ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_of_many_events_is_marked_published_only_when_every_event_of_it_is_confirmed() {
+    let db = TestDatabase::create().await;
+    wallet_service::store::db::migrate(&db.url).await.unwrap();
+    let c = db.client().await;
+    let single = "INSERT INTO outbox (event_id, event_type, routing_key, payload) \
+                  VALUES ($1, 'Test', 'test', '{\"one\": true}') RETURNING seq";
+    let first = Uuid::now_v7();
+    let first_seq: i64 = c.query_one(single, &[&first]).await.unwrap().get(0);
+    let array = insert_arrays(&c, 1, 3).await;
+    let last = Uuid::now_v7();
+    let last_seq: i64 = c.query_one(single, &[&last]).await.unwrap().get(0);
+    let pool =
+        wallet_service::store::db::pool(&db.url, 2, &Default::default(), wallet_service::store::pool::PRIMARY).unwrap();
+
+    // The broker confirms the single row's event and the first of the array's three, then nacks.
+    let mut sink = CuttingSink {
+        cut: Some(2),
+        published: Vec::new(),
+    };
+    let err = relay::pass(&pool, &mut sink)
+        .await
+        .expect_err("the nack is the pass's error");
+    assert!(matches!(err, relay::RelayError::Nacked), "{err}");
+    let array_seq = sink.published[1].0;
+    assert_eq!(
+        unpublished_seqs(&c).await,
+        vec![array_seq, last_seq],
+        "the single row is published; the array, confirmed in part, is not, nor what follows it"
+    );
+    assert_ne!(first_seq, array_seq);
+
+    // The next pass sends the array whole again (at-least-once), then the last row, and marks both.
+    assert_eq!(relay::pass(&pool, &mut sink).await.unwrap(), 4);
+    assert!(unpublished_seqs(&c).await.is_empty());
+    let ids: Vec<Uuid> = sink.published.iter().map(|(_, id, _)| *id).collect();
+    let mut expected = vec![first, array[0]];
+    expected.extend(&array);
+    expected.push(last);
+    assert_eq!(ids, expected, "in order; the array's first event twice");
+    // Each event's body is published as written: an array element's body, not the element.
+    assert_eq!(sink.published[0].2, r#"{"one": true}"#);
+    assert_eq!(sink.published[3].2, r#"{"i" : 2}"#);
+    assert_eq!(sink.published[5].0, last_seq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_claims_rows_while_the_events_before_them_are_fewer_than_its_batch() {
+    let db = TestDatabase::create().await;
+    wallet_service::store::db::migrate(&db.url).await.unwrap();
+    let c = db.client().await;
+    let per_row = 300;
+    assert!((per_row as i64) < relay::RELAY_BATCH && 2 * (per_row as i64) >= relay::RELAY_BATCH);
+    insert_arrays(&c, 3, per_row).await;
+    let pool =
+        wallet_service::store::db::pool(&db.url, 2, &Default::default(), wallet_service::store::pool::PRIMARY).unwrap();
+    let mut sink = CuttingSink {
+        cut: None,
+        published: Vec::new(),
+    };
+    assert_eq!(
+        relay::pass(&pool, &mut sink).await.unwrap(),
+        2 * per_row as usize,
+        "the second row starts below the batch, the third at or past it"
+    );
+    assert_eq!(unpublished_seqs(&c).await.len(), 1);
+    assert_eq!(relay::pass(&pool, &mut sink).await.unwrap(), per_row as usize);
+    assert!(unpublished_seqs(&c).await.is_empty());
 }

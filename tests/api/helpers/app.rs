@@ -357,7 +357,7 @@ impl TestApp {
 
     /// Outbox rows not yet published.
     pub async fn unpublished(&self) -> i64 {
-        self.count("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[])
+        self.count("SELECT count(*) FROM outbox_events WHERE published_at IS NULL", &[])
             .await
     }
 

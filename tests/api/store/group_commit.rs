@@ -43,6 +43,34 @@ async fn debit_batch(app: &TestApp, wallet: Uuid, value: &str, version: Option<i
     b
 }
 
+/// Parks `committer` on a row lock of `parked` (committing a debit of it), queues `batches` behind it so that
+/// they form one group, releases the lock, and returns the group's outcomes in the order of `batches`.
+async fn commit_as_one_group(
+    app: &TestApp,
+    committer: &GroupCommitter,
+    parked: Uuid,
+    batches: Vec<Batch>,
+) -> Vec<Result<(), CommitError>> {
+    let lock = RowLock::take(&app.db.url, parked).await;
+    let first = debit_batch(app, parked, "1.00", None, None).await;
+    let c0 = committer.clone();
+    let parked_task = tokio::spawn(async move { c0.commit(first).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut tasks = Vec::new();
+    for batch in batches {
+        let c = committer.clone();
+        tasks.push(tokio::spawn(async move { c.commit(batch).await }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    lock.release().await;
+    assert_eq!(parked_task.await.unwrap(), Ok(()));
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    outcomes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_batch_in_a_group_does_not_affect_the_others_and_accepted_ones_are_durable() {
     let app = spawn_app().await;
@@ -145,26 +173,15 @@ async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and
     let (_, _, good) = app.user_with_wallet("10.00", "USD").await;
     let (_, _, bad) = app.user_with_wallet("10.00", "USD").await;
     let committer = single_committer(&app);
-    let lock = RowLock::take(&app.db.url, parked).await;
-    let first = debit_batch(&app, parked, "1.00", None, None).await;
     let good_batch = debit_batch(&app, good, "2.00", None, None).await;
     // A row the schema refuses (created_at is not its id's time): the whole statement fails.
     let mut bad_batch = debit_batch(&app, bad, "3.00", None, None).await;
     bad_batch.entries[0].created_at += chrono::Duration::milliseconds(1);
 
-    let c0 = committer.clone();
-    let parked_task = tokio::spawn(async move { c0.commit(first).await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let (c1, c2) = (committer.clone(), committer.clone());
-    let good_task = tokio::spawn(async move { c1.commit(good_batch).await });
-    let bad_task = tokio::spawn(async move { c2.commit(bad_batch).await });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    lock.release().await;
-    assert_eq!(parked_task.await.unwrap(), Ok(()));
-
-    assert_eq!(good_task.await.unwrap(), Ok(()));
+    let outcomes = commit_as_one_group(&app, &committer, parked, vec![good_batch, bad_batch]).await;
+    assert_eq!(outcomes[0], Ok(()));
     assert!(
-        matches!(bad_task.await.unwrap(), Err(CommitError::Refused { .. })),
+        matches!(outcomes[1], Err(CommitError::Refused { .. })),
         "the refused batch fails alone, known not to have committed, as refused for its own data"
     );
     assert_eq!(committer.fallbacks(), 1);
@@ -185,4 +202,40 @@ async fn postgres_accepts_every_variant_of_the_plain_statement() {
     for sql in variants {
         c.prepare(sql).await.unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_writes_its_events_as_one_outbox_row_with_only_the_committed_wallets_events() {
+    let app = spawn_app().await;
+    let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, a) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, b) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, stale) = app.user_with_wallet("10.00", "USD").await;
+    let committer = single_committer(&app);
+    let batches = vec![
+        debit_batch(&app, a, "2.00", None, None).await,
+        debit_batch(&app, b, "3.00", None, None).await,
+        debit_batch(&app, stale, "4.00", Some(999), None).await,
+    ];
+    let txns: Vec<String> = batches.iter().map(|b| b.entries[0].txn_id.to_string()).collect();
+    let outcomes = commit_as_one_group(&app, &committer, parked, batches).await;
+    assert_eq!(outcomes, vec![Ok(()), Ok(()), Err(CommitError::VersionConflict)]);
+    assert_eq!(committer.fallbacks(), 0, "one statement");
+
+    let c = app.db.client().await;
+    let rows = c
+        .query(
+            "SELECT o.seq, o.event_count, e.payload->'data'->>'txn_id' \
+               FROM outbox o JOIN outbox_events e USING (seq) \
+              WHERE o.seq IN (SELECT seq FROM outbox_events WHERE payload->'data'->>'txn_id' = ANY($1)) \
+              ORDER BY e.pos",
+            &[&txns],
+        )
+        .await
+        .unwrap();
+    let seqs: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(seqs.len(), 1, "both committed wallets' events are one row");
+    assert_eq!(rows[0].get::<_, i32>(1), 2, "the row counts its events");
+    let in_row: Vec<String> = rows.iter().map(|r| r.get(2)).collect();
+    assert_eq!(in_row, txns[..2].to_vec(), "the refused wallet's event is not written");
 }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# CPU per ledger row, by process, over a window of a running `loadtest --spawn` (docs/BENCHMARKS.md,
+# "Outbox rows per commit"). Throughput on this shared 2-core machine moves ±25% from one phase to the
+# next; CPU seconds per row written moves much less, so it is what an A/B of the work per posting reads.
+#
+#   loadtest/scripts/cpu-per-row.sh SKIP WINDOW [DATABASE_URL_OF_THE_SERVER]
+#
+# Waits SKIP seconds, then counts the rows of `transactions` in the newest `wallet_loadtest_*` database
+# and every process's CPU time (utime + stime from /proc, summed by command name) at the start and the end
+# of WINDOW seconds, and prints CPU seconds and µs per row for each command that used more than 0.05 s.
+# Processes that start or end inside the window are not counted (the service and Postgres backends of a
+# run live through it).
+set -euo pipefail
+SKIP=${1:?seconds to wait}; WINDOW=${2:?seconds to measure}
+ADMIN=${3:-postgres://postgres@127.0.0.1:5432/postgres}
+HZ=$(getconf CLK_TCK)
+
+snapshot() {
+    for stat in /proc/[0-9]*/stat; do
+        line=$(cat "$stat" 2>/dev/null) || continue
+        name=${line#*(}; name=${name%%)*}
+        rest=${line##*) }
+        # Fields after the command: state is 1st, utime the 12th, stime the 13th.
+        read -r -a f <<<"$rest"
+        echo "${name// /_} $(( f[11] + f[12] ))"
+    done | awk '{cpu[$1] += $2} END {for (k in cpu) print k, cpu[k]}' | sort
+}
+
+rows() {
+    local db
+    db=$(psql "$ADMIN" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'wallet_loadtest_%' ORDER BY oid DESC LIMIT 1")
+    psql "${ADMIN%/*}/$db" -Atc "SELECT count(*) FROM transactions"
+}
+
+sleep "$SKIP"
+r0=$(rows); s0=$(snapshot)
+sleep "$WINDOW"
+s1=$(snapshot); r1=$(rows)
+n=$(( r1 - r0 ))
+echo "rows: $n in ${WINDOW} s"
+join <(echo "$s0") <(echo "$s1") | awk -v n="$n" -v hz="$HZ" \
+    '{d = ($3 - $2) / hz; if (d > 0.05) printf "%-20s %7.2f cpu-s  %7.1f us/row\n", $1, d, (n > 0 ? d * 1e6 / n : 0)}'
