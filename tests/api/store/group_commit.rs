@@ -239,3 +239,83 @@ async fn a_group_writes_its_events_as_one_outbox_row_with_only_the_committed_wal
     let in_row: Vec<String> = rows.iter().map(|r| r.get(2)).collect();
     assert_eq!(in_row, txns[..2].to_vec(), "the refused wallet's event is not written");
 }
+
+/// Commits `batches` each from its own task, for a committer busy elsewhere.
+fn commit_each(
+    committer: &GroupCommitter,
+    batches: Vec<Batch>,
+) -> Vec<tokio::task::JoinHandle<Result<(), CommitError>>> {
+    batches
+        .into_iter()
+        .map(|batch| {
+            let c = committer.clone();
+            tokio::spawn(async move { c.commit(batch).await })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_group_waiting_behind_a_busy_committer_is_committed_by_a_surge_committer() {
+    use wallet_service::store::MAX_GROUP_BATCHES;
+    let app = spawn_app().await;
+    let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
+    let mut batches = Vec::new();
+    for _ in 0..MAX_GROUP_BATCHES {
+        let (_, _, w) = app.user_with_wallet("10.00", "USD").await;
+        batches.push(debit_batch(&app, w, "1.00", None, None).await);
+    }
+    let committer = single_committer(&app);
+    let lock = RowLock::take(&app.db.url, parked).await;
+    let first = debit_batch(&app, parked, "1.00", None, None).await;
+    let c0 = committer.clone();
+    let parked_task = tokio::spawn(async move { c0.commit(first).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // The only committer of GROUP_COMMITTERS waits on the lock; a full group queues behind it.
+    let tasks = commit_each(&committer, batches);
+    let all = async {
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        outcomes
+    };
+    let outcomes = tokio::time::timeout(std::time::Duration::from_secs(10), all)
+        .await
+        .expect("the full group commits while the other committer is still parked");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(committer.surge_groups(), 1);
+    assert!(!parked_task.is_finished(), "the lock still holds the parked commit");
+    lock.release().await;
+    assert_eq!(parked_task.await.unwrap(), Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_batches_than_a_group_wait_for_a_free_committer_rather_than_surge() {
+    let app = spawn_app().await;
+    let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
+    let mut batches = Vec::new();
+    for _ in 0..5 {
+        let (_, _, w) = app.user_with_wallet("10.00", "USD").await;
+        batches.push(debit_batch(&app, w, "1.00", None, None).await);
+    }
+    let committer = single_committer(&app);
+    let lock = RowLock::take(&app.db.url, parked).await;
+    let first = debit_batch(&app, parked, "1.00", None, None).await;
+    let c0 = committer.clone();
+    let parked_task = tokio::spawn(async move { c0.commit(first).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let tasks = commit_each(&committer, batches);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "they wait for the parked committer"
+    );
+    assert_eq!(committer.surge_groups(), 0);
+    lock.release().await;
+    assert_eq!(parked_task.await.unwrap(), Ok(()));
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Ok(()));
+    }
+    assert_eq!(committer.surge_groups(), 0);
+}
