@@ -96,13 +96,14 @@ async fn every_report(app: &TestApp, manager: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_report_is_the_same_whether_its_rows_are_still_in_the_ledger_or_folded() {
     let app = spawn_app().await;
-    let c = company(&app).await;
-    let manager = token(Role::Manager, c.manager, c.id);
-    // The fold's lock held by this session: the instance's fold finds it busy until it is released.
+    // The fold's lock held by this session, before the company's first row (its opening balances): the
+    // instance's fold, which runs on its own clock, finds it busy until it is released.
     let lock = app.db.client().await;
     lock.execute("SELECT pg_advisory_lock(spend_fold_lock_key())", &[])
         .await
         .expect("the fold's lock");
+    let c = company(&app).await;
+    let manager = token(Role::Manager, c.manager, c.id);
     postings(&app, &c).await;
     assert_eq!(unfolded(&app, &c).await, 11, "every row of the postings is in the tail");
     let from_the_ledger = every_report(&app, &manager).await;
