@@ -43,6 +43,31 @@ async fn debit_batch(app: &TestApp, wallet: Uuid, value: &str, version: Option<i
     b
 }
 
+/// Takes a row lock on `parked` and has `committer` commit a debit of it, which waits on the lock: the
+/// committer task that took it is busy until the lock is released.
+async fn park(
+    app: &TestApp,
+    committer: &GroupCommitter,
+    parked: Uuid,
+) -> (RowLock, tokio::task::JoinHandle<Result<(), CommitError>>) {
+    let lock = RowLock::take(&app.db.url, parked).await;
+    let first = debit_batch(app, parked, "1.00", None, None).await;
+    let c0 = committer.clone();
+    let parked_task = tokio::spawn(async move { c0.commit(first).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    (lock, parked_task)
+}
+
+/// A one-debit batch on each of `n` new wallets.
+async fn fresh_debits(app: &TestApp, n: usize) -> Vec<Batch> {
+    let mut batches = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (_, _, w) = app.user_with_wallet("10.00", "USD").await;
+        batches.push(debit_batch(app, w, "1.00", None, None).await);
+    }
+    batches
+}
+
 /// Parks `committer` on a row lock of `parked` (committing a debit of it), queues `batches` behind it so that
 /// they form one group, releases the lock, and returns the group's outcomes in the order of `batches`.
 async fn commit_as_one_group(
@@ -51,16 +76,8 @@ async fn commit_as_one_group(
     parked: Uuid,
     batches: Vec<Batch>,
 ) -> Vec<Result<(), CommitError>> {
-    let lock = RowLock::take(&app.db.url, parked).await;
-    let first = debit_batch(app, parked, "1.00", None, None).await;
-    let c0 = committer.clone();
-    let parked_task = tokio::spawn(async move { c0.commit(first).await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let mut tasks = Vec::new();
-    for batch in batches {
-        let c = committer.clone();
-        tasks.push(tokio::spawn(async move { c.commit(batch).await }));
-    }
+    let (lock, parked_task) = park(app, committer, parked).await;
+    let tasks = commit_each(committer, batches);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     lock.release().await;
     assert_eq!(parked_task.await.unwrap(), Ok(()));
@@ -259,17 +276,9 @@ async fn a_full_group_waiting_behind_a_busy_committer_is_committed_by_a_surge_co
     use wallet_service::store::MAX_GROUP_BATCHES;
     let app = spawn_app().await;
     let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
-    let mut batches = Vec::new();
-    for _ in 0..MAX_GROUP_BATCHES {
-        let (_, _, w) = app.user_with_wallet("10.00", "USD").await;
-        batches.push(debit_batch(&app, w, "1.00", None, None).await);
-    }
+    let batches = fresh_debits(&app, MAX_GROUP_BATCHES).await;
     let committer = single_committer(&app);
-    let lock = RowLock::take(&app.db.url, parked).await;
-    let first = debit_batch(&app, parked, "1.00", None, None).await;
-    let c0 = committer.clone();
-    let parked_task = tokio::spawn(async move { c0.commit(first).await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (lock, parked_task) = park(&app, &committer, parked).await;
 
     // The only committer of GROUP_COMMITTERS waits on the lock; a full group queues behind it.
     let tasks = commit_each(&committer, batches);
@@ -294,17 +303,9 @@ async fn a_full_group_waiting_behind_a_busy_committer_is_committed_by_a_surge_co
 async fn fewer_batches_than_a_group_wait_for_a_free_committer_rather_than_surge() {
     let app = spawn_app().await;
     let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
-    let mut batches = Vec::new();
-    for _ in 0..5 {
-        let (_, _, w) = app.user_with_wallet("10.00", "USD").await;
-        batches.push(debit_batch(&app, w, "1.00", None, None).await);
-    }
+    let batches = fresh_debits(&app, 5).await;
     let committer = single_committer(&app);
-    let lock = RowLock::take(&app.db.url, parked).await;
-    let first = debit_batch(&app, parked, "1.00", None, None).await;
-    let c0 = committer.clone();
-    let parked_task = tokio::spawn(async move { c0.commit(first).await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (lock, parked_task) = park(&app, &committer, parked).await;
     let tasks = commit_each(&committer, batches);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(
