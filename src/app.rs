@@ -136,6 +136,7 @@ impl App {
                 reads,
                 config.group_committers,
             ),
+            reader: crate::store::WalletReader::start(pool.clone(), cache.clone()),
             cache,
             outbox_written,
         };

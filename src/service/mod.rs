@@ -35,7 +35,7 @@ use dashmap::DashMap;
 use uuid::Uuid;
 use wallet_actors::{
     Amount, Applied, Budget, BudgetStatus, Command, Currency, Direction, Engine, Entry, Origin, PeriodType, Rejection,
-    Request, StoreError, WalletState, WalletStatus, WalletStore,
+    Request, StoreError, WalletState, WalletStatus,
 };
 
 use crate::auth::Role;
@@ -259,7 +259,7 @@ impl Service {
         if let Some(w) = self.store.cache.get(wallet_id).await {
             return Ok(Some(w));
         }
-        self.store.load(wallet_id).await
+        self.store.wallet_row(wallet_id).await
     }
 
     /// The wallet id of a user, remembered once found.

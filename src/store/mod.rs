@@ -9,6 +9,7 @@
 //! - `audit`: the tamper-evident ledger's SQL: chaining pre-chain rows at start, reading a wallet's chain
 //!   for verify, checkpoints over the wallets' heads (what is hashed is `wallet_actors::chain`'s).
 //! - `committer`: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
+//! - `reader`: [`WalletReader`]: wallet rows for `GET` on a cache miss, many misses in one statement.
 //! - `read`: `col`, a column read by name; a missing or mistyped one is `StoreError::Corrupt`, not a panic.
 //! - `replica`: read-your-writes over a streaming replica: each wallet's last commit position, the
 //!   replica's replay position, and the fallback to the primary ([`PgStore::read_client`]).
@@ -31,6 +32,7 @@ mod idempotency;
 pub mod outbox;
 pub mod pool;
 mod read;
+mod reader;
 mod replica;
 mod reports;
 mod rows;
@@ -49,6 +51,7 @@ pub use holds::{HoldFilter, MAX_SWEEP_HOLDS};
 pub use idempotency::{Claim, IDEMPOTENCY_LEASE_SECS, Resolution};
 pub use pool::{Pool, PoolError};
 pub(crate) use read::col;
+pub use reader::{MAX_PENDING_READS, MAX_READ_GROUP, WALLET_READERS, WalletReader};
 pub use replica::{MAX_TRACKED_WALLETS, REPLICA_RETRY_AFTER, REPLICA_WAIT, ReadRouter, ReadScope};
 pub use reports::{
     BalanceAt, BudgetReport, BudgetReportRow, LatestTxn, MAX_BUDGET_REPORT_ROWS, MAX_REPORT_ROWS, Report, ReportScope,
@@ -90,6 +93,8 @@ pub struct PgStore {
     pub outbox_written: std::sync::Arc<tokio::sync::Notify>,
     /// Written through after every commit and load (see [`crate::cache`]).
     pub cache: std::sync::Arc<crate::cache::WalletCache>,
+    /// Reads wallet rows for `GET` in groups (see [`reader`]).
+    pub reader: WalletReader,
 }
 
 /// A failure the store can say something about: what failed ([`StoreError`]'s variant) and its cause,
@@ -233,8 +238,26 @@ pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-const WALLET_COLUMNS: &str = "w.wallet_id, w.user_id, u.company_id, w.balance, w.currency, w.status, w.version, \
-     w.created_at, w.updated_at, w.head_seq, w.head_hash";
+/// The columns of a wallet's row (aliases `w` wallets, `u` users), as a literal for `concat!`.
+macro_rules! wallet_columns {
+    () => {
+        "w.wallet_id, w.user_id, u.company_id, w.balance, w.currency, w.status, w.version, \
+         w.created_at, w.updated_at, w.head_seq, w.head_hash"
+    };
+}
+const WALLET_COLUMNS: &str = wallet_columns!();
+/// One wallet's row by id.
+const WALLET_BY_ID: &str = concat!(
+    "SELECT ",
+    wallet_columns!(),
+    " FROM wallets w JOIN users u USING (user_id) WHERE w.wallet_id = $1"
+);
+/// The rows of many wallets by id (see [`reader`]).
+const WALLETS_BY_IDS: &str = concat!(
+    "SELECT ",
+    wallet_columns!(),
+    " FROM wallets w JOIN users u USING (user_id) WHERE w.wallet_id = ANY($1)"
+);
 
 /// A chain head read from its `head_seq` and `head_hash` columns (any prefix: `head_` or none).
 pub(crate) fn head_from_row(row: &tokio_postgres::Row, seq: &str, hash: &str) -> Result<Head, StoreError> {
@@ -276,12 +299,7 @@ fn wallet_from_row(row: &tokio_postgres::Row) -> Result<WalletState, StoreError>
 impl WalletStore for PgStore {
     async fn load(&self, wallet_id: Uuid) -> Result<Option<WalletState>, StoreError> {
         let c = self.pool.get().await.map_err(unavailable)?;
-        let stmt = c
-            .prepare_cached(&format!(
-                "SELECT {WALLET_COLUMNS} FROM wallets w JOIN users u USING (user_id) WHERE w.wallet_id = $1"
-            ))
-            .await
-            .map_err(unavailable)?;
+        let stmt = c.prepare_cached(WALLET_BY_ID).await.map_err(unavailable)?;
         // Both statements pipelined on the one connection: a cold wallet (the first booking of a user) costs
         // one round trip, not two. The budgets of a missing wallet are simply none.
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&wallet_id];
@@ -747,6 +765,12 @@ impl PgStore {
         self.reads.note_commit(&c, &self.pool, &[wallet_id]).await;
         self.outbox_written.notify_one();
         Ok(wallet)
+    }
+
+    /// A wallet's row for a read (`GET /wallets/{userId}`), without the budgets and holds an actor loads,
+    /// read with other reads' misses in one statement and written through to the cache (see [`reader`]).
+    pub async fn wallet_row(&self, wallet_id: Uuid) -> Result<Option<WalletState>, StoreError> {
+        self.reader.read(wallet_id).await
     }
 
     pub async fn wallet_id_of_user(&self, user_id: Uuid) -> Result<Option<Uuid>, StoreError> {
