@@ -540,6 +540,19 @@ fn plain_statement(with: Sections) -> &'static str {
         let mut ctes = Vec::new();
         if let Some(keys) = &keys {
             ctes.push(format!("keys AS (SELECT * FROM {keys} AS k(w, rt, ri, ty, txn, amt))"));
+            // The wallets of this group with a reference key already taken: one index probe per key. The
+            // probe is a sub-select Postgres may not turn into a join (`OFFSET 0`), so no plan of it can
+            // hash the whole `transaction_references` table instead. As a join (`keys JOIN
+            // transaction_references` inside `NOT EXISTS`) it was planned that way on each connection while
+            // the table was small, and the cached generic plan went on scanning every reference on every
+            // commit as the table grew (docs/BENCHMARKS.md, "A stale generic plan").
+            ctes.push(
+                "taken AS MATERIALIZED (SELECT DISTINCT k.w FROM keys k WHERE EXISTS ( \
+                     SELECT 1 FROM transaction_references r \
+                      WHERE r.wallet_id = k.w AND r.reference_type = k.rt \
+                        AND r.reference_id = k.ri AND r.type = k.ty OFFSET 0))"
+                    .to_string(),
+            );
         }
         // The claim fence (see `store::idempotency`): the key rows of the replies are locked, and a wallet
         // is updated only if every one of its replies still holds its claim token unfinished.
@@ -556,10 +569,7 @@ fn plain_statement(with: Sections) -> &'static str {
             ""
         };
         let not_taken = if keys.is_some() {
-            " AND NOT EXISTS (SELECT 1 FROM keys k JOIN transaction_references r \
-                                ON r.wallet_id = k.w AND r.reference_type = k.rt \
-                               AND r.reference_id = k.ri AND r.type = k.ty \
-                             WHERE k.w = v.id)"
+            " AND NOT EXISTS (SELECT 1 FROM taken t WHERE t.w = v.id)"
         } else {
             ""
         };

@@ -767,8 +767,9 @@ impl PgStore {
         Ok(wallet)
     }
 
-    /// A wallet's row for a read (`GET /wallets/{userId}`), without the budgets and holds an actor loads,
-    /// read with other reads' misses in one statement and written through to the cache (see [`reader`]).
+    /// A wallet's row and open holds for a read (`GET /wallets/{userId}`), without the budgets an actor
+    /// loads, read with other reads' misses in one round trip and written through to the cache (see
+    /// [`reader`]).
     pub async fn wallet_row(&self, wallet_id: Uuid) -> Result<Option<WalletState>, StoreError> {
         self.reader.read(wallet_id).await
     }

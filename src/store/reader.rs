@@ -6,8 +6,9 @@
 //! Postgres and this process far more than the row. So misses queue here and [`WALLET_READERS`] tasks take
 //! whatever has queued while they were busy as one `WHERE wallet_id = ANY($1)` statement (up to
 //! [`MAX_READ_GROUP`] ids). A lone miss still goes at once: a reader that is free takes it alone; grouping
-//! happens only when reads wait anyway. Every row read is written through to the cache (under the cache's
-//! version guard, so a read never puts an older balance over a newer one).
+//! happens only when reads wait anyway. The wallets' open holds are read with them (the available balance
+//! is the balance less what they reserve). Every wallet read is written through to the cache (under the
+//! cache's version guard, so a read never puts an older balance over a newer one).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 use wallet_actors::{StoreError, WalletState};
 
-use super::{Pool, WALLETS_BY_IDS, unavailable, wallet_from_row};
+use super::rows::Param;
+use super::{Pool, WALLETS_BY_IDS, holds, unavailable, wallet_from_row};
 use crate::cache::WalletCache;
 
 /// Statements in flight at once (each holds a pooled connection while it runs).
@@ -50,7 +52,7 @@ impl WalletReader {
         WalletReader { jobs, statements }
     }
 
-    /// The wallet's committed row (no budgets, no holds), or `None` when there is no such wallet.
+    /// The wallet's committed row and open holds (no budgets), or `None` when there is no such wallet.
     pub async fn read(&self, wallet_id: Uuid) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.jobs.send(Job { wallet_id, reply }).await.map_err(|_| stopped())?;
@@ -120,12 +122,23 @@ async fn read_rows(pool: &Pool, cache: &WalletCache, ids: &[Uuid]) -> Result<Has
     );
     let c = pool.get().await.map_err(unavailable)?;
     let stmt = c.prepare_cached(WALLETS_BY_IDS).await.map_err(unavailable)?;
-    let rows = c.query(&stmt, &[&ids]).await.map_err(unavailable)?;
+    // Both pipelined on the one connection, as an actor's load is: the open holds are part of what a read
+    // shows (the available balance) and of what the cache keeps.
+    let params: [Param<'_>; 1] = [&ids];
+    let (rows, holds) = tokio::join!(c.query(&stmt, &params), holds::load_open_of(&c, ids));
+    let rows = rows.map_err(unavailable)?;
     let mut found = HashMap::with_capacity(rows.len());
     for row in &rows {
         let w = wallet_from_row(row)?;
-        cache.put(&w);
         found.insert(w.wallet_id, w);
+    }
+    for h in holds? {
+        if let Some(w) = found.get_mut(&h.wallet_id) {
+            w.holds.push(h);
+        }
+    }
+    for w in found.values() {
+        cache.put(w);
     }
     Ok(found)
 }
