@@ -48,7 +48,7 @@
 //!   transactions, wallets by status); `store::spend`: the spend report (`spend_monthly`, `spend_daily` and
 //!   the ledger's unfolded tail in one snapshot), the fold that keeps those aggregates off the commit path
 //!   (`sql/V12`, run every 10 s by `app`), and their recomputation from the ledger;
-//!   `store::reader`: cache misses of wallet reads, grouped into one statement;
+//!   `store::reader`: cache misses of wallet reads, grouped into one round trip;
 //!   `store::read`: `col`, a column by name (`Corrupt`, never a panic); `store::pool`: the pools behind
 //!   their circuit breakers (fail fast while open, before any statement);
 //!   `store::replica`: read-your-writes over `DATABASE_READ_URL` (each wallet's last commit WAL position,

@@ -60,18 +60,17 @@ pub(crate) async fn load_open<C: GenericClient>(c: &C, wallet_id: Uuid) -> Resul
     rows.iter().map(hold_from_row).collect()
 }
 
-/// The open holds of several wallets (an atomic bulk posting's, `store::batch`), oldest first.
+/// The open holds of several wallets (an atomic bulk posting's, `store::batch`; a group of reads',
+/// `store::reader`), oldest first. Prepared once per connection: reads run it for every group of misses.
 pub(super) async fn load_open_of<C: GenericClient>(c: &C, wallet_ids: &[Uuid]) -> Result<Vec<Hold>, StoreError> {
-    let rows = c
-        .query(
-            &format!(
-                "SELECT {HOLD_COLUMNS} FROM holds WHERE wallet_id = ANY($1) \
-                   AND status IN ('PENDING', 'PARTIALLY_CAPTURED') ORDER BY created_at"
-            ),
-            &[&wallet_ids],
-        )
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {HOLD_COLUMNS} FROM holds WHERE wallet_id = ANY($1) \
+               AND status IN ('PENDING', 'PARTIALLY_CAPTURED') ORDER BY created_at"
+        ))
         .await
         .map_err(unavailable)?;
+    let rows = c.query(&stmt, &[&wallet_ids]).await.map_err(unavailable)?;
     rows.iter().map(hold_from_row).collect()
 }
 

@@ -9,7 +9,7 @@
 //! - `audit`: the tamper-evident ledger's SQL: chaining pre-chain rows at start, reading a wallet's chain
 //!   for verify, checkpoints over the wallets' heads (what is hashed is `wallet_actors::chain`'s).
 //! - `committer`: the shared [`GroupCommitter`]: the batches of many wallets in one commit.
-//! - `reader`: [`WalletReader`]: wallet rows for `GET` on a cache miss, many misses in one statement.
+//! - `reader`: [`WalletReader`]: wallet rows for `GET` on a cache miss, many misses in one round trip.
 //! - `read`: `col`, a column read by name; a missing or mistyped one is `StoreError::Corrupt`, not a panic.
 //! - `replica`: read-your-writes over a streaming replica: each wallet's last commit position, the
 //!   replica's replay position, and the fallback to the primary ([`PgStore::read_client`]).

@@ -4,8 +4,9 @@
 //! the wallet's row from Postgres. Under read load those misses arrive by the thousand per second, and for
 //! a lookup by primary key the statement — its round trip, parse of the reply, executor start-up — costs
 //! Postgres and this process far more than the row. So misses queue here and [`WALLET_READERS`] tasks take
-//! whatever has queued while they were busy as one `WHERE wallet_id = ANY($1)` statement (up to
-//! [`MAX_READ_GROUP`] ids). A lone miss still goes at once: a reader that is free takes it alone; grouping
+//! whatever has queued while they were busy as one `WHERE wallet_id = ANY($1)` look-up (up to
+//! [`MAX_READ_GROUP`] ids: the rows and their open holds, two prepared statements pipelined in one round
+//! trip). A lone miss still goes at once: a reader that is free takes it alone; grouping
 //! happens only when reads wait anyway. The wallets' open holds are read with them (the available balance
 //! is the balance less what they reserve). Every wallet read is written through to the cache (under the
 //! cache's version guard, so a read never puts an older balance over a newer one).
