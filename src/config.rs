@@ -209,6 +209,7 @@ impl Timeouts {
         crate::store::db::StatementBounds {
             db_statement: self.db_statement,
             db_lock: self.db_lock,
+            ..Default::default()
         }
     }
 

@@ -555,13 +555,17 @@ fn plain_statement(with: Sections) -> &'static str {
             );
         }
         // The claim fence (see `store::idempotency`): the key rows of the replies are locked, and a wallet
-        // is updated only if every one of its replies still holds its claim token unfinished.
+        // is updated only if every one of its replies still holds its claim token unfinished. Each reply
+        // probes its key row by the primary key, in the replies' order (the group's wallet order), for the
+        // reason `taken` gives: written as a join, a generic plan made while `idempotency_keys` was small
+        // hashed a sequential scan of the whole table, and kept doing so as it grew.
         let fenced = if let Some(replies) = &replies {
             ctes.push(format!("rep AS (SELECT * FROM {replies} AS x(c, e, k, s, b, t, w))"));
             ctes.push(
-                "fence AS (SELECT x.w FROM idempotency_keys ik JOIN rep x \
-                             ON ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k \
-                          WHERE ik.claim_token = x.t AND ik.response_status IS NULL FOR UPDATE OF ik)"
+                "fence AS (SELECT x.w FROM rep x WHERE EXISTS ( \
+                     SELECT 1 FROM idempotency_keys ik \
+                      WHERE ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k \
+                        AND ik.claim_token = x.t AND ik.response_status IS NULL OFFSET 0 FOR UPDATE))"
                     .to_string(),
             );
             " AND v.nr = (SELECT count(*) FROM fence f WHERE f.w = v.id)"

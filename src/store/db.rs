@@ -1,9 +1,9 @@
 //! Postgres: pools (primary and read, each behind its circuit breaker: [`super::pool`]), migrations under an
 //! advisory lock, partition upkeep, readiness.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use deadpool_postgres::{ManagerConfig, PoolConfig, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, ManagerConfig, PoolConfig, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tracing::{info, warn};
 use wallet_actors::StoreError;
@@ -49,13 +49,15 @@ pub const PARTITION_UPKEEP_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// Readiness probe's budget for `SELECT 1`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The server-side bounds of every statement on a pool's connections.
+/// The server-side bounds of every statement on a pool's connections, and how long a connection lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatementBounds {
     /// Postgres `statement_timeout`.
     pub db_statement: Duration,
     /// Postgres `lock_timeout`.
     pub db_lock: Duration,
+    /// A connection this old is closed instead of reused (see [`CONNECTION_MAX_AGE`]).
+    pub connection_max_age: Duration,
 }
 
 impl Default for StatementBounds {
@@ -63,8 +65,30 @@ impl Default for StatementBounds {
         StatementBounds {
             db_statement: DEFAULT_DB_STATEMENT_TIMEOUT,
             db_lock: DEFAULT_DB_LOCK_TIMEOUT,
+            connection_max_age: CONNECTION_MAX_AGE,
         }
     }
+}
+
+/// A pooled connection is closed when it is taken from the pool past this age (less its spread, below),
+/// and a new one is opened. Why: Postgres caches a generic plan of each prepared statement per session,
+/// and without an ANALYZE of the table (autovacuum off, or a table that grows slower than its threshold)
+/// nothing makes it plan again — a plan made while a table was small went on scanning it whole as it grew
+/// (docs/BENCHMARKS.md, "A stale generic plan"). The hot statements are written so that no plan of them
+/// can do that; this bounds how long any other plan, and a backend's caches, can last.
+pub const CONNECTION_MAX_AGE: Duration = Duration::from_secs(30 * 60);
+/// A pool's connections are mostly opened together (at start, in a surge). Each one's age limit is lowered
+/// by its own share of up to 1/`CONNECTION_AGE_SPREAD` of the limit, so they are not replaced all at once.
+pub const CONNECTION_AGE_SPREAD: u32 = 8;
+
+/// The age at which the connection opened at `created` is replaced: `max_age` less a share of
+/// `max_age / CONNECTION_AGE_SPREAD` drawn from the nanoseconds it was opened at (since `epoch`), which
+/// differ between connections.
+fn connection_age_limit(max_age: Duration, created: Instant, epoch: Instant) -> Duration {
+    let seed = created.saturating_duration_since(epoch).as_nanos() as u64;
+    let share = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54; // 0..1024
+    let spread = max_age / CONNECTION_AGE_SPREAD;
+    max_age.saturating_sub(spread * share as u32 / 1024)
 }
 
 /// Default `statement_timeout`: a money statement Postgres has not finished by then is cancelled by the
@@ -85,8 +109,14 @@ pub fn pool(
 ) -> Result<Pool, DbSetupError> {
     let mut pg: tokio_postgres::Config = url.parse().map_err(DbSetupError::InvalidUrl)?;
     let inherited = pg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+    // `jit=off`: Postgres compiles a statement with LLVM when its estimated cost passes `jit_above_cost`,
+    // which our set-based statements over parameter arrays and the spend fold's generic plans do. That
+    // compilation was most of their cost: 4 fold passes spent 5.2 s compiling and 0.8 s executing
+    // (`pg_stat_statements`, docs/BENCHMARKS.md "JIT off"). Nothing the service runs is long enough to
+    // earn it back. It comes before the URL's own options, so an operator can turn it on again there; the
+    // bounds come after them, so none can be loosened by accident.
     pg.options(format!(
-        "{inherited}-c statement_timeout={} -c lock_timeout={} -c client_connection_check_interval={}",
+        "-c jit=off {inherited}-c statement_timeout={} -c lock_timeout={} -c client_connection_check_interval={}",
         timeouts.db_statement.as_millis(),
         timeouts.db_lock.as_millis(),
         CLIENT_CONNECTION_CHECK.as_millis()
@@ -102,7 +132,14 @@ pub fn pool(
             recycling_method: RecyclingMethod::Fast,
         },
     );
+    let (max_age, epoch) = (timeouts.connection_max_age, Instant::now());
     deadpool_postgres::Pool::builder(manager)
+        .pre_recycle(Hook::sync_fn(move |_, metrics| {
+            if metrics.age() >= connection_age_limit(max_age, metrics.created, epoch) {
+                return Err(HookError::message("connection past its age limit"));
+            }
+            Ok(())
+        }))
         .config(PoolConfig {
             max_size: size,
             timeouts: deadpool_postgres::Timeouts {
@@ -327,5 +364,25 @@ mod tests {
         assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
         assert!(err.contains("refused"), "the cause is named: {err}");
         assert!(!err.contains("secret"), "no password in messages: {err}");
+    }
+
+    #[test]
+    fn connection_age_limits_stay_within_the_spread_and_differ_between_connections() {
+        use super::{CONNECTION_AGE_SPREAD, CONNECTION_MAX_AGE, connection_age_limit};
+        use std::time::{Duration, Instant};
+        let epoch = Instant::now();
+        let max = CONNECTION_MAX_AGE;
+        let lowest = max - max / CONNECTION_AGE_SPREAD;
+        let limits: std::collections::BTreeSet<Duration> = (0..200u64)
+            .map(|i| connection_age_limit(max, epoch + Duration::from_nanos(i * 7_919), epoch))
+            .collect();
+        assert!(limits.iter().all(|l| (lowest..=max).contains(l)), "{limits:?}");
+        assert!(
+            limits.len() > 150,
+            "connections opened apart get different limits: {}",
+            limits.len()
+        );
+        // A connection opened before the epoch (cannot happen in a pool; saturates) still gets a limit.
+        assert!(connection_age_limit(max, epoch, epoch + Duration::from_secs(1)) <= max);
     }
 }

@@ -221,10 +221,11 @@ pub(super) async fn fence<C: GenericClient>(
         .prepare_cached(
             "WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) \
                         WITH ORDINALITY AS x(c, e, k, t, i)), \
-                  held AS (SELECT x.i FROM idempotency_keys ik JOIN x \
-                             ON ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k \
-                          WHERE ik.claim_token = x.t AND ik.response_status IS NULL \
-                          FOR UPDATE OF ik) \
+                  held AS (SELECT x.i FROM x WHERE EXISTS ( \
+                             SELECT 1 FROM idempotency_keys ik \
+                              WHERE ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k \
+                                AND ik.claim_token = x.t AND ik.response_status IS NULL \
+                             OFFSET 0 FOR UPDATE)) \
              SELECT (x.i - 1)::int8 AS idx FROM x WHERE x.i NOT IN (SELECT i FROM held)",
         )
         .await?;

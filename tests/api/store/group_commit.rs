@@ -320,3 +320,38 @@ async fn fewer_batches_than_a_group_wait_for_a_free_committer_rather_than_surge(
     }
     assert_eq!(committer.surge_groups(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_statement_probes_taken_references_and_claims_by_index_even_in_a_plan_made_on_empty_tables() {
+    // A pooled connection plans each prepared statement once, generically, and keeps that plan until
+    // something invalidates it. Made on a fresh database (these tables empty), a join of the group's keys
+    // or replies to `transaction_references` or `idempotency_keys` was planned as a hash over a sequential
+    // scan, and the plan kept scanning the whole table as it grew. Written as per-row sub-plans, no plan can.
+    let app = spawn_app().await;
+    let c = app.db.client().await;
+    c.batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .unwrap();
+    for (i, sql) in wallet_service::store::all_plain_statements().into_iter().enumerate() {
+        let params = c.prepare(sql).await.unwrap().params().len();
+        c.batch_execute(&format!("PREPARE generic_{i} AS {sql}")).await.unwrap();
+        let nulls = vec!["NULL"; params].join(", ");
+        let plan: String = c
+            .query(&format!("EXPLAIN EXECUTE generic_{i}({nulls})"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0) + "\n")
+            .collect();
+        assert!(plan.contains("Update on wallets"), "{plan}");
+        for table in ["transaction_references", "idempotency_keys"] {
+            assert!(!plan.contains(&format!("Seq Scan on {table}")), "{sql}\n{plan}");
+        }
+        if sql.contains("taken AS") {
+            assert!(plan.contains("transaction_references_pkey"), "{plan}");
+        }
+        if sql.contains("fence AS") {
+            assert!(plan.contains("idempotency_keys_pkey"), "{plan}");
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! The store under the engine, driven directly (not over HTTP): the claim fence of Idempotency-Keys, the
-//! shared group committer, the grouped wallet reads, and the periodic upkeep (partitions, pruning).
+//! shared group committer, the pool's connection lifetime, the grouped wallet reads, and the periodic upkeep (partitions, pruning).
 
 mod claims;
 mod group_commit;
+mod pool;
 mod reader;
 mod upkeep;
 

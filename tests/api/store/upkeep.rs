@@ -113,6 +113,35 @@ async fn the_schema_derives_a_transactions_time_from_its_id_exactly_as_the_engin
         let at: chrono::DateTime<chrono::Utc> = r.get(1);
         assert_eq!(at, wallet_actors::state::txn_time(id), "{id}");
     }
+    // The ledger's CHECK (`sql/V14`) writes the same arithmetic out instead of calling the function (which
+    // Postgres would inline again for every INSERT statement): its expression, evaluated over the same ids,
+    // holds for each id's own time and for no other.
+    let check: String = c
+        .query_one(
+            "SELECT pg_get_expr(conbin, conrelid) FROM pg_constraint \
+              WHERE conrelid = 'transactions'::regclass AND conname = 'created_at_is_txn_id_time'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!check.contains("wallet_uuid_v7_time"), "{check}");
+    let times: Vec<chrono::DateTime<chrono::Utc>> = ids.iter().map(|id| wallet_actors::state::txn_time(*id)).collect();
+    let off_by_one: Vec<_> = times.iter().map(|t| *t + chrono::Duration::milliseconds(1)).collect();
+    for (at, holds_for) in [(&times, ids.len()), (&off_by_one, 0)] {
+        let held: i64 = c
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM unnest($1::uuid[], $2::timestamptz[]) AS x(txn_id, created_at) \
+                      WHERE {check}"
+                ),
+                &[&ids, at],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(held, holds_for as i64, "{check}");
+    }
     // And the CHECK refuses a row whose created_at is not its id's time.
     let (_, _, wallet) = app.user_with_wallet("1.00", "USD").await;
     let id = Uuid::now_v7();
