@@ -53,7 +53,8 @@
 //!   their circuit breakers (fail fast while open, before any statement);
 //!   `store::replica`: read-your-writes over `DATABASE_READ_URL` (each wallet's last commit WAL position,
 //!   the replica's replay position, the fallback to the primary: `PgStore::read_client`);
-//!   `store::db`: pools with statement and lock timeouts, migrations (`sql/`, under an advisory lock),
+//!   `store::db`: pools (statement and lock timeouts, no JIT, connections replaced after 30 minutes),
+//!   migrations (`sql/`, under an advisory lock),
 //!   partitions, pruning, readiness), users, wallets, history. Every SQL statement is under `store/`.
 //! - [`cache`]: wallet states written through after each commit (Redis, a Redis Cluster, or in process),
 //!   versioned; Redis behind its breaker, so Redis down costs speed, never a failed request.

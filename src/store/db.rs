@@ -1,5 +1,5 @@
-//! Postgres: pools (primary and read, each behind its circuit breaker: [`super::pool`]), migrations under an
-//! advisory lock, partition upkeep, readiness.
+//! Postgres: pools (primary and read, each behind its circuit breaker: [`super::pool`]; the session settings
+//! and lifetime of their connections), migrations under an advisory lock, partition upkeep, readiness.
 
 use std::time::{Duration, Instant};
 
