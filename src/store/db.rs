@@ -110,9 +110,9 @@ pub fn pool(
     let mut pg: tokio_postgres::Config = url.parse().map_err(DbSetupError::InvalidUrl)?;
     let inherited = pg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
     // `jit=off`: Postgres compiles a statement with LLVM when its estimated cost passes `jit_above_cost`,
-    // which our set-based statements over parameter arrays and the spend fold's generic plans do. That
-    // compilation was most of their cost: 4 fold passes spent 5.2 s compiling and 0.8 s executing
-    // (`pg_stat_statements`, docs/BENCHMARKS.md "JIT off"). Nothing the service runs is long enough to
+    // which the spend fold's statement and the reports' queries over the ledger do. For the fold that
+    // compilation was most of the cost: 4 passes spent 5.2 s compiling and 0.8 s executing
+    // (`pg_stat_statements`; docs/BENCHMARKS.md, "JIT: the spend fold was mostly LLVM"). Nothing the service runs is long enough to
     // earn it back. It comes before the URL's own options, so an operator can turn it on again there; the
     // bounds come after them, so none can be loosened by accident.
     pg.options(format!(

@@ -1,5 +1,6 @@
 //! The store under the engine, driven directly (not over HTTP): the claim fence of Idempotency-Keys, the
-//! shared group committer, the pool's connection lifetime, the grouped wallet reads, and the periodic upkeep (partitions, pruning).
+//! shared group committer, the pool's connections (lifetime, session settings), the grouped wallet reads,
+//! and the periodic upkeep (partitions, pruning).
 
 mod claims;
 mod group_commit;
