@@ -9,6 +9,11 @@ use wallet_service::store::db::{self, StatementBounds};
 
 use crate::helpers::app::spawn_app;
 
+/// A pool of one connection to `url`, the way the service builds its pools.
+fn one_connection(url: &str, bounds: &StatementBounds) -> Pool {
+    db::pool(url, 1, bounds, wallet_service::store::pool::PRIMARY).unwrap()
+}
+
 /// The Postgres backend behind the connection the pool hands out next.
 async fn backend(pool: &Pool) -> i32 {
     let c = pool.get().await.unwrap();
@@ -18,13 +23,7 @@ async fn backend(pool: &Pool) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_is_reused_until_its_age_limit_and_then_replaced_by_a_new_session() {
     let app = spawn_app().await;
-    let young = db::pool(
-        &app.db.url,
-        1,
-        &StatementBounds::default(),
-        wallet_service::store::pool::PRIMARY,
-    )
-    .unwrap();
+    let young = one_connection(&app.db.url, &StatementBounds::default());
     let first = backend(&young).await;
     for _ in 0..3 {
         assert_eq!(backend(&young).await, first, "a young connection is reused");
@@ -34,7 +33,7 @@ async fn a_connection_is_reused_until_its_age_limit_and_then_replaced_by_a_new_s
         connection_max_age: Duration::from_millis(200),
         ..Default::default()
     };
-    let aging = db::pool(&app.db.url, 1, &bounds, wallet_service::store::pool::PRIMARY).unwrap();
+    let aging = one_connection(&app.db.url, &bounds);
     let before = backend(&aging).await;
     assert_eq!(backend(&aging).await, before, "reused while younger than its limit");
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -64,22 +63,10 @@ async fn the_services_connections_run_without_jit_unless_the_database_url_turns_
         let on: String = c.query_one("SHOW jit", &[]).await.unwrap().get(0);
         on
     };
-    let plain = db::pool(
-        &app.db.url,
-        1,
-        &StatementBounds::default(),
-        wallet_service::store::pool::PRIMARY,
-    )
-    .unwrap();
+    let plain = one_connection(&app.db.url, &StatementBounds::default());
     assert_eq!(jit(plain).await, "off");
     let sep = if app.db.url.contains('?') { '&' } else { '?' };
     let url = format!("{}{sep}options=-c%20jit%3Don", app.db.url);
-    let asked = db::pool(
-        &url,
-        1,
-        &StatementBounds::default(),
-        wallet_service::store::pool::PRIMARY,
-    )
-    .unwrap();
+    let asked = one_connection(&url, &StatementBounds::default());
     assert_eq!(jit(asked).await, "on");
 }
