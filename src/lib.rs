@@ -54,8 +54,8 @@
 //!   `store::replica`: read-your-writes over `DATABASE_READ_URL` (each wallet's last commit WAL position,
 //!   the replica's replay position, the fallback to the primary: `PgStore::read_client`);
 //!   `store::db`: pools (statement and lock timeouts, no JIT, connections replaced after 30 minutes),
-//!   migrations (`sql/`, under an advisory lock),
-//!   partitions, pruning, readiness), users, wallets, history. Every SQL statement is under `store/`.
+//!   migrations (`sql/`, under an advisory lock), partitions, pruning, readiness), users, wallets, history.
+//!   Every SQL statement is under `store/`.
 //! - [`cache`]: wallet states written through after each commit (Redis, a Redis Cluster, or in process),
 //!   versioned; Redis behind its breaker, so Redis down costs speed, never a failed request.
 //! - [`resilience`]: the circuit breaker of each dependency (Postgres, Redis, RabbitMQ's publisher and

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use wallet_actors::store::{Batch, CommitError, HoldEvent};
 use wallet_actors::{Entry, TxnType};
 
-use super::idempotency::fence;
+use super::idempotency::{CLAIM_HELD, fence};
 use super::replica::ReadRouter;
 use super::rows::{
     EntryCols, GroupRows, KeyCols, Param, claim_references, insert_group_rows, refunds_over_debits, rollback,
@@ -555,19 +555,11 @@ fn plain_statement(with: Sections) -> &'static str {
             );
         }
         // The claim fence (see `store::idempotency`): the key rows of the replies are locked, and a wallet
-        // is updated only if every one of its replies still holds its claim token unfinished. Each reply
-        // probes its key row by the primary key, in the replies' order (the group's wallet order), for the
-        // reason `taken` gives: written as a join, a generic plan made while `idempotency_keys` was small
-        // hashed a sequential scan of the whole table, and kept doing so as it grew.
+        // is updated only if every one of its replies still holds its claim token unfinished (each reply
+        // probes its key row, in the replies' order: the group's wallet order).
         let fenced = if let Some(replies) = &replies {
             ctes.push(format!("rep AS (SELECT * FROM {replies} AS x(c, e, k, s, b, t, w))"));
-            ctes.push(
-                "fence AS (SELECT x.w FROM rep x WHERE EXISTS ( \
-                     SELECT 1 FROM idempotency_keys ik \
-                      WHERE ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k \
-                        AND ik.claim_token = x.t AND ik.response_status IS NULL OFFSET 0 FOR UPDATE))"
-                    .to_string(),
-            );
+            ctes.push(format!("fence AS (SELECT x.w FROM rep x WHERE {CLAIM_HELD})"));
             " AND v.nr = (SELECT count(*) FROM fence f WHERE f.w = v.id)"
         } else {
             ""

@@ -14,6 +14,8 @@
 //! So the lease ([`IDEMPOTENCY_LEASE_SECS`]) is about liveness only: how soon a key abandoned by a crashed
 //! or stalled process can be retried. No timing makes a late commit land after its claim was given up.
 
+use std::sync::LazyLock;
+
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 use wallet_actors::IdempotencyTicket;
@@ -203,6 +205,26 @@ impl PgStore {
     }
 }
 
+/// The claim fence's condition on a row `x` of claims (columns `c` caller, `e` endpoint, `k` key, `t` claim
+/// token): its key row still holds that token with no reply, and is locked until the commit. One probe of the
+/// primary key per claim, a sub-plan Postgres may not turn into a join (`OFFSET 0`): written as a join, a
+/// generic plan made while `idempotency_keys` was small hashed a sequential scan of the whole table and kept
+/// doing so as it grew (docs/BENCHMARKS.md, "The claim fence: a stale plan on keyed postings"). Shared by
+/// [`fence`] and the group commit's plain statement.
+pub(super) const CLAIM_HELD: &str = "EXISTS (SELECT 1 FROM idempotency_keys ik \
+     WHERE ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k \
+       AND ik.claim_token = x.t AND ik.response_status IS NULL OFFSET 0 FOR UPDATE)";
+
+/// [`fence`]'s statement: the positions (from 0) of the claims whose key rows do not hold them.
+static FENCE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) \
+                    WITH ORDINALITY AS x(c, e, k, t, i)), \
+              held AS (SELECT x.i FROM x WHERE {CLAIM_HELD}) \
+         SELECT (x.i - 1)::int8 AS idx FROM x WHERE x.i NOT IN (SELECT i FROM held)"
+    )
+});
+
 /// Inside the effect's transaction: locks the key rows of these claims and returns the positions (in
 /// `claims`) of those that no longer hold their token unfinished. The caller writes nothing for those;
 /// the locks keep a release or takeover of the others waiting until the commit.
@@ -217,18 +239,7 @@ pub(super) async fn fence<C: GenericClient>(
     let endpoint: Vec<&str> = claims.iter().map(|t| t.endpoint.as_str()).collect();
     let key: Vec<&str> = claims.iter().map(|t| t.key.as_str()).collect();
     let token: Vec<Uuid> = claims.iter().map(|t| t.token).collect();
-    let stmt = c
-        .prepare_cached(
-            "WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) \
-                        WITH ORDINALITY AS x(c, e, k, t, i)), \
-                  held AS (SELECT x.i FROM x WHERE EXISTS ( \
-                             SELECT 1 FROM idempotency_keys ik \
-                              WHERE ik.caller = x.c AND ik.endpoint = x.e AND ik.key = x.k \
-                                AND ik.claim_token = x.t AND ik.response_status IS NULL \
-                             OFFSET 0 FOR UPDATE)) \
-             SELECT (x.i - 1)::int8 AS idx FROM x WHERE x.i NOT IN (SELECT i FROM held)",
-        )
-        .await?;
+    let stmt = c.prepare_cached(&FENCE).await?;
     let rows = c.query(&stmt, &[&caller, &endpoint, &key, &token]).await?;
     rows.iter().map(|r| Ok(r.try_get::<_, i64>("idx")? as usize)).collect()
 }
