@@ -7,6 +7,10 @@
 //! acks the delivery once confirmed (what the consumer and the outbox relay do around a commit); and a tap
 //! consuming the replies (as `amqp-bookings` listens for `TransactionCompleted`). Latency runs from the
 //! publish to the reply's arrival at the tap. No database, no HTTP: only the broker and its clients.
+//!
+//! After an open-loop `amqp-bookings` the baseline runs open loop at the same rate (at most `max_in_flight`
+//! outstanding), latency from each message's intended publish time as there: the broker's own latency at
+//! that rate, which the bookings' open-loop percentiles are read against.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +26,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::drive::DRAIN_TIMEOUT;
+use crate::drive::{DRAIN_TIMEOUT, Mode};
+use crate::sched::RateSchedule;
 use crate::stats::{Outcome, Recorder, RunStats};
 
 struct Names {
@@ -109,8 +114,15 @@ fn spawn_worker(reply_ch: Channel, mut deliveries: lapin::Consumer, outbound: St
     })
 }
 
-/// Runs the baseline for `duration` with `concurrency` messages outstanding and the worker's `prefetch`.
-pub async fn run(amqp_url: &str, concurrency: usize, prefetch: u16, duration: Duration) -> anyhow::Result<RunStats> {
+/// How the baseline publishes: the bookings run's mode, and for an open loop the bound on outstanding messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub mode: Mode,
+    pub max_in_flight: usize,
+}
+
+/// Runs the baseline for `duration` under `load` with the worker's `prefetch`.
+pub async fn run(amqp_url: &str, load: Load, prefetch: u16, duration: Duration) -> anyhow::Result<RunStats> {
     let conn = Connection::connect(
         amqp_url,
         ConnectionProperties::default().with_connection_name("loadtest broker-baseline".into()),
@@ -125,7 +137,7 @@ pub async fn run(amqp_url: &str, concurrency: usize, prefetch: u16, duration: Du
     };
     let admin = conn.create_channel().await?;
     declare(&admin, &names).await?;
-    let result = measure(&conn, &names, concurrency, prefetch, duration).await;
+    let result = measure(&conn, &names, load, prefetch, duration).await;
     delete(&admin, &names).await;
     let _ = conn.close(200, "done".into()).await;
     result
@@ -134,7 +146,7 @@ pub async fn run(amqp_url: &str, concurrency: usize, prefetch: u16, duration: Du
 async fn measure(
     conn: &Connection,
     names: &Names,
-    concurrency: usize,
+    load: Load,
     prefetch: u16,
     duration: Duration,
 ) -> anyhow::Result<RunStats> {
@@ -174,13 +186,26 @@ async fn measure(
     };
     let publisher = conn.create_channel().await?;
     publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let (outstanding, sched) = match load.mode {
+        Mode::Closed { concurrency } => (concurrency, None),
+        Mode::Open { rate } => (
+            load.max_in_flight,
+            Some(RateSchedule::new(rate).map_err(anyhow::Error::msg)?),
+        ),
+    };
+    let permits = Arc::new(Semaphore::new(outstanding.max(1)));
     let deadline = start + duration;
+    let total = sched.map_or(u64::MAX, |s| s.total_for(duration));
     let mut confirms = tokio::task::JoinSet::new();
     let mut i = 0u64;
-    while Instant::now() < deadline {
+    while i < total && (sched.is_some() || Instant::now() < deadline) {
+        // Open loop: due at its slot whatever came before, and timed from that slot (no coordinated omission).
+        let intended = sched.map(|s| start + s.offset(i));
+        if let Some(due) = intended {
+            tokio::time::sleep_until(due.into()).await;
+        }
         let permit = permits.clone().acquire_owned().await.context("permits")?;
-        let sent = Instant::now();
+        let sent = intended.unwrap_or_else(Instant::now);
         if let Ok(mut p) = pending.lock() {
             p.insert(i, (sent, permit));
         }

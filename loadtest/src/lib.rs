@@ -678,21 +678,25 @@ async fn run_on(
                 books,
             });
             if !args.skip_broker_baseline {
-                let concurrency = match mode {
-                    Mode::Closed { concurrency } => concurrency,
-                    Mode::Open { .. } => args.concurrency,
+                let load = broker::Load {
+                    mode,
+                    max_in_flight: args.max_in_flight,
+                };
+                let label = match mode {
+                    Mode::Closed { concurrency } => format!("closed loop, {concurrency} outstanding"),
+                    Mode::Open { .. } => mode_label(mode),
                 };
                 if !args.quiet {
                     eprintln!(
-                        "broker-baseline: {concurrency} outstanding, prefetch {}, {:.0} s",
+                        "broker-baseline: {label}, prefetch {}, {:.0} s",
                         args.prefetch,
                         args.duration.as_secs_f64()
                     );
                 }
-                let stats = broker::run(&args.amqp_url, concurrency, args.prefetch, args.duration).await?;
+                let stats = broker::run(&args.amqp_url, load, args.prefetch, args.duration).await?;
                 let base = EngineRun {
                     name: "broker-baseline".into(),
-                    mode: format!("closed loop, {concurrency} outstanding"),
+                    mode: label,
                     wallets: 0,
                     stats,
                     books: None,

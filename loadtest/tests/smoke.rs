@@ -149,7 +149,7 @@ async fn the_pgbench_baseline_writes_balanced_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_amqp_bookings_run_gets_every_booking_back_as_an_event() {
+async fn a_short_amqp_bookings_run_gets_every_booking_back_as_an_event_and_the_broker_alone_runs_at_its_rate() {
     // Needs RabbitMQ (scripts/test.sh starts it; TEST_AMQP_URL points elsewhere).
     let dir = tempfile::tempdir().unwrap();
     let a = args(
@@ -180,6 +180,11 @@ async fn a_short_amqp_bookings_run_gets_every_booking_back_as_an_event() {
     assert!(books.ok, "{books:?}");
     assert_eq!(books.rows_in_db, 40);
     assert_eq!(books.acked_201, 40);
+    // The broker's own round trip follows at the same rate, so the bookings' latency has its reference.
+    let base = &outcome.result.engine_runs[1];
+    assert_eq!(base.name, "broker-baseline");
+    assert_eq!(base.mode, "open loop 20/s");
+    assert_eq!((base.stats.sent, base.stats.ok), (40, 40), "{:?}", base.stats.outcomes);
     assert!(outcome.report_html.exists());
 }
 

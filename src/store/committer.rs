@@ -17,9 +17,15 @@
 //!
 //! Either way each caller is answered only after the commit holding its batch (or with the reason its
 //! batch did not commit). Groups are sorted by wallet id, the order transfers lock rows in.
+//!
+//! # When a group starts
+//! A free committer starts a group at once when no other commit is in flight. While one is, the next group
+//! goes on forming until that commit finishes or [`MIN_OVERLAP_BATCHES`] wait: at a moderate rate each
+//! posting would otherwise be a statement of its own, and a statement's fixed cost is most of a small
+//! one's. Under load groups overlap as before, and a full group waiting wakes a surge committer.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use deadpool_postgres::Client;
@@ -39,9 +45,10 @@ use super::{Pool, batch_err, commit_err};
 use wallet_actors::IdempotencyTicket;
 
 /// Default committer tasks working in parallel (`GROUP_COMMITTERS`; each holds one pooled connection while
-/// it commits a group). Two keep a commit in flight while the next group forms; more split the waiting
-/// batches into smaller groups, i.e. more statements for the same rows (measured on 2 cores: 2 beat 4 by
-/// ~10% for single debits, 4 beat 2 by ~35% for 1,000-item bulk batches; docs/BENCHMARKS.md).
+/// it commits a group). Two keep a commit in flight while the next group forms (a second commit starts
+/// beside one in flight only with [`MIN_OVERLAP_BATCHES`] waiting); more split the waiting batches into
+/// smaller groups, i.e. more statements for the same rows (measured on 2 cores: 2 beat 4 by ~10% for single
+/// debits, 4 beat 2 by ~35% for 1,000-item bulk batches; docs/BENCHMARKS.md).
 pub const GROUP_COMMITTERS: usize = 2;
 /// Most committer tasks `GROUP_COMMITTERS` may ask for (each holds a pooled connection while it commits).
 pub const MAX_GROUP_COMMITTERS: usize = 8;
@@ -53,6 +60,13 @@ pub const MAX_GROUP_BATCHES: usize = 64;
 /// committers for everything were ~10% slower for single debits; as surge committers the bulk A/B in
 /// docs/BENCHMARKS.md "Surge committers" gained without that cost).
 pub const SURGE_COMMITTERS: usize = 2;
+/// Fewest batches a group starts its commit with while another group's commit is in flight. Below it the
+/// group goes on forming until that commit finishes: at a moderate rate a free second committer would
+/// otherwise take each batch alone, and Postgres' cost at such rates is per statement (executor start-up,
+/// constraint set-up), not per row — so two statements of one posting cost nearly twice one of two
+/// (docs/BENCHMARKS.md "Groups that form while a commit is in flight"). Under load this many wait at once
+/// and the committers overlap as before.
+pub const MIN_OVERLAP_BATCHES: usize = 8;
 /// Batches waiting for a committer before new ones wait for room (back-pressure on the actors).
 pub const MAX_PENDING_BATCHES: usize = 4096;
 
@@ -170,6 +184,8 @@ pub struct GroupCommitter {
     jobs: tokio::sync::mpsc::Sender<CommitJob>,
     /// Wakes a surge committer (a full group is waiting).
     surge: Arc<tokio::sync::Notify>,
+    /// Wakes a group forming behind a commit in flight (a batch arrived).
+    arrived: Arc<tokio::sync::Notify>,
     counters: Arc<Counters>,
 }
 
@@ -182,6 +198,8 @@ struct Counters {
     careful: AtomicU64,
     /// Groups committed by surge committers.
     surge_groups: AtomicU64,
+    /// Groups committed by any committer.
+    groups: AtomicU64,
 }
 
 struct CommitJob {
@@ -205,6 +223,7 @@ impl GroupCommitter {
         );
         let (tx, rx) = tokio::sync::mpsc::channel(MAX_PENDING_BATCHES);
         let surge = Arc::new(tokio::sync::Notify::new());
+        let arrived = Arc::new(tokio::sync::Notify::new());
         let shared = Arc::new(Committers {
             pool,
             cache,
@@ -212,6 +231,9 @@ impl GroupCommitter {
             reads,
             rx: tokio::sync::Mutex::new(rx),
             surge: surge.clone(),
+            arrived: arrived.clone(),
+            in_flight: AtomicUsize::new(0),
+            finished: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             counters: Arc::new(Counters::default()),
         });
@@ -224,6 +246,7 @@ impl GroupCommitter {
         GroupCommitter {
             jobs: tx,
             surge,
+            arrived,
             counters: shared.counters.clone(),
         }
     }
@@ -238,6 +261,7 @@ impl GroupCommitter {
                 reason: "the committer has stopped".into(),
                 outcome_unknown: false,
             })?;
+        self.arrived.notify_one();
         if self.jobs.max_capacity() - self.jobs.capacity() >= MAX_GROUP_BATCHES {
             self.surge.notify_one();
         }
@@ -261,6 +285,11 @@ impl GroupCommitter {
         self.counters.careful.load(Ordering::Relaxed)
     }
 
+    /// Groups committed (each one statement on the plain path, one transaction on the careful one).
+    pub fn groups(&self) -> u64 {
+        self.counters.groups.load(Ordering::Relaxed)
+    }
+
     /// Groups committed by [`SURGE_COMMITTERS`] (a full group was waiting).
     pub fn surge_groups(&self) -> u64 {
         self.counters.surge_groups.load(Ordering::Relaxed)
@@ -276,6 +305,12 @@ struct Committers {
     rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<CommitJob>>,
     /// Wakes a surge committer (a full group is waiting), or all of them when the queue closes.
     surge: Arc<tokio::sync::Notify>,
+    /// Signalled by every batch sent (see [`Committers::form_group`]).
+    arrived: Arc<tokio::sync::Notify>,
+    /// Groups being committed now.
+    in_flight: AtomicUsize,
+    /// Signalled when a group's commit finishes.
+    finished: tokio::sync::Notify,
     /// Set when the queue has closed (every handle dropped) and drained.
     closed: std::sync::atomic::AtomicBool,
     counters: Arc<Counters>,
@@ -292,7 +327,7 @@ async fn committer_loop(shared: Arc<Committers>) {
                 shared.surge.notify_waiters();
                 return;
             };
-            take_group(&mut rx, vec![first])
+            shared.form_group(&mut rx, first).await
         };
         shared.commit(jobs).await;
     }
@@ -336,8 +371,32 @@ fn take_group(rx: &mut tokio::sync::mpsc::Receiver<CommitJob>, mut jobs: Vec<Com
 }
 
 impl Committers {
+    /// The group `first` starts: at once when no other commit is in flight, else once that commit finishes or
+    /// [`MIN_OVERLAP_BATCHES`] wait (see there). The wait is bounded by the commit in flight, which the
+    /// statement timeout bounds.
+    async fn form_group(&self, rx: &mut tokio::sync::mpsc::Receiver<CommitJob>, first: CommitJob) -> Vec<CommitJob> {
+        loop {
+            // Registered before the checks, so a signal between a check and the wait is not lost.
+            let finished = self.finished.notified();
+            let arrived = self.arrived.notified();
+            tokio::pin!(finished, arrived);
+            finished.as_mut().enable();
+            arrived.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) == 0 || 1 + rx.len() >= MIN_OVERLAP_BATCHES {
+                break;
+            }
+            tokio::select! {
+                _ = finished => {}
+                _ = arrived => {}
+            }
+        }
+        take_group(rx, vec![first])
+    }
+
     /// Commits a group and answers each of its callers.
     async fn commit(&self, mut jobs: Vec<CommitJob>) {
+        let _in_flight = InFlight::count(self);
+        self.counters.groups.fetch_add(1, Ordering::Relaxed);
         jobs.sort_by_key(|j| j.batch.wallet_id);
         metrics::histogram!("wallet_group_commit_wallets").record(jobs.len() as f64);
         let results = commit_group(&self.pool, &jobs, &self.counters, &self.reads).await;
@@ -351,6 +410,24 @@ impl Committers {
             // A caller that went away (cancelled request) misses its answer; the commit stands either way.
             let _ = job.reply.send(result);
         }
+    }
+}
+
+/// A group's commit counted in [`Committers::in_flight`] while it lives; dropping it (after the answers, or
+/// on a panic) signals the groups forming behind it.
+struct InFlight<'a>(&'a Committers);
+
+impl<'a> InFlight<'a> {
+    fn count(shared: &'a Committers) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.notify_waiters();
     }
 }
 

@@ -17,13 +17,18 @@ use super::{batch, committed, planned_debit};
 /// A committer of the test's own with one committer task over the app's store, so that batches queue up
 /// behind a parked one and form a group.
 fn single_committer(app: &TestApp) -> GroupCommitter {
+    committer_of(app, 1)
+}
+
+/// A committer of the test's own with `tasks` committer tasks over the app's store.
+fn committer_of(app: &TestApp, tasks: usize) -> GroupCommitter {
     let store = app.store();
     GroupCommitter::with_committers(
         store.pool.clone(),
         store.cache.clone(),
         store.outbox_written.clone(),
         store.reads.clone(),
-        1,
+        tasks,
     )
 }
 
@@ -319,6 +324,64 @@ async fn fewer_batches_than_a_group_wait_for_a_free_committer_rather_than_surge(
         assert_eq!(t.await.unwrap(), Ok(()));
     }
     assert_eq!(committer.surge_groups(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_committer_lets_a_small_group_form_behind_a_commit_in_flight_and_commits_it_as_one() {
+    use wallet_service::store::MIN_OVERLAP_BATCHES;
+    let app = spawn_app().await;
+    let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
+    let batches = fresh_debits(&app, MIN_OVERLAP_BATCHES - 1).await;
+    let committer = committer_of(&app, 2);
+    let (lock, parked_task) = park(&app, &committer, parked).await;
+
+    // One committer waits on the lock; the other is free but does not take the few batches one by one.
+    let tasks = commit_each(&committer, batches);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "they wait for the commit in flight"
+    );
+    assert_eq!(committer.groups(), 1, "only the parked group has started");
+    lock.release().await;
+    assert_eq!(parked_task.await.unwrap(), Ok(()));
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Ok(()));
+    }
+    assert_eq!(committer.groups(), 2, "the waiting batches went as one group");
+    assert_eq!(committer.surge_groups(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enough_batches_behind_a_commit_in_flight_commit_beside_it_as_one_group() {
+    use wallet_service::store::MIN_OVERLAP_BATCHES;
+    let app = spawn_app().await;
+    let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
+    let batches = fresh_debits(&app, MIN_OVERLAP_BATCHES).await;
+    let committer = committer_of(&app, 2);
+    let (lock, parked_task) = park(&app, &committer, parked).await;
+
+    let tasks = commit_each(&committer, batches);
+    let all = async {
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        outcomes
+    };
+    let outcomes = tokio::time::timeout(std::time::Duration::from_secs(10), all)
+        .await
+        .expect("they commit while the other commit is still parked");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert!(!parked_task.is_finished(), "the lock still holds the parked commit");
+    assert_eq!(
+        committer.groups(),
+        2,
+        "the parked group and one group of all the others"
+    );
+    assert_eq!(committer.surge_groups(), 0);
+    lock.release().await;
+    assert_eq!(parked_task.await.unwrap(), Ok(()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
