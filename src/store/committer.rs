@@ -20,13 +20,15 @@
 //!
 //! # When a group starts
 //! A free committer starts a group at once when no other commit is in flight. While one is, the next group
-//! goes on forming until that commit finishes or [`MIN_OVERLAP_BATCHES`] wait: at a moderate rate each
+//! goes on forming until that commit finishes or [`MIN_OVERLAP_BATCHES`] wait (at most
+//! [`MAX_FORMING_WAIT`], so a commit held up holds no one else for long): at a moderate rate each
 //! posting would otherwise be a statement of its own, and a statement's fixed cost is most of a small
 //! one's. Under load groups overlap as before, and a full group waiting wakes a surge committer.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use deadpool_postgres::Client;
 use deadpool_postgres::GenericClient;
@@ -67,6 +69,10 @@ pub const SURGE_COMMITTERS: usize = 2;
 /// (docs/BENCHMARKS.md "Groups that form while a commit is in flight"). Under load this many wait at once
 /// and the committers overlap as before.
 pub const MIN_OVERLAP_BATCHES: usize = 8;
+/// Longest a group goes on forming behind a commit in flight. A commit takes about a millisecond; one held
+/// up (a row locked by another process, a slow WAL flush) must not hold every other wallet's postings for
+/// as long as it lasts, so after this the group starts beside it as it did before.
+pub const MAX_FORMING_WAIT: Duration = Duration::from_millis(10);
 /// Batches waiting for a committer before new ones wait for room (back-pressure on the actors).
 pub const MAX_PENDING_BATCHES: usize = 4096;
 
@@ -217,6 +223,19 @@ impl GroupCommitter {
         reads: Arc<ReadRouter>,
         committers: usize,
     ) -> Self {
+        Self::with_forming_wait(pool, cache, outbox_written, reads, committers, MAX_FORMING_WAIT)
+    }
+
+    /// [`Self::with_committers`] with a bound other than [`MAX_FORMING_WAIT`] (tests hold a commit in flight
+    /// for longer than that to watch a group form behind it).
+    pub fn with_forming_wait(
+        pool: Pool,
+        cache: std::sync::Arc<crate::cache::WalletCache>,
+        outbox_written: std::sync::Arc<tokio::sync::Notify>,
+        reads: Arc<ReadRouter>,
+        committers: usize,
+        forming_wait: Duration,
+    ) -> Self {
         assert!(
             (1..=MAX_GROUP_COMMITTERS).contains(&committers),
             "the configuration bounds the committers"
@@ -234,6 +253,7 @@ impl GroupCommitter {
             arrived: arrived.clone(),
             in_flight: AtomicUsize::new(0),
             finished: tokio::sync::Notify::new(),
+            forming_wait,
             closed: std::sync::atomic::AtomicBool::new(false),
             counters: Arc::new(Counters::default()),
         });
@@ -311,6 +331,8 @@ struct Committers {
     in_flight: AtomicUsize,
     /// Signalled when a group's commit finishes.
     finished: tokio::sync::Notify,
+    /// Longest a group forms behind a commit in flight ([`MAX_FORMING_WAIT`]).
+    forming_wait: Duration,
     /// Set when the queue has closed (every handle dropped) and drained.
     closed: std::sync::atomic::AtomicBool,
     counters: Arc<Counters>,
@@ -371,10 +393,10 @@ fn take_group(rx: &mut tokio::sync::mpsc::Receiver<CommitJob>, mut jobs: Vec<Com
 }
 
 impl Committers {
-    /// The group `first` starts: at once when no other commit is in flight, else once that commit finishes or
-    /// [`MIN_OVERLAP_BATCHES`] wait (see there). The wait is bounded by the commit in flight, which the
-    /// statement timeout bounds.
+    /// The group `first` starts: at once when no other commit is in flight, else once that commit finishes,
+    /// [`MIN_OVERLAP_BATCHES`] wait (see there) or `forming_wait` has passed.
     async fn form_group(&self, rx: &mut tokio::sync::mpsc::Receiver<CommitJob>, first: CommitJob) -> Vec<CommitJob> {
+        let give_up = tokio::time::Instant::now() + self.forming_wait;
         loop {
             // Registered before the checks, so a signal between a check and the wait is not lost.
             let finished = self.finished.notified();
@@ -388,6 +410,7 @@ impl Committers {
             tokio::select! {
                 _ = finished => {}
                 _ = arrived => {}
+                _ = tokio::time::sleep_until(give_up) => break,
             }
         }
         take_group(rx, vec![first])

@@ -44,7 +44,7 @@ pub use bookings::{
 };
 pub(crate) use budgets::{alert_events, write_batch as write_budgets};
 pub use committer::{
-    GROUP_COMMITTERS, GroupCommitter, MAX_GROUP_BATCHES, MAX_GROUP_COMMITTERS, MAX_PENDING_BATCHES,
+    GROUP_COMMITTERS, GroupCommitter, MAX_FORMING_WAIT, MAX_GROUP_BATCHES, MAX_GROUP_COMMITTERS, MAX_PENDING_BATCHES,
     MIN_OVERLAP_BATCHES, SURGE_COMMITTERS, all_plain_statements,
 };
 pub use holds::{HoldFilter, MAX_SWEEP_HOLDS};

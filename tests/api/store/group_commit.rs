@@ -32,6 +32,20 @@ fn committer_of(app: &TestApp, tasks: usize) -> GroupCommitter {
     )
 }
 
+/// Two committer tasks whose groups form behind a commit in flight for as long as it lasts (up to a minute),
+/// so a parked commit shows the forming.
+fn patient_committers(app: &TestApp) -> GroupCommitter {
+    let store = app.store();
+    GroupCommitter::with_forming_wait(
+        store.pool.clone(),
+        store.cache.clone(),
+        store.outbox_written.clone(),
+        store.reads.clone(),
+        2,
+        std::time::Duration::from_secs(60),
+    )
+}
+
 /// A one-debit batch planned against the wallet's current state (or a given version).
 async fn debit_batch(app: &TestApp, wallet: Uuid, value: &str, version: Option<i64>, reference: Option<&str>) -> Batch {
     let origin = Origin {
@@ -332,7 +346,7 @@ async fn a_free_committer_lets_a_small_group_form_behind_a_commit_in_flight_and_
     let app = spawn_app().await;
     let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
     let batches = fresh_debits(&app, MIN_OVERLAP_BATCHES - 1).await;
-    let committer = committer_of(&app, 2);
+    let committer = patient_committers(&app);
     let (lock, parked_task) = park(&app, &committer, parked).await;
 
     // One committer waits on the lock; the other is free but does not take the few batches one by one.
@@ -358,7 +372,7 @@ async fn enough_batches_behind_a_commit_in_flight_commit_beside_it_as_one_group(
     let app = spawn_app().await;
     let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
     let batches = fresh_debits(&app, MIN_OVERLAP_BATCHES).await;
-    let committer = committer_of(&app, 2);
+    let committer = patient_committers(&app);
     let (lock, parked_task) = park(&app, &committer, parked).await;
 
     let tasks = commit_each(&committer, batches);
@@ -380,6 +394,32 @@ async fn enough_batches_behind_a_commit_in_flight_commit_beside_it_as_one_group(
         "the parked group and one group of all the others"
     );
     assert_eq!(committer.surge_groups(), 0);
+    lock.release().await;
+    assert_eq!(parked_task.await.unwrap(), Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_held_up_holds_a_small_group_behind_it_no_longer_than_the_forming_wait() {
+    let app = spawn_app().await;
+    let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
+    let batches = fresh_debits(&app, 3).await;
+    let committer = committer_of(&app, 2);
+    let (lock, parked_task) = park(&app, &committer, parked).await;
+
+    // The parked commit lasts until the lock goes; the few behind it start after MAX_FORMING_WAIT instead.
+    let tasks = commit_each(&committer, batches);
+    let all = async {
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        outcomes
+    };
+    let outcomes = tokio::time::timeout(std::time::Duration::from_secs(10), all)
+        .await
+        .expect("they commit while the other commit is still parked");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert!(!parked_task.is_finished(), "the lock still holds the parked commit");
     lock.release().await;
     assert_eq!(parked_task.await.unwrap(), Ok(()));
 }
