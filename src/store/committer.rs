@@ -66,7 +66,7 @@ pub const SURGE_COMMITTERS: usize = 2;
 /// group goes on forming until that commit finishes: at a moderate rate a free second committer would
 /// otherwise take each batch alone, and Postgres' cost at such rates is per statement (executor start-up,
 /// constraint set-up), not per row — so two statements of one posting cost nearly twice one of two
-/// (docs/BENCHMARKS.md "Groups that form while a commit is in flight"). Under load this many wait at once
+/// (docs/BENCHMARKS.md "Groups that form behind a commit in flight"). Under load this many wait at once
 /// and the committers overlap as before.
 pub const MIN_OVERLAP_BATCHES: usize = 8;
 /// Longest a group goes on forming behind a commit in flight. A commit takes about a millisecond; one held
