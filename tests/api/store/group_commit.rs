@@ -290,6 +290,21 @@ fn commit_each(
         .collect()
 }
 
+/// Waits for every task's commit, at most ten seconds in all, and requires each to have succeeded.
+async fn all_commit_within_ten_seconds(tasks: Vec<tokio::task::JoinHandle<Result<(), CommitError>>>, why: &str) {
+    let all = async {
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        outcomes
+    };
+    let outcomes = tokio::time::timeout(std::time::Duration::from_secs(10), all)
+        .await
+        .expect(why);
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_group_waiting_behind_a_busy_committer_is_committed_by_a_surge_committer() {
     use wallet_service::store::MAX_GROUP_BATCHES;
@@ -301,17 +316,11 @@ async fn a_full_group_waiting_behind_a_busy_committer_is_committed_by_a_surge_co
 
     // The only committer of GROUP_COMMITTERS waits on the lock; a full group queues behind it.
     let tasks = commit_each(&committer, batches);
-    let all = async {
-        let mut outcomes = Vec::new();
-        for t in tasks {
-            outcomes.push(t.await.unwrap());
-        }
-        outcomes
-    };
-    let outcomes = tokio::time::timeout(std::time::Duration::from_secs(10), all)
-        .await
-        .expect("the full group commits while the other committer is still parked");
-    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    all_commit_within_ten_seconds(
+        tasks,
+        "the full group commits while the other committer is still parked",
+    )
+    .await;
     assert_eq!(committer.surge_groups(), 1);
     assert!(!parked_task.is_finished(), "the lock still holds the parked commit");
     lock.release().await;
@@ -376,17 +385,7 @@ async fn enough_batches_behind_a_commit_in_flight_commit_beside_it_as_one_group(
     let (lock, parked_task) = park(&app, &committer, parked).await;
 
     let tasks = commit_each(&committer, batches);
-    let all = async {
-        let mut outcomes = Vec::new();
-        for t in tasks {
-            outcomes.push(t.await.unwrap());
-        }
-        outcomes
-    };
-    let outcomes = tokio::time::timeout(std::time::Duration::from_secs(10), all)
-        .await
-        .expect("they commit while the other commit is still parked");
-    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    all_commit_within_ten_seconds(tasks, "they commit while the other commit is still parked").await;
     assert!(!parked_task.is_finished(), "the lock still holds the parked commit");
     assert_eq!(
         committer.groups(),
@@ -408,17 +407,7 @@ async fn a_commit_held_up_holds_a_small_group_behind_it_no_longer_than_the_formi
 
     // The parked commit lasts until the lock goes; the few behind it start after MAX_FORMING_WAIT instead.
     let tasks = commit_each(&committer, batches);
-    let all = async {
-        let mut outcomes = Vec::new();
-        for t in tasks {
-            outcomes.push(t.await.unwrap());
-        }
-        outcomes
-    };
-    let outcomes = tokio::time::timeout(std::time::Duration::from_secs(10), all)
-        .await
-        .expect("they commit while the other commit is still parked");
-    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    all_commit_within_ten_seconds(tasks, "they commit while the other commit is still parked").await;
     assert!(!parked_task.is_finished(), "the lock still holds the parked commit");
     lock.release().await;
     assert_eq!(parked_task.await.unwrap(), Ok(()));
