@@ -341,7 +341,8 @@ struct Committers {
 /// A committer of `GROUP_COMMITTERS`: takes whatever waits (up to a full group) as soon as it is free.
 async fn committer_loop(shared: Arc<Committers>) {
     loop {
-        let jobs = {
+        // Counted in flight before the queue is let go, so the next committer sees it and lets its group form.
+        let (jobs, in_flight) = {
             let mut rx = shared.rx.lock().await;
             let Some(first) = rx.recv().await else {
                 // Every handle is gone and the queue is empty: the surge committers stop too.
@@ -349,9 +350,9 @@ async fn committer_loop(shared: Arc<Committers>) {
                 shared.surge.notify_waiters();
                 return;
             };
-            shared.form_group(&mut rx, first).await
+            (shared.form_group(&mut rx, first).await, InFlight::count(&shared))
         };
-        shared.commit(jobs).await;
+        shared.commit(jobs, in_flight).await;
     }
 }
 
@@ -367,16 +368,17 @@ async fn surge_loop(shared: Arc<Committers>) {
         }
         woken.await;
         loop {
-            let jobs = {
+            let (jobs, in_flight) = {
                 let mut rx = shared.rx.lock().await;
                 if rx.len() < MAX_GROUP_BATCHES {
                     break; // the others took it meanwhile
                 }
-                take_group(&mut rx, Vec::with_capacity(MAX_GROUP_BATCHES))
+                let jobs = take_group(&mut rx, Vec::with_capacity(MAX_GROUP_BATCHES));
+                (jobs, InFlight::count(&shared))
             };
             shared.counters.surge_groups.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("wallet_group_commit_surge_groups_total").increment(1);
-            shared.commit(jobs).await;
+            shared.commit(jobs, in_flight).await;
         }
     }
 }
@@ -416,9 +418,9 @@ impl Committers {
         take_group(rx, vec![first])
     }
 
-    /// Commits a group and answers each of its callers.
-    async fn commit(&self, mut jobs: Vec<CommitJob>) {
-        let _in_flight = InFlight::count(self);
+    /// Commits a group and answers each of its callers; `_in_flight` (counted when the group was taken) ends
+    /// with it.
+    async fn commit(&self, mut jobs: Vec<CommitJob>, _in_flight: InFlight<'_>) {
         self.counters.groups.fetch_add(1, Ordering::Relaxed);
         jobs.sort_by_key(|j| j.batch.wallet_id);
         metrics::histogram!("wallet_group_commit_wallets").record(jobs.len() as f64);
