@@ -108,15 +108,23 @@ async fn with_redis_killed_every_request_still_succeeds_and_the_cache_is_used_ag
         loop {
             round(&http, &base, &wallets, &mut debited, "back").await;
             let text = metrics(&base).await;
-            if sample(&text, &breaker_series("redis")) == Some(0.0) && count(&text, HITS) > hits_before {
+            // Entries are written again, read again, and stay: the deletion of the entries of wallets written
+            // during the outage runs on a task of its own and may land after a round's writes, so the rounds go
+            // on until Redis holds entries after one (the next round's writes follow the deletion).
+            if sample(&text, &breaker_series("redis")) == Some(0.0)
+                && count(&text, HITS) > hits_before
+                && redis.dbsize().await > 0
+            {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "the cache was not used again within {WITHIN:?} of Redis' return"
+                "the cache was not used again within {WITHIN:?} of Redis' return (breaker, hits or entries): {:?}, {}, {}",
+                sample(&text, &breaker_series("redis")),
+                count(&text, HITS) - hits_before,
+                redis.dbsize().await
             );
         }
-        assert!(redis.dbsize().await > 0, "entries are written to Redis again");
     })
     .await;
 }
