@@ -18,7 +18,8 @@ use crate::store::CreateWalletError;
 
 /// The media type of every error reply.
 pub const PROBLEM_JSON: &str = "application/problem+json";
-/// Seconds a client is asked to wait after 429/503.
+/// Seconds a client is asked to wait after 429/503 by default (a 503 while a Postgres breaker is open asks
+/// for the rest of its open period: `http::problem::with_breaker_wait`).
 pub const RETRY_AFTER_SECS: u64 = 1;
 /// Where the problem types are documented: a problem's `type` is this prefix and the code's slug.
 pub const PROBLEM_TYPE_PREFIX: &str = "/problems/";

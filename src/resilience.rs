@@ -151,6 +151,17 @@ impl Breaker {
         }
     }
 
+    /// How long a client should wait before calling again while the breaker refuses calls: the rest of the
+    /// open period (zero when it is over and the next call will probe), `open_min` while a probe is out;
+    /// `None` while closed.
+    pub fn retry_in(&self) -> Option<Duration> {
+        match self.lock().state {
+            State::Closed { .. } => None,
+            State::Open { until } => Some(until.saturating_duration_since(Instant::now())),
+            State::HalfOpen { .. } => Some(self.policy.open_min),
+        }
+    }
+
     fn set(&self, inner: &mut Inner, state: State) {
         let shown = match state {
             State::Closed { .. } => BreakerState::Closed,
@@ -350,6 +361,32 @@ mod tests {
         let refused = b.admit().err().expect("open refuses");
         assert_eq!(refused.dependency, "test-a");
         assert!(refused.retry_in > Duration::ZERO && refused.retry_in <= Duration::from_secs(120));
+    }
+
+    #[test]
+    fn the_wait_it_advises_is_the_rest_of_the_open_period_and_none_once_closed() {
+        let b = Breaker::new("test-f", policy(Duration::from_secs(60)));
+        assert_eq!(b.retry_in(), None, "closed: no wait");
+        trip(&b);
+        let wait = b.retry_in().expect("open: a wait");
+        let refused = b.admit().err().expect("open refuses");
+        assert!(
+            wait > Duration::from_secs(40) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        assert!(
+            refused.retry_in <= wait,
+            "the wait only shrinks: {refused:?} after {wait:?}"
+        );
+
+        let b = Breaker::new("test-g", policy(Duration::from_millis(20)));
+        trip(&b);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.retry_in(), Some(Duration::ZERO), "period over: the next call probes");
+        let probe = b.admit().expect("probe");
+        assert_eq!(b.retry_in(), Some(Duration::from_millis(20)), "a probe out: open_min");
+        probe.success();
+        assert_eq!(b.retry_in(), None);
     }
 
     #[test]

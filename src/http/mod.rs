@@ -385,6 +385,7 @@ pub fn routes(
         .unify()
         .or(warp::path::full().and(warp::method()).map(unmatched))
         .unify()
+        .map(move |res| problem::with_breaker_wait(res, || ctx.service.database_retry_in()))
         .with(warp::log::custom(move |info| metrics_ctx.observe(info)))
         .boxed()
 }

@@ -388,6 +388,13 @@ impl Service {
         Ok(())
     }
 
+    /// While a Postgres breaker (the primary's or the read pool's) refuses connections, how long until it
+    /// tries the server again — the longest of the open ones; `None` when both are closed. What a 503's
+    /// `Retry-After` says, so that clients back off as long as the breaker does.
+    pub fn database_retry_in(&self) -> Option<std::time::Duration> {
+        self.store.pool.retry_in().max(self.store.read.retry_in())
+    }
+
     /// Sets the engine's and the pool's gauges (before a `/metrics` render).
     pub fn record_gauges(&self) {
         metrics::gauge!("wallet_live_actors").set(self.engine.live_actors() as f64);

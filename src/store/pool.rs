@@ -84,6 +84,12 @@ impl Pool {
         self.inner.status()
     }
 
+    /// While the breaker refuses connections, how long until it tries the server again (see
+    /// [`crate::resilience::Breaker::retry_in`]); `None` while it is closed.
+    pub fn retry_in(&self) -> Option<std::time::Duration> {
+        self.breaker.retry_in()
+    }
+
     /// The breaker's state now.
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.state()

@@ -76,14 +76,36 @@ impl Vhost {
             tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
         }
         assert!(last.is_empty(), "create vhost {name}: {last}");
+        let vhost = Vhost { name };
+        vhost.grant().await;
+        vhost
+    }
+
+    /// Lets the test's user (whom the service connects as) use the vhost.
+    pub async fn grant(&self) {
         let (_, user, _) = management();
-        let res = api(reqwest::Method::PUT, &format!("permissions/{name}/{user}"))
+        let res = api(reqwest::Method::PUT, &format!("permissions/{}/{user}", self.name))
             .json(&json!({"configure": ".*", "write": ".*", "read": ".*"}))
             .send()
             .await
             .expect("set permissions");
-        assert!(res.status().is_success(), "permissions on {name}: {}", res.status());
-        Vhost { name }
+        assert!(
+            res.status().is_success(),
+            "permissions on {}: {}",
+            self.name,
+            res.status()
+        );
+    }
+
+    /// Takes the user's permissions on the vhost away: from then on every connection to it is refused, as
+    /// to a broker that is down, while the vhost's queues and their messages stay.
+    pub async fn revoke(&self) {
+        let (_, user, _) = management();
+        let res = api(reqwest::Method::DELETE, &format!("permissions/{}/{user}", self.name))
+            .send()
+            .await
+            .expect("delete permissions");
+        assert!(res.status().is_success(), "revoke on {}: {}", self.name, res.status());
     }
 
     /// The AMQP URL of this vhost, for the service (`AMQP_URL`) and the test's publisher.

@@ -1,14 +1,17 @@
 //! The dependencies' circuit breakers and what an outage costs clients (issue 15), each against the real
 //! binary (`helpers::service`) so that its `/metrics` are its own, and private servers that the test may stop
-//! (`helpers::cluster` for Postgres, `helpers::redis` for Redis), never the shared ones.
+//! (`helpers::cluster` for Postgres, `helpers::redis` for Redis), never the shared ones; RabbitMQ is refused to the
+//! service on a vhost of the test's own (`helpers::amqp`).
 //!
 //! | test | what |
 //! |---|---|
 //! | [`postgres_breaker`] | Postgres stopped: fast 503s with `Retry-After` and nothing applied, `/ready` 503, then the breaker closes by itself |
 //! | [`redis_outage`] | Redis killed under traffic: no failed request, the cache bypassed and counted, used again once Redis returns |
+//! | [`rabbitmq_outage`] | RabbitMQ refusing the service: debits still 201, both RabbitMQ breakers open, `/ready` 503; back: breakers closed, outbox drained, bookings consumed |
 //! | [`redis_cluster`] | `REDIS_URL` listing a three-node Redis Cluster: entries spread over the nodes, reads served |
 
 mod postgres_breaker;
+mod rabbitmq_outage;
 mod redis_cluster;
 mod redis_outage;
 

@@ -1,7 +1,8 @@
 //! Postgres (a private cluster) stopped: once the breaker is open, every request that needs Postgres is
 //! answered 503 `UNAVAILABLE` with `Retry-After` within [`FAST_FAIL`] of wall time measured by the client —
 //! instead of the pool's and the connect timeouts (seconds) — with nothing of the database, the libraries
-//! or the OS in the body, and nothing applied; `/ready` answers 503. Started again: `/ready` 200, a debit
+//! or the OS in the body, and nothing applied; `/ready` answers 503; the longer the breaker stays open, the
+//! longer the `Retry-After` it asks for. Started again: `/ready` 200, a debit
 //! 201 and the breaker closed, with no restart of the service.
 //!
 //! [`FAST_FAIL`] is a behavioural bound of the breaker, not a benchmark: a refused call does no I/O at all,
@@ -26,6 +27,8 @@ const FAST_FAIL: Duration = Duration::from_millis(50);
 const MEASURED: usize = 20;
 /// How long the breaker may take to open once Postgres is gone, and `/ready` to answer 200 once it is back.
 const WITHIN: Duration = Duration::from_secs(30);
+/// The breaker's longest open period (`resilience::OPEN_MAX`), the most a `Retry-After` may ask.
+const OPEN_MAX_SECS: u64 = 15;
 /// Words of the dependencies' own messages that must never reach a client.
 const LEAKS: [&str; 9] = [
     "postgres",
@@ -129,6 +132,35 @@ async fn with_postgres_stopped_requests_fail_fast_with_503_and_the_breaker_close
             "each refused request is counted as a fast failure"
         );
         assert_eq!(svc.ready_status().await, Some(503), "/ready while Postgres is down");
+
+        // Each failed probe opens the breaker for longer, and a 503's `Retry-After` says how long: requests
+        // go on until one asks for at least two seconds (the third open period is about two), and none asks
+        // for more than the longest period.
+        let (mut asked, deadline) = (vec![], Instant::now() + WITHIN);
+        let longer = loop {
+            let res = http
+                .get(format!("{base}/wallets/{}", Uuid::new_v4()))
+                .bearer_auth(admin_token())
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(res.status(), 503);
+            let secs: u64 = res.headers()["retry-after"]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("seconds");
+            asked.push(secs);
+            if secs >= 2 || Instant::now() >= deadline {
+                break secs >= 2;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            longer,
+            "Retry-After never grew with the breaker's open period: {asked:?}"
+        );
+        assert!(asked.iter().all(|s| (1..=OPEN_MAX_SECS).contains(s)), "{asked:?}");
 
         cluster.start_again().await;
         let ready = eventually(WITHIN, || async { svc.ready_status().await == Some(200) }).await;
