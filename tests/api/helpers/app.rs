@@ -326,12 +326,7 @@ impl TestApp {
 
     /// The wallet's balance as its row holds it.
     pub async fn balance(&self, wallet: Uuid) -> String {
-        let c = self.db.client().await;
-        let row = c
-            .query_one("SELECT balance::text FROM wallets WHERE wallet_id = $1", &[&wallet])
-            .await
-            .expect("wallet row");
-        row.get(0)
+        self.db.balance(wallet).await
     }
 
     /// One `SELECT count(*) ...` (or any single bigint) on this app's database.

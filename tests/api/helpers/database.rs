@@ -57,6 +57,17 @@ impl TestDatabase {
         connect(&self.url).await.expect("connect to the test database")
     }
 
+    /// A wallet's balance as its row holds it.
+    pub async fn balance(&self, wallet: uuid::Uuid) -> String {
+        let row = self
+            .client()
+            .await
+            .query_one("SELECT balance::text FROM wallets WHERE wallet_id = $1", &[&wallet])
+            .await
+            .expect("wallet row");
+        row.get(0)
+    }
+
     /// Makes the database refuse new connections and cuts the open ones (the database is "down" for the
     /// app), or lets connections in again.
     pub async fn set_connections(&self, allowed: bool) {

@@ -179,16 +179,7 @@ async fn with_postgres_stopped_requests_fail_fast_with_503_and_the_breaker_close
 
         // A fast 503 meant "not applied": only the debits before and after moved money, and a refused key's
         // retry applies it once.
-        let c = db.client().await;
-        let balance: String = c
-            .query_one(
-                "SELECT balance::text FROM wallets WHERE wallet_id = $1",
-                &[&wallet.wallet_id],
-            )
-            .await
-            .expect("wallet row")
-            .get(0);
-        assert_eq!(balance, "97.00");
+        assert_eq!(db.balance(wallet.wallet_id).await, "97.00");
         assert_eq!(
             debit(&http, &base, &token, wallet.wallet_id, "1.00", &refused_keys[0])
                 .await
@@ -201,15 +192,7 @@ async fn with_postgres_stopped_requests_fail_fast_with_503_and_the_breaker_close
                 .status(),
             201
         );
-        let balance: String = c
-            .query_one(
-                "SELECT balance::text FROM wallets WHERE wallet_id = $1",
-                &[&wallet.wallet_id],
-            )
-            .await
-            .expect("wallet row")
-            .get(0);
-        assert_eq!(balance, "96.00");
+        assert_eq!(db.balance(wallet.wallet_id).await, "96.00");
         assert!(svc.starts == 1, "the service was not restarted");
     })
     .await;

@@ -96,17 +96,8 @@ async fn with_rabbitmq_refusing_the_service_debits_still_succeed_and_events_are_
         broker
             .booking_created("after-outage", wallet.user_id, "5.00", "USD")
             .await;
-        let c = db.client().await;
         let debited = eventually(WITHIN, || async {
-            let balance: String = c
-                .query_one(
-                    "SELECT balance::text FROM wallets WHERE wallet_id = $1",
-                    &[&wallet.wallet_id],
-                )
-                .await
-                .expect("wallet row")
-                .get(0);
-            balance == format!("{}.00", 100 - DEBITS_DURING - 5)
+            db.balance(wallet.wallet_id).await == format!("{}.00", 100 - DEBITS_DURING - 5)
         })
         .await;
         assert!(debited, "the booking published after the outage was not debited");
