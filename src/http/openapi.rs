@@ -159,7 +159,7 @@ fn default_description(status: &str) -> String {
 
 fn shared_components() -> Value {
     let retry_after = json!({
-        "description": "Seconds to wait before retrying",
+        "description": "Seconds to wait before retrying (a 503 while the database's circuit breaker is open: the rest of its open period, 1-15)",
         "schema": { "type": "integer", "minimum": 1 }
     });
     let reasons: Vec<&str> = AuthReason::ALL.iter().map(|r| r.as_str()).collect();
@@ -301,7 +301,7 @@ fn complete_operation(path: &str, op: &mut Map<String, Value>) {
         if status == "503" || status == "409" {
             r.insert(
                 "headers".into(),
-                json!({ "Retry-After": { "description": "Seconds to wait before retrying",
+                json!({ "Retry-After": { "description": "Seconds to wait before retrying (a 503 while the database's circuit breaker is open: the rest of its open period, 1-15)",
                                          "schema": { "type": "integer", "minimum": 1 } } }),
             );
         }
