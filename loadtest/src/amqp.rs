@@ -70,21 +70,56 @@ pub async fn delete_topology(url: &str, t: &Topology) {
     let _ = conn.close(200, "done".into()).await;
 }
 
-/// A private, auto-deleted queue bound to `exchange` with `keys`, consumed without acks: where the harness
-/// listens for the events a run is waiting for.
-pub(crate) async fn tap(conn: &Connection, exchange: &str, keys: &[&str]) -> anyhow::Result<lapin::Consumer> {
+/// Where the harness listens for the events a run waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapQueue {
+    /// A private, auto-deleted classic queue: the broker confirms a publish routed to it without a flush.
+    Private,
+    /// A quorum queue, as a production subscriber's would be: every publish routed to it is confirmed only
+    /// once the queue's log is flushed (`--durable-tap`). Named for the run, deleted by the broker a minute
+    /// after its last consumer (`x-expires`).
+    Quorum,
+}
+
+/// Milliseconds a quorum tap outlives its consumer.
+const TAP_EXPIRES_MS: i64 = 60_000;
+
+/// A queue bound to `exchange` with `keys` (`kind`), consumed without acks: where the harness listens for
+/// the events a run is waiting for.
+pub(crate) async fn tap(
+    conn: &Connection,
+    exchange: &str,
+    keys: &[&str],
+    kind: TapQueue,
+) -> anyhow::Result<lapin::Consumer> {
     let ch = conn.create_channel().await?;
-    let q = ch
-        .queue_declare(
-            "".into(),
+    let (name, options, mut args) = match kind {
+        TapQueue::Private => (
+            String::new(),
             QueueDeclareOptions {
                 exclusive: true,
                 auto_delete: true,
                 ..QueueDeclareOptions::default()
             },
             FieldTable::default(),
-        )
-        .await?;
+        ),
+        TapQueue::Quorum => (
+            format!("loadtest.tap.{}", uuid::Uuid::new_v4().simple()),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        ),
+    };
+    if kind == TapQueue::Quorum {
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        args.insert("x-expires".into(), lapin::types::AMQPValue::LongLongInt(TAP_EXPIRES_MS));
+    }
+    let q = ch.queue_declare(name.as_str().into(), options, args).await?;
     for key in keys {
         ch.queue_bind(
             q.name().clone(),
@@ -204,6 +239,7 @@ pub async fn run(
     mode: Mode,
     duration: Duration,
     max_in_flight: usize,
+    tap_queue: TapQueue,
     bar: &ProgressBar,
 ) -> anyhow::Result<(RunStats, ClientLedger)> {
     let conn = Connection::connect(
@@ -217,6 +253,7 @@ pub async fn run(
         &conn,
         &topology.wallet_exchange,
         &["transaction.completed", "transaction.failed"],
+        tap_queue,
     )
     .await
     .with_context(|| {

@@ -119,6 +119,8 @@ fn spawn_worker(reply_ch: Channel, mut deliveries: lapin::Consumer, outbound: St
 pub struct Load {
     pub mode: Mode,
     pub max_in_flight: usize,
+    /// The replies' tap, as the bookings run's.
+    pub tap_queue: crate::amqp::TapQueue,
 }
 
 /// Runs the baseline for `duration` under `load` with the worker's `prefetch`.
@@ -151,7 +153,7 @@ async fn measure(
     duration: Duration,
 ) -> anyhow::Result<RunStats> {
     // The tap, bound before anything is published.
-    let mut replies = crate::amqp::tap(conn, &names.outbound, &["transaction.completed"]).await?;
+    let mut replies = crate::amqp::tap(conn, &names.outbound, &["transaction.completed"], load.tap_queue).await?;
     let work = conn.create_channel().await?;
     work.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let reply_ch = conn.create_channel().await?;

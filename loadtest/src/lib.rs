@@ -256,6 +256,11 @@ pub struct Args {
     /// `amqp-bookings`: skip the `broker-baseline` phase (the same round trip through RabbitMQ alone).
     #[arg(long)]
     pub skip_broker_baseline: bool,
+    /// `amqp-bookings` (and its `broker-baseline`): listen for the replies on a quorum queue, as a production
+    /// subscriber would, so that each reply's publish is confirmed only after the broker's log flush (by
+    /// default a private classic queue, confirmed without one).
+    #[arg(long)]
+    pub durable_tap: bool,
     /// `compare`, `http-reads`: skip the `http-floor` phase (`GET /health` with the harness's own client).
     #[arg(long)]
     pub skip_floor: bool,
@@ -310,6 +315,14 @@ fn progress_bar(quiet: bool, prefix: &str) -> ProgressBar {
     );
     bar.set_prefix(prefix.to_string());
     bar
+}
+
+fn tap_queue(args: &Args) -> amqp::TapQueue {
+    if args.durable_tap {
+        amqp::TapQueue::Quorum
+    } else {
+        amqp::TapQueue::Private
+    }
 }
 
 fn mode_label(mode: Mode) -> String {
@@ -659,6 +672,7 @@ async fn run_on(
                 mode,
                 args.duration,
                 args.max_in_flight,
+                tap_queue(&args),
                 &bar,
             )
             .await?;
@@ -681,6 +695,7 @@ async fn run_on(
                 let load = broker::Load {
                     mode,
                     max_in_flight: args.max_in_flight,
+                    tap_queue: tap_queue(&args),
                 };
                 let label = match mode {
                     Mode::Closed { concurrency } => format!("closed loop, {concurrency} outstanding"),

@@ -148,24 +148,24 @@ async fn the_pgbench_baseline_writes_balanced_rows() {
     assert!(outcome.report_html.exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_amqp_bookings_run_gets_every_booking_back_as_an_event_and_the_broker_alone_runs_at_its_rate() {
+/// A short `amqp-bookings` run (and its broker baseline) at 20/s for 2 s, with `more` arguments: every
+/// booking comes back as `TransactionCompleted`, the books balance, and the baseline's every message too.
+async fn short_bookings_run(more: &[&str]) {
     // Needs RabbitMQ (scripts/test.sh starts it; TEST_AMQP_URL points elsewhere).
     let dir = tempfile::tempdir().unwrap();
-    let a = args(
-        &[
-            "amqp-bookings",
-            "--wallets",
-            "4",
-            "--rate",
-            "20",
-            "--duration",
-            "2s",
-            "--pool-size",
-            "4",
-        ],
-        dir.path(),
-    );
+    let mut argv = vec![
+        "amqp-bookings",
+        "--wallets",
+        "4",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--pool-size",
+        "4",
+    ];
+    argv.extend(more);
+    let a = args(&argv, dir.path());
     let outcome = run(a, "loadtest amqp-bookings (smoke test)".into())
         .await
         .expect("run completes");
@@ -186,6 +186,17 @@ async fn a_short_amqp_bookings_run_gets_every_booking_back_as_an_event_and_the_b
     assert_eq!(base.mode, "open loop 20/s");
     assert_eq!((base.stats.sent, base.stats.ok), (40, 40), "{:?}", base.stats.outcomes);
     assert!(outcome.report_html.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_amqp_bookings_run_gets_every_booking_back_as_an_event_and_the_broker_alone_runs_at_its_rate() {
+    short_bookings_run(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_durable_tap_every_booking_and_every_baseline_reply_still_comes_back() {
+    // The replies go to a quorum queue of the run's own (deleted by the broker a minute after the run).
+    short_bookings_run(&["--durable-tap"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
