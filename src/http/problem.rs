@@ -36,9 +36,10 @@ impl ApiError {
 }
 
 /// A 503 given while a Postgres breaker refuses connections (`breaker_wait`: how long until it tries the
-/// server again; asked only of 503s, so other replies take no lock) asks the client to wait that long — at least what the reply asked already, at most
-/// [`OPEN_MAX`](crate::resilience::OPEN_MAX) — rather than the default second, which would have clients call
-/// again and again into a breaker that refuses them for up to fifteen. Any other reply is left as it is.
+/// server again; asked only of 503s, so other replies take no lock) asks the client to wait that long — at
+/// least what the reply asked already, at most [`OPEN_MAX`](crate::resilience::OPEN_MAX) — rather than the
+/// default second, which would have clients call again and again into a breaker that refuses them for up
+/// to fifteen. Any other reply is left as it is.
 pub fn with_breaker_wait(mut res: Response, breaker_wait: impl FnOnce() -> Option<std::time::Duration>) -> Response {
     if res.status() != StatusCode::SERVICE_UNAVAILABLE {
         return res;
