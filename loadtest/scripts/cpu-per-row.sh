@@ -6,7 +6,8 @@
 #   loadtest/scripts/cpu-per-row.sh SKIP WINDOW [DATABASE_URL_OF_THE_SERVER]
 #
 # Waits SKIP seconds, then counts the rows of `transactions` in the newest `wallet_loadtest_*` database
-# and every process's CPU time (utime + stime from /proc, summed by command name) at the start and the end
+# (chosen once, when it has its ledger: waiting up to 10 s for the migrations, so neither a database that is
+# being set up nor the previous run's, being dropped, is read) and every process's CPU time (utime + stime from /proc, summed by command name) at the start and the end
 # of WINDOW seconds, and prints CPU seconds and µs per row for each command that used more than 0.05 s.
 # Processes that start or end inside the window are not counted (the service and Postgres backends of a
 # run live through it).
@@ -26,13 +27,29 @@ snapshot() {
     done | awk '{cpu[$1] += $2} END {for (k in cpu) print k, cpu[k]}' | sort
 }
 
-rows() {
+# The newest loadtest database, once it has its ledger.
+database() {
     local db
-    db=$(psql "$ADMIN" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'wallet_loadtest_%' ORDER BY oid DESC LIMIT 1")
-    psql "${ADMIN%/*}/$db" -Atc "SELECT count(*) FROM transactions"
+    for _ in $(seq 50); do
+        db=$(psql "$ADMIN" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'wallet_loadtest_%' ORDER BY oid DESC LIMIT 1")
+        if [ -n "$db" ] && [ "$(psql "${ADMIN%/*}/$db" -Atc "SELECT to_regclass('transactions') IS NOT NULL" 2>/dev/null)" = t ]; then
+            echo "$db"
+            return
+        fi
+        sleep 0.2
+    done
+    echo "cpu-per-row: no loadtest database with a ledger under $ADMIN" >&2
+    exit 1
+}
+
+rows() {
+    psql "${ADMIN%/*}/$DB" -Atc "SELECT count(*) FROM transactions" 2>/dev/null && return
+    echo "cpu-per-row: $DB went away inside the window (did the run end before it?)" >&2
+    exit 1
 }
 
 sleep "$SKIP"
+DB=$(database)
 r0=$(rows); s0=$(snapshot)
 sleep "$WINDOW"
 s1=$(snapshot); r1=$(rows)
