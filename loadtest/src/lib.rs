@@ -672,7 +672,7 @@ async fn run_on(
                 mode,
                 args.duration,
                 args.max_in_flight,
-                tap_queue(&args),
+                tap_queue(args),
                 &bar,
             )
             .await?;
@@ -695,7 +695,7 @@ async fn run_on(
                 let load = broker::Load {
                     mode,
                     max_in_flight: args.max_in_flight,
-                    tap_queue: tap_queue(&args),
+                    tap_queue: tap_queue(args),
                 };
                 let label = match mode {
                     Mode::Closed { concurrency } => format!("closed loop, {concurrency} outstanding"),
