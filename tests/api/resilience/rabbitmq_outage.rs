@@ -91,7 +91,7 @@ async fn with_rabbitmq_refusing_the_service_debits_still_succeed_and_events_are_
             svc.log_path().display()
         );
 
-        // The consumer is back: a booking published now is debited once.
+        // The consumer is back: a booking published now is debited (its exactly-once is `events::bookings`').
         let broker = Broker::connect(&vhost).await;
         broker
             .booking_created("after-outage", wallet.user_id, "5.00", "USD")
