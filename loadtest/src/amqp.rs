@@ -81,6 +81,16 @@ pub enum TapQueue {
     Quorum,
 }
 
+/// The declare arguments of a quorum queue.
+pub(crate) fn quorum_queue_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    args
+}
+
 /// Milliseconds a quorum tap outlives its consumer.
 const TAP_EXPIRES_MS: i64 = 60_000;
 
@@ -93,7 +103,7 @@ pub(crate) async fn tap(
     kind: TapQueue,
 ) -> anyhow::Result<lapin::Consumer> {
     let ch = conn.create_channel().await?;
-    let (name, options, mut args) = match kind {
+    let (name, options, args) = match kind {
         TapQueue::Private => (
             String::new(),
             QueueDeclareOptions {
@@ -103,22 +113,19 @@ pub(crate) async fn tap(
             },
             FieldTable::default(),
         ),
-        TapQueue::Quorum => (
-            format!("loadtest.tap.{}", uuid::Uuid::new_v4().simple()),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        ),
+        TapQueue::Quorum => {
+            let mut args = quorum_queue_args();
+            args.insert("x-expires".into(), lapin::types::AMQPValue::LongLongInt(TAP_EXPIRES_MS));
+            (
+                format!("loadtest.tap.{}", uuid::Uuid::new_v4().simple()),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+        }
     };
-    if kind == TapQueue::Quorum {
-        args.insert(
-            "x-queue-type".into(),
-            lapin::types::AMQPValue::LongString("quorum".into()),
-        );
-        args.insert("x-expires".into(), lapin::types::AMQPValue::LongLongInt(TAP_EXPIRES_MS));
-    }
     let q = ch.queue_declare(name.as_str().into(), options, args).await?;
     for key in keys {
         ch.queue_bind(

@@ -22,7 +22,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -50,15 +50,13 @@ async fn declare(ch: &Channel, n: &Names) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("declaring {ex}"))?;
     }
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     ch.queue_declare(
         n.queue.as_str().into(),
         QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
         },
-        args,
+        crate::amqp::quorum_queue_args(),
     )
     .await
     .context("declaring the quorum queue")?;
