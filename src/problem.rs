@@ -478,7 +478,8 @@ impl Answer for Rejection {
             | Rejection::BudgetExpired
             | Rejection::TooManyBudgets
             | Rejection::HoldNotPending { .. }
-            | Rejection::TooManyHolds => StatusCode::CONFLICT,
+            | Rejection::TooManyHolds
+            | Rejection::EventProcessed => StatusCode::CONFLICT,
             Rejection::BalanceOverflow | Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
             Rejection::Overloaded | Rejection::Unavailable(_) | Rejection::ClaimLost => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::OutcomeUnknown => return ApiError::outcome_unknown(),

@@ -113,6 +113,10 @@ pub enum Rejection {
     /// committed). Nothing was applied; retrying the same command cannot help.
     #[error("the database refused the command's data")]
     StoreRefused,
+    /// The consumed event this command carries (`Origin::inbox_event`) was processed before: its effect, or
+    /// its refusal, committed already. Nothing was applied; the event needs nothing more.
+    #[error("the event was processed before")]
+    EventProcessed,
 }
 
 impl Rejection {
@@ -150,6 +154,7 @@ impl Rejection {
             Rejection::OutcomeUnknown => "OUTCOME_UNKNOWN",
             Rejection::ClaimLost => "UNAVAILABLE",
             Rejection::StoreRefused => "INTERNAL",
+            Rejection::EventProcessed => "CONFLICT",
         }
     }
 }
@@ -173,6 +178,7 @@ mod tests {
         assert!(Rejection::OutcomeUnknown.transient());
         assert!(Rejection::ClaimLost.transient());
         assert!(!Rejection::StoreRefused.transient());
+        assert!(!Rejection::EventProcessed.transient());
         assert!(!Rejection::RefundExceedsDebit { debited: Amount::ZERO }.transient());
     }
 }

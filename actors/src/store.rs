@@ -245,6 +245,14 @@ impl Batch {
             || !self.suspicious.is_empty()
     }
 
+    /// The consumed events whose inbox rows this batch writes with its effect (its entries' and hold changes'
+    /// `Origin::inbox_event`).
+    pub fn inbox_events(&self) -> impl Iterator<Item = Uuid> + '_ {
+        let entries = self.entries.iter().map(|e| &e.origin);
+        let holds = self.hold_changes.iter().map(|ch| &ch.origin);
+        entries.chain(holds).filter_map(|o| o.inbox_event.map(|ev| ev.id))
+    }
+
     /// The committed state of a budget after this batch.
     pub fn budget_after(&self, budget_id: uuid::Uuid) -> Option<&crate::budget::Budget> {
         self.after.budgets.iter().find(|b| b.budget_id == budget_id)
@@ -292,6 +300,12 @@ pub enum CommitError {
     /// `index - entries.len()` (a hold placed or captured under a key).
     #[error("idempotency claims lost")]
     ClaimsLost(Vec<usize>),
+    /// These consumed events (by id, from `Origin::inbox_event`) are in the inbox already: an effect or a
+    /// recorded refusal of theirs committed before. Nothing was written. The consumer does not look the
+    /// inbox up before a booking's debit (one statement per event saved), so this is what keeps a refused
+    /// booking, redelivered after the wallet was credited, from being debited.
+    #[error("events already processed")]
+    EventsProcessed(Vec<Uuid>),
     /// Postgres refused the batch for its data (a data exception or constraint of the batch's own rows).
     /// Nothing was written; the engine isolates the command that caused it.
     #[error("refused by the database: {reason}")]

@@ -366,6 +366,15 @@ impl WalletActorState {
                     .find(|(o, _)| *o == i)
                     .map(|(_, debited)| Rejection::RefundExceedsDebit { debited: *debited })
             }),
+            Err(CommitError::EventsProcessed(done)) => self.refuse_items(items, |planned| {
+                let origin = match planned {
+                    Planned::Entry(i) | Planned::Capture { entry: i, .. } => &batch.entries[*i].origin,
+                    Planned::Hold(j) => &batch.hold_changes[*j].origin,
+                    _ => return None,
+                };
+                let event = origin.inbox_event?;
+                done.contains(&event.id).then_some(Rejection::EventProcessed)
+            }),
             Err(CommitError::ClaimsLost(lost)) => {
                 // Indexes past the entries name hold changes (see `CommitError::ClaimsLost`).
                 let entries = batch.entries.len();
@@ -517,6 +526,9 @@ impl WalletActorState {
             }
             Err(TransferError::Commit(CommitError::ClaimsLost(_))) => {
                 let _ = item.reply.send(Err(Rejection::ClaimLost));
+            }
+            Err(TransferError::Commit(CommitError::EventsProcessed(_))) => {
+                let _ = item.reply.send(Err(Rejection::EventProcessed));
             }
             Err(TransferError::Commit(CommitError::Refused { reason })) => {
                 warn!(wallet_id = %self.wallet.wallet_id, %reason, "the database refused a transfer");

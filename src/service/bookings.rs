@@ -157,6 +157,7 @@ async fn booking_created(ctx: &Service, event_id: Uuid, b: BookingCreated) -> Ou
     };
     let refusal = Refused {
         event_id,
+        event_type: "BookingCreated",
         wallet_id,
         user_id: b.user_id,
         amount: b.amount,
@@ -198,6 +199,8 @@ async fn booking_created(ctx: &Service, event_id: Uuid, b: BookingCreated) -> Ou
                 Err(e) => transient(e),
             }
         }
+        // Processed before (its effect or its refusal committed): the inbox guard of the commit.
+        Err(Rejection::EventProcessed) => Outcome::Done(Done::Duplicate),
         Err(r) if r.transient() => transient(r),
         // Postgres refused this event's own data: it can never succeed.
         Err(Rejection::StoreRefused) => Outcome::Poison("MALFORMED: the ledger refused the event's data".into()),
@@ -236,6 +239,8 @@ async fn hold_booking(
             info!(%event_id, booking_id = %b.booking_id, hold_id = %existing_txn_id, "booking already held");
             mark(ctx, event_id, "BookingCreated", Done::Duplicate).await
         }
+        // Processed before (its effect or its refusal committed): the inbox guard of the commit.
+        Err(Rejection::EventProcessed) => Outcome::Done(Done::Duplicate),
         Err(r) if r.transient() => transient(r),
         Err(Rejection::StoreRefused) => Outcome::Poison("MALFORMED: the ledger refused the event's data".into()),
         Err(Rejection::WalletNotFound) => {
@@ -280,6 +285,7 @@ async fn booking_confirmed(ctx: &Service, event_id: Uuid, b: BookingConfirmed) -
     };
     let refusal = Refused {
         event_id,
+        event_type: "BookingConfirmed",
         wallet_id,
         user_id: b.user_id,
         amount: b.amount.unwrap_or(hold.amount),
@@ -295,6 +301,8 @@ async fn booking_confirmed(ctx: &Service, event_id: Uuid, b: BookingConfirmed) -
         Err(Rejection::HoldNotPending {
             status: HoldStatus::Captured,
         }) => mark(ctx, event_id, "BookingConfirmed", Done::Duplicate).await,
+        // Processed before (its effect or its refusal committed): the inbox guard of the commit.
+        Err(Rejection::EventProcessed) => Outcome::Done(Done::Duplicate),
         Err(r) if r.transient() => transient(r),
         Err(Rejection::StoreRefused) => Outcome::Poison("MALFORMED: the ledger refused the event's data".into()),
         // Voided, expired, over the hold, the balance or a budget: final, announced as TransactionFailed.
@@ -320,6 +328,7 @@ async fn cancel_hold(ctx: &Service, event_id: Uuid, hold: &Hold) -> Option<Outco
         match ctx.void_hold(hold.hold_id, o).await {
             Ok(_) if hold.captured.is_zero() => return Some(Outcome::Done(Done::Applied)),
             Ok(_) | Err(Rejection::HoldNotPending { .. }) => {}
+            Err(Rejection::EventProcessed) => return Some(Outcome::Done(Done::Duplicate)),
             Err(r) if r.transient() => return Some(transient(r)),
             Err(r) => return Some(Outcome::Retry(format!("{}: void refused: {r}", r.code()))),
         }
@@ -334,6 +343,8 @@ async fn cancel_hold(ctx: &Service, event_id: Uuid, hold: &Hold) -> Option<Outco
 /// A refused booking debit, to be recorded.
 struct Refused<'a> {
     event_id: Uuid,
+    /// The refused event's type, as its inbox row records it.
+    event_type: &'static str,
     wallet_id: Uuid,
     user_id: Uuid,
     amount: Amount,
@@ -341,10 +352,12 @@ struct Refused<'a> {
 }
 
 impl Refused<'_> {
-    /// Writes the inbox row, the `TransactionFailed` outbox row and an audit row, once.
+    /// Writes the inbox row, the `TransactionFailed` outbox row and an audit row, once: a duplicate when the
+    /// event was processed before or its booking was debited.
     async fn record(&self, ctx: &Service, code: &'static str, detail: &str) -> Outcome {
         let refused = RefusedBooking {
             event_id: self.event_id,
+            event_type: self.event_type,
             wallet_id: self.wallet_id,
             user_id: self.user_id,
             amount: self.amount,
@@ -353,10 +366,13 @@ impl Refused<'_> {
             detail,
         };
         match ctx.store.record_refused_booking(&refused).await {
-            Ok(()) => {
+            Ok(true) => {
                 info!(event_id = %self.event_id, booking_id = %self.booking_id, reason = code, "booking debit refused");
                 Outcome::Done(Done::Refused(code))
             }
+            // The event was processed before (a redelivery of a refused booking, judged again), or the booking
+            // was debited under another event: nothing more is written.
+            Ok(false) => Outcome::Done(Done::Duplicate),
             Err(e) => transient(e),
         }
     }
@@ -431,6 +447,8 @@ async fn booking_cancelled(ctx: &Service, event_id: Uuid, b: BookingCancelled) -
             Ok(()) => Outcome::Done(Done::Duplicate),
             Err(e) => transient(e),
         },
+        // Processed before (its effect or its refusal committed): the inbox guard of the commit.
+        Err(Rejection::EventProcessed) => Outcome::Done(Done::Duplicate),
         Err(r) if r.transient() => transient(r),
         Err(Rejection::StoreRefused) => Outcome::Poison("MALFORMED: the ledger refused the event's data".into()),
         // The store's refund rule (the authority; the check above only spares the engine a round trip).

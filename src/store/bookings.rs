@@ -24,6 +24,8 @@ const DEFAULT_BUDGETS_LOCK: i32 = 0x4255_4447;
 /// A booking debit refused for a business reason, to be recorded once.
 pub struct RefusedBooking<'a> {
     pub event_id: Uuid,
+    /// `BookingCreated`, or `BookingConfirmed` for a capture refused.
+    pub event_type: &'static str,
     pub wallet_id: Uuid,
     pub user_id: Uuid,
     pub amount: Amount,
@@ -95,13 +97,14 @@ impl PgStore {
     }
 
     /// Writes the inbox row, the `TransactionFailed` outbox row and an audit row of a refused booking debit,
-    /// in one transaction. Nothing is written twice: if the inbox row exists (a concurrent duplicate got here
-    /// first) or the booking has been debited meanwhile, only the inbox row is kept.
-    pub async fn record_refused_booking(&self, r: &RefusedBooking<'_>) -> Result<(), StoreError> {
+    /// in one transaction. Nothing is written twice: if the inbox row exists (the event was processed before,
+    /// or a concurrent duplicate got here first) or the booking has been debited meanwhile, only the inbox
+    /// row is kept. Whether the refusal was recorded now.
+    pub async fn record_refused_booking(&self, r: &RefusedBooking<'_>) -> Result<bool, StoreError> {
         let mut c = self.pool.get().await.map_err(unavailable)?;
         let tx = c.transaction().await.map_err(unavailable)?;
         match write_refusal(&tx, r).await {
-            Ok(()) => tx.commit().await.map_err(unavailable),
+            Ok(recorded) => tx.commit().await.map(|()| recorded).map_err(unavailable),
             Err(e) => {
                 if let Err(rb) = tx.rollback().await {
                     tracing::warn!(error = %rb, "rollback of a refusal failed");
@@ -181,15 +184,15 @@ impl PgStore {
     }
 }
 
-async fn write_refusal<C: GenericClient>(tx: &C, r: &RefusedBooking<'_>) -> Result<(), tokio_postgres::Error> {
+async fn write_refusal<C: GenericClient>(tx: &C, r: &RefusedBooking<'_>) -> Result<bool, tokio_postgres::Error> {
     let inserted = tx
         .execute(
-            "INSERT INTO processed_events (event_id, event_type) VALUES ($1, 'BookingCreated') ON CONFLICT DO NOTHING",
-            &[&r.event_id],
+            "INSERT INTO processed_events (event_id, event_type) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&r.event_id, &r.event_type],
         )
         .await?;
     if inserted == 0 {
-        return Ok(());
+        return Ok(false);
     }
     // Locking the wallet row orders this outbox row after the wallet's committed events.
     tx.execute("SELECT 1 FROM wallets WHERE wallet_id = $1 FOR SHARE", &[&r.wallet_id])
@@ -202,7 +205,7 @@ async fn write_refusal<C: GenericClient>(tx: &C, r: &RefusedBooking<'_>) -> Resu
         )
         .await?;
     if debited.is_some() {
-        return Ok(());
+        return Ok(false);
     }
     #[derive(serde::Serialize)]
     struct Failed<'a> {
@@ -235,5 +238,5 @@ async fn write_refusal<C: GenericClient>(tx: &C, r: &RefusedBooking<'_>) -> Resu
         &[&SYSTEM_ACTOR, &BOOKING_REFUSED_ACTION, &r.booking_id, &r.code, &audit],
     )
     .await?;
-    Ok(())
+    Ok(true)
 }

@@ -126,6 +126,10 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
         if !dups.is_empty() {
             return Err(CommitError::DuplicateReferences(dups));
         }
+        let done = processed_events(tx, batch).await.map_err(batch_err)?;
+        if !done.is_empty() {
+            return Err(CommitError::EventsProcessed(done));
+        }
         // The refund rule, for HTTP and events alike: after the keys, so a debit earlier in this batch counts.
         let over = refunds_over_debits(tx, &entries).await?;
         if !over.is_empty() {
@@ -161,6 +165,19 @@ pub(super) async fn write_batch<C: GenericClient + Sync>(tx: &C, batch: &Batch) 
     );
     root_cause([budgets, holds, rows]).map_err(batch_err)?;
     Ok(())
+}
+
+/// Which of a batch's consumed events are in the inbox already (no statement when it carries none).
+async fn processed_events<C: GenericClient>(c: &C, batch: &Batch) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+    let ids: Vec<Uuid> = batch.inbox_events().collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stmt = c
+        .prepare_cached("SELECT event_id FROM processed_events WHERE event_id = ANY($1::uuid[])")
+        .await?;
+    let rows = c.query(&stmt, &[&ids]).await?;
+    rows.iter().map(|r| r.try_get("event_id")).collect()
 }
 
 /// The keyed items of a batch whose Idempotency-Key claims are lost (entries by index, then placed holds at
@@ -671,11 +688,30 @@ fn plain_statement(with: Sections) -> &'static str {
         } else {
             ""
         };
+        // The inbox guard: a wallet is left out when one of its batch's consumed events is in the inbox
+        // already (its effect, or its refusal, committed before), probed per event like `taken` above. The
+        // consumer does not look an event up before a booking's debit, so this is what stops a refused
+        // booking redelivered after a credit from being debited. An event committed after our snapshot
+        // was committed with a version bump of the same wallet (its effect) or makes no difference (a
+        // refusal racing an acceptance, as when the consumer looked the inbox up first).
+        if let Some(inbox) = &inbox {
+            ctes.push(format!("inb AS (SELECT * FROM {inbox} AS x(i, t, w))"));
+            ctes.push(
+                "done AS MATERIALIZED (SELECT DISTINCT x.w FROM inb x WHERE EXISTS ( \
+                     SELECT 1 FROM processed_events p WHERE p.event_id = x.i OFFSET 0))"
+                    .to_string(),
+            );
+        }
+        let not_done = if inbox.is_some() {
+            " AND NOT EXISTS (SELECT 1 FROM done d WHERE d.w = v.id)"
+        } else {
+            ""
+        };
         ctes.push(format!(
             "upd AS (UPDATE wallets w SET balance = v.b, version = v.nv, updated_at = v.at, \
                     head_seq = v.hs, head_hash = v.hh, reserved = v.rs, hold_expires_at = v.hx \
                FROM {wallets} AS v(id, b, nv, ev, at, nr, hs, hh, rs, hx) \
-              WHERE w.wallet_id = v.id AND w.version = v.ev{not_taken}{fenced} \
+              WHERE w.wallet_id = v.id AND w.version = v.ev{not_taken}{not_done}{fenced} \
              RETURNING w.wallet_id)"
         ));
         if keys.is_some() {
@@ -703,11 +739,12 @@ fn plain_statement(with: Sections) -> &'static str {
                     .to_string(),
             );
         }
-        if let Some(inbox) = inbox {
-            ctes.push(format!(
+        if inbox.is_some() {
+            ctes.push(
                 "inbox AS (INSERT INTO processed_events (event_id, event_type) \
-                 SELECT x.i, x.t FROM {inbox} AS x(i, t, w) JOIN upd ON upd.wallet_id = x.w ON CONFLICT DO NOTHING)"
-            ));
+                 SELECT x.i, x.t FROM inb x JOIN upd ON upd.wallet_id = x.w ON CONFLICT DO NOTHING)"
+                    .to_string(),
+            );
         }
         if let Some(audit) = audit {
             ctes.push(format!(
@@ -847,13 +884,17 @@ async fn write_plain_statement(
             outcomes.push(Ok(()));
             continue;
         }
-        // Left out: a reference already taken, a claim lost, or the wallet moved on. (Read after the
-        // commit: a key taken since then was taken with a version bump, so "moved on" would be as true.)
+        // Left out: a reference already taken, an event already processed, a claim lost, or the wallet
+        // moved on. (Read after the commit: a key taken or an event processed since then came with a
+        // version bump, so "moved on" would be as true.)
         let entries: Vec<&Entry> = b.entries.iter().collect();
         let taken = KeyCols::of(&entries).taken(c).await?;
+        let done = processed_events(c, b).await?;
         let lost = lost_claims(c, b).await?;
         outcomes.push(if !taken.is_empty() {
             Err(CommitError::DuplicateReferences(taken))
+        } else if !done.is_empty() {
+            Err(CommitError::EventsProcessed(done))
         } else if !lost.is_empty() {
             Err(CommitError::ClaimsLost(lost))
         } else {

@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use crate::helpers::amqp::envelope;
 use crate::helpers::app::{Done, Outcome, TestApp, spawn_app};
-use crate::helpers::fixtures::budget_body;
 use crate::helpers::replies::{expect_problem, json_of};
 use crate::helpers::wait_until;
 
@@ -585,17 +584,7 @@ async fn budget_of(app: &TestApp, user: Uuid) -> (String, String, String) {
 async fn budgets_count_a_pending_hold_as_used_and_get_it_back_on_void() {
     let app = spawn_app().await;
     let (user, _, wallet) = app.user_with_wallet("1000.00", "USD").await;
-    let (status, b) = json_of(
-        app.http
-            .post(app.url("/budgets"))
-            .bearer_auth(&app.admin_token)
-            .json(&budget_body(wallet, "300.00"))
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await;
-    assert_eq!(status, 201, "{b}");
+    app.monthly_budget(wallet, "300.00").await;
     let hold = held(&app, wallet, "200.00").await;
     assert_eq!(budget_of(&app, user).await, strs(&["200.00", "200.00", "100.00"]));
     // A hold is refused over the budget like a debit.
@@ -804,11 +793,18 @@ async fn a_held_booking_is_held_confirmed_for_another_amount_and_refunded_on_can
         "a void writes no money row"
     );
     // Its confirmation after the void is refused and announced, never charged.
-    let (_, late) = event("BookingConfirmed", json!({"booking_id": "fl-2", "user_id": user}));
+    let (late_id, late) = event("BookingConfirmed", json!({"booking_id": "fl-2", "user_id": user}));
     assert_eq!(
         app.handle_event(&late, "booking.confirmed").await,
         Outcome::Done(Done::Refused("HOLD_NOT_PENDING"))
     );
+    let inbox = app
+        .count(
+            "SELECT count(*) FROM processed_events WHERE event_id = $1 AND event_type = 'BookingConfirmed'",
+            &[&late_id],
+        )
+        .await;
+    assert_eq!(inbox, 1, "the refusal's inbox row has the refused event's type");
     assert_eq!(balances(&app, user).await, strs(&["500.00", "500.00", "0.00"]));
     wait_until("the hold events are in the outbox", || async {
         app.count(
@@ -852,15 +848,7 @@ async fn a_hold_over_the_balance_from_a_booking_event_is_announced_as_transactio
 async fn a_refund_of_a_captured_hold_gives_back_at_most_what_was_captured_and_to_its_budgets() {
     let app = spawn_app().await;
     let (user, _, wallet) = app.user_with_wallet("1000.00", "USD").await;
-    let res = app
-        .http
-        .post(app.url("/budgets"))
-        .bearer_auth(&app.admin_token)
-        .json(&budget_body(wallet, "300.00"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), 201);
+    app.monthly_budget(wallet, "300.00").await;
     let (status, h) = json_of(
         place(
             &app,

@@ -293,3 +293,54 @@ async fn a_held_booking_is_captured_by_booking_confirmed_through_the_broker_and_
     );
     app.stop().await;
 }
+
+/// The consumer does not look a booking up in the inbox before its debit: the commit's inbox guard is what
+/// keeps a refused booking from being debited when it comes again after a credit — in the group's one
+/// statement (a plain wallet), batch by batch (a wallet with a budget), and for a hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_booking_redelivered_after_a_credit_is_acked_as_a_duplicate_and_never_debited() {
+    let app = crate::helpers::app::spawn_app().await;
+    let (plain_user, _, plain) = app.user_with_wallet("10.00", "USD").await;
+    let (budget_user, _, budgeted) = app.user_with_wallet("10.00", "USD").await;
+    app.monthly_budget(budgeted, "10000.00").await;
+    let (hold_user, _, held) = app.user_with_wallet("10.00", "USD").await;
+
+    let cases = [
+        ("debit", plain_user, plain, false),
+        ("debit charged to a budget", budget_user, budgeted, false),
+        ("hold", hold_user, held, true),
+    ];
+    for (case, user, wallet, hold) in cases {
+        let id = Uuid::now_v7();
+        let data = json!({"booking_id": "trip", "user_id": user, "amount": "50.00", "currency": "USD", "hold": hold});
+        let body = envelope(id, "BookingCreated", data).to_string().into_bytes();
+        assert_eq!(
+            app.handle_event(&body, "booking.created").await,
+            Outcome::Done(Done::Refused("INSUFFICIENT_FUNDS")),
+            "{case}"
+        );
+        let credit = app
+            .post_txn(wallet, json!({"amount": "100.00", "type": "CREDIT"}))
+            .await;
+        assert_eq!(credit.status(), 201);
+
+        assert_eq!(
+            app.handle_event(&body, "booking.created").await,
+            Outcome::Done(Done::Duplicate),
+            "the same event again, now affordable ({case})"
+        );
+        assert_eq!(app.balance(wallet).await, "110.00", "{case}");
+        assert!(app.booking_rows(wallet, "trip").await.is_empty(), "{case}");
+        let holds = app
+            .count("SELECT count(*) FROM holds WHERE wallet_id = $1", &[&wallet])
+            .await;
+        assert_eq!(holds, 0, "no hold placed ({case})");
+        let refusals = app
+            .count(
+                "SELECT count(*) FROM audit_log WHERE action = 'booking.debit_refused' AND detail->>'wallet_id' = $1",
+                &[&wallet.to_string()],
+            )
+            .await;
+        assert_eq!(refusals, 1, "the refusal recorded once: one TransactionFailed ({case})");
+    }
+}

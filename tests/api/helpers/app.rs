@@ -300,6 +300,22 @@ impl TestApp {
         self.bank.open_wallet_ids(n, balance).await
     }
 
+    /// Sets a MONTHLY budget of `total` on `wallet` as an admin (`fixtures::budget_body`); the created budget.
+    pub async fn monthly_budget(&self, wallet: Uuid, total: &str) -> Value {
+        let res = self
+            .http
+            .post(self.url("/budgets"))
+            .bearer_auth(&self.admin_token)
+            .json(&fixtures::budget_body(wallet, total))
+            .send()
+            .await
+            .expect("request");
+        let status = res.status();
+        let body: Value = res.json().await.expect("a JSON body");
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
     /// Posts a credit/debit as the service caller.
     pub async fn post_txn(&self, wallet: Uuid, body: Value) -> reqwest::Response {
         self.http

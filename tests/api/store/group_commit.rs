@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use uuid::Uuid;
-use wallet_actors::Origin;
 use wallet_actors::store::{Batch, CommitError};
+use wallet_actors::{InboxEvent, Origin};
 use wallet_service::store::GroupCommitter;
 
 use crate::helpers::app::{TestApp, spawn_app};
@@ -227,6 +227,57 @@ async fn a_group_postgres_refuses_as_one_statement_is_written_batch_by_batch_and
         .count("SELECT count(*) FROM transactions WHERE wallet_id = $1", &[&bad])
         .await;
     assert_eq!(rows, 1, "its opening balance only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_event_is_in_the_inbox_is_left_out_of_its_group_and_its_neighbours_commit() {
+    let app = spawn_app().await;
+    let (_, _, parked) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, seen) = app.user_with_wallet("10.00", "USD").await;
+    let (_, _, fresh) = app.user_with_wallet("10.00", "USD").await;
+    let (old_event, new_event) = (Uuid::now_v7(), Uuid::now_v7());
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO processed_events (event_id, event_type) VALUES ($1, 'BookingCreated')",
+            &[&old_event],
+        )
+        .await
+        .unwrap();
+    let with_event = |mut b: Batch, id: Uuid| {
+        b.entries[0].origin.inbox_event = Some(InboxEvent {
+            id,
+            event_type: "BookingCreated",
+        });
+        b
+    };
+    let batches = vec![
+        with_event(debit_batch(&app, seen, "2.00", None, Some("bk-seen")).await, old_event),
+        with_event(
+            debit_batch(&app, fresh, "3.00", None, Some("bk-fresh")).await,
+            new_event,
+        ),
+    ];
+    let committer = single_committer(&app);
+
+    let outcomes = commit_as_one_group(&app, &committer, parked, batches).await;
+    assert_eq!(outcomes[0], Err(CommitError::EventsProcessed(vec![old_event])));
+    assert_eq!(outcomes[1], Ok(()));
+    assert_eq!(committer.fallbacks(), 0, "decided inside the one statement");
+    assert_eq!(
+        app.balance(seen).await,
+        "10.00",
+        "nothing of the processed event's batch was written"
+    );
+    assert_eq!(app.balance(fresh).await, "7.00");
+    let inbox = app
+        .count(
+            "SELECT count(*) FROM processed_events WHERE event_id = $1",
+            &[&new_event],
+        )
+        .await;
+    assert_eq!(inbox, 1, "the neighbour's inbox row committed with its debit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
