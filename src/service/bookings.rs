@@ -3,8 +3,9 @@
 //!
 //! Every money effect goes through the wallet's actor ([`Service::post`]), with
 //! `Origin { role: "system", inbox_event: Some(InboxEvent { id, event_type }) }` so that the inbox row commits with the
-//! effect. A booking debit refused for a business reason is a final outcome: `TransactionFailed` is
-//! written to the outbox together with the inbox row, in one transaction (`store::bookings`).
+//! effect, and a commit carrying an event already in the inbox writes nothing (`Rejection::EventProcessed`,
+//! a duplicate). A booking debit refused for a business reason is a final outcome: `TransactionFailed` is
+//! written to the outbox together with the inbox row, in one transaction, once (`store::bookings`).
 
 use serde::Deserialize;
 use serde_json::json;
