@@ -1,8 +1,11 @@
 //! An in-memory [`WalletStore`] with the same guards as the Postgres one (version check, non-negative
-//! balance, unique references, no refund above its debit), for testing the engine without a database.
-//! Not for production: nothing is durable.
+//! balance, unique references, an event consumed once, no refund above its debit), for testing the engine
+//! without a database. Not for production: nothing is durable.
+//!
+//! Not modelled: holds' own reference keys (`DuplicateHolds`) and lost Idempotency-Key claims
+//! (`ClaimsLost`); the engine's handling of those is tested against Postgres (`tests/api`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -25,6 +28,8 @@ struct Data {
     entries: Vec<Entry>,
     /// Each reference key with the transaction that holds it and its amount.
     references: HashMap<RefKey, (Uuid, Amount)>,
+    /// The inbox: consumed events whose effect is committed (Postgres' `processed_events`).
+    inbox: HashSet<Uuid>,
     refusals: Vec<Refusal>,
 }
 
@@ -94,6 +99,17 @@ impl MemoryStore {
 
     pub fn refusals(&self) -> Vec<Refusal> {
         self.lock().refusals.clone()
+    }
+
+    /// Whether consumed event `id` is in the inbox.
+    pub fn processed(&self, id: Uuid) -> bool {
+        self.lock().inbox.contains(&id)
+    }
+
+    /// Simulates another process committing the effect of consumed event `id` (a redelivery taken by
+    /// another consumer): the event goes into the inbox behind the engine's back.
+    pub fn external_processed(&self, id: Uuid) {
+        self.lock().inbox.insert(id);
     }
 
     /// Simulates another process writing the row: a debit of `amount` behind the engine's back.
@@ -203,6 +219,11 @@ impl WalletStore for MemoryStore {
             if !dups.is_empty() {
                 return Err(CommitError::DuplicateReferences(dups));
             }
+            // After the references, as Postgres checks them (`write_batch`).
+            let done: Vec<Uuid> = batch.inbox_events().filter(|id| d.inbox.contains(id)).collect();
+            if !done.is_empty() {
+                return Err(CommitError::EventsProcessed(done));
+            }
             // Two rows with one reference key in one transaction: Postgres's primary key on
             // transaction_references aborts the whole transaction, and nothing is written.
             let mut in_batch = std::collections::HashSet::new();
@@ -226,6 +247,7 @@ impl WalletStore for MemoryStore {
                     d.references.insert(k, (e.txn_id, e.amount));
                 }
             }
+            d.inbox.extend(batch.inbox_events());
             d.entries.extend(batch.entries.iter().cloned());
             d.wallets.insert(batch.wallet_id, batch.after.clone());
         }

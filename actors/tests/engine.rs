@@ -1,5 +1,6 @@
 //! The wallet engine against `MemoryStore`: concurrency, group commit, durability before the reply,
-//! conflicts with another writer, idle stop, restarts, back-pressure, references, transfers and statuses.
+//! conflicts with another writer, idle stop, restarts, back-pressure, references, consumed events, transfers and
+//! statuses.
 //!
 //! Where a test needs several commands planned *together*, it parks a "blocker" command in a slow commit
 //! (`commit_delay`), waits until the others hold queue tickets (`Engine::queued_commands`), and lets the
@@ -14,8 +15,8 @@ use uuid::Uuid;
 use wallet_actors::memory::MemoryStore;
 use wallet_actors::store::Batch;
 use wallet_actors::{
-    Amount, Applied, Command, CommitError, Currency, Direction, Engine, Entry, Hold, HoldStatus, Limits, Origin,
-    Rejection, Request, TxnType, WalletStatus, WalletStore,
+    Amount, Applied, Command, CommitError, Currency, Direction, Engine, Entry, Hold, HoldStatus, InboxEvent, Limits,
+    Origin, Rejection, Request, TxnType, WalletStatus, WalletStore,
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -660,6 +661,57 @@ async fn the_memory_store_refuses_a_batch_that_repeats_a_reference_like_a_unique
     }
     assert_eq!(store.wallet(w).unwrap(), before, "nothing was written");
     assert!(store.entries(w).is_empty());
+}
+
+/// A debit carrying consumed event `event` (as the booking consumer sends it).
+fn debit_for_event(amount: &str, event: Uuid) -> Request {
+    let mut r = debit(amount);
+    r.origin.inbox_event = Some(InboxEvent {
+        id: event,
+        event_type: "BookingCreated",
+    });
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debit_whose_event_was_consumed_elsewhere_is_refused_and_its_batch_neighbours_commit() {
+    let store = Arc::new(MemoryStore::new());
+    let w = store.create_wallet(amt("10.00"), Currency::Usd);
+    let engine = start(&store, Limits::default()).await;
+    set_commit_delay(&store, Duration::from_millis(200));
+
+    // Both debits are planned in one batch behind the blocker; meanwhile another consumer commits the
+    // first one's event (its redelivery was taken elsewhere).
+    let (consumed, fresh) = (Uuid::new_v4(), Uuid::new_v4());
+    let blocker = park_blocker(&engine, w).await;
+    let redelivered = spawn_execute(&engine, w, debit_for_event("4.00", consumed));
+    let neighbour = spawn_execute(&engine, w, debit_for_event("1.00", fresh));
+    let (e, q) = (engine.clone(), Duration::from_secs(5));
+    eventually("both debits are queued behind the blocker", q, || {
+        e.queued_commands() == 3
+    })
+    .await;
+    store.external_processed(consumed);
+
+    posted(blocker.await.unwrap());
+    assert_eq!(redelivered.await.unwrap(), Err(Rejection::EventProcessed));
+    let entry = posted(neighbour.await.unwrap());
+    assert_eq!(entry.origin.inbox_event.map(|ev| ev.id), Some(fresh));
+    assert!(
+        store.processed(fresh),
+        "the neighbour's event went into the inbox with its effect"
+    );
+    // The blocker, then the neighbour alone (the batch with both was refused whole, and wrote nothing).
+    assert_eq!(batch_sizes(&store), vec![1, 1]);
+    assert_eq!(store.wallet(w).unwrap().balance, amt("9.50"));
+    assert_eq!(store.replayed_balance(w), amt("9.50"));
+
+    // The neighbour's event delivered again: refused by the inbox, never debited twice.
+    assert_eq!(
+        engine.execute(w, debit_for_event("1.00", fresh)).await,
+        Err(Rejection::EventProcessed)
+    );
+    assert_eq!(store.wallet(w).unwrap().balance, amt("9.50"));
 }
 
 // ---------------------------------------------------------------------------------------------------------
