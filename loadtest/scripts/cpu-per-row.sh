@@ -5,16 +5,21 @@
 #
 #   loadtest/scripts/cpu-per-row.sh SKIP WINDOW [DATABASE_URL_OF_THE_SERVER]
 #
-# Waits SKIP seconds, then counts the rows of `transactions` in the newest `wallet_loadtest_*` database
-# (chosen once, when it has its ledger: waiting up to 10 s for the migrations, so neither a database that is
-# being set up nor the previous run's, being dropped, is read) and every process's CPU time (utime + stime from /proc, summed by command name) at the start and the end
-# of WINDOW seconds, and prints CPU seconds and µs per row for each command that used more than 0.05 s.
+# Finds the newest `wallet_loadtest_*` database (chosen once, when it has its ledger: waiting up to 10 s for
+# the migrations, so neither a database that is being set up nor the previous run's, being dropped, is read),
+# waits until its ledger starts to grow (the run's load has begun — warm-up included — after its setup, which
+# with `--setup sql` writes no ledger rows: up to MAX_WAIT_FOR_LOAD_SECS), waits SKIP seconds more, then counts the rows of `transactions` and every
+# process's CPU time (utime + stime from /proc, summed by command name) at the start and the end of WINDOW
+# seconds, and prints CPU seconds and µs per row for each command that used more than 0.05 s. SKIP counts
+# from the load's start, not the script's, so the window lands in the same part of a run however long its
+# setup took on the machine of the day (start the script with the run).
 # Processes that start or end inside the window are not counted (the service and Postgres backends of a
 # run live through it).
 set -euo pipefail
 SKIP=${1:?seconds to wait}; WINDOW=${2:?seconds to measure}
 ADMIN=${3:-postgres://postgres@127.0.0.1:5432/postgres}
 HZ=$(getconf CLK_TCK)
+MAX_WAIT_FOR_LOAD_SECS=120
 
 snapshot() {
     for stat in /proc/[0-9]*/stat; do
@@ -48,8 +53,22 @@ rows() {
     exit 1
 }
 
-sleep "$SKIP"
+# Polls until the ledger holds more rows than when first read: the load has started.
+await_load() {
+    local first now
+    first=$(rows)
+    for _ in $(seq $(( MAX_WAIT_FOR_LOAD_SECS * 5 ))); do
+        now=$(rows)
+        [ "$now" -gt "$first" ] && return
+        sleep 0.2
+    done
+    echo "cpu-per-row: $DB's ledger did not grow within ${MAX_WAIT_FOR_LOAD_SECS} s" >&2
+    exit 1
+}
+
 DB=$(database)
+await_load
+sleep "$SKIP"
 r0=$(rows); s0=$(snapshot)
 sleep "$WINDOW"
 s1=$(snapshot); r1=$(rows)

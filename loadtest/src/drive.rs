@@ -161,7 +161,7 @@ impl Driver {
     }
 
     /// Sends request `i`; latency counts from `since` (its intended time in open loop).
-    async fn exec(&self, i: u64, since: Instant) {
+    async fn request(&self, i: u64, since: Instant) {
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let op = self.workload.op(i);
@@ -250,23 +250,6 @@ impl Driver {
         );
     }
 
-    fn status_line(&self, now: Instant) -> String {
-        let r = self.rec.lock().expect("recorder lock");
-        let secs = now.saturating_duration_since(r.started()).as_secs_f64().max(1e-3);
-        let p99 = r
-            .recent_p99_ms(now)
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
-        format!(
-            "sent {} ok {} failed {} | {:.0} ok/s | p99 last s {} | in flight {}",
-            self.sent.load(Ordering::Relaxed),
-            r.ok(),
-            r.failed(),
-            r.ok() as f64 / secs,
-            p99,
-            self.in_flight.load(Ordering::Relaxed)
-        )
-    }
-
     /// Runs the load for `duration` and returns what was measured and what the clients were told.
     pub async fn run(
         self: &Arc<Self>,
@@ -280,74 +263,7 @@ impl Driver {
         *self.rec.lock().expect("recorder lock") = Recorder::new(start);
         *self.ledger.lock().expect("ledger lock") = ClientLedger::default();
         self.sent.store(0, Ordering::Relaxed);
-        bar.set_length(duration.as_millis() as u64);
-        bar.set_position(0);
-        let done = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (me, bar, done) = (self.clone(), bar.clone(), done.clone());
-            let plain = plain_progress && (bar.is_hidden() || !std::io::stderr().is_terminal());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                let mut n = 0u64;
-                while !done.load(Ordering::Relaxed) {
-                    tick.tick().await;
-                    let now = Instant::now();
-                    let line = me.status_line(now);
-                    bar.set_position((now - start).as_millis().min(duration.as_millis()) as u64);
-                    bar.set_message(line.clone());
-                    n += 1;
-                    if plain && n.is_multiple_of(20) {
-                        eprintln!("  [{:>5.1}s] {line}", (now - start).as_secs_f64());
-                    }
-                }
-            })
-        };
-        let (offered, send_window) = match mode {
-            Mode::Open { rate } => {
-                let sched = RateSchedule::new(rate).expect("rate validated by the caller");
-                let total = sched.total_for(duration);
-                let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
-                let mut tasks = tokio::task::JoinSet::new();
-                for i in 0..total {
-                    let due = start + sched.offset(i);
-                    if due > Instant::now() {
-                        tokio::time::sleep_until(due.into()).await;
-                    }
-                    // Waiting for a permit delays the send but not the intended time: the wait is latency.
-                    let permit = permits.clone().acquire_owned().await.expect("semaphore never closed");
-                    let me = self.clone();
-                    tasks.spawn(async move {
-                        me.exec(i, due).await;
-                        drop(permit);
-                    });
-                    while tasks.try_join_next().is_some() {}
-                }
-                let window = start.elapsed();
-                bar.set_message(format!("draining {} in flight", tasks.len()));
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
-                tasks.abort_all();
-                (Some(rate), window)
-            }
-            Mode::Closed { concurrency } => {
-                let next = Arc::new(AtomicU64::new(0));
-                let deadline = start + duration;
-                let mut tasks = tokio::task::JoinSet::new();
-                for _ in 0..concurrency.max(1) {
-                    let (me, next) = (self.clone(), next.clone());
-                    tasks.spawn(async move {
-                        while Instant::now() < deadline {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            me.exec(i, Instant::now()).await;
-                        }
-                    });
-                }
-                while tasks.join_next().await.is_some() {}
-                (None, duration)
-            }
-        };
-        done.store(true, Ordering::Relaxed);
-        let _ = ticker.await;
-        bar.set_position(duration.as_millis() as u64);
+        let (offered, send_window) = send(self, start, mode, duration, max_in_flight, bar, plain_progress).await;
         let stats =
             self.rec
                 .lock()
@@ -363,6 +279,148 @@ impl Driver {
         }
         (stats, ledger)
     }
+}
+
+impl Load for Driver {
+    fn status_line(&self, now: Instant) -> String {
+        let r = self.rec.lock().expect("recorder lock");
+        progress_line(
+            "requests",
+            &r,
+            now,
+            self.sent.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed),
+        )
+    }
+
+    async fn exec(&self, i: u64, since: Instant) {
+        self.request(i, since).await
+    }
+}
+
+/// One kind of load ([`Driver`]'s requests, `http-holds`' pairs): what [`send`] runs and reports.
+pub(crate) trait Load: Send + Sync + 'static {
+    /// The progress line: what was sent and answered so far.
+    fn status_line(&self, now: Instant) -> String;
+    /// Runs operation `i` and records it; latency counts from `since` (its intended time in open loop).
+    fn exec(&self, i: u64, since: Instant) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// A progress line: `unit` sent, answered and failed, the rate answered, the last second's p99.
+pub(crate) fn progress_line(unit: &str, r: &Recorder, now: Instant, sent: u64, in_flight: u64) -> String {
+    let secs = now.saturating_duration_since(r.started()).as_secs_f64().max(1e-3);
+    let p99 = r
+        .recent_p99_ms(now)
+        .map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
+    format!(
+        "{unit} sent {sent} ok {} failed {} | {:.0} ok/s | p99 last s {p99} | in flight {in_flight}",
+        r.ok(),
+        r.failed(),
+        r.ok() as f64 / secs,
+    )
+}
+
+/// How often the progress bar is redrawn, and how many redraws apart a plain progress line is printed.
+const PROGRESS_TICK: Duration = Duration::from_millis(250);
+const PLAIN_PROGRESS_EVERY_TICKS: u64 = 20;
+
+/// Sends `load`'s operations from `start` for `duration`: open loop at a fixed rate (at most
+/// `max_in_flight` outstanding; a wait for room counts as latency), then drains what is in flight for up to
+/// [`DRAIN_TIMEOUT`]; or closed loop, each client sending its next operation when the last is answered.
+/// Returns the offered rate (open loop) and the send window.
+pub(crate) async fn send<L: Load>(
+    load: &Arc<L>,
+    start: Instant,
+    mode: Mode,
+    duration: Duration,
+    max_in_flight: usize,
+    bar: &ProgressBar,
+    plain_progress: bool,
+) -> (Option<f64>, Duration) {
+    bar.set_length(duration.as_millis() as u64);
+    bar.set_position(0);
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (load, bar, done) = (load.clone(), bar.clone(), done.clone());
+        let plain = plain_progress && (bar.is_hidden() || !std::io::stderr().is_terminal());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROGRESS_TICK);
+            let mut n = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let now = Instant::now();
+                let line = load.status_line(now);
+                bar.set_position((now - start).as_millis().min(duration.as_millis()) as u64);
+                bar.set_message(line.clone());
+                n += 1;
+                if plain && n.is_multiple_of(PLAIN_PROGRESS_EVERY_TICKS) {
+                    eprintln!("  [{:>5.1}s] {line}", (now - start).as_secs_f64());
+                }
+            }
+        })
+    };
+    let sent = match mode {
+        Mode::Open { rate } => send_open(load, start, rate, duration, max_in_flight, bar).await,
+        Mode::Closed { concurrency } => send_closed(load, start, concurrency, duration).await,
+    };
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.await;
+    bar.set_position(duration.as_millis() as u64);
+    sent
+}
+
+async fn send_open<L: Load>(
+    load: &Arc<L>,
+    start: Instant,
+    rate: f64,
+    duration: Duration,
+    max_in_flight: usize,
+    bar: &ProgressBar,
+) -> (Option<f64>, Duration) {
+    let sched = RateSchedule::new(rate).expect("rate validated by the caller");
+    let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..sched.total_for(duration) {
+        let due = start + sched.offset(i);
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        // Waiting for a permit delays the send but not the intended time: the wait is latency.
+        let permit = permits.clone().acquire_owned().await.expect("semaphore never closed");
+        let load = load.clone();
+        tasks.spawn(async move {
+            load.exec(i, due).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    let window = start.elapsed();
+    bar.set_message(format!("draining {} in flight", tasks.len()));
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+    tasks.abort_all();
+    (Some(rate), window)
+}
+
+async fn send_closed<L: Load>(
+    load: &Arc<L>,
+    start: Instant,
+    concurrency: usize,
+    duration: Duration,
+) -> (Option<f64>, Duration) {
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (load, next) = (load.clone(), next.clone());
+        tasks.spawn(async move {
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                load.exec(i, Instant::now()).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    (None, duration)
 }
 
 pub(crate) fn problem_code(body: &[u8]) -> String {

@@ -16,23 +16,20 @@
 //!   once, no hold over-captured, and nothing stored that no client was told of beyond the unknown outcomes.
 
 use std::collections::{HashMap, HashSet};
-use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 use wallet_service::auth::Role;
 
 use crate::books::{BooksReport, DbTxn, DbWallet, cents_text};
-use crate::drive::{DRAIN_TIMEOUT, Mix, Mode, Op, Workload, problem_code};
+use crate::drive::{Load, Mix, Mode, Op, Workload, problem_code, progress_line};
 use crate::h1::{H1, Reply};
 use crate::report::{EngineRun, RunResult};
-use crate::sched::RateSchedule;
 use crate::setup::{Fixture, SQL_CHUNK};
 use crate::stats::{Outcome, Recorder, RunStats, Summary};
 use crate::target::{Target, connect};
@@ -506,7 +503,7 @@ impl HoldDriver {
     }
 
     /// Places and captures pair `i`; latency counts from `since` (its intended time in open loop).
-    async fn exec(&self, i: u64, since: Instant) {
+    async fn place_and_capture(&self, i: u64, since: Instant) {
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let pair = self.pair(i, since).await;
@@ -614,23 +611,6 @@ impl HoldDriver {
         }
     }
 
-    fn status_line(&self, now: Instant) -> String {
-        let r = self.pairs.lock().expect("recorder lock");
-        let secs = now.saturating_duration_since(r.started()).as_secs_f64().max(1e-3);
-        let p99 = r
-            .recent_p99_ms(now)
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
-        format!(
-            "pairs sent {} ok {} failed {} | {:.0} pairs/s | pair p99 last s {} | in flight {}",
-            self.sent.load(Ordering::Relaxed),
-            r.ok(),
-            r.failed(),
-            r.ok() as f64 / secs,
-            p99,
-            self.in_flight.load(Ordering::Relaxed)
-        )
-    }
-
     /// Runs pairs for `duration` (as [`crate::drive::Driver::run`] runs requests) and returns what was
     /// measured — the pairs, with "place" and "capture" among `by_kind` — and what the clients were told.
     pub async fn run(
@@ -647,73 +627,8 @@ impl HoldDriver {
         *self.ledger.lock().expect("ledger lock") = HoldLedger::default();
         self.sent.store(0, Ordering::Relaxed);
         self.requests_sent.store(0, Ordering::Relaxed);
-        bar.set_length(duration.as_millis() as u64);
-        bar.set_position(0);
-        let done = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (me, bar, done) = (self.clone(), bar.clone(), done.clone());
-            let plain = plain_progress && (bar.is_hidden() || !std::io::stderr().is_terminal());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                let mut n = 0u64;
-                while !done.load(Ordering::Relaxed) {
-                    tick.tick().await;
-                    let now = Instant::now();
-                    let line = me.status_line(now);
-                    bar.set_position((now - start).as_millis().min(duration.as_millis()) as u64);
-                    bar.set_message(line.clone());
-                    n += 1;
-                    if plain && n.is_multiple_of(20) {
-                        eprintln!("  [{:>5.1}s] {line}", (now - start).as_secs_f64());
-                    }
-                }
-            })
-        };
-        let (offered, send_window) = match mode {
-            Mode::Open { rate } => {
-                let sched = RateSchedule::new(rate).expect("rate validated by the caller");
-                let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
-                let mut tasks = tokio::task::JoinSet::new();
-                for i in 0..sched.total_for(duration) {
-                    let due = start + sched.offset(i);
-                    if due > Instant::now() {
-                        tokio::time::sleep_until(due.into()).await;
-                    }
-                    // Waiting for a permit delays the send but not the intended time: the wait is latency.
-                    let permit = permits.clone().acquire_owned().await.expect("semaphore never closed");
-                    let me = self.clone();
-                    tasks.spawn(async move {
-                        me.exec(i, due).await;
-                        drop(permit);
-                    });
-                    while tasks.try_join_next().is_some() {}
-                }
-                let window = start.elapsed();
-                bar.set_message(format!("draining {} pairs in flight", tasks.len()));
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
-                tasks.abort_all();
-                (Some(rate), window)
-            }
-            Mode::Closed { concurrency } => {
-                let next = Arc::new(AtomicU64::new(0));
-                let deadline = start + duration;
-                let mut tasks = tokio::task::JoinSet::new();
-                for _ in 0..concurrency.max(1) {
-                    let (me, next) = (self.clone(), next.clone());
-                    tasks.spawn(async move {
-                        while Instant::now() < deadline {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            me.exec(i, Instant::now()).await;
-                        }
-                    });
-                }
-                while tasks.join_next().await.is_some() {}
-                (None, duration)
-            }
-        };
-        done.store(true, Ordering::Relaxed);
-        let _ = ticker.await;
-        bar.set_position(duration.as_millis() as u64);
+        let (offered, send_window) =
+            crate::drive::send(self, start, mode, duration, max_in_flight, bar, plain_progress).await;
         let mut stats =
             self.pairs
                 .lock()
@@ -735,6 +650,23 @@ impl HoldDriver {
             }
         }
         (stats, ledger)
+    }
+}
+
+impl Load for HoldDriver {
+    fn status_line(&self, now: Instant) -> String {
+        let r = self.pairs.lock().expect("recorder lock");
+        progress_line(
+            "pairs",
+            &r,
+            now,
+            self.sent.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed),
+        )
+    }
+
+    async fn exec(&self, i: u64, since: Instant) {
+        self.place_and_capture(i, since).await
     }
 }
 
