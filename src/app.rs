@@ -168,18 +168,12 @@ impl App {
             ..Limits::default()
         };
         let engine = Engine::start(Arc::new(store.clone()), limits).await?;
-        let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], config.port)))
-            .await
-            .map_err(|source| BuildError::Bind {
-                port: config.port,
-                source,
-            })?;
+        let listener = listen(config.port).map_err(|source| BuildError::Bind {
+            port: config.port,
+            source,
+        })?;
         let metrics_listener = match config.transport.metrics_port {
-            Some(port) => Some(
-                TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
-                    .await
-                    .map_err(|source| BuildError::BindMetrics { port, source })?,
-            ),
+            Some(port) => Some(listen(port).map_err(|source| BuildError::BindMetrics { port, source })?),
             None => None,
         };
         let service = Arc::new(Service::new(
@@ -313,6 +307,24 @@ impl App {
         spend_fold.abort();
         events.finish().await;
     }
+}
+
+/// Connections the kernel queues on a listening socket before they are accepted (tokio's own default).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listening socket on every interface whose accepted connections have `TCP_NODELAY`. warp accepts the
+/// connections itself, so the option is set on the listener, which Linux copies to every socket it accepts.
+/// Without it, a reply written while the previous one on the connection is still unacknowledged — pipelined
+/// HTTP/1.1 requests, concurrent HTTP/2 streams — waits for the client's delayed ACK, about 40 ms
+/// (docs/BENCHMARKS.md, "Syscalls per request"); every reply is written whole, so nothing is gained by
+/// holding one back.
+pub fn listen(port: u16) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    // As `TcpListener::bind` does on Unix: a restarted process binds at once despite old connections.
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(SocketAddr::from(([0, 0, 0, 0], port)))?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The API port until `stop` is cancelled, then its drain: plain HTTP through warp, or TLS 1.3 through
@@ -450,5 +462,22 @@ pub fn default_limits(idle: Duration) -> Limits {
     Limits {
         idle_timeout: idle,
         ..Limits::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_connection_accepted_on_the_api_listener_sends_small_replies_at_once() {
+        let listener = super::listen(0).expect("binds a free port");
+        let port = listener.local_addr().expect("bound").port();
+        let _client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connects");
+        let (accepted, _) = listener.accept().await.expect("accepts");
+        assert!(
+            accepted.nodelay().expect("reads TCP_NODELAY"),
+            "the accepted connection must not hold replies back for the client's ACK (Nagle)"
+        );
     }
 }

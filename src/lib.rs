@@ -8,7 +8,7 @@
 //! Every error is an enum (thiserror), and a store row is read by column name (`store::col`), never by a
 //! panicking position.
 //! - [`app`]: `App::build(config)` wires everything; `App::run(shutdown)` serves and drains (the API port,
-//!   and with `METRICS_PORT` a metrics port of its own).
+//!   and with `METRICS_PORT` a metrics port of its own); `listen` binds them with `TCP_NODELAY`.
 //! - [`tls`]: HTTPS for the API port, TLS 1.3 only (rustls on aws-lc-rs): PEM loading and the accept
 //!   loop that hands each handshaken connection to the warp routes, with the same graceful drain.
 //! - [`service`]: THE USE-CASE LAYER. `Service` alone holds the engine, the store and the cache and
