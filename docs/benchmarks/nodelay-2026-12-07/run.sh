@@ -47,3 +47,30 @@ for b in nagle nodelay nagle nodelay; do
         --concurrency 64 --skip-floor --out /tmp/cpr/seg-$b
     echo "$b $(nstat -z TcpOutSegs | grep TcpOutSegs)"
 done
+# 4. Runs 13-24: three more nagle/nodelay pairs, then "off" (this change with set_nodelay(false), built the
+#    same way and copied to /tmp/cpr/*-off) against nodelay.
+n=12
+for b in nagle nodelay nodelay nagle nodelay nagle off nodelay nodelay off off nodelay; do
+    n=$((n+1))
+    /tmp/cpr/loadtest-$b http-reads --spawn --wallets 10000 --setup sql --duration 15s --warmup 3s --closed \
+        --concurrency 64 --out reads-$n-$b
+done
+# 5. The wire (capture.txt) and one request at a time (single-request-ab.txt), the service as its own process.
+for b in nagle nodelay; do
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/lt_sys JWT_SECRET=$SECRET PORT=3913 RUST_LOG=warn \
+        /tmp/cpr/wallet-service-$b &
+    PID=$!; sleep 3
+    JWT_SECRET=$SECRET DATABASE_URL=postgres://postgres@127.0.0.1:5432/lt_sys /tmp/cpr/loadtest-$b http-reads \
+        --url http://127.0.0.1:3913 --service-pid $PID --wallets 1000 --setup sql --duration 12s --warmup 2s \
+        --closed --concurrency 2 --skip-floor --out /tmp/cpr/td-$b &
+    sleep 8; timeout 1 tcpdump -i lo -nn -tt 'tcp port 3913' -w /tmp/cpr/td-$b.pcap || true
+    wait %2 2>/dev/null || sleep 7
+    kill $PID; sleep 1
+done
+for b in nagle nodelay off nodelay nagle off; do
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/lt_sys JWT_SECRET=$SECRET PORT=3913 RUST_LOG=warn \
+        /tmp/cpr/wallet-service-$b &
+    PID=$!; sleep 3
+    echo -n "$b: "; python3 single-request.py 1
+    kill $PID; sleep 1
+done
