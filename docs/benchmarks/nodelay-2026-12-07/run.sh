@@ -71,6 +71,6 @@ for b in nagle nodelay off nodelay nagle off; do
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/lt_sys JWT_SECRET=$SECRET PORT=3913 RUST_LOG=warn \
         /tmp/cpr/wallet-service-$b &
     PID=$!; sleep 3
-    echo -n "$b: "; python3 single-request.py 1
+    echo -n "$b: "; python3 pipelined.py 1 5000
     kill $PID; sleep 1
 done
