@@ -198,6 +198,7 @@ impl App {
             }),
             events: Arc::new(crate::events::EventsState::new(config.amqp_url.is_some())),
             metrics,
+            latencies: Default::default(),
         });
         let events = crate::events::Setup {
             amqp_url: config.amqp_url.clone(),

@@ -158,6 +158,33 @@ async fn health_openapi_and_metrics_need_no_token() {
     assert!(text.contains("http_request_duration_seconds"), "{text}");
     // Routes are labelled with `{id}`, never with a wallet's or user's id.
     assert!(!text.contains(&user.to_string()), "metrics carry ids");
+
+    // Each (method, route, status) counts every request into its own series: more reads, and a 404, move
+    // them by at least as much (other tests in this process share the recorder, so never by less).
+    let read_ok = [r#"method="GET""#, r#"route="/wallets/{id}""#, r#"status="200""#];
+    let read_missing = [r#"method="GET""#, r#"route="/wallets/{id}""#, r#"status="404""#];
+    let before = (request_count(&text, &read_ok), request_count(&text, &read_missing));
+    assert!(before.0 >= 1, "{text}");
+    for _ in 0..3 {
+        let res = app.get_as(&app.admin_token, &format!("/wallets/{user}")).await;
+        assert_eq!(res.status(), 200);
+    }
+    let res = app
+        .get_as(&app.admin_token, &format!("/wallets/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(res.status(), 404);
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(request_count(&text, &read_ok) >= before.0 + 3, "{text}");
+    assert!(request_count(&text, &read_missing) > before.1, "{text}");
+}
+
+/// The sample count of the request-latency series with these labels (0 when there is none).
+fn request_count(metrics: &str, labels: &[&str]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("http_request_duration_seconds_count{") && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
