@@ -200,11 +200,16 @@ impl Monitor {
         hits
     }
 
-    /// The median of the recent debits.
+    /// The median of the recent debits (the upper one of an even count). Selected, not sorted: this runs
+    /// for every debit, and sorting [`SKETCH_LEN`] decimals (whose comparison is not cheap) was about a
+    /// tenth of the service's instructions per debit (callgrind).
     fn typical(&self) -> Decimal {
         let mut v: Vec<Decimal> = self.amounts.iter().copied().collect();
-        v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or(Decimal::ZERO)
+        let middle = v.len() / 2;
+        if middle >= v.len() {
+            return Decimal::ZERO;
+        }
+        *v.select_nth_unstable(middle).1
     }
 
     /// Records a hit unless the rule already fired within the window.
@@ -259,6 +264,20 @@ mod tests {
         let later = now + chrono::Duration::seconds(61);
         // A minute later the old debits have left the window: the limit is not passed again at once.
         assert!(rules(m.debit_asked(&l, amt("1"), who, later)).is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_typical_debit_is_the_sorted_middle_of_the_recent_ones(cents in proptest::collection::vec(1u64..1_000_000, 0..=SKETCH_LEN)) {
+            let m = Monitor {
+                amounts: cents.iter().map(|c| Decimal::new(*c as i64, 2)).collect(),
+                ..Monitor::default()
+            };
+            let mut sorted: Vec<Decimal> = m.amounts.iter().copied().collect();
+            sorted.sort_unstable();
+            let expected = sorted.get(sorted.len() / 2).copied().unwrap_or(Decimal::ZERO);
+            proptest::prop_assert_eq!(m.typical(), expected);
+        }
     }
 
     #[test]
