@@ -31,9 +31,9 @@ pub const MAX_LATENCY_SERIES: usize = 1024;
 
 /// Handles to the request-latency histograms. `metrics::histogram!` with labels builds a key (allocating the
 /// status text), hashes it and searches the recorder's registry on every call: with callgrind, 2,900 of a
-/// wallet read's 45,000 instructions went to recording its latency, 1,100 with a kept handle. A handle found once is recorded into
-/// directly. The recorder is installed once per process and never forgets a histogram (no idle timeout), so
-/// a kept handle stays the one `/metrics` renders.
+/// wallet read's 45,000 instructions went to recording its latency, 1,100 with a kept handle. A handle
+/// found once is recorded into directly. The recorder is installed once per process and never forgets a
+/// histogram (no idle timeout), so a kept handle stays the one `/metrics` renders.
 #[derive(Default)]
 pub struct RequestLatencies {
     handles: dashmap::DashMap<(&'static str, &'static str, u16), metrics::Histogram, foldhash::fast::RandomState>,
